@@ -1,0 +1,237 @@
+"""The guidance engine: moves latents along the gradient of a method's loss on attention maps.
+
+One :class:`Guider` serves one generation call. At a guided step it runs the UNet on the
+conditional branch of the whole batch at once (through ``scheduler.scale_model_input``),
+reads the recorded maps, evaluates the method's loss per image in float32, and updates
+each image's latents with its own gradient. Updates whose gradient is not finite are
+skipped and reported instead of turning latents into NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .attention import AttentionRecorder, recording_processors, select_layers
+from .maps import token_window
+from .methods import GuidanceMethod
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepRecord:
+    """What guidance did at one denoising step (per image lists)."""
+
+    step: int
+    timestep: float
+    step_size: float
+    loss: list[float]
+    refinement_iterations: list[int] = field(default_factory=list)
+    updated: list[bool] = field(default_factory=list)
+    skipped_nonfinite: list[bool] = field(default_factory=list)
+    loss_after_update: list[float] | None = None
+
+
+@dataclass
+class GuidanceConditioning:
+    """The conditional-branch inputs of the guidance forward, one row per image."""
+
+    encoder_hidden_states: torch.Tensor
+    groups: Sequence[Sequence[Any]]
+    prompt_lengths: Sequence[int]
+    prompts: Sequence[str]
+    added_cond_kwargs: dict | None = None
+    cross_attention_kwargs: dict | None = None
+    timestep_cond: torch.Tensor | None = None
+
+    def __post_init__(self):
+        n = self.encoder_hidden_states.shape[0]
+        for name in ("groups", "prompt_lengths", "prompts"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for a batch of {n} images")
+
+
+@contextmanager
+def _frozen_parameters(module: torch.nn.Module):
+    """No gradient bookkeeping for the weights while guiding; restores the flags after."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def resolve_window_mode(method: GuidanceMethod, tokenizers: Sequence) -> str:
+    """``auto``: ``all`` (diffusers' ``[1:-1]``) when every tokenizer pads with its end token,
+    ``prompt`` when one pads with a real token (SD 2.x, SDXL)."""
+    if method.token_window != "auto":
+        return method.token_window
+    for tok in tokenizers:
+        if tok is not None and tok.pad_token_id != tok.eos_token_id:
+            return "prompt"
+    return "all"
+
+
+class Guider:
+    """Applies ``method`` during one generation; see the module docstring."""
+
+    def __init__(
+        self,
+        method: GuidanceMethod,
+        unet,
+        scheduler,
+        conditioning: GuidanceConditioning,
+        latent_hw: tuple[int, int],
+        attn_res: tuple[int, int],
+        num_inference_steps: int,
+        window_mode: str = "all",
+        record_loss_after_update: bool = False,
+        keep_attention_maps: bool = False,
+    ):
+        self.method = method
+        self.unet = unet
+        self.scheduler = scheduler
+        self.cond = conditioning
+        self.attn_res = tuple(int(s) for s in attn_res)
+        self.layer_names = select_layers(unet, latent_hw, self.attn_res)
+        self.recorder = AttentionRecorder(self.attn_res)
+        self.step_sizes = method.schedule.step_sizes(num_inference_steps)
+        self.window_mode = window_mode
+        self.record_loss_after_update = record_loss_after_update
+        self.keep_attention_maps = keep_attention_maps
+        self.records: list[StepRecord] = []
+        self.attention_maps: dict[int, torch.Tensor] = {}
+        self.previous_maps: torch.Tensor | None = None
+        num_tokens = conditioning.encoder_hidden_states.shape[1]
+        self.windows = [token_window(window_mode, n, num_tokens) for n in conditioning.prompt_lengths]
+        for groups, prompt in zip(conditioning.groups, conditioning.prompts, strict=True):
+            method.validate_groups(groups, prompt)
+
+    # ------------------------------------------------------------------ forward + loss
+    def _forward_maps(self, latents: torch.Tensor, t) -> torch.Tensor:
+        model_input = self.scheduler.scale_model_input(latents, t)
+        with self.recorder.recording():
+            self.unet(
+                model_input,
+                t,
+                encoder_hidden_states=self.cond.encoder_hidden_states,
+                timestep_cond=self.cond.timestep_cond,
+                added_cond_kwargs=self.cond.added_cond_kwargs,
+                cross_attention_kwargs=self.cond.cross_attention_kwargs,
+                return_dict=False,
+            )
+            return self.recorder.aggregate()
+
+    def _losses(self, maps: torch.Tensor) -> torch.Tensor:
+        per_image = []
+        for b in range(maps.shape[0]):
+            previous = None
+            if self.method.uses_previous_maps and self.previous_maps is not None:
+                previous = self.previous_maps[b]
+            per_image.append(
+                self.method.loss(
+                    maps[b], self.cond.groups[b], self.windows[b], self.cond.prompt_lengths[b], previous
+                )
+            )
+        return torch.stack(per_image).float()
+
+    def losses(self, latents: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image losses at ``latents`` (with the graph to ``latents``) and the maps."""
+        maps = self._forward_maps(latents, t)
+        return self._losses(maps), maps
+
+    def _descend(self, latents, losses, step_size, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """One masked gradient step; rows with a non-finite gradient or loss stay put."""
+        (grad,) = torch.autograd.grad((losses * mask).sum(), latents)
+        finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(losses.detach())
+        move = mask.bool() & finite
+        grad = torch.where(move.view(-1, *[1] * (grad.dim() - 1)), grad, torch.zeros_like(grad))
+        updated = (latents.detach().float() - step_size * grad.float()).to(latents.dtype)
+        return updated, (mask.bool() & ~finite)
+
+    # ------------------------------------------------------------------ one denoising step
+    def step(self, latents: torch.Tensor, t, step_index: int) -> torch.Tensor:
+        """Guide ``latents`` at denoising step ``step_index`` (timestep ``t``)."""
+        schedule = self.method.schedule
+        if not schedule.is_active(step_index):
+            return latents
+        step_size = float(self.step_sizes[step_index])
+        batch = latents.shape[0]
+        iterations = [0] * batch
+        skipped = torch.zeros(batch, dtype=torch.bool, device=latents.device)
+        with ExitStack() as stack:
+            stack.enter_context(torch.enable_grad())
+            stack.enter_context(_frozen_parameters(self.unet))
+            # Installed per step and restored on exit, also when anything below raises.
+            stack.enter_context(recording_processors(self.unet, self.layer_names, self.recorder))
+            z = latents.detach().requires_grad_(True)
+            losses, maps = self.losses(z, t)
+            if schedule.refines_at(step_index):
+                target = schedule.refinement[step_index]
+                active = torch.ones(batch, dtype=torch.bool, device=z.device)
+                if target is not None:
+                    active &= losses.detach() > target
+                count = 0
+                while bool(active.any()) and count < schedule.refinement_iterations:
+                    if count > 0:  # the first iteration reuses the forward above
+                        z = z.detach().requires_grad_(True)
+                        losses, maps = self.losses(z, t)
+                    count += 1
+                    z, bad = self._descend(z, losses, step_size, active.to(losses.dtype))
+                    skipped |= bad
+                    for b in range(batch):
+                        iterations[b] += int(active[b])
+                    if target is not None:
+                        active &= losses.detach() > target
+                if count > 0:  # the loss at the refined latents drives the regular update
+                    z = z.detach().requires_grad_(True)
+                    losses, maps = self.losses(z, t)
+            record = StepRecord(
+                step=step_index,
+                timestep=float(t),
+                step_size=step_size,
+                loss=losses.detach().cpu().tolist(),
+                refinement_iterations=iterations,
+            )
+            updated = [False] * batch
+            if schedule.updates_at(step_index):
+                mask = (losses.detach() != 0).to(losses.dtype)
+                z, bad = self._descend(z, losses, step_size, mask)
+                skipped |= bad
+                updated = (mask.bool() & ~bad).cpu().tolist()
+            z = z.detach()
+            if self.record_loss_after_update:
+                after, _ = self.losses(z.requires_grad_(False), t)
+                record.loss_after_update = after.detach().cpu().tolist()
+        record.updated = updated
+        record.skipped_nonfinite = skipped.cpu().tolist()
+        if any(record.skipped_nonfinite):
+            logger.warning(
+                "Guidance step %d: skipped the update of image(s) %s whose gradient was not finite.",
+                step_index,
+                [b for b, s in enumerate(record.skipped_nonfinite) if s],
+            )
+        self.records.append(record)
+        self.previous_maps = maps.detach()
+        if self.keep_attention_maps:
+            self.attention_maps[step_index] = maps.detach().cpu()
+        return z
+
+    def summary(self) -> dict:
+        """Totals over the call, for logs and benchmark tables."""
+        return {
+            "guided_steps": len(self.records),
+            "updates": int(sum(sum(r.updated) for r in self.records)),
+            "refinement_iterations": int(sum(sum(r.refinement_iterations) for r in self.records)),
+            "skipped_nonfinite": int(sum(sum(r.skipped_nonfinite) for r in self.records)),
+            "mean_first_loss": float(np.mean(self.records[0].loss)) if self.records else None,
+        }

@@ -1,0 +1,399 @@
+"""Token groups: which positions of a prompt's ``input_ids`` belong to which object.
+
+Attention-map guidance (Attend-and-Excite, CONFORM, EBAMA, SynGen) reads the cross-attention
+maps of selected tokens. A *token group* is one object of the prompt: its attribute words
+followed by its noun (the group's last word), e.g. ``"a red car and a blue bench"`` gives
+``[["red", "car"], ["blue", "bench"]]``. Positions index the tokenizer's ``input_ids``:
+0 is ``<|startoftext|>``, 1..n the prompt's own tokens, n+1 ``<|endoftext|>``, then padding.
+
+Words are found by CLIP's own pre-tokenization, so a word that BPE splits into several
+pieces ("zebra" -> z e b r a) maps to all of its positions. This needs no offsets mapping,
+so it works with slow and fast ``CLIPTokenizer``s alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import unicodedata
+from dataclasses import dataclass
+from typing import Sequence
+
+import regex
+
+# CLIP's pre-tokenizer pattern (transformers' CLIPTokenizer / openai CLIP simple_tokenizer).
+_CLIP_PAT = regex.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class TokenGroup:
+    """One object of a prompt: the token positions of its words, the noun last."""
+
+    words: tuple[str, ...]
+    word_positions: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self):
+        if not self.words or len(self.words) != len(self.word_positions):
+            raise ValueError("A TokenGroup needs at least one word and one positions tuple per word.")
+        if any(not positions for positions in self.word_positions):
+            raise ValueError("Every word of a TokenGroup needs at least one token position.")
+
+    @property
+    def noun(self) -> tuple[int, ...]:
+        """Positions of the noun (the last word)."""
+        return self.word_positions[-1]
+
+    @property
+    def modifiers(self) -> tuple[tuple[int, ...], ...]:
+        """Positions of each attribute word (every word but the last)."""
+        return self.word_positions[:-1]
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """All positions, in word order."""
+        return tuple(p for positions in self.word_positions for p in positions)
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A prompt's ``input_ids`` (start and end tokens included, no padding) and its words."""
+
+    prompt: str
+    input_ids: tuple[int, ...]
+    pieces: tuple[str, ...]
+    words: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def length(self) -> int:
+        """Number of the prompt's own tokens (start and end tokens excluded)."""
+        return len(self.input_ids) - 2
+
+    def describe(self) -> str:
+        """The prompt's token positions and pieces, e.g. ``"1:'a' 2:'red' 3:'car'"``."""
+        if self.length <= 0:
+            return "(no tokens)"
+        return " ".join(
+            f"{i}:{self.pieces[i].replace('</w>', '')!r}" for i in range(1, self.length + 1)
+        )
+
+
+def _normalize(text: str) -> str:
+    # What CLIPTokenizer does before its pre-tokenizer: NFC, collapse whitespace, lowercase.
+    text = unicodedata.normalize("NFC", text)
+    return regex.sub(r"\s+", " ", text).strip().lower()
+
+
+def _pre_tokenize(text: str) -> list[str]:
+    return _CLIP_PAT.findall(_normalize(text))
+
+
+def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
+    """Tokenize ``prompt`` and map each CLIP pre-token word to its ``input_ids`` positions.
+
+    Raises ``ValueError`` if the prompt does not fit the tokenizer (truncated tokens are
+    invisible to guidance), or if tokenizing word by word does not reproduce the prompt's
+    ids (a tokenizer that is not CLIP-compatible; pass integer positions then).
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"The prompt must be a string, got {type(prompt).__name__}.")
+    word_texts = _pre_tokenize(prompt)
+    word_ids = tokenizer(word_texts, add_special_tokens=False).input_ids if word_texts else []
+    flat = [i for ids in word_ids for i in ids]
+    # Check the length before tokenizing the whole prompt, which would warn about it.
+    limit = tokenizer.model_max_length - 2
+    if len(flat) > limit:
+        raise ValueError(
+            f"The prompt has {len(flat)} tokens but the text encoder sees at most {limit} "
+            f"(model_max_length {tokenizer.model_max_length} minus the start and end tokens); "
+            f"shorten the prompt, since guidance cannot see truncated tokens: {prompt!r}"
+        )
+    input_ids = list(tokenizer(prompt).input_ids)
+    if input_ids[1:-1] != flat or len(input_ids) < 2:
+        raise ValueError(
+            f"Tokenizing the prompt {prompt!r} word by word does not reproduce its input_ids, so "
+            f"the tokenizer ({type(tokenizer).__name__}) is not CLIP-compatible for word lookup; "
+            "pass integer token positions instead of words."
+        )
+    words, position = [], 1
+    for text, ids in zip(word_texts, word_ids):
+        words.append((text, tuple(range(position, position + len(ids)))))
+        position += len(ids)
+    return PromptTokens(
+        prompt=prompt,
+        input_ids=tuple(input_ids),
+        pieces=tuple(tokenizer.convert_ids_to_tokens(input_ids)),
+        words=tuple(words),
+    )
+
+
+# ----------------------------------------------------------------------------- parsing
+
+# Longest first, so that " on top of " wins over " on " and " to the left of " over " left of ".
+_CONNECTORS = sorted(
+    [
+        " and ", ",", " with ", " next to ", " on top of ", " in front of ", " on the left of ",
+        " on the right of ", " to the left of ", " to the right of ", " left of ", " right of ",
+        " on ", " in ", " under ", " above ", " below ", " behind ", " near ", " beside ",
+        " holding ", " wearing ", " inside ",
+    ],
+    key=len,
+    reverse=True,
+)
+_SPLIT = regex.compile("|".join(regex.escape(c) for c in _CONNECTORS))
+# "a photo of ...", "an oil painting of ...": a frame around the objects, not an object, so
+# the chunk's start up to the frame goes (a "painting" held by someone stays an object).
+_FRAME = regex.compile(
+    r"^.*\b(?:photo|photograph|picture|image|painting|drawing|illustration|rendering|render|sketch)\s+of\b"
+)
+_FILLERS = frozenset(
+    """a an the one two three four five six seven eight nine ten some several many few
+    this that these those its his her their my your our another each every of is are
+    there""".split()
+)
+_WORD = regex.compile(r"[\p{L}\p{N}]+(?:['\-][\p{L}\p{N}]+)*")
+
+
+def _parse_builtin(prompt: str) -> list[list[str]]:
+    text = " " + _normalize(prompt) + " "
+    groups = []
+    for chunk in _SPLIT.split(text):
+        chunk = _FRAME.sub(" ", chunk, count=1)
+        words = [w for w in _WORD.findall(chunk) if w not in _FILLERS]
+        if words:
+            groups.append(words)
+    return groups
+
+
+@functools.lru_cache(maxsize=1)
+def _spacy_model():
+    install = "pip install spacy && python -m spacy download en_core_web_sm"
+    try:
+        import spacy
+    except ImportError as err:
+        raise ImportError(f"parser='spacy' needs spaCy and its English model: {install}") from err
+    try:
+        return spacy.load("en_core_web_sm")
+    except OSError as err:
+        raise ImportError(f"parser='spacy' needs the spaCy model en_core_web_sm: {install}") from err
+
+
+def _parse_spacy(prompt: str) -> list[list[str]]:
+    doc = _spacy_model()(_normalize(prompt))
+    groups = []
+    for chunk in doc.noun_chunks:
+        root = chunk.root
+        if root.pos_ == "PRON":
+            continue
+        nxt = doc[root.i + 1] if root.i + 1 < len(doc) else None
+        if nxt is not None and nxt.text == "of" and _FRAME.search(f"{root.text} of"):
+            continue  # "a photo of ..." frames the objects
+        modifiers = [t.text for t in chunk if t.i != root.i and t.dep_ in ("amod", "compound")]
+        groups.append(modifiers + [root.text])
+    return groups
+
+
+def parse_prompt(prompt: str, parser: str = "builtin") -> list[list[str]]:
+    """Split a prompt into object word groups, each ``[attribute..., noun]``.
+
+    ``parser="builtin"`` (no dependencies) splits at connectors ("and", ",", "with",
+    "next to", "on top of", ...) and drops determiners, numbers and "a photo of"-style
+    frames; ``parser="spacy"`` uses spaCy's ``en_core_web_sm`` noun chunks (amod and
+    compound modifiers plus the head noun).
+    """
+    if parser == "builtin":
+        return _parse_builtin(prompt)
+    if parser == "spacy":
+        return _parse_spacy(prompt)
+    raise ValueError(f"Unknown prompt parser {parser!r}; use 'builtin' or 'spacy'.")
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def _is_position(item) -> bool:
+    # bool is an int subclass, but True/False as a token position is almost surely a mistake.
+    return isinstance(item, numbers.Integral) and not isinstance(item, bool)
+
+
+def _group_entries(group, index: int) -> list:
+    """One group as a list of entries (word strings or integer positions)."""
+    if isinstance(group, str):
+        entries = group.split()
+    elif _is_position(group):
+        entries = [group]
+    elif isinstance(group, (list, tuple)):
+        entries = list(group)
+    else:
+        raise ValueError(
+            f"Token group {index} is a {type(group).__name__} ({group!r}); a group is a list of "
+            "words or of integer token positions, a string of words, or a single position."
+        )
+    if not entries:
+        raise ValueError(f"Token group {index} ({group!r}) is empty; give it at least one word or position.")
+    for entry in entries:
+        if not (isinstance(entry, str) or _is_position(entry)):
+            raise ValueError(
+                f"Token group {index} ({group!r}) holds {entry!r}, a {type(entry).__name__}; "
+                "entries must be words (str) or integer token positions (int)."
+            )
+    return entries
+
+
+def _check_position(pos: int, tokens: PromptTokens, index: int) -> int:
+    pos = int(pos)
+    n = tokens.length
+    valid = f"valid positions are 1..{n}: {tokens.describe()}"
+    if pos < 0:
+        raise ValueError(f"Token position {pos} in group {index} is negative; {valid}")
+    if pos == 0:
+        raise ValueError(
+            f"Token position 0 in group {index} is the start-of-text token, not a prompt token; {valid}"
+        )
+    if pos > n:
+        raise ValueError(
+            f"Token position {pos} in group {index} is the end-of-text/padding token or beyond the "
+            f"prompt {tokens.prompt!r} ({n} tokens); {valid}"
+        )
+    return pos
+
+
+def _word_matches(entry: str, tokens: PromptTokens, index: int) -> tuple[int, list[int]]:
+    """``(k, starts)``: ``entry`` is ``k`` pre-token words, found at ``tokens.words[start:start + k]``."""
+    target = _pre_tokenize(entry)
+    if not target:
+        raise ValueError(
+            f"Token group {index} holds an empty word {entry!r}; remove it or give a word of the prompt."
+        )
+    texts = [w for w, _ in tokens.words]
+    k = len(target)
+    starts = [i for i in range(len(texts) - k + 1) if texts[i : i + k] == target]
+    if not starts:
+        raise ValueError(
+            f"Word {entry!r} of token group {index} is not in the prompt {tokens.prompt!r}; use a word "
+            f"of the prompt or pass integer token positions. Prompt tokens: {tokens.describe()}"
+        )
+    return k, starts
+
+
+def _place(matches: list[tuple[int, list[int]]], used: set[int]) -> list[int]:
+    """A start for each of a group's words, avoiding words ``used`` by earlier groups.
+
+    Takes unused occurrences in prompt order (attributes precede their noun); among such
+    placements, the most compact one, then the earliest. So "red" of a ``["red", "bench"]``
+    group in "a red car and a red bench" is the second "red", whatever the group order.
+    If the words do not occur in order, each takes its first unused occurrence; a word whose
+    occurrences are all used reuses its first one (groups may share words).
+    """
+    cands = [[i for i in starts if not used.intersection(range(i, i + k))] or starts for k, starts in matches]
+    best = None
+    for first in cands[0]:
+        # From a fixed first word, taking each next word's earliest occurrence after the
+        # previous one gives the earliest possible end, hence the most compact placement.
+        chain, end = [first], first + matches[0][0]
+        for (k, _), options in zip(matches[1:], cands[1:]):
+            nxt = next((i for i in options if i >= end), None)
+            if nxt is None:
+                break
+            chain.append(nxt)
+            end = nxt + k
+        else:
+            if best is None or end - first < best[0]:
+                best = (end - first, chain)
+    if best is not None:
+        return best[1]
+    return [options[0] for options in cands]
+
+
+def _resolve(tokens: PromptTokens, groups) -> list[TokenGroup]:
+    if isinstance(groups, str):
+        if groups != "auto":
+            raise ValueError(
+                f"Token groups must be 'auto' or a list of groups, got the string {groups!r}; "
+                f"wrap it in a list, e.g. [{groups!r}]."
+            )
+        groups = parse_prompt(tokens.prompt)
+        if not groups:
+            raise ValueError(
+                f"The prompt parser found no objects in {tokens.prompt!r}; pass token groups explicitly."
+            )
+    elif not isinstance(groups, (list, tuple)):
+        raise ValueError(f"Token groups must be 'auto' or a list of groups, got a {type(groups).__name__}.")
+    if len(groups) == 0:
+        raise ValueError(
+            f"The token group list for {tokens.prompt!r} is empty; give at least one group or use 'auto'."
+        )
+    used: set[int] = set()  # indices into tokens.words taken by earlier groups
+    out = []
+    for index, group in enumerate(groups):
+        entries = _group_entries(group, index)
+        word_entries = [e for e in entries if isinstance(e, str)]
+        matches = [_word_matches(e, tokens, index) for e in word_entries]
+        starts = _place(matches, used) if matches else []
+        spans = iter([(start, start + k) for start, (k, _) in zip(starts, matches)])
+        names, positions = [], []
+        for entry in entries:
+            if isinstance(entry, str):
+                start, stop = next(spans)
+                used.update(range(start, stop))
+                names.append(" ".join(w for w, _ in tokens.words[start:stop]))
+                positions.append(tuple(p for _, ps in tokens.words[start:stop] for p in ps))
+            else:
+                pos = _check_position(entry, tokens, index)
+                names.append(str(pos))
+                positions.append((pos,))
+        out.append(TokenGroup(words=tuple(names), word_positions=tuple(positions)))
+    return out
+
+
+def resolve_groups(tokenizer, prompt: str, groups) -> list[TokenGroup]:
+    """Resolve one prompt's token groups to token positions.
+
+    ``groups`` is ``"auto"`` (:func:`parse_prompt`) or a list of groups; a group is a list of
+    words and/or integer positions, a string of whitespace-separated words, or one position.
+    A multi-word string inside a group list ("traffic light") is one word matched on
+    consecutive prompt words. Words match case-insensitively; a repeated word takes an
+    occurrence not used by an earlier group: the group's words in prompt order, as compactly
+    as possible, else the earliest (see ``_place``).
+    """
+    return _resolve(tokenize_prompt(tokenizer, prompt), groups)
+
+
+def _is_per_prompt(token_groups: Sequence) -> bool:
+    # One group list per prompt nests one level deeper than a single prompt's group list.
+    return any(
+        (isinstance(entry, str) and entry == "auto")
+        or (isinstance(entry, (list, tuple)) and len(entry) > 0 and isinstance(entry[0], (list, tuple)))
+        for entry in token_groups
+    )
+
+
+def resolve_batch_groups(tokenizer, prompts: list[str], token_groups) -> list[list[TokenGroup]]:
+    """Resolve token groups for a batch of prompts, one list of :class:`TokenGroup` per prompt.
+
+    ``token_groups`` is ``"auto"``, one group list per prompt (each may be ``"auto"``), or,
+    for a single prompt only, that prompt's group list.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if isinstance(token_groups, str) and token_groups == "auto":
+        per_prompt = ["auto"] * len(prompts)
+    elif isinstance(token_groups, (list, tuple)) and _is_per_prompt(token_groups):
+        per_prompt = list(token_groups)
+        if len(per_prompt) != len(prompts):
+            raise ValueError(
+                f"Got {len(per_prompt)} token group lists for {len(prompts)} prompts; "
+                "pass one group list (or 'auto') per prompt."
+            )
+    elif len(prompts) == 1:
+        per_prompt = [token_groups]
+    else:
+        raise ValueError(
+            f"Token groups {token_groups!r} look like a single prompt's group list, but there are "
+            f"{len(prompts)} prompts; pass one group list per prompt (e.g. [[['red', 'car']], 'auto']) "
+            "or 'auto'."
+        )
+    return [resolve_groups(tokenizer, prompt, groups) for prompt, groups in zip(prompts, per_prompt)]

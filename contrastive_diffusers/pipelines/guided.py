@@ -1,0 +1,293 @@
+"""Shared machinery of the guided pipelines, and guidance for any pipeline through a callback.
+
+How guidance enters diffusers' own denoising loop without copying it: the update for step
+``i + 1`` runs in ``callback_on_step_end`` at the end of step ``i`` (the callback returns the
+guided latents, which the next noise prediction then uses, exactly as if the update had run
+at the top of step ``i + 1``). The guided pipelines also guide step 0: they draw the initial
+latents themselves, guide them, and hand them to the stock ``__call__``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput
+
+from ..guidance.engine import GuidanceConditioning, Guider, StepRecord, resolve_window_mode
+from ..guidance.methods import GuidanceMethod, get_method
+from ..guidance.tokens import TokenGroup, resolve_batch_groups, tokenize_prompt
+
+
+@dataclass
+class GuidedPipelineOutput(BaseOutput):
+    """diffusers' Stable Diffusion output plus what guidance did.
+
+    - ``images``: as diffusers returns them (PIL list, numpy array, tensor or latents).
+    - ``nsfw_content_detected``: as diffusers returns it (``None`` without a safety checker).
+    - ``attention_maps``: with ``return_attention_maps=True``, ``{step: tensor (batch, h, w, tokens)}``
+      of the maps each guided step's loss saw (float32, CPU); else ``None``.
+    - ``token_groups``: the resolved groups per image (token positions), ``None`` unguided.
+    - ``guidance_records``: one :class:`StepRecord` per guided step (losses, refinement
+      iterations, skipped non-finite updates).
+    """
+
+    images: Any
+    nsfw_content_detected: list[bool] | None = None
+    attention_maps: dict[int, torch.Tensor] | None = None
+    token_groups: list[list[TokenGroup]] | None = None
+    guidance_records: list[StepRecord] | None = None
+
+
+def default_attn_res(height: int, width: int) -> tuple[int, int]:
+    """Map size read by the loss: the image size / 32, i.e. the latents downsampled twice.
+
+    That is diffusers' Attend-and-Excite default for SD 1.x (16x16 at 512 px) and gives
+    24x24 for SD 2.x at 768 px. For SDXL it is 32x32 at 1024 px: the coarser of SDXL's two
+    cross-attention resolutions, carrying its 10-layer transformer blocks (documented choice).
+    """
+    return math.ceil(height / 32), math.ceil(width / 32)
+
+
+def as_method(guidance: GuidanceMethod | str) -> GuidanceMethod:
+    if isinstance(guidance, GuidanceMethod):
+        return guidance
+    if isinstance(guidance, str):
+        return get_method(guidance)
+    raise TypeError(f"guidance must be a GuidanceMethod or a method name, got {type(guidance).__name__}")
+
+
+def prompt_list(prompt) -> list[str]:
+    if prompt is None:
+        raise ValueError(
+            "Guidance needs the prompt text to find the token groups; pass `prompt` (not only `prompt_embeds`)."
+        )
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("`prompt` must be a string or a non-empty list of strings.")
+    return prompts
+
+
+def expand_groups(tokenizer, prompts: list[str], token_groups, num_images_per_prompt: int):
+    """Resolve groups per prompt and repeat them per image (diffusers' prompt-major order)."""
+    groups = resolve_batch_groups(tokenizer, prompts, token_groups)
+    lengths = [tokenize_prompt(tokenizer, p).length for p in prompts]
+    per_image = [g for g in groups for _ in range(num_images_per_prompt)]
+    per_image_lengths = [n for n in lengths for _ in range(num_images_per_prompt)]
+    per_image_prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+    return groups, per_image, per_image_lengths, per_image_prompts
+
+
+def _cond_half(tensor: torch.Tensor | None, do_cfg: bool) -> torch.Tensor | None:
+    """The conditional rows of a CFG batch (diffusers stacks [uncond, cond])."""
+    if tensor is None or not do_cfg:
+        return tensor
+    return tensor.chunk(2)[1]
+
+
+class _StepGuidance:
+    """Calls the user's callback, then guides the latents for the next step."""
+
+    def __init__(self, guider: Guider, timesteps: Sequence, offset: int, user_callback=None):
+        self.guider = guider
+        self.timesteps = timesteps
+        self.offset = offset
+        self.user_callback = user_callback
+
+    def __call__(self, pipeline, step_index: int, timestep, callback_kwargs: dict) -> dict:
+        if self.user_callback is not None:
+            returned = self.user_callback(pipeline, step_index, timestep, callback_kwargs)
+            if returned is not None:
+                callback_kwargs = {**callback_kwargs, **returned}
+        nxt = step_index + 1
+        if self.offset + nxt < len(self.timesteps) and not getattr(pipeline, "interrupt", False):
+            t_next = self.timesteps[self.offset + nxt]
+            callback_kwargs["latents"] = self.guider.step(callback_kwargs["latents"], t_next, nxt)
+        return callback_kwargs
+
+
+def tensor_inputs_of(callback, requested: Sequence[str] | None) -> list[str]:
+    names = list(requested or ["latents"])
+    if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+        names = list(callback.tensor_inputs)
+    if "latents" not in names:
+        names.append("latents")
+    return names
+
+
+class GuidedPipelineMixin:
+    """Guidance plumbing shared by the SD and SDXL guided pipelines."""
+
+    def _make_guider(
+        self,
+        method: GuidanceMethod,
+        conditioning: GuidanceConditioning,
+        latents: torch.Tensor,
+        height: int,
+        width: int,
+        attn_res,
+        num_steps: int,
+        return_attention_maps: bool,
+        record_loss_after_update: bool,
+    ) -> Guider:
+        tokenizers = [getattr(self, "tokenizer", None), getattr(self, "tokenizer_2", None)]
+        attn_res = tuple(attn_res) if attn_res is not None else default_attn_res(height, width)
+        return Guider(
+            method,
+            self.unet,
+            self.scheduler,
+            conditioning,
+            latent_hw=tuple(latents.shape[-2:]),
+            attn_res=attn_res,
+            num_inference_steps=num_steps,
+            window_mode=resolve_window_mode(method, tokenizers),
+            record_loss_after_update=record_loss_after_update,
+            keep_attention_maps=return_attention_maps,
+        )
+
+    def _run_guided(
+        self,
+        guider: Guider,
+        latents: torch.Tensor,
+        timesteps: Sequence,
+        call: Callable[..., Any],
+        user_callback,
+        tensor_inputs,
+        return_dict: bool,
+        groups,
+    ):
+        """Guide step 0, then run the stock loop with the step-guidance callback."""
+        latents = guider.step(latents, timesteps[0], 0)
+        init_sigma = self.scheduler.init_noise_sigma
+        # The stock prepare_latents multiplies given latents by init_noise_sigma again.
+        latents = latents / init_sigma if not (isinstance(init_sigma, (int, float)) and init_sigma == 1) else latents
+        callback = _StepGuidance(guider, timesteps, 0, user_callback)
+        out = call(
+            latents=latents,
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=tensor_inputs_of(user_callback, tensor_inputs),
+            return_dict=False,
+        )
+        images, nsfw = out[0], out[1] if len(out) > 1 else None
+        if not return_dict:
+            return images, nsfw
+        return GuidedPipelineOutput(
+            images=images,
+            nsfw_content_detected=nsfw,
+            attention_maps=guider.attention_maps if guider.keep_attention_maps else None,
+            token_groups=groups,
+            guidance_records=guider.records,
+        )
+
+
+class GuidanceCallback(PipelineCallback):
+    """Guidance for a pipeline you already have, of any class whose loop calls
+    ``callback_on_step_end`` and whose UNet is a ``UNet2DConditionModel``::
+
+        cb = GuidanceCallback(pipe, Conform(), prompt, token_groups=[["red", "car"], ["blue", "bench"]])
+        image = pipe(prompt, callback_on_step_end=cb).images[0]
+
+    Limits, by construction:
+    - The first denoising step is not guided (a callback runs only after a step); steps
+      1.. are guided exactly as the guided pipelines do. Use ``GuidedStableDiffusionPipeline``
+      / ``GuidedStableDiffusionXLPipeline`` (``from_pipe``) for guidance from step 0.
+    - The conditioning is read from the callback's tensors (``prompt_embeds``, and
+      ``add_text_embeds`` / ``add_time_ids`` for SDXL); pipelines that do not expose them
+      (or add other UNet inputs, e.g. ControlNet residuals) are not supported.
+    - One callback instance serves one call (it keeps the previous step's maps).
+    """
+
+    def __init__(
+        self,
+        pipeline,
+        guidance: GuidanceMethod | str,
+        prompt: str | list[str],
+        token_groups="auto",
+        num_images_per_prompt: int = 1,
+        attn_res: tuple[int, int] | None = None,
+        return_attention_maps: bool = False,
+    ):
+        super().__init__(cutoff_step_ratio=1.0)
+        self.method = as_method(guidance)
+        self.prompts = prompt_list(prompt)
+        self.groups, self.image_groups, self.lengths, self.image_prompts = expand_groups(
+            pipeline.tokenizer, self.prompts, token_groups, num_images_per_prompt
+        )
+        self.attn_res = attn_res
+        self.return_attention_maps = return_attention_maps
+        self.is_sdxl = "add_time_ids" in getattr(pipeline, "_callback_tensor_inputs", [])
+        needed = ["latents", "prompt_embeds"] + (["add_text_embeds", "add_time_ids"] if self.is_sdxl else [])
+        missing = [n for n in needed if n not in getattr(pipeline, "_callback_tensor_inputs", [])]
+        if missing:
+            raise ValueError(
+                f"{type(pipeline).__name__} does not expose {missing} to callbacks, so GuidanceCallback cannot "
+                "read the conditioning; use GuidedStableDiffusionPipeline.from_pipe(pipe) instead."
+            )
+        self._needed = needed
+        self.guider: Guider | None = None
+        self._step_guidance: _StepGuidance | None = None
+
+    @property
+    def tensor_inputs(self) -> list[str]:
+        return list(self._needed)
+
+    @property
+    def attention_maps(self):
+        return self.guider.attention_maps if self.guider is not None else None
+
+    @property
+    def records(self):
+        return self.guider.records if self.guider is not None else []
+
+    def _build(self, pipeline, timestep, callback_kwargs):
+        do_cfg = bool(getattr(pipeline, "do_classifier_free_guidance", False))
+        latents = callback_kwargs["latents"]
+        added = None
+        if self.is_sdxl:
+            added = {
+                "text_embeds": _cond_half(callback_kwargs["add_text_embeds"], do_cfg),
+                "time_ids": _cond_half(callback_kwargs["add_time_ids"], do_cfg),
+            }
+        embeds = _cond_half(callback_kwargs["prompt_embeds"], do_cfg)
+        if embeds.shape[0] != latents.shape[0] or latents.shape[0] != len(self.image_groups):
+            raise ValueError(
+                f"GuidanceCallback was built for {len(self.image_groups)} images ({len(self.prompts)} prompts x "
+                f"num_images_per_prompt), but the pipeline runs {latents.shape[0]}; pass the same prompt and "
+                "num_images_per_prompt to both."
+            )
+        conditioning = GuidanceConditioning(
+            encoder_hidden_states=embeds,
+            groups=self.image_groups,
+            prompt_lengths=self.lengths,
+            prompts=self.image_prompts,
+            added_cond_kwargs=added,
+            cross_attention_kwargs=getattr(pipeline, "cross_attention_kwargs", None),
+        )
+        timesteps = pipeline.scheduler.timesteps
+        begin = getattr(pipeline.scheduler, "begin_index", None)
+        if begin is None:
+            matches = (timesteps == timestep).nonzero()
+            begin = int(matches[0]) if len(matches) else 0
+        scale = pipeline.vae_scale_factor
+        height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
+        self.guider = GuidedPipelineMixin._make_guider(
+            pipeline,
+            self.method,
+            conditioning,
+            latents,
+            height,
+            width,
+            self.attn_res,
+            len(timesteps) - begin,
+            self.return_attention_maps,
+            False,
+        )
+        self._step_guidance = _StepGuidance(self.guider, timesteps, begin)
+
+    def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+        if self._step_guidance is None:
+            self._build(pipeline, timestep, callback_kwargs)
+        return self._step_guidance(pipeline, step_index, timestep, callback_kwargs)

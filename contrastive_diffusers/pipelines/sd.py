@@ -1,0 +1,168 @@
+"""Stable Diffusion 1.x / 2.x with attention-map guidance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+
+from ..guidance.engine import GuidanceConditioning
+from ..guidance.methods import GuidanceMethod
+from .guided import GuidedPipelineMixin, GuidedPipelineOutput, as_method, expand_groups, prompt_list
+
+
+class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline):
+    """``StableDiffusionPipeline`` whose ``__call__`` also takes a guidance method.
+
+    Build it like any diffusers pipeline (``from_pretrained(hub id or folder)``) or from one
+    already loaded (``GuidedStableDiffusionPipeline.from_pipe(pipe)``, sharing its
+    components). Every argument of ``StableDiffusionPipeline.__call__`` works as there; the
+    additions are:
+
+    - ``guidance``: a :class:`~contrastive_diffusers.guidance.GuidanceMethod` (``AttendAndExcite()``,
+      ``Conform()``, ``Ebama()``, ``SynGen()``) or its name; ``None`` generates plainly.
+    - ``token_groups``: one group per object (``[["red", "car"], ["blue", "bench"]]``), words
+      or token positions, per prompt for a list of prompts, or ``"auto"``.
+    - ``attn_res``: ``(h, w)`` of the attention maps the loss reads (default: image size / 32).
+    - ``return_attention_maps``: keep every guided step's maps in ``output.attention_maps``.
+    - ``record_loss_after_update``: re-evaluate the loss after each update (one extra
+      forward per guided step) into ``output.guidance_records``.
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        guidance_scale: float = 7.5,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str | None = "pil",
+        return_dict: bool = True,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        clip_skip: int | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        guidance: GuidanceMethod | str | None = None,
+        token_groups="auto",
+        attn_res: tuple[int, int] | None = None,
+        return_attention_maps: bool = False,
+        record_loss_after_update: bool = False,
+        **kwargs,
+    ):
+        stock = dict(
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            output_type=output_type,
+            cross_attention_kwargs=cross_attention_kwargs,
+            clip_skip=clip_skip,
+            **kwargs,
+        )
+        if guidance is None:
+            out = super().__call__(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                num_images_per_prompt=num_images_per_prompt,
+                latents=latents,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs or ["latents"],
+                return_dict=False,
+                **stock,
+            )
+            return GuidedPipelineOutput(images=out[0], nsfw_content_detected=out[1]) if return_dict else out
+
+        method = as_method(guidance)
+        prompts = prompt_list(prompt)
+        groups, image_groups, lengths, image_prompts = expand_groups(
+            self.tokenizer, prompts, token_groups, num_images_per_prompt
+        )
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        device = self._execution_device
+        do_cfg = guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
+        lora_scale = (cross_attention_kwargs or {}).get("scale")
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompts,
+            device,
+            num_images_per_prompt,
+            do_cfg,
+            negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            lora_scale=lora_scale,
+            clip_skip=clip_skip,
+        )
+        all_timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
+        latents = self.prepare_latents(
+            prompt_embeds.shape[0],
+            self.unet.config.in_channels,
+            height,
+            width,
+            prompt_embeds.dtype,
+            device,
+            generator,
+            latents,
+        )
+        timestep_cond = None
+        if self.unet.config.time_cond_proj_dim is not None:
+            w = torch.tensor(guidance_scale - 1).repeat(prompt_embeds.shape[0])
+            timestep_cond = self.get_guidance_scale_embedding(
+                w, embedding_dim=self.unet.config.time_cond_proj_dim
+            ).to(device=device, dtype=latents.dtype)
+        conditioning = GuidanceConditioning(
+            encoder_hidden_states=prompt_embeds,
+            groups=image_groups,
+            prompt_lengths=lengths,
+            prompts=image_prompts,
+            cross_attention_kwargs=cross_attention_kwargs,
+            timestep_cond=timestep_cond,
+        )
+        guider = self._make_guider(
+            method,
+            conditioning,
+            latents,
+            height,
+            width,
+            attn_res,
+            len(all_timesteps),
+            return_attention_maps,
+            record_loss_after_update,
+        )
+
+        def call(**overrides):
+            return super(GuidedStableDiffusionPipeline, self).__call__(
+                prompt=None,
+                num_images_per_prompt=1,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds if do_cfg else None,
+                **stock,
+                **overrides,
+            )
+
+        return self._run_guided(
+            guider,
+            latents,
+            all_timesteps,
+            call,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            return_dict,
+            groups,
+        )
