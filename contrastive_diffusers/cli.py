@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from ._compat import dtype_kwarg
 
 PROG = "contrastive-diffusers"
 TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
-METHOD_CHOICES = ("none", "attend_and_excite", "conform", "ebama", "syngen")
 DEFAULT_METHODS = ("none", "conform")
 DTYPES = ("float32", "float16", "bfloat16")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, --version and usage errors; return instead of exiting
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE if exit_.code else EXIT_OK
+    except SystemExit as exit_:  # --help, --version and usage errors: return the code instead of exiting
+        return EXIT_OK if exit_.code is None else exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -65,12 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before any image (a run in progress handles its own)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
-    prog = "python -m contrastive_diffusers" if Path(sys.argv[0]).name == "__main__.py" else None
     parser = argparse.ArgumentParser(
-        prog=prog or _prog_name(),
+        prog=_prog_name(),
         description="Attention-map guidance (Attend-and-Excite, CONFORM, EBAMA, SynGen) for "
         "Stable Diffusion and SDXL.",
     )
@@ -81,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prog_name() -> str:
-    # "cdiff" or "contrastive-diffusers" as invoked; anything else (pytest, python) gets the package's name.
+    """The command as invoked, for usage lines; the package's command name when run from Python."""
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name == "__main__.py":
+        return "python -m contrastive_diffusers"
     return name if name in ("cdiff", PROG) else PROG
 
 
@@ -91,17 +95,18 @@ def _prog_name() -> str:
 
 def _method_list(text: str) -> list[str]:
     """``--method`` value: comma-separated method names, canonicalised (``ae`` -> ``attend_and_excite``)."""
-    from .guidance.methods import ALIASES
+    from .guidance.methods import ALIASES, METHODS
 
+    choices = ("none", *METHODS)
     names = []
     for raw in text.split(","):
         name = raw.strip().lower()
         if not name:
             continue
         name = ALIASES.get(name, name)
-        if name not in METHOD_CHOICES:
+        if name not in choices:
             raise argparse.ArgumentTypeError(
-                f"unknown method {raw.strip()!r}; choose from {', '.join(METHOD_CHOICES)} (or 'ae')"
+                f"unknown method {raw.strip()!r}; choose from {', '.join(choices)} (or 'ae')"
             )
         names.append(name)
     if not names:
@@ -211,8 +216,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         metavar="SCALE",
         help="classifier-free guidance scale. Default: 7.5 for SD, 5.0 for SDXL",
     )
-    p.add_argument("--height", type=_positive_int, metavar="PX", help="image height in pixels. Default: the model's size")
-    p.add_argument("--width", type=_positive_int, metavar="PX", help="image width in pixels. Default: the model's size")
+    for side in ("height", "width"):
+        p.add_argument(f"--{side}", type=_positive_int, metavar="PX", help=f"image {side} in pixels. Default: the model's")
     p.add_argument(
         "--attn-res",
         nargs=2,
@@ -291,14 +296,6 @@ def _looks_like_path(model: str) -> bool:
     return os.path.isabs(model) or model.startswith((".", "~")) or "\\" in model or model.count("/") > 1
 
 
-def _dtype_kwargs(dtype) -> dict:
-    """The dtype keyword of ``from_pretrained`` / ``from_pipe``: diffusers 0.42 renamed
-    ``torch_dtype`` to ``dtype`` (the old name warns); earlier releases know only ``torch_dtype``."""
-    from diffusers.utils import deprecation_utils
-
-    return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": dtype}
-
-
 @contextmanager
 def _diffusers_errors_only():
     """Silence diffusers' warnings for a moment: ``from_pipe`` casts every model, and each cast
@@ -322,7 +319,7 @@ def load_pretrained(model: str, dtype):
         raise CliError(f"model folder {model!r} does not exist")
     source = folder if os.path.isdir(folder) else model
     try:
-        return DiffusionPipeline.from_pretrained(source, **_dtype_kwargs(dtype))
+        return DiffusionPipeline.from_pretrained(source, **dtype_kwarg(dtype))
     except (OSError, ValueError) as err:  # missing files, unknown or malformed hub id
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CliError(f"cannot load model {model!r}: {first_line}") from None
@@ -345,7 +342,7 @@ def to_guided(pipe, dtype):
         )
     # The dtype must be passed: without it diffusers 0.42's from_pipe casts everything to float32.
     with _diffusers_errors_only():
-        return guided_class.from_pipe(pipe, **_dtype_kwargs(dtype))
+        return guided_class.from_pipe(pipe, **dtype_kwarg(dtype))
 
 
 def load_pipeline(model: str, device: str, dtype, quiet: bool):
@@ -442,7 +439,13 @@ def build_methods(names: Sequence[str]) -> dict:
 
 
 def default_output_dir() -> Path:
-    return Path("outputs") / time.strftime("generate-%Y%m%d-%H%M%S")
+    """``outputs/generate-<timestamp>``, with a suffix if a run in the same second took it."""
+    base = Path("outputs") / time.strftime("generate-%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 # ============================================================================ generate: one image
@@ -622,7 +625,7 @@ def _shorten(text: str, width: int) -> str:
 
 
 def normalize_generate_args(args: argparse.Namespace) -> None:
-    """Fill in list defaults here, not in argparse, so repeated options replace rather than extend them."""
+    """Fill in list defaults here: argparse's "extend" would add the user's values to a default list."""
     args.method = list(dict.fromkeys(args.method or DEFAULT_METHODS))
     # --seeds collects one list per value ("0 1" and "0,1" both work); flatten, keep order.
     args.seeds = list(dict.fromkeys(seed for values in (args.seeds or [[0]]) for seed in values))
@@ -649,6 +652,7 @@ def initial_settings(args, run: Run, device: str, dtype_name: str, resolved) -> 
         "pipeline": type(run.pipe).__name__,
         "device": device,
         "dtype": dtype_name,
+        "output_dir": str(run.out_dir.resolve()),
         "versions": versions(),
         "generation": {**run.options, "attn_res": run.attn_res},
         "methods": {name: (m.config() if m is not None else None) for name, m in run.methods.items()},
@@ -664,7 +668,6 @@ def initial_settings(args, run: Run, device: str, dtype_name: str, resolved) -> 
 def run_jobs(run: Run, jobs: list[Job], settings: dict, settings_path: Path) -> int:
     """Make every image, recording each in settings.json as soon as it exists."""
     status = EXIT_USAGE
-    settings["status"] = "failed"  # unless we get to the end
     try:
         for job in jobs:
             settings["images"].append(run_job(run, job))
@@ -677,6 +680,8 @@ def run_jobs(run: Run, jobs: list[Job], settings: dict, settings_path: Path) -> 
         settings["error"] = str(err)
         print(f"error: {err}", file=sys.stderr)
     finally:  # also on unexpected errors, whose traceback then follows
+        if settings["status"] == "running":
+            settings["status"] = "failed"
         write_json_atomic(settings_path, settings)
     return status
 

@@ -201,6 +201,9 @@ def tiny_pipeline(kind: str = "sd1", seed: int = 0):
 
     components = tiny_components(kind, seed)
     cls = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+    for component in components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # as from_pretrained leaves them
     pipe = cls(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe

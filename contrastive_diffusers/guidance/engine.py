@@ -151,7 +151,11 @@ class Guider:
 
     def _descend(self, latents, losses, step_size, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """One masked gradient step; rows with a non-finite gradient or loss stay put."""
-        (grad,) = torch.autograd.grad((losses * mask).sum(), latents)
+        total = (losses * mask).sum()
+        if total.requires_grad:
+            (grad,) = torch.autograd.grad(total, latents)
+        else:  # a loss constant in the latents (e.g. NT-Xent without a positive pair)
+            grad = torch.zeros_like(latents)
         finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(losses.detach())
         move = mask.bool() & finite
         grad = torch.where(move.view(-1, *[1] * (grad.dim() - 1)), grad, torch.zeros_like(grad))

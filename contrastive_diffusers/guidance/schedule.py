@@ -12,7 +12,8 @@ import numpy as np
 class GuidanceSchedule:
     """Which denoising steps are guided, with which step size, and where to refine.
 
-    - ``max_update_step``: steps ``i < max_update_step`` get one gradient update.
+    - ``start_step`` / ``max_update_step``: steps ``start_step <= i < max_update_step`` get
+      one gradient update; no step before ``start_step`` is guided at all.
     - ``step_size`` / ``step_size_kind``: ``"constant"`` uses ``step_size`` at every step;
       ``"sqrt_linspace"`` uses ``step_size * sqrt(linspace(start, end, num_steps))`` as
       Attend-and-Excite and CONFORM do (``step_size_range = (start, end)``).
@@ -23,6 +24,7 @@ class GuidanceSchedule:
     """
 
     max_update_step: int = 25
+    start_step: int = 0
     step_size: float = 20.0
     step_size_kind: Literal["constant", "sqrt_linspace"] = "sqrt_linspace"
     step_size_range: tuple[float, float] = (1.0, 0.5)
@@ -32,6 +34,8 @@ class GuidanceSchedule:
     def __post_init__(self):
         if self.max_update_step < 0:
             raise ValueError(f"max_update_step must be >= 0, got {self.max_update_step}")
+        if self.start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {self.start_step}")
         if not self.step_size > 0:
             raise ValueError(f"step_size must be positive, got {self.step_size}")
         if self.step_size_kind not in ("constant", "sqrt_linspace"):
@@ -52,10 +56,10 @@ class GuidanceSchedule:
         return self.step_size * np.sqrt(np.linspace(start, end, num_steps))
 
     def updates_at(self, step: int) -> bool:
-        return step < self.max_update_step
+        return self.start_step <= step < self.max_update_step
 
     def refines_at(self, step: int) -> bool:
-        return step in self.refinement and self.refinement_iterations > 0
+        return step >= self.start_step and step in self.refinement and self.refinement_iterations > 0
 
     def is_active(self, step: int) -> bool:
         """Whether step ``step`` needs a guidance forward at all."""
@@ -64,6 +68,7 @@ class GuidanceSchedule:
     def to_dict(self) -> dict:
         return {
             "max_update_step": self.max_update_step,
+            "start_step": self.start_step,
             "step_size": self.step_size,
             "step_size_kind": self.step_size_kind,
             "step_size_range": list(self.step_size_range),

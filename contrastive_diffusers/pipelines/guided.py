@@ -17,6 +17,7 @@ import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
+from .._compat import dtype_kwarg
 from ..guidance.engine import GuidanceConditioning, Guider, StepRecord, resolve_window_mode
 from ..guidance.methods import GuidanceMethod, get_method
 from ..guidance.tokens import TokenGroup, resolve_batch_groups, tokenize_prompt
@@ -81,6 +82,13 @@ def expand_groups(tokenizer, prompts: list[str], token_groups, num_images_per_pr
     return groups, per_image, per_image_lengths, per_image_prompts
 
 
+def match_negative_prompt(negative_prompt, prompts: list[str]):
+    """A single negative prompt for a list of prompts, as diffusers expects (same type)."""
+    if isinstance(negative_prompt, str):
+        return [negative_prompt] * len(prompts)
+    return negative_prompt
+
+
 def _cond_half(tensor: torch.Tensor | None, do_cfg: bool) -> torch.Tensor | None:
     """The conditional rows of a CFG batch (diffusers stacks [uncond, cond])."""
     if tensor is None or not do_cfg:
@@ -120,6 +128,14 @@ def tensor_inputs_of(callback, requested: Sequence[str] | None) -> list[str]:
 
 class GuidedPipelineMixin:
     """Guidance plumbing shared by the SD and SDXL guided pipelines."""
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """diffusers' ``from_pipe``, but keeping the source pipeline's dtype when none is given
+        (diffusers casts the shared components to float32 otherwise, the caller's too)."""
+        if "torch_dtype" not in kwargs and "dtype" not in kwargs:
+            kwargs.update(dtype_kwarg(pipeline.dtype))
+        return super().from_pipe(pipeline, **kwargs)
 
     def _make_guider(
         self,

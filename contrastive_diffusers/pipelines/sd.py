@@ -10,7 +10,14 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 
 from ..guidance.engine import GuidanceConditioning
 from ..guidance.methods import GuidanceMethod
-from .guided import GuidedPipelineMixin, GuidedPipelineOutput, as_method, expand_groups, prompt_list
+from .guided import (
+    GuidedPipelineMixin,
+    GuidedPipelineOutput,
+    as_method,
+    expand_groups,
+    match_negative_prompt,
+    prompt_list,
+)
 
 
 class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline):
@@ -103,7 +110,7 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             device,
             num_images_per_prompt,
             do_cfg,
-            negative_prompt,
+            match_negative_prompt(negative_prompt, prompts),
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds,
             lora_scale=lora_scale,

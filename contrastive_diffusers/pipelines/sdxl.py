@@ -10,7 +10,14 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import
 
 from ..guidance.engine import GuidanceConditioning
 from ..guidance.methods import GuidanceMethod
-from .guided import GuidedPipelineMixin, GuidedPipelineOutput, as_method, expand_groups, prompt_list
+from .guided import (
+    GuidedPipelineMixin,
+    GuidedPipelineOutput,
+    as_method,
+    expand_groups,
+    match_negative_prompt,
+    prompt_list,
+)
 
 
 class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipeline):
@@ -117,8 +124,8 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
             device=device,
             num_images_per_prompt=num_images_per_prompt,
             do_classifier_free_guidance=do_cfg,
-            negative_prompt=negative_prompt,
-            negative_prompt_2=negative_prompt_2,
+            negative_prompt=match_negative_prompt(negative_prompt, prompts),
+            negative_prompt_2=match_negative_prompt(negative_prompt_2, prompts),
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds,
             pooled_prompt_embeds=pooled_prompt_embeds,

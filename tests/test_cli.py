@@ -1,0 +1,263 @@
+"""The ``generate`` command end to end on the tiny offline SD 1.x pipeline.
+
+``main([...])`` runs in-process (no interpreter start-up per test); only ``--version`` goes
+through ``python -m contrastive_diffusers``. Runs are 2 steps at 128 px, so the whole file
+takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastive_diffusers import __version__, cli
+from contrastive_diffusers.cli import default_output_dir, jsonable, main, parse_token_groups
+from contrastive_diffusers.guidance.tokens import resolve_groups
+from contrastive_diffusers.testing import tiny_tokenizer
+
+PROMPT = "a red car and a blue bench"
+FAST = ["--model", "tiny-sd1", "--steps", "2", "--height", "128", "--width", "128"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models gain nothing from threads, and on a busy machine several threads spin.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """``none,conform`` x seeds 0 1 with automatic token groups."""
+    out = tmp_path_factory.mktemp("first")
+    args = ["generate", PROMPT, *FAST, "--method", "none,conform", "--seeds", "0", "1", "--output-dir", str(out)]
+    code = main([*args, "--quiet"])
+    return code, out
+
+
+def _settings(out):
+    return json.loads((out / "settings.json").read_text())
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _words(groups_record):
+    return [group["words"] for group in groups_record]
+
+
+# ---------------------------------------------------------------------------- a full run
+
+
+def test_run_writes_images_heatmaps_and_settings(first_run):
+    code, out = first_run
+    assert code == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "conform/0-0-attention.png",
+        "conform/0-0.png",
+        "conform/0-1-attention.png",
+        "conform/0-1.png",
+        "none/0-0.png",
+        "none/0-1.png",
+        "settings.json",
+    ]  # no temporary settings file left behind either
+    assert Image.open(out / "none/0-0.png").size == (128, 128)
+    # The heatmap grid: the image plus one tile per group word (red, car, blue, bench).
+    assert Image.open(out / "conform/0-0-attention.png").width == 5 * 128
+
+
+def test_settings_describe_the_run(first_run):
+    _, out = first_run
+    s = _settings(out)
+    for key in ("argv", "args", "model", "device", "dtype", "versions", "methods", "prompts", "token_groups", "images"):
+        assert key in s, key
+    assert s["status"] == "finished"
+    assert s["model"] == "tiny-sd1" and s["device"] == "cpu" and s["dtype"] == "float32"
+    assert set(s["versions"]) == {"contrastive_diffusers", "torch", "diffusers", "transformers"}
+    assert s["versions"]["contrastive_diffusers"] == __version__
+    assert s["prompts"] == [PROMPT]
+    assert s["args"]["method"] == ["none", "conform"] and s["args"]["seeds"] == [0, 1]
+    assert s["generation"]["guidance_scale"] == 7.5  # the SD default
+    assert s["methods"]["none"] is None
+    assert s["methods"]["conform"]["method"] == "conform"
+    assert s["methods"]["conform"]["schedule"]["refinement"] == {"0": None, "10": None, "20": None}
+
+    (groups,) = s["token_groups"]
+    assert _words(groups) == [["red", "car"], ["blue", "bench"]]
+    assert [g["positions"] for g in groups] == [[2, 3], [6, 7]]
+
+    images = s["images"]
+    assert [(r["method"], r["seed"]) for r in images] == [("none", 0), ("none", 1), ("conform", 0), ("conform", 1)]
+    for record in images:
+        assert (out / record["image"]).is_file()
+        assert record["seconds"] >= 0
+    plain, guided = images[0], images[2]
+    assert plain["guidance"] is None and plain["attention"] is None
+    assert guided["attention"] == "conform/0-0-attention.png"
+    summary = guided["guidance"]
+    assert set(summary) == {"guided_steps", "updates", "refinement_iterations", "skipped_nonfinite", "first_step_loss"}
+    assert summary["guided_steps"] >= 2 and summary["updates"] >= 1
+    assert summary["refinement_iterations"] == 20  # CONFORM refines at step 0
+    assert summary["skipped_nonfinite"] == 0
+    assert isinstance(summary["first_step_loss"], float)
+
+
+def test_guidance_changes_the_image(first_run):
+    _, out = first_run
+    assert not np.array_equal(_pixels(out / "none/0-0.png"), _pixels(out / "conform/0-0.png"))
+    assert not np.array_equal(_pixels(out / "none/0-0.png"), _pixels(out / "none/0-1.png"))
+
+
+def test_same_seed_and_method_give_the_same_image(first_run, tmp_path, capsys):
+    """A second run (only seed 1, groups spelled out) reproduces the first run's seed-1 images."""
+    _, first = first_run
+    args = ["generate", PROMPT, *FAST, "--method", "conform", "--method", "none", "--seeds", "1"]
+    assert main([*args, "--token-groups", "red car|blue bench", "--output-dir", str(tmp_path)]) == 0
+    for name in ("none/0-1.png", "conform/0-1.png"):
+        assert np.array_equal(_pixels(first / name), _pixels(tmp_path / name)), name
+    # The explicit groups resolve to what "auto" found.
+    assert _settings(tmp_path)["token_groups"] == _settings(first)["token_groups"]
+    table = capsys.readouterr().out  # not --quiet: the summary table
+    assert "method" in table and "conform/0-1.png" in table and "none/0-1.png" in table
+
+
+def test_no_heatmaps(tmp_path):
+    args = ["generate", PROMPT, *FAST, "--method", "ebama", "--no-heatmaps", "--output-dir", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "ebama").iterdir()) == ["0-0.png"]
+    (record,) = _settings(tmp_path)["images"]
+    assert record["attention"] is None and record["guidance"]["guided_steps"] >= 1
+
+
+def test_interrupted_run_keeps_finished_images(tmp_path, monkeypatch, capsys):
+    real_run_job = cli.run_job
+
+    def interrupt_second(run, job):
+        if job.seed == 1:
+            raise KeyboardInterrupt
+        return real_run_job(run, job)
+
+    monkeypatch.setattr(cli, "run_job", interrupt_second)
+    args = ["generate", PROMPT, *FAST, "--method", "none", "--seeds", "0", "1", "--output-dir", str(tmp_path)]
+    assert main(args) == 130
+    s = _settings(tmp_path)
+    assert s["status"] == "interrupted"
+    assert [r["image"] for r in s["images"]] == ["none/0-0.png"]
+    assert "interrupted after 1 of 2 images" in capsys.readouterr().err
+
+
+def test_pipeline_value_error_exits_2_and_is_recorded(tmp_path, capsys):
+    # No cross-attention layer of the tiny UNet has 3x3 maps at 128 px.
+    args = ["generate", PROMPT, *FAST, "--method", "ebama", "--attn-res", "3", "3", "--output-dir", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    s = _settings(tmp_path)
+    assert s["status"] == "failed" and s["images"] == [] and "3x3" in s["error"]
+
+
+def test_default_output_dir_is_fresh(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = default_output_dir()
+    assert first.parent == cli.Path("outputs") and first.name.startswith("generate-")
+    first.mkdir(parents=True)
+    second = default_output_dir()
+    assert second != first and not second.exists()
+
+
+# ---------------------------------------------------------------------------- token groups
+
+
+def test_token_group_string_and_json_forms_agree():
+    string = parse_token_groups("red car|blue bench", 1)
+    as_json = parse_token_groups('[["red", "car"], ["blue", "bench"]]', 1)
+    assert string == as_json == [[["red", "car"], ["blue", "bench"]]]
+    tokenizer = tiny_tokenizer()
+    assert resolve_groups(tokenizer, PROMPT, string[0]) == resolve_groups(tokenizer, PROMPT, as_json[0])
+
+
+def test_token_group_forms():
+    assert parse_token_groups("auto", 2) == ["auto", "auto"]
+    # Integer words are token positions; one spec applies to every prompt.
+    assert parse_token_groups(" 2 3 | blue bench ", 2) == [[[2, 3], ["blue", "bench"]]] * 2
+    # JSON with one list per prompt.
+    per_prompt = parse_token_groups('[[["red", "car"], ["bench"]], "auto"]', 2)
+    assert per_prompt == [[["red", "car"], ["bench"]], "auto"]
+    tokenizer = tiny_tokenizer()
+    words = [g.words for g in resolve_groups(tokenizer, PROMPT, parse_token_groups("2 3|blue bench", 1)[0])]
+    assert words == [("2", "3"), ("blue", "bench")]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("red car||blue bench", "empty group"),
+        ("[[", "not valid JSON"),
+        ('[[["red"]], [["car"]], [["x"]]]', "3 group lists for 2 prompt"),
+    ],
+)
+def test_bad_token_group_specs(spec, message, capsys):
+    code = main(["generate", PROMPT, "a cat", "--token-groups", spec, "--model", "tiny-sd1"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_word_not_in_prompt_exits_2_naming_the_word(tmp_path, capsys):
+    out = tmp_path / "out"
+    groups = '[["green", "car"], ["blue", "bench"]]'
+    code = main(["generate", PROMPT, *FAST, "--token-groups", groups, "--output-dir", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'green'" in err
+    assert "Traceback" not in err
+    assert not out.exists()  # checked before anything is written
+
+
+def test_missing_model_folder_exits_2(tmp_path, capsys):
+    missing = tmp_path / "no-such-model"
+    code = main(["generate", PROMPT, "--model", str(missing), "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0  # one line, no traceback
+    assert err.startswith("error: ") and str(missing) in err and "does not exist" in err
+
+
+def test_unknown_method_exits_2(capsys):
+    assert main(["generate", PROMPT, "--method", "none,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+
+
+def test_help_and_version_in_process(capsys):
+    assert main(["generate", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for word in ("--token-groups", "--attn-res", "tiny-sdxl", "noise"):
+        assert word in help_text
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+    assert main([]) == 2  # no command: usage on stderr
+
+
+def test_python_m_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "contrastive_diffusers", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert __version__ in result.stdout
+
+
+def test_jsonable():
+    data = {1: (1, 2), "x": {2.5: float("nan")}, "t": torch.tensor(3.0), "n": np.int64(4)}
+    assert jsonable(data) == {"1": [1, 2], "x": {"2.5": "nan"}, "t": 3.0, "n": 4}

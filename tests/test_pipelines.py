@@ -1,0 +1,251 @@
+"""Guided pipelines end to end on the tiny SD1 / SD2 / SDXL models."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+from contrastive_diffusers.guidance import AttendAndExcite, Conform, Ebama, SynGen
+from contrastive_diffusers.pipelines import (
+    GuidanceCallback,
+    GuidedStableDiffusionPipeline,
+    GuidedStableDiffusionXLPipeline,
+)
+from contrastive_diffusers.testing import tiny_components, tiny_pipeline
+
+PROMPTS = ["a red car and a blue bench", "a green cat with a yellow hat"]
+SIZE = 128
+STEPS = 10
+
+
+def guided(kind, dtype=torch.float32):
+    base = tiny_pipeline(kind).to(dtype=dtype)
+    cls = GuidedStableDiffusionXLPipeline if kind == "sdxl" else GuidedStableDiffusionPipeline
+    pipe = cls.from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, prompt=PROMPTS, seed=0, **kwargs):
+    kwargs.setdefault("num_inference_steps", STEPS)
+    return pipe(
+        prompt,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+        **kwargs,
+    )
+
+
+def all_processors(unet):
+    return {name: type(proc).__name__ for name, proc in unet.attn_processors.items()}
+
+
+@pytest.fixture(scope="module", params=["sd1", "sd2", "sdxl"])
+def pipe(request):
+    return guided(request.param)
+
+
+def test_attend_and_excite_matches_diffusers_pipeline():
+    """Same components, seed and settings: our A&E == diffusers' StableDiffusionAttendAndExcitePipeline."""
+    from diffusers import StableDiffusionAttendAndExcitePipeline
+
+    components = tiny_components("sd1")
+    reference = StableDiffusionAttendAndExcitePipeline(**components)
+    reference.set_progress_bar_config(disable=True)
+    ours = GuidedStableDiffusionPipeline(**components)
+    ours.set_progress_bar_config(disable=True)
+    prompt, steps = PROMPTS[0], 12
+    expected = reference(
+        prompt,
+        token_indices=[3, 7],
+        attn_res=(4, 4),  # diffusers' default is a fixed 16x16; ours is size / 32 = 4x4 here
+        num_inference_steps=steps,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    out = run(ours, prompt, guidance=AttendAndExcite(), token_groups=[["car"], ["bench"]], num_inference_steps=steps)
+    plain = run(ours, prompt, num_inference_steps=steps).images
+    # Refinement ran at steps 0 and 10 (the parity covers the refinement loop too).
+    refined = [r.step for r in out.guidance_records if sum(r.refinement_iterations)]
+    assert refined == [0, 10]
+    assert np.abs(out.images - expected).max() < 1e-4
+    assert np.abs(plain - expected).max() > 0.05  # and guidance did change the image
+
+
+@pytest.mark.parametrize("method_cls", [AttendAndExcite, Conform, Ebama, SynGen], ids=lambda c: c.__name__)
+def test_updates_lower_the_loss_and_change_the_image(pipe, method_cls):
+    """Batch of 2 prompts x 2 images: the loss re-evaluated right after an update, at the same
+    timestep, is lower in the large majority of updates; the images differ from plain ones."""
+    out = run(
+        pipe,
+        guidance=method_cls(),
+        token_groups="auto",
+        num_images_per_prompt=2,
+        record_loss_after_update=True,
+    )
+    assert out.images.shape == (4, SIZE, SIZE, 3) and np.isfinite(out.images).all()
+    pairs = [
+        (after, before)
+        for record in out.guidance_records
+        for after, before, updated in zip(record.loss_after_update, record.loss, record.updated)
+        if updated
+    ]
+    assert len(pairs) >= 4 * 9  # every image updated at (nearly) every guided step
+    lower = sum(after < before for after, before in pairs)
+    assert lower / len(pairs) >= 0.7, f"{lower}/{len(pairs)} updates lowered the loss"
+    plain = run(pipe, num_images_per_prompt=2).images
+    assert np.abs(out.images - plain).reshape(4, -1).max(1).min() > 1e-3  # every image changed
+    assert not any(any(r.skipped_nonfinite) for r in out.guidance_records)
+
+
+def test_groups_per_prompt_and_per_image(pipe):
+    out = run(
+        pipe,
+        guidance=Conform(),
+        token_groups=[[["red", "car"], ["blue", "bench"]], [["green", "cat"], ["yellow", "hat"]]],
+        num_images_per_prompt=2,
+        num_inference_steps=2,
+    )
+    assert [[g.words for g in groups] for groups in out.token_groups] == [
+        [("red", "car"), ("blue", "bench")],
+        [("green", "cat"), ("yellow", "hat")],
+    ]
+    assert len(out.guidance_records[0].loss) == 4
+
+
+def test_plain_call_matches_stock_pipeline(pipe):
+    stock_cls = StableDiffusionXLPipeline if isinstance(pipe, StableDiffusionXLPipeline) else StableDiffusionPipeline
+    stock = stock_cls.from_pipe(pipe)
+    stock.set_progress_bar_config(disable=True)
+    ours = run(pipe, PROMPTS[0], num_inference_steps=3).images
+    expected = run(stock, PROMPTS[0], num_inference_steps=3).images
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_processors_restored_after_call_and_after_error(pipe):
+    before = all_processors(pipe.unet)
+    run(pipe, PROMPTS[0], guidance=AttendAndExcite(), num_inference_steps=2)
+    assert all_processors(pipe.unet) == before
+
+    def explode(pipeline, step, timestep, kwargs):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run(pipe, PROMPTS[0], guidance=AttendAndExcite(), num_inference_steps=2, callback_on_step_end=explode)
+    assert all_processors(pipe.unet) == before
+
+
+def test_attention_maps_and_user_callback(pipe):
+    seen = []
+
+    def callback(pipeline, step, timestep, kwargs):
+        seen.append(step)
+        return kwargs
+
+    out = run(
+        pipe,
+        PROMPTS[0],
+        guidance=SynGen(max_iter_to_alter=3),
+        num_inference_steps=4,
+        return_attention_maps=True,
+        callback_on_step_end=callback,
+    )
+    assert seen == list(range(len(seen))) and len(seen) >= 4
+    assert sorted(out.attention_maps) == [0, 1, 2]  # only guided steps
+    maps = out.attention_maps[0]
+    assert maps.dtype == torch.float32 and maps.shape[:3] == (1, 4, 4)
+    assert torch.allclose(maps.sum(-1), torch.ones(1, 4, 4), atol=1e-4)  # probabilities over tokens
+
+
+def test_return_dict_false_gives_tuple(pipe):
+    out = run(pipe, PROMPTS[0], guidance=Ebama(), num_inference_steps=2, return_dict=False)
+    assert isinstance(out, tuple) and out[0].shape == (1, SIZE, SIZE, 3)
+
+
+def test_seeded_runs_are_deterministic(pipe):
+    a = run(pipe, PROMPTS[0], guidance=Conform(), num_inference_steps=3).images
+    b = run(pipe, PROMPTS[0], guidance=Conform(), num_inference_steps=3).images
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_float16_pipeline_has_no_nans_and_float32_losses(kind):
+    pipe = guided(kind, torch.float16)
+    out = run(pipe, PROMPTS[0], guidance=Conform(), num_inference_steps=3, return_attention_maps=True)
+    assert np.isfinite(out.images).all()
+    assert all(np.isfinite(r.loss).all() for r in out.guidance_records)
+    assert out.attention_maps[0].dtype == torch.float32
+    assert not any(any(r.skipped_nonfinite) for r in out.guidance_records)
+
+
+def test_nonfinite_gradient_is_skipped_not_propagated():
+    pipe = guided("sd1")
+
+    class Broken(AttendAndExcite):
+        def loss(self, maps, groups, window, prompt_length, previous_maps=None):
+            return super().loss(maps, groups, window, prompt_length) * float("nan")
+
+    out = run(pipe, PROMPTS[0], guidance=Broken(thresholds={}), num_inference_steps=3)
+    assert np.isfinite(out.images).all()
+    assert all(r.skipped_nonfinite == [True] for r in out.guidance_records)
+    plain = run(pipe, PROMPTS[0], num_inference_steps=3).images
+    np.testing.assert_allclose(out.images, plain, atol=1e-5)
+
+
+def test_guidance_callback_on_a_stock_pipeline(pipe):
+    """Any pipeline through callback_on_step_end: steps 1.. guided, the same as our pipeline
+    would do when step 0 is left alone."""
+    stock_cls = StableDiffusionXLPipeline if isinstance(pipe, StableDiffusionXLPipeline) else StableDiffusionPipeline
+    stock = stock_cls.from_pipe(pipe)
+    stock.set_progress_bar_config(disable=True)
+    before = all_processors(stock.unet)
+    callback = GuidanceCallback(stock, Conform(), PROMPTS[0], token_groups=[["red", "car"], ["blue", "bench"]])
+    images = run(stock, PROMPTS[0], num_inference_steps=4, callback_on_step_end=callback).images
+    assert all_processors(stock.unet) == before
+    steps = [r.step for r in callback.records]
+    assert steps[0] == 1 and steps == list(range(1, len(steps) + 1))
+    plain = run(stock, PROMPTS[0], num_inference_steps=4).images
+    assert np.abs(images - plain).max() > 1e-3
+    # Our pipeline with step 0 left out of the schedule makes the same updates.
+    reference = run(
+        pipe,
+        PROMPTS[0],
+        guidance=Conform().with_schedule(start_step=1),
+        token_groups=[["red", "car"], ["blue", "bench"]],
+        num_inference_steps=4,
+    ).images
+    np.testing.assert_allclose(images, reference, atol=1e-4)
+
+
+def test_save_and_load_guided_pipeline_folder(tmp_path):
+    tiny_pipeline("sd2").save_pretrained(tmp_path / "sd2")
+    pipe = GuidedStableDiffusionPipeline.from_pretrained(tmp_path / "sd2")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.tokenizer.pad_token == "!" and pipe.scheduler.config.prediction_type == "v_prediction"
+    out = run(pipe, PROMPTS[0], guidance=SynGen(), num_inference_steps=2)
+    assert np.isfinite(out.images).all()
+
+
+def test_from_pipe_keeps_the_source_dtype():
+    base = tiny_pipeline("sd1").to(dtype=torch.float16)
+    pipe = GuidedStableDiffusionPipeline.from_pipe(base)
+    assert pipe.unet.dtype == torch.float16 and base.unet.dtype == torch.float16
+
+
+def test_negative_prompt_string_with_guidance(pipe):
+    out = run(pipe, PROMPTS, guidance=Ebama(), negative_prompt="blurry", num_inference_steps=2)
+    assert out.images.shape[0] == 2
+
+
+def test_conform_with_single_word_groups_guides_from_the_second_step(pipe):
+    """"a cat with a hat" -> [["cat"], ["hat"]]: no positive pair until the previous step's maps
+    exist, so step 0 leaves the latents alone instead of failing."""
+    out = run(pipe, "a cat with a hat", guidance=Conform(), num_inference_steps=3)
+    assert [g.words for g in out.token_groups[0]] == [("cat",), ("hat",)]
+    first, second = out.guidance_records[:2]
+    assert first.loss == [0.0] and second.loss[0] > 0
