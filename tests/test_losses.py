@@ -216,3 +216,18 @@ def test_losses_in_float32_from_half_maps():
     maps = torch.rand(4, 4, 8).softmax(-1).half()
     loss = losses.syngen_loss(maps, [group(1, 2)], prompt_length=6)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_multi_piece_words_take_the_max_over_pieces_per_outside_token():
+    # Noun of two pieces (2, 3); outside tokens 4 and 5. Per outside token the larger of the
+    # pieces' distances counts, then the mean over tokens (SynGen's / EBAMA's convention).
+    maps = torch.zeros(1, 2, 7)
+    maps[0, :, 1] = torch.tensor([1.0, 0.0])  # modifier
+    maps[0, :, 2] = torch.tensor([1.0, 0.0])  # noun piece a
+    maps[0, :, 3] = torch.tensor([0.0, 1.0])  # noun piece b
+    maps[0, :, 4] = torch.tensor([1.0, 0.0])  # like piece a
+    maps[0, :, 5] = torch.tensor([0.0, 1.0])  # like piece b
+    groups = [TokenGroup(words=("m", "n"), word_positions=((1,), (2, 3)))]
+    # d(m, noun) = max(d(m, a), d(m, b)) = 1; repel = mean(max(0, 1), max(1, 0)) = 1.
+    got = losses.ebama_binding_loss(maps, groups, prompt_length=5)
+    assert got.item() == pytest.approx(1.0 - 1.0, abs=1e-6)

@@ -249,3 +249,45 @@ def test_conform_with_single_word_groups_guides_from_the_second_step(pipe):
     assert [g.words for g in out.token_groups[0]] == [("cat",), ("hat",)]
     first, second = out.guidance_records[:2]
     assert first.loss == [0.0] and second.loss[0] > 0
+
+
+def test_denoising_end_stops_guidance_with_the_loop():
+    pipe = guided("sdxl")
+    out = run(pipe, PROMPTS[0], guidance=SynGen(), num_inference_steps=10, denoising_end=0.5)
+    last_loop_step = max(r.step for r in out.guidance_records)
+    assert last_loop_step < 6  # the truncated loop ran about 5 steps; nothing guided after it
+
+
+def test_guidance_callback_restarts_on_every_call():
+    stock = tiny_pipeline("sd1")
+    callback = GuidanceCallback(stock, Ebama(), PROMPTS[0])
+    first = run(stock, PROMPTS[0], num_inference_steps=3, callback_on_step_end=callback).images
+    second = run(stock, PROMPTS[0], num_inference_steps=3, callback_on_step_end=callback).images
+    np.testing.assert_array_equal(first, second)
+    # PNDM repeats a timestep: 3 steps are 4 loop iterations, of which 1..3 follow a callback.
+    assert [r.step for r in callback.records] == list(range(1, len(stock.scheduler.timesteps)))
+
+
+def test_unsupported_unet_inputs_are_refused():
+    from types import SimpleNamespace
+
+    from contrastive_diffusers.pipelines.guided import check_supported_unet
+
+    with pytest.raises(ValueError, match="IP-Adapter"):
+        check_supported_unet(SimpleNamespace(config=SimpleNamespace(encoder_hid_dim_type="ip_image_proj")))
+    inpainting = SimpleNamespace(config=SimpleNamespace(encoder_hid_dim_type=None, in_channels=9))
+    with pytest.raises(ValueError, match="9 input channels"):
+        check_supported_unet(inpainting, torch.zeros(1, 4, 8, 8))
+
+
+def test_bad_size_fails_before_any_guidance_work(pipe):
+    calls = []
+
+    class Counting(SynGen):
+        def loss(self, *args, **kwargs):
+            calls.append(1)
+            return super().loss(*args, **kwargs)
+
+    with pytest.raises(ValueError, match="divisible by 8"):
+        pipe(PROMPTS[0], guidance=Counting(), height=100, width=128, num_inference_steps=2)
+    assert calls == []

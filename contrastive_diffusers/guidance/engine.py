@@ -189,6 +189,8 @@ class Guider:
                     if count > 0:  # the first iteration reuses the forward above
                         z = z.detach().requires_grad_(True)
                         losses, maps = self.losses(z, t)
+                    if not losses.requires_grad:
+                        break  # constant in the latents (no positive pair yet): nothing to refine
                     count += 1
                     z, bad = self._descend(z, losses, step_size, active.to(losses.dtype))
                     skipped |= bad

@@ -155,8 +155,9 @@ def _mean_distance_to(dist, dists: torch.Tensor, word: tuple[int, ...], others: 
     if not others:
         return dists.new_zeros(())
     other = dists[others]
-    per_piece = torch.stack([dist(dists[i].expand_as(other), other).mean() for i in word])
-    return per_piece.max()
+    # Per outside token, the largest distance over the word's pieces; then the mean over tokens.
+    per_piece = torch.stack([dist(dists[i].expand_as(other), other) for i in word])
+    return per_piece.max(dim=0).values.mean()
 
 
 # --------------------------------------------------------------------------- EBAMA

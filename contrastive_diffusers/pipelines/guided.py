@@ -96,6 +96,35 @@ def _cond_half(tensor: torch.Tensor | None, do_cfg: bool) -> torch.Tensor | None
     return tensor.chunk(2)[1]
 
 
+def build_guider(
+    pipeline,
+    method: GuidanceMethod,
+    conditioning: GuidanceConditioning,
+    latents: torch.Tensor,
+    height: int,
+    width: int,
+    attn_res,
+    num_steps: int,
+    return_attention_maps: bool,
+    record_loss_after_update: bool = False,
+) -> Guider:
+    """A :class:`Guider` for ``pipeline``'s UNet and scheduler (any SD-like pipeline)."""
+    tokenizers = [getattr(pipeline, "tokenizer", None), getattr(pipeline, "tokenizer_2", None)]
+    attn_res = tuple(attn_res) if attn_res is not None else default_attn_res(height, width)
+    return Guider(
+        method,
+        pipeline.unet,
+        pipeline.scheduler,
+        conditioning,
+        latent_hw=tuple(latents.shape[-2:]),
+        attn_res=attn_res,
+        num_inference_steps=num_steps,
+        window_mode=resolve_window_mode(method, tokenizers),
+        record_loss_after_update=record_loss_after_update,
+        keep_attention_maps=return_attention_maps,
+    )
+
+
 class _StepGuidance:
     """Calls the user's callback, then guides the latents for the next step."""
 
@@ -111,10 +140,37 @@ class _StepGuidance:
             if returned is not None:
                 callback_kwargs = {**callback_kwargs, **returned}
         nxt = step_index + 1
-        if self.offset + nxt < len(self.timesteps) and not getattr(pipeline, "interrupt", False):
+        # num_timesteps is the stock loop's length after any truncation (SDXL's denoising_end).
+        loop_length = getattr(pipeline, "num_timesteps", None) or len(self.timesteps) - self.offset
+        in_loop = nxt < loop_length and self.offset + nxt < len(self.timesteps)
+        if in_loop and not getattr(pipeline, "interrupt", False):
             t_next = self.timesteps[self.offset + nxt]
             callback_kwargs["latents"] = self.guider.step(callback_kwargs["latents"], t_next, nxt)
         return callback_kwargs
+
+
+def check_supported_unet(unet, latents: torch.Tensor | None = None) -> None:
+    """Refuse UNet set-ups whose extra inputs the guidance forward would not feed."""
+    if getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj":
+        raise ValueError(
+            "Attention guidance does not support IP-Adapter yet: the guidance forward has no image "
+            "embeddings to give it. Unload it first with pipe.unload_ip_adapter()."
+        )
+    if latents is not None and unet.config.in_channels != latents.shape[1]:
+        raise ValueError(
+            f"The UNet takes {unet.config.in_channels} input channels but the latents have "
+            f"{latents.shape[1]} (an inpainting or depth UNet concatenates extra inputs); attention "
+            "guidance supports UNets fed with the latents alone."
+        )
+
+
+def guidance_scale_embedding(pipeline, guidance_scale: float, batch: int, device, dtype):
+    """``timestep_cond`` for UNets distilled with a guidance-scale embedding (LCM); else None."""
+    dim = getattr(pipeline.unet.config, "time_cond_proj_dim", None)
+    if dim is None:
+        return None
+    w = torch.tensor(guidance_scale - 1).repeat(batch)
+    return pipeline.get_guidance_scale_embedding(w, embedding_dim=dim).to(device=device, dtype=dtype)
 
 
 def tensor_inputs_of(callback, requested: Sequence[str] | None) -> list[str]:
@@ -136,33 +192,6 @@ class GuidedPipelineMixin:
         if "torch_dtype" not in kwargs and "dtype" not in kwargs:
             kwargs.update(dtype_kwarg(pipeline.dtype))
         return super().from_pipe(pipeline, **kwargs)
-
-    def _make_guider(
-        self,
-        method: GuidanceMethod,
-        conditioning: GuidanceConditioning,
-        latents: torch.Tensor,
-        height: int,
-        width: int,
-        attn_res,
-        num_steps: int,
-        return_attention_maps: bool,
-        record_loss_after_update: bool,
-    ) -> Guider:
-        tokenizers = [getattr(self, "tokenizer", None), getattr(self, "tokenizer_2", None)]
-        attn_res = tuple(attn_res) if attn_res is not None else default_attn_res(height, width)
-        return Guider(
-            method,
-            self.unet,
-            self.scheduler,
-            conditioning,
-            latent_hw=tuple(latents.shape[-2:]),
-            attn_res=attn_res,
-            num_inference_steps=num_steps,
-            window_mode=resolve_window_mode(method, tokenizers),
-            record_loss_after_update=record_loss_after_update,
-            keep_attention_maps=return_attention_maps,
-        )
 
     def _run_guided(
         self,
@@ -187,9 +216,9 @@ class GuidedPipelineMixin:
             callback_on_step_end_tensor_inputs=tensor_inputs_of(user_callback, tensor_inputs),
             return_dict=False,
         )
-        images, nsfw = out[0], out[1] if len(out) > 1 else None
         if not return_dict:
-            return images, nsfw
+            return out  # the stock pipeline's tuple
+        images, nsfw = out[0], out[1] if len(out) > 1 else None
         return GuidedPipelineOutput(
             images=images,
             nsfw_content_detected=nsfw,
@@ -213,7 +242,9 @@ class GuidanceCallback(PipelineCallback):
     - The conditioning is read from the callback's tensors (``prompt_embeds``, and
       ``add_text_embeds`` / ``add_time_ids`` for SDXL); pipelines that do not expose them
       (or add other UNet inputs, e.g. ControlNet residuals) are not supported.
-    - One callback instance serves one call (it keeps the previous step's maps).
+    - It starts afresh at every call (step 0 of a new loop), so one instance can serve
+      several calls; ``records`` and ``attention_maps`` describe the latest call.
+    - IP-Adapter and UNets with extra input channels (inpainting) are refused.
     """
 
     def __init__(
@@ -274,6 +305,7 @@ class GuidanceCallback(PipelineCallback):
                 f"num_images_per_prompt), but the pipeline runs {latents.shape[0]}; pass the same prompt and "
                 "num_images_per_prompt to both."
             )
+        check_supported_unet(pipeline.unet, latents)
         conditioning = GuidanceConditioning(
             encoder_hidden_states=embeds,
             groups=self.image_groups,
@@ -281,15 +313,18 @@ class GuidanceCallback(PipelineCallback):
             prompts=self.image_prompts,
             added_cond_kwargs=added,
             cross_attention_kwargs=getattr(pipeline, "cross_attention_kwargs", None),
+            timestep_cond=guidance_scale_embedding(
+                pipeline, getattr(pipeline, "guidance_scale", 1.0), latents.shape[0], latents.device, latents.dtype
+            ),
         )
         timesteps = pipeline.scheduler.timesteps
         begin = getattr(pipeline.scheduler, "begin_index", None)
-        if begin is None:
-            matches = (timesteps == timestep).nonzero()
-            begin = int(matches[0]) if len(matches) else 0
+        if begin is None:  # img2img-style loops run over the last num_timesteps entries
+            loop_length = getattr(pipeline, "num_timesteps", None)
+            begin = len(timesteps) - loop_length if loop_length else 0
         scale = pipeline.vae_scale_factor
         height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
-        self.guider = GuidedPipelineMixin._make_guider(
+        self.guider = build_guider(
             pipeline,
             self.method,
             conditioning,
@@ -299,11 +334,10 @@ class GuidanceCallback(PipelineCallback):
             self.attn_res,
             len(timesteps) - begin,
             self.return_attention_maps,
-            False,
         )
         self._step_guidance = _StepGuidance(self.guider, timesteps, begin)
 
     def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
-        if self._step_guidance is None:
+        if self._step_guidance is None or step_index == 0:
             self._build(pipeline, timestep, callback_kwargs)
         return self._step_guidance(pipeline, step_index, timestep, callback_kwargs)

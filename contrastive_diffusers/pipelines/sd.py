@@ -14,9 +14,13 @@ from .guided import (
     GuidedPipelineMixin,
     GuidedPipelineOutput,
     as_method,
+    build_guider,
+    check_supported_unet,
+    guidance_scale_embedding,
     expand_groups,
     match_negative_prompt,
     prompt_list,
+    tensor_inputs_of,
 )
 
 
@@ -97,11 +101,26 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
 
         method = as_method(guidance)
         prompts = prompt_list(prompt)
+        check_supported_unet(self.unet)
+        if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
+            raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
         groups, image_groups, lengths, image_prompts = expand_groups(
             self.tokenizer, prompts, token_groups, num_images_per_prompt
         )
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        sample_size = self.unet.config.sample_size
+        sample_h, sample_w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+        height = height or sample_h * self.vae_scale_factor
+        width = width or sample_w * self.vae_scale_factor
+        # Fail on bad sizes or callback names before the (expensive) step-0 guidance.
+        self.check_inputs(
+            prompts,
+            height,
+            width,
+            None,
+            negative_prompt=negative_prompt,
+            negative_prompt_embeds=negative_prompt_embeds,
+            callback_on_step_end_tensor_inputs=tensor_inputs_of(callback_on_step_end, callback_on_step_end_tensor_inputs),
+        )
         device = self._execution_device
         do_cfg = guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
         lora_scale = (cross_attention_kwargs or {}).get("scale")
@@ -127,12 +146,7 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             generator,
             latents,
         )
-        timestep_cond = None
-        if self.unet.config.time_cond_proj_dim is not None:
-            w = torch.tensor(guidance_scale - 1).repeat(prompt_embeds.shape[0])
-            timestep_cond = self.get_guidance_scale_embedding(
-                w, embedding_dim=self.unet.config.time_cond_proj_dim
-            ).to(device=device, dtype=latents.dtype)
+        timestep_cond = guidance_scale_embedding(self, guidance_scale, latents.shape[0], device, latents.dtype)
         conditioning = GuidanceConditioning(
             encoder_hidden_states=prompt_embeds,
             groups=image_groups,
@@ -141,7 +155,8 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             cross_attention_kwargs=cross_attention_kwargs,
             timestep_cond=timestep_cond,
         )
-        guider = self._make_guider(
+        guider = build_guider(
+            self,
             method,
             conditioning,
             latents,

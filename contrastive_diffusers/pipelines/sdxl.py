@@ -14,9 +14,13 @@ from .guided import (
     GuidedPipelineMixin,
     GuidedPipelineOutput,
     as_method,
+    build_guider,
+    check_supported_unet,
+    guidance_scale_embedding,
     expand_groups,
     match_negative_prompt,
     prompt_list,
+    tensor_inputs_of,
 )
 
 
@@ -102,11 +106,26 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
                 return_dict=False,
                 **stock,
             )
-            images = out[0]
-            return GuidedPipelineOutput(images=images) if return_dict else (images,)
+            return GuidedPipelineOutput(images=out[0]) if return_dict else out
 
         method = as_method(guidance)
         prompts = prompt_list(prompt)
+        check_supported_unet(self.unet)
+        if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
+            raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
+        # Fail on bad sizes or callback names before the (expensive) step-0 guidance.
+        self.check_inputs(
+            prompts,
+            prompt_2,
+            height,
+            width,
+            None,
+            negative_prompt=negative_prompt,
+            negative_prompt_2=negative_prompt_2,
+            negative_prompt_embeds=negative_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+            callback_on_step_end_tensor_inputs=tensor_inputs_of(callback_on_step_end, callback_on_step_end_tensor_inputs),
+        )
         groups, image_groups, lengths, image_prompts = expand_groups(
             self.tokenizer or self.tokenizer_2, prompts, token_groups, num_images_per_prompt
         )
@@ -157,8 +176,10 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
             prompts=image_prompts,
             added_cond_kwargs={"text_embeds": pooled_prompt_embeds.to(device), "time_ids": time_ids},
             cross_attention_kwargs=cross_attention_kwargs,
+            timestep_cond=guidance_scale_embedding(self, guidance_scale, batch, device, latents.dtype),
         )
-        guider = self._make_guider(
+        guider = build_guider(
+            self,
             method,
             conditioning,
             latents,
