@@ -485,28 +485,13 @@ def generate_image(run: Run, job: Job):
     return run.pipe([job.prompt], negative_prompt=[negative] if negative is not None else None, **kwargs)
 
 
-def word_maps(maps, groups) -> tuple[list, list[str]]:
-    """One (h, w) map per group word (its positions' raw maps summed) and the words as labels.
-
-    ``maps``: one image's ``(h, w, tokens)`` maps.
-    """
-    tiles, labels = [], []
-    for group in groups:
-        for word, positions in zip(group.words, group.word_positions):
-            tiles.append(maps[..., list(positions)].sum(-1))
-            labels.append(word)
-    return tiles, labels
-
-
-def save_heatmaps(output, image, path: Path) -> bool:
+def save_heatmaps(output, path: Path) -> bool:
     """Heatmaps of the last guided step; False when there are none (no step was guided)."""
-    from .guidance.visualize import save_attention_heatmaps
+    from .guidance.visualize import save_output_heatmaps
 
     if not output.attention_maps:
         return False
-    last = max(output.attention_maps)
-    tiles, labels = word_maps(output.attention_maps[last][0], output.token_groups[0])
-    save_attention_heatmaps(image, tiles, labels, path)
+    save_output_heatmaps(output, path)
     return True
 
 
@@ -532,7 +517,7 @@ def run_job(run: Run, job: Job) -> dict:
     image_path.parent.mkdir(parents=True, exist_ok=True)
     image.save(image_path)
     attention_path = run.out_dir / f"{job.stem}-attention.png"
-    has_heatmap = guided and run.heatmaps and save_heatmaps(output, image, attention_path)
+    has_heatmap = guided and run.heatmaps and save_heatmaps(output, attention_path)
     nsfw = output.nsfw_content_detected
     return {
         "method": job.method,

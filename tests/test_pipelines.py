@@ -291,3 +291,47 @@ def test_bad_size_fails_before_any_guidance_work(pipe):
     with pytest.raises(ValueError, match="divisible by 8"):
         pipe(PROMPTS[0], guidance=Counting(), height=100, width=128, num_inference_steps=2)
     assert calls == []
+
+
+def test_output_heatmaps_per_image(tmp_path, pipe):
+    from PIL import Image
+
+    from contrastive_diffusers.guidance.visualize import save_output_heatmaps
+
+    out = pipe(
+        PROMPTS, guidance=Conform(), num_inference_steps=2, height=SIZE, width=SIZE,
+        num_images_per_prompt=2, return_attention_maps=True,
+    )
+    path = save_output_heatmaps(out, tmp_path / "h.png", image_index=3)  # second prompt's image
+    with Image.open(path) as grid:
+        assert grid.size == (5 * SIZE, grid.size[1])  # image + green, cat, yellow, hat
+    with pytest.raises(ValueError, match="not guided"):
+        save_output_heatmaps(out, tmp_path / "x.png", step=99)
+
+
+def test_layers_outside_the_map_size_keep_their_processor():
+    """Guidance records only the chosen layers; every other layer runs the processor the user
+    set (SDPA, xformers, ...), also inside the guidance forward."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    calls = {}
+
+    class Counting(AttnProcessor2_0):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def __call__(self, attn, hidden_states, *args, **kwargs):
+            calls[self.name] = calls.get(self.name, 0) + 1
+            return super().__call__(attn, hidden_states, *args, **kwargs)
+
+    pipe = guided("sd1")
+    pipe.unet.set_attn_processor({name: Counting(name) for name in pipe.unet.attn_processors})
+    out = run(pipe, PROMPTS[0], guidance=SynGen(max_iter_to_alter=1), num_inference_steps=1)
+    denoising = len(pipe.scheduler.timesteps)  # one CFG-batched forward per loop iteration
+    guidance = len(out.guidance_records)  # one guidance forward per guided step (no refinement)
+    recorded = [n for n in calls if n.startswith(("down_blocks.2.", "up_blocks.1.")) and ".attn2." in n]
+    others = [n for n in calls if n not in recorded]
+    assert guidance == 1 and len(recorded) == 3 and len(others) == 17
+    assert all(calls[n] == denoising for n in recorded)  # explicit attention while guiding
+    assert all(calls[n] == denoising + guidance for n in others)

@@ -289,3 +289,32 @@ def save_attention_heatmaps(image, maps, labels, path, alpha: float = 0.5) -> pa
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path, format="PNG")
     return path
+
+
+def word_maps(maps, groups) -> tuple[list, list[str]]:
+    """One ``(h, w)`` map per group word (the sum of its pieces' maps) and the words as labels.
+
+    ``maps``: one image's ``(h, w, tokens)`` maps; ``groups``: its :class:`TokenGroup` list.
+    """
+    tiles, labels = [], []
+    for group in groups:
+        for word, positions in zip(group.words, group.word_positions):
+            tiles.append(maps[..., list(positions)].sum(-1))
+            labels.append(word)
+    return tiles, labels
+
+
+def save_output_heatmaps(output, path, image_index: int = 0, step: int | None = None, alpha: float = 0.5):
+    """Heatmaps of one image of a guided call made with ``return_attention_maps=True``: one
+    tile per group word, from guided step ``step`` (default: the last guided step)."""
+    if not output.attention_maps:
+        raise ValueError("The output holds no attention maps; call the pipeline with return_attention_maps=True.")
+    step = max(output.attention_maps) if step is None else step
+    if step not in output.attention_maps:
+        raise ValueError(f"Step {step} was not guided; guided steps: {sorted(output.attention_maps)}.")
+    maps = output.attention_maps[step]
+    if not 0 <= image_index < maps.shape[0]:
+        raise ValueError(f"image_index {image_index} is out of range for {maps.shape[0]} images.")
+    per_prompt = maps.shape[0] // len(output.token_groups)
+    tiles, labels = word_maps(maps[image_index], output.token_groups[image_index // per_prompt])
+    return save_attention_heatmaps(output.images[image_index], tiles, labels, path, alpha)
