@@ -327,7 +327,9 @@ def test_layers_outside_the_map_size_keep_their_processor():
 
     pipe = guided("sd1")
     pipe.unet.set_attn_processor({name: Counting(name) for name in pipe.unet.attn_processors})
-    out = run(pipe, PROMPTS[0], guidance=SynGen(max_iter_to_alter=1), num_inference_steps=1)
+    out = run(
+        pipe, PROMPTS[0], guidance=SynGen(max_iter_to_alter=1), num_inference_steps=1, truncate_guidance_forward=False
+    )
     denoising = len(pipe.scheduler.timesteps)  # one CFG-batched forward per loop iteration
     guidance = len(out.guidance_records)  # one guidance forward per guided step (no refinement)
     recorded = [n for n in calls if n.startswith(("down_blocks.2.", "up_blocks.1.")) and ".attn2." in n]
@@ -335,3 +337,22 @@ def test_layers_outside_the_map_size_keep_their_processor():
     assert guidance == 1 and len(recorded) == 3 and len(others) == 17
     assert all(calls[n] == denoising for n in recorded)  # explicit attention while guiding
     assert all(calls[n] == denoising + guidance for n in others)
+
+    # Truncated (the default): the blocks after up_blocks.1 do not run in the guidance forward.
+    calls.clear()
+    run(pipe, PROMPTS[0], guidance=SynGen(max_iter_to_alter=1), num_inference_steps=1)
+    after = [n for n in others if n.startswith(("up_blocks.2.", "up_blocks.3."))]
+    before = [n for n in others if n not in after]
+    assert len(after) == 8
+    assert all(calls[n] == denoising for n in after) and all(calls[n] == denoising + 1 for n in before)
+
+
+@pytest.mark.parametrize("method_cls", [AttendAndExcite, Conform])
+def test_truncated_guidance_forward_gives_the_same_images(pipe, method_cls):
+    """Stopping the guidance forward after the last recorded layer is an optimisation only."""
+    kwargs = dict(guidance=method_cls(), num_images_per_prompt=2, num_inference_steps=6, return_attention_maps=True)
+    fast = run(pipe, truncate_guidance_forward=True, **kwargs)
+    full = run(pipe, truncate_guidance_forward=False, **kwargs)
+    np.testing.assert_allclose(fast.images, full.images, atol=1e-5)
+    for step in full.attention_maps:
+        torch.testing.assert_close(fast.attention_maps[step], full.attention_maps[step], atol=1e-6, rtol=1e-5)

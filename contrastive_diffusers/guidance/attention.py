@@ -66,16 +66,23 @@ def select_layers(unet, latent_hw: tuple[int, int], attn_res: tuple[int, int]) -
     return names
 
 
+class ForwardComplete(Exception):
+    """Raised inside the UNet once every recorded layer has its map: the rest of the
+    forward (the high-resolution decoder blocks) cannot change the loss, so it is skipped."""
+
+
 class AttentionRecorder:
     """Holds the maps recorded during one guidance forward.
 
     Per layer it keeps the attention probabilities summed over heads, ``(batch, h*w, tokens)``,
     and the head count, so that :meth:`aggregate` averages over every (layer, head) pair,
-    as diffusers' Attend-and-Excite store does.
+    as diffusers' Attend-and-Excite store does. With ``stop_after=n`` the forward is cut
+    (:class:`ForwardComplete`) as soon as ``n`` layers are recorded.
     """
 
-    def __init__(self, attn_res: tuple[int, int]):
+    def __init__(self, attn_res: tuple[int, int], stop_after: int | None = None):
         self.attn_res = tuple(int(s) for s in attn_res)
+        self.stop_after = stop_after
         self.active = False
         self.maps: dict[str, tuple[torch.Tensor, int]] = {}
 
@@ -88,6 +95,8 @@ class AttentionRecorder:
             )
         summed = probs.reshape(batch, heads, probs.shape[1], probs.shape[2]).sum(1)
         self.maps[name] = (summed, heads)
+        if self.stop_after is not None and len(self.maps) >= self.stop_after:
+            raise ForwardComplete
 
     def clear(self) -> None:
         self.maps = {}

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .attention import AttentionRecorder, recording_processors, select_layers
+from .attention import AttentionRecorder, ForwardComplete, recording_processors, select_layers
 from .maps import token_window
 from .methods import GuidanceMethod
 
@@ -96,6 +96,7 @@ class Guider:
         window_mode: str = "all",
         record_loss_after_update: bool = False,
         keep_attention_maps: bool = False,
+        truncate_forward: bool = True,
     ):
         self.method = method
         self.unet = unet
@@ -103,7 +104,13 @@ class Guider:
         self.cond = conditioning
         self.attn_res = tuple(int(s) for s in attn_res)
         self.layer_names = select_layers(unet, latent_hw, self.attn_res)
-        self.recorder = AttentionRecorder(self.attn_res)
+        # Cutting the guidance forward after the last recorded layer changes nothing in the
+        # loss; it is left off under accelerate's offload hooks, which expect whole forwards.
+        self.truncate_forward = truncate_forward and not any(hasattr(m, "_hf_hook") for m in unet.modules())
+        self.recorder = AttentionRecorder(
+            self.attn_res, stop_after=len(self.layer_names) if self.truncate_forward else None
+        )
+        self.counts = {"forwards": 0, "backwards": 0}
         self.step_sizes = method.schedule.step_sizes(num_inference_steps)
         self.window_mode = window_mode
         self.record_loss_after_update = record_loss_after_update
@@ -119,16 +126,20 @@ class Guider:
     # ------------------------------------------------------------------ forward + loss
     def _forward_maps(self, latents: torch.Tensor, t) -> torch.Tensor:
         model_input = self.scheduler.scale_model_input(latents, t)
+        self.counts["forwards"] += 1
         with self.recorder.recording():
-            self.unet(
-                model_input,
-                t,
-                encoder_hidden_states=self.cond.encoder_hidden_states,
-                timestep_cond=self.cond.timestep_cond,
-                added_cond_kwargs=self.cond.added_cond_kwargs,
-                cross_attention_kwargs=self.cond.cross_attention_kwargs,
-                return_dict=False,
-            )
+            try:
+                self.unet(
+                    model_input,
+                    t,
+                    encoder_hidden_states=self.cond.encoder_hidden_states,
+                    timestep_cond=self.cond.timestep_cond,
+                    added_cond_kwargs=self.cond.added_cond_kwargs,
+                    cross_attention_kwargs=self.cond.cross_attention_kwargs,
+                    return_dict=False,
+                )
+            except ForwardComplete:
+                pass
             return self.recorder.aggregate()
 
     def _losses(self, maps: torch.Tensor) -> torch.Tensor:
@@ -153,6 +164,7 @@ class Guider:
         """One masked gradient step; rows with a non-finite gradient or loss stay put."""
         total = (losses * mask).sum()
         if total.requires_grad:
+            self.counts["backwards"] += 1
             (grad,) = torch.autograd.grad(total, latents)
         else:  # a loss constant in the latents (e.g. NT-Xent without a positive pair)
             grad = torch.zeros_like(latents)
@@ -239,5 +251,7 @@ class Guider:
             "updates": int(sum(sum(r.updated) for r in self.records)),
             "refinement_iterations": int(sum(sum(r.refinement_iterations) for r in self.records)),
             "skipped_nonfinite": int(sum(sum(r.skipped_nonfinite) for r in self.records)),
+            "unet_forwards": self.counts["forwards"],
+            "unet_backwards": self.counts["backwards"],
             "mean_first_loss": float(np.mean(self.records[0].loss)) if self.records else None,
         }

@@ -107,6 +107,7 @@ def build_guider(
     num_steps: int,
     return_attention_maps: bool,
     record_loss_after_update: bool = False,
+    truncate_forward: bool = True,
 ) -> Guider:
     """A :class:`Guider` for ``pipeline``'s UNet and scheduler (any SD-like pipeline)."""
     tokenizers = [getattr(pipeline, "tokenizer", None), getattr(pipeline, "tokenizer_2", None)]
@@ -122,6 +123,7 @@ def build_guider(
         window_mode=resolve_window_mode(method, tokenizers),
         record_loss_after_update=record_loss_after_update,
         keep_attention_maps=return_attention_maps,
+        truncate_forward=truncate_forward,
     )
 
 

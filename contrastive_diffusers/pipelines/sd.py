@@ -40,6 +40,9 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
     - ``return_attention_maps``: keep every guided step's maps in ``output.attention_maps``.
     - ``record_loss_after_update``: re-evaluate the loss after each update (one extra
       forward per guided step) into ``output.guidance_records``.
+    - ``truncate_guidance_forward`` (default ``True``): stop the guidance forward right after
+      the last recorded layer (the loss reads nothing later); ``False`` runs the whole UNet,
+      the straightforward path, with the same results.
     """
 
     @torch.no_grad()
@@ -69,6 +72,7 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
         attn_res: tuple[int, int] | None = None,
         return_attention_maps: bool = False,
         record_loss_after_update: bool = False,
+        truncate_guidance_forward: bool = True,
         **kwargs,
     ):
         stock = dict(
@@ -166,6 +170,7 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             len(all_timesteps),
             return_attention_maps,
             record_loss_after_update,
+            truncate_guidance_forward,
         )
 
         def call(**overrides):

@@ -69,6 +69,7 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
         attn_res: tuple[int, int] | None = None,
         return_attention_maps: bool = False,
         record_loss_after_update: bool = False,
+        truncate_guidance_forward: bool = True,
         **kwargs,
     ):
         height = height or self.default_sample_size * self.vae_scale_factor
@@ -189,6 +190,7 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
             len(all_timesteps),
             return_attention_maps,
             record_loss_after_update,
+            truncate_guidance_forward,
         )
 
         def call(**overrides):
