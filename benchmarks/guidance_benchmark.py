@@ -1,0 +1,447 @@
+"""Cost of attention-map guidance: every method against plain generation and against
+diffusers' own Attend-and-Excite pipeline, measured in the same run.
+
+    python benchmarks/guidance_benchmark.py --shape sd15 --size 256 --steps 10
+    python benchmarks/guidance_benchmark.py --shape tiny --size 128 --steps 10 --json out.json
+
+Each measurement runs in its own process (so peak memory is that configuration's alone) on
+a pipeline saved once to a temporary folder: ``tiny`` is ``testing.tiny_pipeline("sd1")``;
+``sd15`` / ``sdxl`` have the real SD 1.5 / SDXL UNet and VAE configurations with random
+weights (timing does not depend on the weights; none can be downloaded here).
+
+Printed per method: seconds per image and its ratio to plain generation and to diffusers'
+Attend-and-Excite; seconds per guided step; peak memory (CUDA peak allocated on a GPU, peak
+RSS sampled every 2 ms on the CPU) and the extra over plain generation; and the floor:
+the guided forward+backward passes (updates plus refinement iterations) times the measured
+cost of one truncated forward+backward, plus the CFG forwards times their measured cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROMPT = "a red car and a blue bench"
+GROUPS = [["red", "car"], ["blue", "bench"]]
+METHODS = ["none", "diffusers_attend_and_excite", "attend_and_excite", "conform", "ebama", "syngen"]
+
+
+# ----------------------------------------------------------------------------- model shapes
+def sd15_components():
+    """SD 1.5's UNet and VAE configurations (random weights), CLIP ViT-L/14-sized text encoder."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from contrastive_diffusers.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        attention_head_dim=8,
+        cross_attention_dim=768,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    return dict(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def sdxl_components():
+    """SDXL's UNet and VAE configurations (random weights), CLIP-L and OpenCLIP-bigG-sized encoders."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from contrastive_diffusers.testing import tiny_tokenizer
+
+    tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_tokenizer(pad_token="!")
+
+    def text_config(tok, width, layers, heads, projection):
+        return CLIPTextConfig(
+            vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+            num_attention_heads=heads, max_position_embeddings=77, projection_dim=projection,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+
+    unet = UNet2DConditionModel(
+        sample_size=128,
+        block_out_channels=(320, 640, 1280),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4, sample_size=1024, scaling_factor=0.13025,
+    )
+    return dict(
+        vae=vae,
+        text_encoder=CLIPTextModel(text_config(tokenizer, 768, 12, 12, 768)),
+        text_encoder_2=CLIPTextModelWithProjection(text_config(tokenizer_2, 1280, 32, 20, 1280)),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+            timestep_spacing="leading",
+        ),
+    )
+
+
+def save_model(shape: str, folder: Path) -> None:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from contrastive_diffusers.testing import tiny_pipeline
+
+    if shape == "tiny":
+        pipe = tiny_pipeline("sd1")
+    elif shape == "sd15":
+        pipe = StableDiffusionPipeline(**sd15_components())
+    else:
+        pipe = StableDiffusionXLPipeline(**sdxl_components())
+    pipe.save_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------- one measurement
+class PeakMemory:
+    """Peak CUDA allocation, or peak RSS sampled by a thread, over a block."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.peak = self.before = 0
+
+    def __enter__(self):
+        import psutil
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+            return self
+        self._process = psutil.Process()
+        self.before = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def load(folder: str, device: str, dtype):
+    from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
+
+    from contrastive_diffusers._compat import dtype_kwarg
+    from contrastive_diffusers.pipelines import GuidedStableDiffusionPipeline, GuidedStableDiffusionXLPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(folder, **dtype_kwarg(dtype)).to(device)
+    guided_cls = GuidedStableDiffusionXLPipeline if isinstance(pipe, StableDiffusionXLPipeline) else GuidedStableDiffusionPipeline
+    pipe = guided_cls.from_pipe(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def floor_costs(pipe, args) -> dict:
+    """Seconds of one truncated guidance forward+backward (batch 1) and of one CFG forward."""
+    import torch
+
+    from contrastive_diffusers.guidance import Conform
+    from contrastive_diffusers.guidance.engine import GuidanceConditioning
+    from contrastive_diffusers.pipelines.guided import build_guider, expand_groups
+
+    device = pipe._execution_device
+    _, groups, lengths, prompts = expand_groups(pipe.tokenizer, [PROMPT], [GROUPS], 1)
+    latents = torch.randn(1, 4, args.size // 8, args.size // 8, device=device, dtype=pipe.unet.dtype)
+    pipe.scheduler.set_timesteps(args.steps, device=device)
+    t = pipe.scheduler.timesteps[len(pipe.scheduler.timesteps) // 2]
+    if hasattr(pipe, "text_encoder_2"):
+        embeds, neg, pooled, neg_pooled = pipe.encode_prompt(PROMPT, device=device, do_classifier_free_guidance=True)
+        time_ids = torch.tensor([[args.size, args.size, 0, 0, args.size, args.size]], device=device, dtype=embeds.dtype)
+        added = {"text_embeds": pooled, "time_ids": time_ids}
+        added_cfg = {"text_embeds": torch.cat([neg_pooled, pooled]), "time_ids": time_ids.repeat(2, 1)}
+    else:
+        embeds, neg = pipe.encode_prompt(PROMPT, device, 1, True)
+        added = added_cfg = None
+    cond = GuidanceConditioning(embeds, groups, lengths, prompts, added_cond_kwargs=added)
+    guider = build_guider(pipe, Conform(), cond, latents, args.size, args.size, None, len(pipe.scheduler.timesteps), False)
+
+    def guided_pass():
+        guider.step(latents, t, 1)  # one forward + one backward, no refinement at step 1
+
+    def cfg_pass():
+        with torch.no_grad():
+            pipe.unet(torch.cat([latents] * 2), t, encoder_hidden_states=torch.cat([neg, embeds]),
+                      added_cond_kwargs=added_cfg)
+
+    return {"guided_pass": timed(guided_pass, device), "cfg_forward": timed(cfg_pass, device)}
+
+
+def timed(fn, device, repeats: int = 3) -> float:
+    import torch
+
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def worker(args) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    dtype = getattr(torch, args.dtype)
+    pipe = load(args.folder, args.device, dtype)
+    if args.method == "floor":
+        return floor_costs(pipe, args)
+    generator = torch.Generator().manual_seed(0)
+    common = dict(num_inference_steps=args.steps, height=args.size, width=args.size, output_type="np")
+    summary = {}
+    if args.method == "diffusers_attend_and_excite":
+        from diffusers import StableDiffusionAttendAndExcitePipeline
+
+        reference = StableDiffusionAttendAndExcitePipeline(**{k: v for k, v in pipe.components.items()
+                                                               if k != "image_encoder"})
+        reference.set_progress_bar_config(disable=True)
+        res = (args.size // 32, args.size // 32)
+
+        def run():
+            return reference(PROMPT, token_indices=[3, 7], attn_res=res, generator=generator, **common).images
+    else:
+        guidance = None if args.method == "none" else args.method
+        groups = [["car"], ["bench"]] if args.method == "attend_and_excite" else GROUPS
+
+        def run():
+            out = pipe(PROMPT, guidance=guidance, token_groups=groups, generator=generator, **common)
+            if out.guidance_records:
+                summary.update(guidance_counts(out.guidance_records))
+            return out.images
+
+    with PeakMemory(args.device) as memory:
+        start = time.perf_counter()
+        images = run()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    np.save(Path(args.images) / f"{args.method}.npy", images)
+    return {"seconds": seconds, "memory_before": memory.before, "memory_peak": memory.peak,
+            "cfg_forwards": len(pipe.scheduler.timesteps), **summary}
+
+
+def guidance_counts(records) -> dict:
+    return {
+        "guided_steps": len(records),
+        "updates": sum(sum(r.updated) for r in records),
+        "refinement_iterations": sum(sum(r.refinement_iterations) for r in records),
+    }
+
+
+# ----------------------------------------------------------------------------- driver
+def measure(args, folder: Path, images: Path, method: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--folder", str(folder), "--images", str(images),
+           "--method", method, "--size", str(args.size), "--steps", str(args.steps),
+           "--device", args.device, "--dtype", args.dtype]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: dict, floor: dict, images: Path) -> list[dict]:
+    import numpy as np
+
+    def extra(r):  # peak memory of the generation above the loaded pipeline
+        return r["memory_peak"] - r["memory_before"]
+
+    plain = results["none"]
+    reference = results.get("diffusers_attend_and_excite")
+    reference_extra = extra(reference) - extra(plain) if reference else None
+    rows = []
+    for method, r in results.items():
+        over_plain = extra(r) - extra(plain)
+        row = {
+            "method": method,
+            "s_per_image": r["seconds"],
+            "x_plain": r["seconds"] / plain["seconds"],
+            "x_diffusers_ae": r["seconds"] / reference["seconds"] if reference else None,
+            "peak_mb": r["memory_peak"] / 2**20,
+            "extra_peak_mb": extra(r) / 2**20,
+            "extra_over_plain_mb": over_plain / 2**20,
+        }
+        if reference_extra and reference_extra > 0:
+            row["extra_over_plain_x_diffusers_ae"] = over_plain / reference_extra
+        if "guided_steps" in r:
+            passes = r["updates"] + r["refinement_iterations"]
+            row["guided_steps"] = r["guided_steps"]
+            row["s_per_guided_step"] = (r["seconds"] - plain["seconds"]) / r["guided_steps"]
+            row["passes"] = passes
+            row["floor_s"] = passes * floor["guided_pass"] + r["cfg_forwards"] * floor["cfg_forward"]
+            row["x_floor"] = r["seconds"] / row["floor_s"]
+        if method == "attend_and_excite" and reference:
+            ours, theirs = (np.load(images / f"{m}.npy") for m in ("attend_and_excite", "diffusers_attend_and_excite"))
+            row["max_abs_diff_vs_diffusers"] = float(np.abs(ours - theirs).max())
+        rows.append(row)
+    return rows
+
+
+def fmt(value, digits=2):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+def print_table(rows, floor, args):
+    cols = [("method", "method"), ("s_per_image", "s/image"), ("x_plain", "x plain"),
+            ("x_diffusers_ae", "x diffusers A&E"), ("s_per_guided_step", "s/guided step"),
+            ("passes", "fwd+bwd passes"), ("floor_s", "floor s"), ("x_floor", "x floor"),
+            ("extra_over_plain_mb", "extra peak MB over plain"),
+            ("extra_over_plain_x_diffusers_ae", "extra peak x diffusers A&E"),
+            ("max_abs_diff_vs_diffusers", "max |diff| vs diffusers")]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(k), 4 if k == "max_abs_diff_vs_diffusers" else 2)
+                                       for k, _ in cols) + " |")
+    print(f"\nshape={args.shape} size={args.size} steps={args.steps} device={args.device} dtype={args.dtype}")
+    print(f"one truncated guidance forward+backward: {floor['guided_pass']:.3f} s; one CFG forward: "
+          f"{floor['cfg_forward']:.3f} s")
+    print("\n".join(lines))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(args) -> dict:
+    import diffusers
+    import torch
+
+    import contrastive_diffusers
+
+    device = args.device
+    if device.startswith("cuda"):
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"{_cpu_name()}, {os.cpu_count()} cores"
+    return {"date": time.strftime("%Y-%m-%d"), "device": device, "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "contrastive_diffusers": contrastive_diffusers.__version__,
+            "command": " ".join(sys.argv)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=["tiny", "sd15", "sdxl"], default="tiny")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--images", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if "none" not in methods:
+        methods.insert(0, "none")
+    if args.shape == "sdxl" and "diffusers_attend_and_excite" in methods:
+        methods.remove("diffusers_attend_and_excite")  # diffusers has no SDXL A&E pipeline
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, images = Path(tmp) / "model", Path(tmp) / "images"
+        images.mkdir()
+        print(f"building the {args.shape} model ...", file=sys.stderr)
+        save_model(args.shape, folder)
+        results = {}
+        for method in methods:
+            print(f"measuring {method} ...", file=sys.stderr)
+            results[method] = measure(args, folder, images, method)
+        floor = measure(args, folder, images, "floor")
+        rows = table(results, floor, images)
+    print_table(rows, floor, args)
+    if args.json:
+        args.json.write_text(json.dumps({"environment": environment(args), "floor": floor, "rows": rows,
+                                         "raw": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
