@@ -103,9 +103,9 @@ def build_guider(
     latents: torch.Tensor,
     height: int,
     width: int,
-    attn_res,
-    num_steps: int,
-    return_attention_maps: bool,
+    attn_res=None,
+    num_steps: int = 50,
+    return_attention_maps: bool = False,
     record_loss_after_update: bool = False,
     truncate_forward: bool = True,
 ) -> Guider:
@@ -195,18 +195,39 @@ class GuidedPipelineMixin:
             kwargs.update(dtype_kwarg(pipeline.dtype))
         return super().from_pipe(pipeline, **kwargs)
 
+    def _start_guidance(self, guidance, prompt, token_groups, num_images_per_prompt: int, kwargs: dict):
+        """Validate a guided call's inputs; resolve the method and the token groups."""
+        method = as_method(guidance)
+        prompts = prompt_list(prompt)
+        check_supported_unet(self.unet)
+        if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
+            raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
+        tokenizer = getattr(self, "tokenizer", None) or getattr(self, "tokenizer_2", None)
+        groups, image_groups, lengths, image_prompts = expand_groups(
+            tokenizer, prompts, token_groups, num_images_per_prompt
+        )
+        return method, prompts, groups, image_groups, lengths, image_prompts
+
     def _run_guided(
         self,
-        guider: Guider,
+        method: GuidanceMethod,
+        conditioning: GuidanceConditioning,
         latents: torch.Tensor,
+        size: tuple[int, int],
         timesteps: Sequence,
         call: Callable[..., Any],
         user_callback,
         tensor_inputs,
         return_dict: bool,
         groups,
+        options: dict,
     ):
-        """Guide step 0, then run the stock loop with the step-guidance callback."""
+        """Guide step 0, then run the stock loop (``call``) with the step-guidance callback.
+
+        ``options``: ``attn_res``, ``return_attention_maps``, ``record_loss_after_update``,
+        ``truncate_forward`` (see :func:`build_guider`).
+        """
+        guider = build_guider(self, method, conditioning, latents, *size, num_steps=len(timesteps), **options)
         latents = guider.step(latents, timesteps[0], 0)
         init_sigma = self.scheduler.init_noise_sigma
         # The stock prepare_latents multiplies given latents by init_noise_sigma again.
@@ -333,9 +354,9 @@ class GuidanceCallback(PipelineCallback):
             latents,
             height,
             width,
-            self.attn_res,
-            len(timesteps) - begin,
-            self.return_attention_maps,
+            attn_res=self.attn_res,
+            num_steps=len(timesteps) - begin,
+            return_attention_maps=self.return_attention_maps,
         )
         self._step_guidance = _StepGuidance(self.guider, timesteps, begin)
 

@@ -13,13 +13,8 @@ from ..guidance.methods import GuidanceMethod
 from .guided import (
     GuidedPipelineMixin,
     GuidedPipelineOutput,
-    as_method,
-    build_guider,
-    check_supported_unet,
     guidance_scale_embedding,
-    expand_groups,
     match_negative_prompt,
-    prompt_list,
     tensor_inputs_of,
 )
 
@@ -103,13 +98,8 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             )
             return GuidedPipelineOutput(images=out[0], nsfw_content_detected=out[1]) if return_dict else out
 
-        method = as_method(guidance)
-        prompts = prompt_list(prompt)
-        check_supported_unet(self.unet)
-        if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
-            raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
-        groups, image_groups, lengths, image_prompts = expand_groups(
-            self.tokenizer, prompts, token_groups, num_images_per_prompt
+        method, prompts, groups, image_groups, lengths, image_prompts = self._start_guidance(
+            guidance, prompt, token_groups, num_images_per_prompt, kwargs
         )
         sample_size = self.unet.config.sample_size
         sample_h, sample_w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
@@ -159,20 +149,6 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             cross_attention_kwargs=cross_attention_kwargs,
             timestep_cond=timestep_cond,
         )
-        guider = build_guider(
-            self,
-            method,
-            conditioning,
-            latents,
-            height,
-            width,
-            attn_res,
-            len(all_timesteps),
-            return_attention_maps,
-            record_loss_after_update,
-            truncate_guidance_forward,
-        )
-
         def call(**overrides):
             return super(GuidedStableDiffusionPipeline, self).__call__(
                 prompt=None,
@@ -184,12 +160,20 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             )
 
         return self._run_guided(
-            guider,
+            method,
+            conditioning,
             latents,
+            (height, width),
             all_timesteps,
             call,
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
             return_dict,
             groups,
+            dict(
+                attn_res=attn_res,
+                return_attention_maps=return_attention_maps,
+                record_loss_after_update=record_loss_after_update,
+                truncate_forward=truncate_guidance_forward,
+            ),
         )

@@ -13,13 +13,8 @@ from ..guidance.methods import GuidanceMethod
 from .guided import (
     GuidedPipelineMixin,
     GuidedPipelineOutput,
-    as_method,
-    build_guider,
-    check_supported_unet,
     guidance_scale_embedding,
-    expand_groups,
     match_negative_prompt,
-    prompt_list,
     tensor_inputs_of,
 )
 
@@ -109,11 +104,9 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
             )
             return GuidedPipelineOutput(images=out[0]) if return_dict else out
 
-        method = as_method(guidance)
-        prompts = prompt_list(prompt)
-        check_supported_unet(self.unet)
-        if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
-            raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
+        method, prompts, groups, image_groups, lengths, image_prompts = self._start_guidance(
+            guidance, prompt, token_groups, num_images_per_prompt, kwargs
+        )
         # Fail on bad sizes or callback names before the (expensive) step-0 guidance.
         self.check_inputs(
             prompts,
@@ -126,9 +119,6 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
             negative_prompt_embeds=negative_prompt_embeds,
             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
             callback_on_step_end_tensor_inputs=tensor_inputs_of(callback_on_step_end, callback_on_step_end_tensor_inputs),
-        )
-        groups, image_groups, lengths, image_prompts = expand_groups(
-            self.tokenizer or self.tokenizer_2, prompts, token_groups, num_images_per_prompt
         )
         device = self._execution_device
         do_cfg = guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
@@ -179,20 +169,6 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
             cross_attention_kwargs=cross_attention_kwargs,
             timestep_cond=guidance_scale_embedding(self, guidance_scale, batch, device, latents.dtype),
         )
-        guider = build_guider(
-            self,
-            method,
-            conditioning,
-            latents,
-            height,
-            width,
-            attn_res,
-            len(all_timesteps),
-            return_attention_maps,
-            record_loss_after_update,
-            truncate_guidance_forward,
-        )
-
         def call(**overrides):
             return super(GuidedStableDiffusionXLPipeline, self).__call__(
                 prompt=None,
@@ -206,12 +182,20 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
             )
 
         return self._run_guided(
-            guider,
+            method,
+            conditioning,
             latents,
+            (height, width),
             all_timesteps,
             call,
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
             return_dict,
             groups,
+            dict(
+                attn_res=attn_res,
+                return_attention_maps=return_attention_maps,
+                record_loss_after_update=record_loss_after_update,
+                truncate_forward=truncate_guidance_forward,
+            ),
         )
