@@ -7,6 +7,7 @@ updates; a method only says how to score one image's maps.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Literal, Mapping, Sequence
 
@@ -18,7 +19,7 @@ from .schedule import GuidanceSchedule
 TokenWindow = Literal["auto", "all", "prompt"]
 
 
-class GuidanceMethod:
+class GuidanceMethod(ABC):
     """Base class. Subclasses set ``name`` and implement :meth:`loss`."""
 
     name = "base"
@@ -46,6 +47,7 @@ class GuidanceMethod:
         self.softmax_temperature = softmax_temperature
 
     # -- what subclasses provide -------------------------------------------------------
+    @abstractmethod
     def loss(
         self,
         maps: torch.Tensor,
@@ -54,7 +56,7 @@ class GuidanceMethod:
         prompt_length: int,
         previous_maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss of one image's maps ``(h, w, tokens)`` for its token ``groups``."""
 
     def validate_groups(self, groups: Sequence, prompt: str) -> None:
         """Raise ``ValueError`` when ``groups`` cannot drive this method."""
