@@ -207,3 +207,20 @@ def tiny_pipeline(kind: str = "sd1", seed: int = 0):
     pipe = cls(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_clip(seed: int = 0):
+    """A tiny random ``CLIPModel`` (32 px images) and its ``CLIPProcessor``, for offline tests
+    of CLIP scoring. Returns ``(model, processor)``; both save with ``save_pretrained``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = tiny_tokenizer()
+    text = _text_config(tokenizer).to_dict()
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=8, projection_dim=_TEXT_WIDTH,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=_TEXT_WIDTH)).eval()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)

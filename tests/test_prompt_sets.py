@@ -1,0 +1,317 @@
+"""Prompt sets: the Attend-and-Excite generator, the benchmark file loaders, contrast sets."""
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from contrastive_diffusers.eval.prompts import (
+    ANIMALS,
+    ATTEND_AND_EXCITE_SUBSETS,
+    BUILTIN_PROMPT_SETS,
+    COLORS,
+    OBJECTS,
+    PromptItem,
+    attend_and_excite_prompts,
+    contrast_set,
+    load_prompt_file,
+    load_prompt_set,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"public prompt files not present at {SHARED}"
+)
+
+
+def shared_file(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.is_file():
+        pytest.skip(f"public prompt file not present: {path}")
+    return path
+
+
+def words_in(prompt: str, word: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", prompt, re.IGNORECASE) is not None
+
+
+# --- Attend-and-Excite generator ----------------------------------------------------------------
+
+
+def test_attend_and_excite_counts_ids_and_categories():
+    items = attend_and_excite_prompts()
+    assert len(items) == 276
+    assert Counter(i.category for i in items) == {"animals": 66, "animal_object": 144, "object_object": 66}
+    for subset, n in zip(ATTEND_AND_EXCITE_SUBSETS, (66, 144, 66)):
+        sub = attend_and_excite_prompts(subset)
+        assert len(sub) == n and {i.category for i in sub} == {subset}
+        assert sub[0].id == f"{subset}-0001" and sub[-1].id == f"{subset}-{n:04d}"
+    assert len({i.id for i in items}) == 276 and len({i.prompt for i in items}) == 276
+    assert attend_and_excite_prompts() == items  # deterministic
+    assert items[0].prompt == "a cat and a dog" and items[0].token_groups == [["cat"], ["dog"]]
+
+
+def test_attend_and_excite_token_groups_and_vocabulary():
+    for item in attend_and_excite_prompts():
+        assert len(item.token_groups) == 2
+        for group in item.token_groups:
+            assert all(words_in(item.prompt, w) for w in group), (item.prompt, group)
+            assert group[-1] in ANIMALS + OBJECTS  # noun last
+            assert all(w in COLORS for w in group[:-1])
+    animal_pairs = {frozenset(g[0] for g in i.token_groups) for i in attend_and_excite_prompts("animals")}
+    assert len(animal_pairs) == 66 == len(ANIMALS) * (len(ANIMALS) - 1) // 2
+    colored = [i for i in attend_and_excite_prompts("animal_object") if " and " in i.prompt]
+    assert len(colored) == 108 and colored[0].token_groups[1][0] in COLORS
+
+
+def test_attend_and_excite_subset_errors_and_aliases():
+    with pytest.raises(ValueError, match="animals, animal_object, object_object"):
+        attend_and_excite_prompts("plants")
+    # the published prompts.json keys
+    assert attend_and_excite_prompts("objects") == attend_and_excite_prompts("object_object")
+    assert len(attend_and_excite_prompts("animals_objects")) == 144
+
+
+@needs_shared
+def test_attend_and_excite_equals_published_set():
+    published = json.loads(shared_file("attend_and_excite/prompts.json").read_text())
+    assert {p for ps in published.values() for p in ps} == {i.prompt for i in attend_and_excite_prompts()}
+    for key, subset in (("animals", "animals"), ("animals_objects", "animal_object"), ("objects", "object_object")):
+        assert set(published[key]) == {i.prompt for i in attend_and_excite_prompts(subset)}
+
+
+@needs_shared
+def test_attend_and_excite_file_loader_groups_match_generator():
+    loaded = load_prompt_file(shared_file("attend_and_excite/prompts.json"))
+    generated = {i.prompt: i for i in attend_and_excite_prompts()}
+    assert len(loaded) == 276
+    for item in loaded:
+        assert item.token_groups == generated[item.prompt].token_groups
+        assert item.category == generated[item.prompt].category
+    assert loaded[0].id == "prompts-animals-0001" and loaded[0].metadata == {"key": "animals"}
+
+
+# --- loaders on the published files -------------------------------------------------------------
+
+TEXT_FILES = [
+    ("structured_diffusion/CC-500.txt", None),
+    ("structured_diffusion/ABC-6K.txt", None),
+    ("geneval/object_names.txt", None),
+] + [
+    (f"t2i_compbench/{stem}_val.txt", stem)
+    for stem in ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy", "3d_spatial")
+]
+
+
+@needs_shared
+@pytest.mark.parametrize("relative, category", TEXT_FILES)
+def test_text_files(relative, category):
+    path = shared_file(relative)
+    lines = [(n, line.strip()) for n, line in enumerate(path.read_text().split("\n"), 1) if line.strip()]
+    items = load_prompt_file(path)
+    assert len(items) == len(lines)
+    assert items[0].prompt == lines[0][1]
+    assert items[-1].id == f"{path.stem}-{lines[-1][0]}"
+    assert {i.category for i in items} == {category}
+    assert all(i.token_groups is None for i in items)
+    if category is not None:
+        assert load_prompt_file(path, format="t2i_compbench") == items
+
+
+@needs_shared
+def test_cc500_keeps_duplicates_and_strips_tab():
+    items = load_prompt_file(shared_file("structured_diffusion/CC-500.txt"))
+    assert len(items) == 602 and len({i.prompt for i in items}) == 588
+    assert not items[446].prompt.endswith("\t") and items[446].id == "CC-500-447"
+
+
+@needs_shared
+def test_geneval_file():
+    path = shared_file("geneval/evaluation_metadata.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    items = load_prompt_file(path)
+    assert len(items) == len(rows) == 553
+    assert items[0].prompt == rows[0]["prompt"] and items[0].metadata == rows[0]
+    assert Counter(i.category for i in items) == {
+        "position": 100, "color_attr": 100, "two_object": 99, "colors": 94, "single_object": 80, "counting": 80,
+    }
+    with_groups = [i for i in items if i.token_groups is not None]
+    assert with_groups and all(i.category != "counting" for i in with_groups)
+    for item in with_groups:
+        for group in item.token_groups:
+            assert all(words_in(item.prompt, w) for w in group)
+    two = next(i for i in items if i.prompt == "a photo of a purple wine glass and a black apple")
+    assert two.token_groups == [["purple", "wine glass"], ["black", "apple"]]
+
+
+@needs_shared
+def test_parti_file():
+    path = shared_file("parti/PartiPrompts.tsv")
+    lines = path.read_text().split("\n")
+    rows = [line.split("\t") for line in lines[1:] if line.strip()]
+    items = load_prompt_file(path)
+    assert len(items) == len(rows) == 1632
+    assert items[0].prompt == rows[0][0] == "bond" and items[0].id == "PartiPrompts-2"
+    assert items[0].category == "Abstract"
+    assert items[0].metadata == {"Challenge": "Basic", "Note": rows[0][3]}
+    assert Counter(i.category for i in items) == Counter(r[1] for r in rows)
+    assert any('"' in i.prompt for i in items)  # quotes are literal, not CSV quoting
+
+
+# --- loaders: formats and errors on small files ---------------------------------------------------
+
+
+def test_text_format_skips_blank_and_comment_lines(tmp_path):
+    path = tmp_path / "my prompts.txt"
+    path.write_bytes(b"# header\r\na cat\r\n\r\n  a dog and a frog  \r\n")
+    items = load_prompt_file(path)
+    assert [(i.id, i.prompt) for i in items] == [("my_prompts-2", "a cat"), ("my_prompts-4", "a dog and a frog")]
+
+
+def test_jsonl_format(tmp_path):
+    path = tmp_path / "set.jsonl"
+    rows = [
+        {"prompt": "a red car and a blue bench", "id": "car-1", "category": "color",
+         "token_groups": [["red", "car"], ["blue", "bench"]], "seed": 3},
+        {"prompt": "a cat", "metadata": {"source": "me"}},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    a, b = load_prompt_file(path)
+    assert a == PromptItem("car-1", rows[0]["prompt"], "color", rows[0]["token_groups"], {"seed": 3})
+    assert b == PromptItem("set-2", "a cat", None, None, {"source": "me"})
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, text, fmt, pattern",
+    [
+        ("a.jsonl", '{"prompt": "a"}\n\n{"prompt": "b"\n', "auto", r"a\.jsonl, line 3: malformed JSON"),
+        ("a.jsonl", '{"prompt": "a"}\n{"text": "b"}\n', "jsonl", r"line 2: the row has no prompt"),
+        ("a.jsonl", '{"prompt": "a"}\n["b"]\n', "jsonl", r"line 2: expected a JSON object"),
+        ("a.jsonl", '{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "x"}\n', "jsonl", r"line 2: id 'x' already used on line 1"),
+        ("a.jsonl", '{"prompt": "a", "id": "a/b"}\n', "jsonl", r"line 1: id 'a/b' is not filesystem-safe"),
+        ("a.jsonl", '{"prompt": "a", "token_groups": ["a"]}\n', "jsonl", r"line 1: token_groups must be"),
+        ("g.jsonl", '{"tag": "x", "prompt": "a"}\n{"tag": "x", "prompt": ""}\n', "auto", r"line 2: the row has no prompt"),
+        ("p.tsv", "Text\tCategory\nbond\tAbstract\n", "auto", r"p\.tsv, line 1: the TSV header has no 'Prompt' column"),
+        ("p.tsv", "Prompt\tCategory\nbond\tAbstract\n\n\tAbstract\n", "parti", r"line 4: the row has an empty Prompt"),
+        ("p.tsv", "Prompt\tCategory\n", "parti", r"no prompts found"),
+        ("e.txt", "", "auto", r"e\.txt: no prompts found"),
+        ("e.txt", "# only a comment\n\n", "text", r"no prompts found"),
+        ("e.jsonl", "\n\n", "auto", r"no prompts found"),
+        ("x.json", '{\n  "animals": [\n    "a cat and a dog",\n  ]\n}\n', "auto", r"x\.json, line 4: malformed JSON"),
+        ("x.json", '["a cat"]', "attend_and_excite", r"expected one JSON object"),
+        ("x.csv", "a cat\n", "auto", r"cannot tell the format.*pass format="),
+        ("x.txt", "a cat\n", "yaml", r"Unknown prompt file format 'yaml'; valid formats: auto, text"),
+    ],
+)
+def test_loader_errors(tmp_path, name, text, fmt, pattern):
+    path = write(tmp_path, name, text)
+    with pytest.raises(ValueError, match=pattern):
+        load_prompt_file(path, format=fmt)
+
+
+def test_loader_missing_file_and_bad_encoding(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Prompt file not found: .*nope.txt"):
+        load_prompt_file(tmp_path / "nope.txt")
+    with pytest.raises(FileNotFoundError):
+        load_prompt_file(tmp_path / "nope.jsonl", format="jsonl")
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"a cat\na caf\xe9\n")
+    with pytest.raises(ValueError, match=r"line 2: not UTF-8"):
+        load_prompt_file(path)
+
+
+def test_auto_detects_geneval_vs_generic_jsonl(tmp_path):
+    geneval = write(tmp_path, "g.jsonl", '{"tag": "colors", "include": [], "prompt": "a red car"}\n')
+    generic = write(tmp_path, "h.jsonl", '{"prompt": "a red car"}\n')
+    assert load_prompt_file(geneval)[0].category == "colors"
+    assert load_prompt_file(generic)[0].metadata == {}
+
+
+# --- load_prompt_set ----------------------------------------------------------------------------
+
+
+def test_load_prompt_set(tmp_path):
+    assert len(load_prompt_set("attend_and_excite")) == 276
+    assert load_prompt_set("attend_and_excite:animals") == attend_and_excite_prompts("animals")
+    assert set(BUILTIN_PROMPT_SETS) == {"attend_and_excite"} | {f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS}
+    with pytest.raises(ValueError, match="animal_object"):
+        load_prompt_set("attend_and_excite:plants")
+    with pytest.raises(ValueError, match=r"Unknown prompt set 'bogus'.*attend_and_excite:animals.*path"):
+        load_prompt_set("bogus")
+    with pytest.raises(FileNotFoundError):
+        load_prompt_set(str(tmp_path / "missing.txt"))
+    path = write(tmp_path, "mine.txt", "a cat\n")
+    assert load_prompt_set(str(path))[0].prompt == "a cat"
+
+
+def test_prompt_item_validation():
+    with pytest.raises(ValueError, match="filesystem-safe"):
+        PromptItem("a/b", "a cat")
+    with pytest.raises(ValueError, match="non-empty"):
+        PromptItem("a", "  ")
+    with pytest.raises(ValueError, match="token group 1"):
+        PromptItem("a", "a cat and a dog", token_groups=[["cat"], []])
+
+
+# --- contrast sets ------------------------------------------------------------------------------
+
+
+def test_contrast_set_red_car_blue_bench():
+    item = PromptItem("car-1", "a red car and a blue bench", "color", [["red", "car"], ["blue", "bench"]])
+    assert contrast_set(item) == [
+        PromptItem("car-1~swap_attributes", "a blue car and a red bench", "color",
+                   [["blue", "car"], ["red", "bench"]], {"perturbation": "swap_attributes", "source_id": "car-1"}),
+        PromptItem("car-1~swap_objects", "a red bench and a blue car", "color",
+                   [["red", "bench"], ["blue", "car"]], {"perturbation": "swap_objects", "source_id": "car-1"}),
+        PromptItem("car-1~replace_object", "a red car and a blue clock", "color",
+                   [["red", "car"], ["blue", "clock"]], {"perturbation": "replace_object", "source_id": "car-1"}),
+    ]
+
+
+def test_contrast_set_partial_cases():
+    no_attr = PromptItem("p", "a cat and a dog", token_groups=[["cat"], ["dog"]])
+    assert [(c.metadata["perturbation"], c.prompt) for c in contrast_set(no_attr)] == [
+        ("swap_objects", "a dog and a cat"), ("replace_object", "a cat and a bird"),
+    ]
+    one_attr = PromptItem("q", "a cat and a red bench", token_groups=[["cat"], ["red", "bench"]])
+    assert [c.prompt for c in contrast_set(one_attr)] == ["a bench and a red cat", "a cat and a red clock"]
+    # equal attributes: the swap would not change the prompt, so it is left out; each "red" binds to its noun
+    same = PromptItem("r", "a red car and a red bench", token_groups=[["red", "bench"], ["red", "car"]])
+    assert [c.metadata["perturbation"] for c in contrast_set(same)] == ["swap_objects", "replace_object"]
+    three = PromptItem("s", "a cat, a dog and a frog", token_groups=[["cat"], ["dog"], ["frog"]])
+    assert [(c.id, c.prompt) for c in contrast_set(three)] == [("s~replace_object", "a cat, a dog and a turtle")]
+    unknown_nouns = PromptItem("t", "a wooden spoon and a glass vase", token_groups=[["wooden", "spoon"], ["glass", "vase"]])
+    assert [c.prompt for c in contrast_set(unknown_nouns)] == [
+        "a glass spoon and a wooden vase", "a wooden vase and a glass spoon",
+    ]
+
+
+def test_contrast_set_errors():
+    bad = PromptItem("p", "a red car and a blue bench", token_groups=[["red", "car"], ["green", "bench"]])
+    with pytest.raises(ValueError, match=r"'green' not found in prompt 'a red car and a blue bench'"):
+        contrast_set(bad)
+    with pytest.raises(ValueError, match="needs token groups"):
+        contrast_set(PromptItem("p", "a red car"))
+
+
+def test_contrast_sets_of_the_attend_and_excite_benchmark():
+    for item in attend_and_excite_prompts():
+        contrasts = contrast_set(item)
+        nouns = {g[-1] for g in item.token_groups}
+        kinds = [c.metadata["perturbation"] for c in contrasts]
+        assert "swap_objects" in kinds and "replace_object" in kinds
+        for c in contrasts:
+            assert c.prompt != item.prompt and c.id == f"{item.id}~{c.metadata['perturbation']}"
+            assert all(words_in(c.prompt, w) for g in c.token_groups for w in g)
+        replaced = next(c for c in contrasts if c.metadata["perturbation"] == "replace_object")
+        new_noun = replaced.token_groups[-1][-1]
+        assert new_noun not in nouns
+        assert (new_noun in ANIMALS) == (item.token_groups[-1][-1] in ANIMALS)
