@@ -356,3 +356,14 @@ def test_truncated_guidance_forward_gives_the_same_images(pipe, method_cls):
     np.testing.assert_allclose(fast.images, full.images, atol=1e-5)
     for step in full.attention_maps:
         torch.testing.assert_close(fast.attention_maps[step], full.attention_maps[step], atol=1e-6, rtol=1e-5)
+
+
+def test_guidance_callback_with_denoising_end_starts_at_the_first_timestep():
+    """SDXL's denoising_end shortens the loop from the end: the callback must still index from 0."""
+    stock = tiny_pipeline("sdxl")
+    callback = GuidanceCallback(stock, SynGen(), PROMPTS[0])
+    run(stock, PROMPTS[0], num_inference_steps=10, denoising_end=0.5, callback_on_step_end=callback)
+    steps = [r.step for r in callback.records]
+    assert steps[0] == 1 and steps == list(range(1, len(steps) + 1)) and len(steps) < 6
+    t_first = [r.timestep for r in callback.records][0]
+    assert t_first == float(stock.scheduler.timesteps[1])

@@ -151,6 +151,18 @@ class _StepGuidance:
         return callback_kwargs
 
 
+def _loop_start(timesteps, first_timestep, loop_length: int | None) -> int:
+    """Where the stock loop starts in ``scheduler.timesteps``, seen from its first callback.
+
+    txt2img loops start at 0 (also when SDXL's ``denoising_end`` shortens them); img2img
+    loops run over the last ``loop_length`` entries. Among the positions holding the first
+    timestep (PNDM repeats one), prefer the img2img position, else the first."""
+    matches = [int(i) for i in (timesteps == first_timestep).nonzero().flatten()]
+    if loop_length and len(timesteps) - loop_length in matches:
+        return len(timesteps) - loop_length
+    return matches[0] if matches else 0
+
+
 def check_supported_unet(unet, latents: torch.Tensor | None = None) -> None:
     """Refuse UNet set-ups whose extra inputs the guidance forward would not feed."""
     if getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj":
@@ -342,9 +354,8 @@ class GuidanceCallback(PipelineCallback):
         )
         timesteps = pipeline.scheduler.timesteps
         begin = getattr(pipeline.scheduler, "begin_index", None)
-        if begin is None:  # img2img-style loops run over the last num_timesteps entries
-            loop_length = getattr(pipeline, "num_timesteps", None)
-            begin = len(timesteps) - loop_length if loop_length else 0
+        if begin is None:
+            begin = _loop_start(timesteps, timestep, getattr(pipeline, "num_timesteps", None))
         scale = pipeline.vae_scale_factor
         height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
         self.guider = build_guider(
