@@ -6,8 +6,10 @@ the same way):
 
 - ``generate``: images for prompts x seeds x guidance methods, plus attention heatmaps and
   a ``settings.json`` describing the run.
+- ``bench`` / ``score`` (in :mod:`.cli_bench`): a benchmark over a prompt set with CLIP
+  metrics and reports, and scoring of an existing benchmark folder.
 
-Exit codes: 0 success, 2 bad input (unknown method, word not in the prompt, model not
+Exit codes: 0 success, 1 a bench/score run finished with failed images, 2 bad input (unknown method, word not in the prompt, model not
 found, ...), 130 interrupted.
 
 torch and diffusers are imported inside the functions that need them, so that ``--help``
@@ -18,22 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import re
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from ._compat import dtype_kwarg
+from .atomic_io import jsonable, write_json_atomic  # noqa: F401 (jsonable: part of the CLI module's API)
+from . import runs
+from .loading import LoadError, load_pipeline, resolve_device, resolve_dtype
+from .runs import build_methods, guidance_summary, versions
 
 PROG = "contrastive-diffusers"
-TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
 DEFAULT_METHODS = ("none", "conform")
 DTYPES = ("float32", "float16", "bfloat16")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.run(args)
-    except CliError as err:
+    except (CliError, LoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # before any image (a run in progress handles its own)
@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_generate_parser(subparsers)
+    from .cli_bench import add_bench_parser, add_score_parser  # it builds on this module
+
+    add_bench_parser(subparsers)
+    add_score_parser(subparsers)
     return parser
 
 
@@ -181,6 +185,25 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("prompt", nargs="+", help="one or more prompts (quote each)")
     p.add_argument(
+        "--token-groups",
+        default="auto",
+        metavar="SPEC",
+        help='objects to guide: auto, "red car|blue bench", or JSON (see below). Default: auto',
+    )
+    add_run_arguments(p)
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="where images and settings.json go. Default: outputs/generate-<timestamp>",
+    )
+    p.set_defaults(run=run_generate)
+    return p
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``generate`` and ``bench``: model, methods, seeds, sampling, device, output."""
+    p.add_argument(
         "--model",
         default="tiny-sd1",
         metavar="MODEL",
@@ -194,12 +217,6 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         metavar="NAME[,NAME...]",
         help="guidance methods, comma-separated or repeated: none, attend_and_excite (ae), conform, "
         f"ebama, syngen. Default: {','.join(DEFAULT_METHODS)}",
-    )
-    p.add_argument(
-        "--token-groups",
-        default="auto",
-        metavar="SPEC",
-        help='objects to guide: auto, "red car|blue bench", or JSON (see below). Default: auto',
     )
     p.add_argument(
         "--seeds",
@@ -238,16 +255,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         metavar="{auto,cpu,cuda,cuda:N,mps}",
         help="where to run; auto picks cuda when available, else cpu. Default: %(default)s",
     )
-    p.add_argument(
-        "--output-dir",
-        type=Path,
-        metavar="DIR",
-        help="where images and settings.json go. Default: outputs/generate-<timestamp>",
-    )
     p.add_argument("--no-heatmaps", action="store_true", help="do not save attention heatmaps")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
-    p.set_defaults(run=run_generate)
-    return p
 
 
 # ============================================================================ generate: setup
@@ -265,113 +274,6 @@ class Job:
     @property
     def stem(self) -> str:
         return f"{self.method}/{self.prompt_index}-{self.seed}"
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CliError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise CliError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise CliError("--device mps: MPS is not available here; use --device cpu")
-    return name
-
-
-def resolve_dtype(name: str | None, device: str):
-    """(torch dtype, its name); half precision by default only on CUDA, where it is fast and safe."""
-    import torch
-
-    name = name or ("float16" if device.startswith("cuda") else "float32")
-    return getattr(torch, name), name
-
-
-def _looks_like_path(model: str) -> bool:
-    # Hub ids are "name" or "namespace/name"; anything else is meant as a folder.
-    return os.path.isabs(model) or model.startswith((".", "~")) or "\\" in model or model.count("/") > 1
-
-
-@contextmanager
-def _diffusers_errors_only():
-    """Silence diffusers' warnings for a moment: ``from_pipe`` casts every model, and each cast
-    warns about "modules that should be kept in float32: []" even when there are none."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
-
-
-def load_pretrained(model: str, dtype):
-    """A stock diffusers pipeline from the hub or a folder; CliError when it cannot be found."""
-    from diffusers import DiffusionPipeline
-
-    folder = os.path.expanduser(model)
-    if _looks_like_path(model) and not os.path.isdir(folder):
-        raise CliError(f"model folder {model!r} does not exist")
-    source = folder if os.path.isdir(folder) else model
-    try:
-        return DiffusionPipeline.from_pretrained(source, **dtype_kwarg(dtype))
-    except (OSError, ValueError) as err:  # missing files, unknown or malformed hub id
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CliError(f"cannot load model {model!r}: {first_line}") from None
-
-
-def to_guided(pipe, dtype):
-    """The guided pipeline sharing ``pipe``'s components, in ``dtype``."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    from .pipelines import GuidedStableDiffusionPipeline, GuidedStableDiffusionXLPipeline
-
-    if isinstance(pipe, StableDiffusionXLPipeline):
-        guided_class = GuidedStableDiffusionXLPipeline
-    elif isinstance(pipe, StableDiffusionPipeline):
-        guided_class = GuidedStableDiffusionPipeline
-    else:
-        raise CliError(
-            f"the model loads as {type(pipe).__name__}; guidance supports StableDiffusionPipeline "
-            "(SD 1.x / 2.x) and StableDiffusionXLPipeline models"
-        )
-    # The dtype must be passed: without it diffusers 0.42's from_pipe casts everything to float32.
-    with _diffusers_errors_only():
-        return guided_class.from_pipe(pipe, **dtype_kwarg(dtype))
-
-
-def load_pipeline(model: str, device: str, dtype, quiet: bool):
-    """The guided pipeline for ``model`` (a tiny kind, a hub id or a folder) on ``device``."""
-    if model in TINY_MODELS:
-        from .testing import tiny_pipeline
-
-        stock = tiny_pipeline(TINY_MODELS[model])  # float32; to_guided casts it
-    else:
-        stock = load_pretrained(model, dtype)
-    # Cast before moving, so a half-precision model never sits on the device in float32.
-    pipe = to_guided(stock, dtype).to(device)
-    pipe.set_progress_bar_config(disable=quiet)
-    return pipe
-
-
-def is_sdxl(pipe) -> bool:
-    from diffusers import StableDiffusionXLPipeline
-
-    return isinstance(pipe, StableDiffusionXLPipeline)
-
-
-def default_size(pipe) -> tuple[int, int]:
-    """The pipeline's own default (height, width), as its ``__call__`` would pick."""
-    if is_sdxl(pipe):
-        side = pipe.default_sample_size * pipe.vae_scale_factor
-    else:
-        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return side, side
 
 
 def parse_token_groups(spec: str, num_prompts: int) -> list:
@@ -431,13 +333,6 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict) 
     return resolved
 
 
-def build_methods(names: Sequence[str]) -> dict:
-    """``{name: GuidanceMethod or None}`` in the given order, duplicates dropped."""
-    from .guidance.methods import get_method
-
-    return {name: (None if name == "none" else get_method(name)) for name in dict.fromkeys(names)}
-
-
 def default_output_dir() -> Path:
     """``outputs/generate-<timestamp>``, with a suffix if a run in the same second took it."""
     base = Path("outputs") / time.strftime("generate-%Y%m%d-%H%M%S")
@@ -466,23 +361,10 @@ class Run:
 
 def generate_image(run: Run, job: Job):
     """The pipeline's output for one job."""
-    import torch
-
     method = run.methods[job.method]
-    # A CPU generator draws the same initial noise on every device, so a seed means one image.
-    generator = torch.Generator(device="cpu").manual_seed(job.seed)
-    kwargs = dict(run.options, generator=generator, output_type="pil")
-    negative = kwargs.pop("negative_prompt")
-    if method is not None:
-        kwargs.update(
-            guidance=method,
-            token_groups=run.specs[job.prompt_index],
-            attn_res=run.attn_res,
-            return_attention_maps=run.heatmaps,
-        )
-    # Prompt and negative prompt as one-item lists: diffusers wants both of the same type, and
-    # the guided path turns the prompt into a list.
-    return run.pipe([job.prompt], negative_prompt=[negative] if negative is not None else None, **kwargs)
+    return runs.generate_image(
+        run.pipe, job.prompt, job.seed, run.options, method, run.specs[job.prompt_index], run.attn_res, run.heatmaps
+    )
 
 
 def save_heatmaps(output, path: Path) -> bool:
@@ -493,17 +375,6 @@ def save_heatmaps(output, path: Path) -> bool:
         return False
     save_output_heatmaps(output, path)
     return True
-
-
-def guidance_summary(records) -> dict:
-    """Totals of what guidance did for one image (a batch of one)."""
-    return {
-        "guided_steps": len(records),
-        "updates": int(sum(sum(r.updated) for r in records)),
-        "refinement_iterations": int(sum(sum(r.refinement_iterations) for r in records)),
-        "skipped_nonfinite": int(sum(sum(r.skipped_nonfinite) for r in records)),
-        "first_step_loss": float(records[0].loss[0]) if records else None,
-    }
 
 
 def run_job(run: Run, job: Job) -> dict:
@@ -535,57 +406,11 @@ def run_job(run: Run, job: Job) -> dict:
 # ============================================================================ generate: settings.json
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: tuples to lists, dict keys to str, scalars to Python."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/Infinity
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, Path):
-        return value.as_posix()
-    if hasattr(value, "item"):  # numpy / torch scalars
-        try:
-            return jsonable(value.item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return str(value)
-
-
 def groups_record(groups) -> list[dict]:
     return [
         {"words": list(g.words), "word_positions": [list(p) for p in g.word_positions], "positions": list(g.positions)}
         for g in groups
     ]
-
-
-def versions() -> dict:
-    import diffusers
-    import torch
-    import transformers
-
-    return {
-        "contrastive_diffusers": __version__,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write then rename, so a reader or an interruption never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(jsonable(data), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ============================================================================ generate: output
@@ -617,16 +442,7 @@ def normalize_generate_args(args: argparse.Namespace) -> None:
 
 
 def generation_options(args: argparse.Namespace, pipe) -> dict:
-    """Pipeline arguments shared by every method, with the model's defaults resolved."""
-    default_h, default_w = default_size(pipe)
-    scale = args.guidance_scale
-    return {
-        "height": args.height or default_h,
-        "width": args.width or default_w,
-        "num_inference_steps": args.steps,
-        "guidance_scale": scale if scale is not None else (5.0 if is_sdxl(pipe) else 7.5),
-        "negative_prompt": args.negative_prompt,
-    }
+    return runs.generation_options(pipe, args.height, args.width, args.steps, args.guidance_scale, args.negative_prompt)
 
 
 def initial_settings(args, run: Run, device: str, dtype_name: str, resolved) -> dict:

@@ -1,0 +1,82 @@
+"""Files that are never half-written: JSON, JSON Lines, text and images go to a temporary
+file in the target folder and are renamed into place, so an interrupted process or a
+concurrent reader sees either the old file or the new one."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: tuples to lists, dict keys to str, scalars to Python."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Path):
+        return value.as_posix()
+    if hasattr(value, "item"):  # numpy / torch scalars
+        try:
+            return jsonable(value.item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(value)
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write then rename, so a reader or an interruption never sees half a file."""
+    write_text_atomic(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
+    """One JSON object per line (JSON Lines)."""
+    lines = [json.dumps(jsonable(row), allow_nan=False) + "\n" for row in rows]
+    write_text_atomic(path, "".join(lines))
+
+
+def save_image_atomic(image, path: Path, format: str = "PNG") -> None:
+    """``image.save`` through a temporary file (the format is explicit: the temporary name has no image suffix)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=format)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

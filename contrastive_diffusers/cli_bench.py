@@ -1,0 +1,170 @@
+"""The ``bench`` and ``score`` commands: a scripted benchmark over a prompt set, and scoring of
+an existing benchmark folder (see :mod:`contrastive_diffusers.eval.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .cli import EXIT_INTERRUPTED, EXIT_OK, CliError, _positive_int, add_run_arguments, normalize_generate_args
+
+EXIT_FAILURES = 1  # the run finished, but some images failed (listed in the reports)
+
+BENCH_EPILOG = """\
+prompt sets (--prompts):
+  attend_and_excite               the Attend-and-Excite benchmark, 276 prompts (built in)
+  attend_and_excite:animals       one subset: animals, animal_object, object_object
+  FILE.txt | FILE_val.txt         one prompt per line (T2I-CompBench files: *_val.txt)
+  evaluation_metadata.jsonl       GenEval metadata;  FILE.jsonl: rows with "prompt"
+  PartiPrompts.tsv                PartiPrompts;      FILE.json: A&E-style {subset: [prompts]}
+
+outputs (--output-dir):
+  <method>/<prompt-id>/<seed>.png   the image; <seed>-attention.png the guided maps
+  <method>/<prompt-id>/<seed>.json  its record: generation, metrics, failure if any
+  metrics.jsonl                     every record, one per line
+  summary.md, summary.json          mean +- 95% CI per metric and method, deltas vs "none"
+  report.html                       one self-contained page: tables, image grids, heatmaps
+  bench.json                        the run's settings
+
+Re-running the same command resumes: finished images and metrics are kept. Several
+processes share the work with accelerate:  accelerate launch -m contrastive_diffusers bench ...
+
+scoring (--clip-model): openai/clip-vit-base-patch16 (the A&E protocol's choice) by default;
+openai/clip-vit-large-patch14 is CLIPScore's; any CLIP hub id or folder; tiny-clip (random,
+offline, machinery only); none (no scoring).
+
+example:
+  contrastive-diffusers bench --model stabilityai/stable-diffusion-2-1-base \\
+      --prompts attend_and_excite:animals --method none,conform --seeds 0 1 2 3
+"""
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark guidance methods on a prompt set (images, CLIP metrics, reports)",
+        description="Generate every prompt of a set with every method and seed, score the images with\n"
+        "CLIP, and write per-image metrics and summary reports. Resumable and shardable.",
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--prompts", default="attend_and_excite", metavar="SET_OR_FILE",
+                   help="a built-in prompt set or a prompt file (see below). Default: %(default)s")
+    p.add_argument("--num-prompts", type=_positive_int, metavar="N", help="use the first N prompts of the set")
+    add_run_arguments(p)
+    add_scoring_arguments(p)
+    p.add_argument("--no-contrast", action="store_true",
+                   help="no contrast captions (binding accuracy) for two-object prompts")
+    p.add_argument("--output-dir", type=Path, metavar="DIR",
+                   help="the run folder (re-use it to resume). Default: outputs/bench-<timestamp>")
+    p.set_defaults(run=run_bench)
+    return p
+
+
+def add_score_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "score",
+        help="score the images of a bench folder and rewrite its reports",
+        description="Score (or with --force re-score, e.g. with another CLIP model) the images of an\n"
+        "existing bench folder, then rewrite metrics.jsonl and the reports. Generates nothing;\n"
+        "an image that cannot be read is recorded as a failure and listed in the reports.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the output folder of a bench run")
+    add_scoring_arguments(p)
+    p.add_argument("--force", action="store_true", help="re-score images that already have metrics")
+    p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N,mps}", help="Default: %(default)s")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
+    p.set_defaults(run=run_score)
+    return p
+
+
+# eval.bench.DEFAULT_CLIP_MODEL, repeated so that --help does not import torch (a test checks they agree)
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
+
+
+def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, metavar="ID_OR_DIR",
+                   help="CLIP model for the metrics, or none. Default: %(default)s")
+    p.add_argument("--captioner", metavar="ID_OR_DIR",
+                   help="a BLIP captioning model (e.g. Salesforce/blip-image-captioning-base) for the "
+                   "prompt-caption text similarity. Default: none")
+    p.add_argument("--report-max-prompts", type=_positive_int, default=100, metavar="N",
+                   help="prompts shown with images in report.html. Default: %(default)s")
+
+
+def _clip_model(name: str):
+    return None if name.lower() == "none" else name
+
+
+def _default_run_dir() -> Path:
+    base = Path("outputs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .eval.bench import BenchConfig, run_benchmark
+
+    normalize_generate_args(args)
+    try:
+        config = BenchConfig(
+            output_dir=args.output_dir or _default_run_dir(),
+            model=args.model,
+            methods=args.method,
+            prompt_set=args.prompts,
+            seeds=args.seeds,
+            num_prompts=args.num_prompts,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            height=args.height,
+            width=args.width,
+            attn_res=tuple(args.attn_res) if args.attn_res else None,
+            negative_prompt=args.negative_prompt,
+            device=args.device,
+            dtype=args.dtype,
+            clip_model=_clip_model(args.clip_model),
+            captioner=args.captioner,
+            contrast=not args.no_contrast,
+            heatmaps=not args.no_heatmaps,
+            report_max_prompts=args.report_max_prompts,
+            progress=not args.quiet,
+        )
+        return _outcome(run_benchmark(config), config.output_dir)
+    except KeyboardInterrupt:
+        print("interrupted: finished images and metrics are kept; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise CliError(str(err)) from None
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from .eval.bench import score_run
+
+    clip_model = _clip_model(args.clip_model)
+    if clip_model is None:
+        raise CliError("score needs a CLIP model; --clip-model none only makes sense for bench")
+    try:
+        result = score_run(args.run_dir, clip_model, args.captioner, force=args.force, device=args.device,
+                           progress=not args.quiet, report_max_prompts=args.report_max_prompts)
+    except KeyboardInterrupt:
+        print("interrupted: the metrics written so far are kept; run the same command again to go on",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise CliError(str(err)) from None
+    return _outcome(result, args.run_dir)
+
+
+def _outcome(result, run_dir) -> int:
+    if result.summary is None:  # not the main process
+        return EXIT_OK
+    if result.failed:
+        print(f"{result.failed} image(s) failed; see {Path(run_dir) / 'summary.md'}", file=sys.stderr)
+        return EXIT_FAILURES
+    return EXIT_OK

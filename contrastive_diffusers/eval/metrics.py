@@ -1,0 +1,96 @@
+"""Every per-image metric of a benchmark, from one CLIP image forward per image.
+
+:func:`image_metrics` returns, per image, the numbers :class:`~.clip_score.ClipScorer`'s
+public methods give (CLIPScore, full-prompt and minimum-object similarity, the CLIP-IQA
+"Good photo." probability) plus the contrast-caption ranking and, with a captioner, the
+prompt-caption text similarity. The image embeddings are computed once and shared.
+
+Contrast captions (see :func:`~.prompts.contrast_set`) are compared with the image's own
+prompt as raw captions, without template ensembling, as in Winoground's text score: a
+contrast caption is "correct" when CLIP ranks the image's own prompt strictly above it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .clip_score import DEFAULT_ANTONYMS, ClipScorer, split_prompt
+
+METRIC_NAMES = (
+    "clip_score",
+    "full_similarity",
+    "min_object_similarity",
+    "text_text_similarity",
+    "quality",
+    "binding_accuracy",
+    "binding_text_score",
+)
+
+
+@torch.no_grad()
+def image_metrics(
+    scorer: ClipScorer,
+    images,
+    prompts: Sequence[str],
+    token_groups: Sequence | None = None,
+    contrast_captions: Sequence[dict | None] | None = None,
+    captions: Sequence[str] | None = None,
+) -> list[dict]:
+    """Per image ``{"metrics": {...}, "objects": {...}, "contrast": {...} | None}``.
+
+    ``token_groups``: per image, the groups' words (sub-prompts when the prompt does not
+    split on " and " / " with "). ``contrast_captions``: per image, ``{perturbation: caption}``
+    or ``None``. ``captions``: per image, a captioner's text (adds ``text_text_similarity``).
+    Metrics that do not apply are ``None``.
+    """
+    prompts = list(prompts)
+    n = len(prompts)
+    for name, values in (("token_groups", token_groups), ("contrast_captions", contrast_captions), ("captions", captions)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries for {n} prompts.")
+    image_embeds = scorer.image_embeddings(images)
+    if len(image_embeds) != n:
+        raise ValueError(f"Got {len(image_embeds)} images but {n} prompts; pass one prompt per image.")
+
+    prompt_cos = (image_embeds * scorer.text_embeddings(prompts)).sum(-1)
+    quality = _antonym_probability(scorer, image_embeds)
+    text_text = scorer.text_similarity(prompts, captions) if captions is not None else None
+
+    results = []
+    for i, (embed, prompt) in enumerate(zip(image_embeds, prompts)):
+        groups = token_groups[i] if token_groups is not None else None
+        parts = split_prompt(prompt, groups)
+        objects = {part: float(embed @ scorer.ensembled_text_embedding(part)) for part in parts}
+        contrast = _contrast(scorer, embed, float(prompt_cos[i]), contrast_captions[i] if contrast_captions else None)
+        correct = [entry["correct"] for entry in contrast.values()] if contrast else []
+        metrics = {
+            "clip_score": float((100 * prompt_cos[i]).clamp_min(0)),
+            "full_similarity": float(embed @ scorer.ensembled_text_embedding(prompt)),
+            "min_object_similarity": min(objects.values()),
+            "text_text_similarity": float(text_text[i]) if text_text is not None else None,
+            "quality": float(quality[i]),
+            "binding_accuracy": sum(correct) / len(correct) if correct else None,
+            "binding_text_score": float(all(correct)) if correct else None,
+        }
+        results.append({"metrics": metrics, "objects": objects, "contrast": contrast})
+    return results
+
+
+def _antonym_probability(scorer: ClipScorer, image_embeds: torch.Tensor) -> torch.Tensor:
+    """P("Good photo.") over the pair at CLIP's logit scale, as ``ClipScorer.antonym_scores``."""
+    text_embeds = scorer.text_embeddings(list(DEFAULT_ANTONYMS[0]))
+    scale = scorer.model.logit_scale.exp().float().cpu()
+    return (scale * image_embeds.cpu() @ text_embeds.cpu().T).softmax(-1)[:, 0]
+
+
+def _contrast(scorer: ClipScorer, embed: torch.Tensor, own_cos: float, captions: dict | None) -> dict | None:
+    if not captions:
+        return None
+    names = list(captions)
+    cos = scorer.text_embeddings([captions[name] for name in names]) @ embed
+    return {
+        name: {"caption": captions[name], "similarity": float(c), "correct": bool(own_cos > float(c))}
+        for name, c in zip(names, cos)
+    }

@@ -1,0 +1,127 @@
+"""Loading the pipelines the CLI and the benchmark runner work with.
+
+``load_pipeline(model, device, dtype)`` returns a guided pipeline for a tiny offline model
+kind (``tiny-sd1`` / ``tiny-sd2`` / ``tiny-sdxl``), a hub id or a local folder. Problems
+the user can fix (missing folder, unloadable model, unsupported pipeline, absent device)
+raise :class:`LoadError` with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from ._compat import dtype_kwarg
+
+TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+
+
+class LoadError(ValueError):
+    """A model or device the user named cannot be used; the message says why and what to do."""
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LoadError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}); use device 'cpu'")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise LoadError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise LoadError("device 'mps': MPS is not available here; use device 'cpu'")
+    return name
+
+
+def resolve_dtype(name: str | None, device: str):
+    """(torch dtype, its name); half precision by default only on CUDA, where it is fast and safe."""
+    import torch
+
+    name = name or ("float16" if device.startswith("cuda") else "float32")
+    return getattr(torch, name), name
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub ids are "name" or "namespace/name"; anything else is meant as a folder.
+    return os.path.isabs(model) or model.startswith((".", "~")) or "\\" in model or model.count("/") > 1
+
+
+@contextmanager
+def _diffusers_errors_only():
+    """Silence diffusers' warnings for a moment: ``from_pipe`` casts every model, and each cast
+    warns about "modules that should be kept in float32: []" even when there are none."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def load_pretrained(model: str, dtype):
+    """A stock diffusers pipeline from the hub or a folder; LoadError when it cannot be found."""
+    from diffusers import DiffusionPipeline
+
+    folder = os.path.expanduser(model)
+    if _looks_like_path(model) and not os.path.isdir(folder):
+        raise LoadError(f"model folder {model!r} does not exist")
+    source = folder if os.path.isdir(folder) else model
+    try:
+        return DiffusionPipeline.from_pretrained(source, **dtype_kwarg(dtype))
+    except (OSError, ValueError) as err:  # missing files, unknown or malformed hub id
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LoadError(f"cannot load model {model!r}: {first_line}") from None
+
+
+def to_guided(pipe, dtype):
+    """The guided pipeline sharing ``pipe``'s components, in ``dtype``."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from .pipelines import GuidedStableDiffusionPipeline, GuidedStableDiffusionXLPipeline
+
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        guided_class = GuidedStableDiffusionXLPipeline
+    elif isinstance(pipe, StableDiffusionPipeline):
+        guided_class = GuidedStableDiffusionPipeline
+    else:
+        raise LoadError(
+            f"the model loads as {type(pipe).__name__}; guidance supports StableDiffusionPipeline "
+            "(SD 1.x / 2.x) and StableDiffusionXLPipeline models"
+        )
+    # The dtype must be passed: without it diffusers 0.42's from_pipe casts everything to float32.
+    with _diffusers_errors_only():
+        return guided_class.from_pipe(pipe, **dtype_kwarg(dtype))
+
+
+def load_pipeline(model: str, device: str, dtype, quiet: bool):
+    """The guided pipeline for ``model`` (a tiny kind, a hub id or a folder) on ``device``."""
+    if model in TINY_MODELS:
+        from .testing import tiny_pipeline
+
+        stock = tiny_pipeline(TINY_MODELS[model])  # float32; to_guided casts it
+    else:
+        stock = load_pretrained(model, dtype)
+    # Cast before moving, so a half-precision model never sits on the device in float32.
+    pipe = to_guided(stock, dtype).to(device)
+    pipe.set_progress_bar_config(disable=quiet)
+    return pipe
+
+
+def is_sdxl(pipe) -> bool:
+    from diffusers import StableDiffusionXLPipeline
+
+    return isinstance(pipe, StableDiffusionXLPipeline)
+
+
+def default_size(pipe) -> tuple[int, int]:
+    """The pipeline's own default (height, width), as its ``__call__`` would pick."""
+    if is_sdxl(pipe):
+        side = pipe.default_sample_size * pipe.vae_scale_factor
+    else:
+        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return side, side

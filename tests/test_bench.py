@@ -1,0 +1,299 @@
+"""The benchmark runner end to end on the tiny offline SD 1.x pipeline and a tiny random CLIP.
+
+Random weights draw noise, so these tests check the machinery: the folder layout, that the
+metrics are the scorer's own numbers, resuming, failures recorded, the reports. Runs are
+2 steps at 64 px.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastive_diffusers.cli import main
+from contrastive_diffusers.eval import ClipScorer
+from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
+from contrastive_diffusers.testing import tiny_clip
+
+PROMPTS = [
+    {"id": "car-bench", "prompt": "a red car and a blue bench", "token_groups": [["red", "car"], ["blue", "bench"]]},
+    {"id": "cat-dog", "prompt": "a cat and a dog", "token_groups": [["cat"], ["dog"]]},
+    {"id": "apple", "prompt": "a green apple with a bowl"},  # groups found by the parser
+]
+METHODS = ["none", "conform"]
+SEEDS = [0, 1]
+FAST = dict(model="tiny-sd1", steps=2, height=64, width=64, progress=False)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _write_prompts(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip")
+    model, processor = tiny_clip()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, clip_dir):
+    """2 methods x 3 prompts x 2 seeds, then the same call again."""
+    root = tmp_path_factory.mktemp("bench")
+    config = BenchConfig(
+        output_dir=root / "run",
+        methods=METHODS,
+        prompt_set=str(_write_prompts(root / "prompts.jsonl", PROMPTS)),
+        seeds=SEEDS,
+        clip_model=str(clip_dir),
+        **FAST,
+    )
+    first = run_benchmark(config)
+    mtimes = {p: p.stat().st_mtime_ns for p in config.output_dir.rglob("*.png")}
+    metrics_text = (config.output_dir / "metrics.jsonl").read_text()
+    second = run_benchmark(config)
+    return config, first, second, mtimes, metrics_text
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_layout_records_and_reports(bench_run):
+    config, first, _, _, _ = bench_run
+    run = config.output_dir
+    assert first.generated == 12 and first.scored == 12 and first.failed == 0
+    for method in METHODS:
+        for row in PROMPTS:
+            for seed in SEEDS:
+                image = run / method / row["id"] / f"{seed}.png"
+                assert Image.open(image).size == (64, 64)
+                record = json.loads((run / method / row["id"] / f"{seed}.json").read_text())
+                assert record["status"] == "ok" and record["image"] == f"{method}/{row['id']}/{seed}.png"
+                has_heatmap = (run / method / row["id"] / f"{seed}-attention.png").is_file()
+                assert has_heatmap == (method == "conform")
+    rows = _rows(run)
+    assert [(r["method"], r["prompt_id"], r["seed"]) for r in rows] == [
+        (m, p["id"], s) for p in PROMPTS for s in SEEDS for m in METHODS
+    ]
+    assert json.loads((run / "bench.json").read_text())["status"] == "finished"
+    summary = json.loads((run / "summary.json").read_text())
+    markdown = (run / "summary.md").read_text()
+    html = (run / "report.html").read_text()
+    for method in METHODS:
+        assert method in markdown
+    # Every image and every heatmap embedded; nothing fetched from outside the file.
+    assert html.count("<img") == 12 + 6 and "src=\"http" not in html
+    assert summary == first.summary
+
+
+def test_rerun_generates_and_scores_nothing(bench_run):
+    config, _, second, mtimes, metrics_text = bench_run
+    assert second.generated == 0 and second.scored == 0
+    assert {p: p.stat().st_mtime_ns for p in config.output_dir.rglob("*.png")} == mtimes
+    assert (config.output_dir / "metrics.jsonl").read_text() == metrics_text
+
+
+def test_metrics_are_the_scorers_numbers(bench_run, clip_dir):
+    config, *_ = bench_run
+    scorer = ClipScorer.from_pretrained(clip_dir, device="cpu")
+    rows = {(r["method"], r["prompt_id"], r["seed"]): r for r in _rows(config.output_dir)}
+    row = rows[("conform", "car-bench", 1)]
+    image = Image.open(config.output_dir / row["image"])
+    metrics = row["metrics"]
+    assert metrics["clip_score"] == pytest.approx(float(scorer.clip_score(image, row["prompt"])[0]), abs=1e-4)
+    sims = scorer.object_similarity(image, row["prompt"])
+    assert metrics["full_similarity"] == pytest.approx(float(sims["full"][0]), abs=1e-6)
+    assert metrics["min_object_similarity"] == pytest.approx(float(sims["min_object"][0]), abs=1e-6)
+    assert row["objects"] == pytest.approx(sims["objects"][0], abs=1e-6)
+    assert metrics["quality"] == pytest.approx(float(scorer.antonym_scores(image)[0, 0]), abs=1e-6)
+    # Contrast captions: each "correct" when the own prompt wins, accuracy their mean.
+    contrast = row["contrast"]
+    assert set(contrast) == {"swap_attributes", "swap_objects", "replace_object"}
+    assert contrast["swap_attributes"]["caption"] == "a blue car and a red bench"
+    own = float(scorer.text_embeddings([row["prompt"]])[0] @ scorer.image_embeddings(image)[0])
+    for entry in contrast.values():
+        assert entry["correct"] == (own > entry["similarity"])
+    correct = [entry["correct"] for entry in contrast.values()]
+    assert metrics["binding_accuracy"] == pytest.approx(sum(correct) / 3)
+    assert metrics["binding_text_score"] == float(all(correct))
+    assert metrics["text_text_similarity"] is None  # no captioner
+
+
+def test_seed_means_the_same_start_for_every_method(bench_run):
+    config, *_ = bench_run
+    run = config.output_dir
+
+    def pixels(method, seed):
+        return np.asarray(Image.open(run / method / "car-bench" / f"{seed}.png"), dtype=np.int16)
+
+    assert np.abs(pixels("none", 0) - pixels("none", 1)).max() > 0  # seeds differ
+    assert np.abs(pixels("none", 0) - pixels("conform", 0)).max() > 0  # guidance changed the image
+
+
+def test_summary_means_match_the_records(bench_run):
+    config, first, *_ = bench_run
+    rows = _rows(config.output_dir)
+    for method in METHODS:
+        values = [r["metrics"]["clip_score"] for r in rows if r["method"] == method]
+        entry = first.summary["per_method"][method]["metrics"]["clip_score"]
+        assert entry["mean"] == pytest.approx(np.mean(values)) and entry["n"] == 6
+
+
+def test_changed_settings_in_the_same_folder_are_refused(bench_run):
+    config, *_ = bench_run
+    changed = BenchConfig(**{**config.__dict__, "steps": 3})
+    with pytest.raises(ValueError, match="different settings.*generation"):
+        run_benchmark(changed)
+
+
+def test_bad_prompt_is_recorded_not_skipped(tmp_path, capsys):
+    rows = [
+        {"id": "ok", "prompt": "a cat and a dog", "token_groups": [["cat"], ["dog"]]},
+        {"id": "bad", "prompt": "a cat and a dog", "token_groups": [["cat"], ["zebra"]]},
+    ]
+    prompts = _write_prompts(tmp_path / "p.jsonl", rows)
+    args = ["bench", "--prompts", str(prompts), "--model", "tiny-sd1", "--steps", "2", "--height", "64",
+            "--width", "64", "--method", "none,conform", "--clip-model", "tiny-clip", "--quiet",
+            "--output-dir", str(tmp_path / "run")]
+    assert main(args) == 1  # finished, with failures
+    record = json.loads((tmp_path / "run" / "conform" / "bad" / "0.json").read_text())
+    assert record["status"] == "failed" and "zebra" in record["error"]
+    assert json.loads((tmp_path / "run" / "none" / "bad" / "0.json").read_text())["status"] == "ok"
+    assert "zebra" in (tmp_path / "run" / "summary.md").read_text()
+    assert "zebra" in capsys.readouterr().err
+
+
+def test_unreadable_image_in_a_score_only_run(bench_run, tmp_path, capsys, clip_dir):
+    import shutil
+
+    config, *_ = bench_run
+    run = tmp_path / "copy"
+    shutil.copytree(config.output_dir, run)
+    broken = run / "none" / "cat-dog" / "1.png"
+    broken.write_bytes(b"not a png")
+    code = main(["score", str(run), "--clip-model", str(clip_dir), "--force", "--quiet"])
+    assert code == 1
+    record = json.loads((run / "none" / "cat-dog" / "1.json").read_text())
+    assert record["status"] == "failed" and "cannot read image" in record["error"] and str(broken) in record["error"]
+    assert "cannot read image" in (run / "summary.md").read_text()
+    assert sum(r["status"] == "ok" for r in _rows(run)) == 11
+    assert "cannot read image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "prompts, message",
+    [("no_such_set", "Unknown prompt set 'no_such_set'"), ("missing/prompts.txt", "missing/prompts.txt")],
+)
+def test_bad_prompt_set_exits_2(prompts, message, tmp_path, capsys):
+    code = main(["bench", "--prompts", prompts, "--clip-model", "none", "--output-dir", str(tmp_path / "r"), "--quiet"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_malformed_prompt_file_names_the_line(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a cat"}\n{"prompt": \n')
+    assert main(["bench", "--prompts", str(path), "--clip-model", "none", "--quiet",
+                 "--output-dir", str(tmp_path / "r")]) == 2
+    assert "line 2" in capsys.readouterr().err
+
+
+def test_score_needs_a_bench_folder(tmp_path, capsys):
+    assert main(["score", str(tmp_path), "--clip-model", "tiny-clip"]) == 2
+    assert "not a benchmark folder" in capsys.readouterr().err
+
+
+def test_cli_default_clip_model_matches_the_library():
+    from contrastive_diffusers import cli_bench
+    from contrastive_diffusers.eval import bench
+
+    assert cli_bench.DEFAULT_CLIP_MODEL == bench.DEFAULT_CLIP_MODEL
+
+
+def _bench_command(prompts: Path, out: Path, *extra) -> list[str]:
+    return ["bench", "--prompts", str(prompts), "--model", "tiny-sd1", "--steps", "2", "--height", "64",
+            "--width", "64", "--method", "none,conform", "--seeds", "0", "1", "--clip-model", "tiny-clip",
+            "--quiet", "--output-dir", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_killed_run_loses_nothing_and_resumes(tmp_path):
+    prompts = _write_prompts(tmp_path / "p.jsonl", PROMPTS)
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "contrastive_diffusers", *_bench_command(prompts, out, "--steps", "8")]
+    process = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*.json"))) < 4:  # bench.json + 3 image records
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    records = [p for p in out.rglob("*.json") if p.name != "bench.json"]
+    finished = 0
+    for path in records:  # every file that exists is whole
+        record = json.loads(path.read_text())
+        Image.open(out / record["image"]).load()
+        finished += 1
+    assert 3 <= finished < 12
+    assert not (out / "metrics.jsonl").exists()
+    done = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+
+    result = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out)
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    for path, mtime in done.items():  # finished images were kept, not redone
+        if path.name.endswith("-attention.png") or path.with_suffix(".json").exists():
+            assert path.stat().st_mtime_ns == mtime
+    assert not list(out.rglob("*.tmp")) or all(p.name.startswith(".") for p in out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_results_of_one(tmp_path, bench_run):
+    config, *_ = bench_run
+    prompts = _write_prompts(tmp_path / "p.jsonl", PROMPTS)
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = [sys.executable, "-m", "contrastive_diffusers", *_bench_command(prompts, one)]
+    assert subprocess.run(single, env=env, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "contrastive_diffusers", *_bench_command(prompts, two)]
+    result = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows_one, rows_two = _rows(one), _rows(two)
+    assert [(r["method"], r["prompt_id"], r["seed"]) for r in rows_one] == [
+        (r["method"], r["prompt_id"], r["seed"]) for r in rows_two
+    ]
+    for a, b in zip(rows_one, rows_two):
+        pixels_a = np.asarray(Image.open(one / a["image"]), dtype=np.int16)
+        pixels_b = np.asarray(Image.open(two / b["image"]), dtype=np.int16)
+        assert np.abs(pixels_a - pixels_b).max() <= 1
+        for name, value in a["metrics"].items():
+            assert b["metrics"][name] == pytest.approx(value, abs=1e-3) if value is not None else b["metrics"][name] is None
