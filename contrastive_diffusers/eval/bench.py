@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..atomic_io import atomic_path, read_json, save_image_atomic, write_json_atomic, write_jsonl_atomic
+from ..atomic_io import atomic_path, jsonable, read_json, save_image_atomic, write_json_atomic, write_jsonl_atomic
 from .prompts import PromptItem, contrast_set, load_prompt_set
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"  # the Attend-and-Excite protocol's CLIP
@@ -170,8 +170,6 @@ def _check_same_run(run_dir: Path, fingerprint: dict, items: list[PromptItem]) -
         return
     previous = read_json(path)
     old = previous.get("fingerprint", {})
-    from ..atomic_io import jsonable
-
     new = jsonable(fingerprint)
     for key in ("model", "pipeline", "dtype", "generation"):
         if old.get(key) != new[key]:
@@ -268,16 +266,19 @@ def _generate(run_dir, pipe, methods, options, config, shard, progress) -> int:
         if not (record and record.get("status") == "ok" and (run_dir / record["image"]).is_file()):
             todo.append((name, item, seed))
     bar = progress(total=len(todo), desc="generate", unit="img")
+    generated = 0
     for name, item, seed in todo:
         path = _record_path(run_dir, name, item.prompt.id, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = _make_image(run_dir, pipe, name, methods[name], item, seed, options, config)
         write_json_atomic(path, record)
-        if record["status"] != "ok":
+        if record["status"] == "ok":
+            generated += 1
+        else:
             print(f"warning: {name} / {item.prompt.id} / seed {seed} failed: {record['error']}", file=sys.stderr)
         bar.update(1)
     bar.close()
-    return len(todo)
+    return generated
 
 
 # ============================================================================ stage 2: score
@@ -385,12 +386,36 @@ def _write_reports(run_dir: Path, records: list[dict], run_info: dict, max_promp
     write_jsonl_atomic(files["metrics"], records)
     write_json_atomic(files["summary"], summary)
     title = f"Benchmark: {run_info.get('model')} on {run_info.get('prompt_set')}"
-    report.write_markdown(summary, files["markdown"], title=title, run_info=run_info)
-    report.write_html(records, summary, run_dir, files["html"], title=title, run_info=run_info, max_prompts=max_prompts)
+    shown = _display_info(run_info)
+    report.write_markdown(summary, files["markdown"], title=title, run_info=shown)
+    report.write_html(records, summary, run_dir, files["html"], title=title, run_info=shown, max_prompts=max_prompts)
     if not quiet:
         print(report.format_summary_table(summary))
         print(f"report: {files['html']}  (table: {files['markdown']}, per image: {files['metrics']})")
     return summary, files
+
+
+def _display_info(run_info: dict) -> dict:
+    """The run's settings as the reports show them: one short line each."""
+    from ..loading import TINY_MODELS
+
+    generation = run_info.get("fingerprint", {}).get("generation", {})
+    shown = {
+        "model": run_info.get("model"),
+        "prompt set": f"{run_info.get('prompt_set')} ({len(run_info.get('prompts', {}))} prompts)",
+        "methods": ", ".join(run_info.get("methods", [])),
+        "seeds": ", ".join(str(s) for s in run_info.get("seeds", [])),
+        "steps": generation.get("num_inference_steps"),
+        "size": f"{generation.get('height')} x {generation.get('width')}",
+        "guidance scale": generation.get("guidance_scale"),
+        "CLIP model": run_info.get("clip_model"),
+        "captioner": run_info.get("captioner") or "none",
+        "device": f"{run_info.get('device')}, {run_info.get('fingerprint', {}).get('dtype')}",
+        "versions": ", ".join(f"{k} {v}" for k, v in run_info.get("versions", {}).items()),
+    }
+    if run_info.get("model") in TINY_MODELS or run_info.get("clip_model") == TINY_CLIP:
+        shown["note"] = "random-weight test models: these numbers exercise the machinery and mean nothing"
+    return shown
 
 
 # ============================================================================ the runs
@@ -439,10 +464,10 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     prepared = _prepare_items(pipe, items, methods, config.contrast)
     state.wait_for_everyone()  # every process has checked the folder before any writes to it
 
-    run_info = _run_info(config, fingerprint, items, device)
+    run_info = {**_run_info(config, items, device), "fingerprint": fingerprint}
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / BENCH_FILE, {**run_info, "fingerprint": fingerprint, "status": "running"})
+        write_json_atomic(run_dir / BENCH_FILE, {**run_info, "status": "running"})
     state.wait_for_everyone()
 
     pairs = [(item, seed) for item in prepared for seed in config.seeds]
@@ -458,11 +483,10 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         scored = _score(run_dir, paths, scorer, _scorer_name(config.clip_model), captioner, False, progress)
     state.wait_for_everyone()
     counts = (generated, scored)
-    return _finish(run_dir, state, pairs, list(methods), run_info, fingerprint, counts, config.report_max_prompts,
-                   not config.progress)
+    return _finish(run_dir, state, pairs, list(methods), run_info, counts, config.report_max_prompts, not config.progress)
 
 
-def _finish(run_dir, state, pairs, method_names, run_info, fingerprint, counts, max_prompts, quiet) -> BenchResult:
+def _finish(run_dir, state, pairs, method_names, run_info, counts, max_prompts, quiet) -> BenchResult:
     """Main process: gather every record of the run, write the reports and the final status."""
     generated, scored = counts
     if not state.is_main_process:
@@ -473,11 +497,11 @@ def _finish(run_dir, state, pairs, method_names, run_info, fingerprint, counts, 
     summary, files = _write_reports(run_dir, records, run_info, max_prompts, quiet)
     failed = sum(r["status"] != "ok" for r in records)
     status = "finished" if not failed else "finished with failures"
-    write_json_atomic(run_dir / BENCH_FILE, {**run_info, "fingerprint": fingerprint, "status": status, "failed": failed})
+    write_json_atomic(run_dir / BENCH_FILE, {**run_info, "status": status, "failed": failed})
     return BenchResult(run_dir, records, summary, generated, scored, failed, files)
 
 
-def _run_info(config: BenchConfig, fingerprint: dict, items: list[PromptItem], device: str) -> dict:
+def _run_info(config: BenchConfig, items: list[PromptItem], device: str) -> dict:
     from ..runs import versions
 
     prompt_set = config.prompt_set if isinstance(config.prompt_set, (str, Path)) else "(items)"
@@ -532,5 +556,4 @@ def score_run(
     info.update(clip_model=_scorer_name(clip_model), captioner=_scorer_name(captioner) if captioner else None)
     items = {pid: _Item(PromptItem(pid, text), "auto", None, {}, None) for pid, text in prompts.items()}
     fake_pairs = [(items[pid], seed) for pid, seed in pairs]
-    return _finish(run_dir, state, fake_pairs, method_names, info, info.get("fingerprint", {}), (0, scored),
-                   report_max_prompts, not progress)
+    return _finish(run_dir, state, fake_pairs, method_names, info, (0, scored), report_max_prompts, not progress)
