@@ -333,9 +333,9 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict) 
     return resolved
 
 
-def default_output_dir() -> Path:
-    """``outputs/generate-<timestamp>``, with a suffix if a run in the same second took it."""
-    base = Path("outputs") / time.strftime("generate-%Y%m%d-%H%M%S")
+def default_output_dir(command: str = "generate") -> Path:
+    """``outputs/<command>-<timestamp>``, with a suffix if a run in the same second took it."""
+    base = Path("outputs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
     path, n = base, 1
     while path.exists():
         n += 1

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from .cli import EXIT_INTERRUPTED, EXIT_OK, CliError, _positive_int, add_run_arguments, normalize_generate_args
+from .cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliError,
+    _positive_int,
+    add_run_arguments,
+    default_output_dir,
+    normalize_generate_args,
+)
 
 EXIT_FAILURES = 1  # the run finished, but some images failed (listed in the reports)
 
@@ -98,22 +105,13 @@ def _clip_model(name: str):
     return None if name.lower() == "none" else name
 
 
-def _default_run_dir() -> Path:
-    base = Path("outputs") / time.strftime("bench-%Y%m%d-%H%M%S")
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
 def run_bench(args: argparse.Namespace) -> int:
     from .eval.bench import BenchConfig, run_benchmark
 
     normalize_generate_args(args)
     try:
         config = BenchConfig(
-            output_dir=args.output_dir or _default_run_dir(),
+            output_dir=args.output_dir or default_output_dir("bench"),
             model=args.model,
             methods=args.method,
             prompt_set=args.prompts,

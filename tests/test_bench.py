@@ -17,13 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from contrastive_diffusers.cli import main
 from contrastive_diffusers.eval import ClipScorer
 from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
-from contrastive_diffusers.testing import tiny_clip
 
 PROMPTS = [
     {"id": "car-bench", "prompt": "a red car and a blue bench", "token_groups": [["red", "car"], ["blue", "bench"]]},
@@ -36,12 +34,7 @@ FAST = dict(model="tiny-sd1", steps=2, height=64, width=64, progress=False)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _write_prompts(path: Path, rows) -> Path:
@@ -50,12 +43,8 @@ def _write_prompts(path: Path, rows) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
-    model, processor = tiny_clip()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def clip_dir(tiny_clip_dir):
+    return tiny_clip_dir
 
 
 @pytest.fixture(scope="module")

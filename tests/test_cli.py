@@ -25,13 +25,7 @@ PROMPT = "a red car and a blue bench"
 FAST = ["--model", "tiny-sd1", "--steps", "2", "--height", "128", "--width", "128"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and on a busy machine several threads spin.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,13 @@ from PIL import Image
 
 from contrastive_diffusers.eval import ClipScorer, aggregate_clip_score, split_prompt
 from contrastive_diffusers.eval.templates import IMAGENET_TEMPLATES
-from contrastive_diffusers.testing import tiny_clip
 
 PROMPTS = ["a red car and a blue bench", "a green cat with a yellow hat", "a circle", "a dog"]
 
 
 @pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
-    model, processor = tiny_clip()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def clip_folder(tiny_clip_dir):
+    return tiny_clip_dir
 
 
 @pytest.fixture(scope="module")

@@ -25,20 +25,13 @@ from pathlib import Path
 from typing import Sequence
 
 from ..atomic_io import write_text_atomic
+from .metrics import METRIC_NAMES
 from .stats import mean_ci, metric_value, paired_differences
 
 __all__ = ["format_summary_table", "summarize", "write_html", "write_markdown"]
 
 # Metrics known to the runner, in the order tables show them; others follow alphabetically.
-CANONICAL_METRICS = (
-    "clip_score",
-    "full_similarity",
-    "min_object_similarity",
-    "text_text_similarity",
-    "quality",
-    "binding_accuracy",
-    "binding_text_score",
-)
+CANONICAL_METRICS = METRIC_NAMES
 _DECIMALS = {"clip_score": 2, "full_similarity": 4, "min_object_similarity": 4, "text_text_similarity": 4}
 _DEFAULT_DECIMALS = 3  # probabilities and accuracies (quality, binding_*) and unknown metrics
 _CATEGORY_METRICS = ("clip_score", "min_object_similarity")
