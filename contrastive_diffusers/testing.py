@@ -224,3 +224,55 @@ def tiny_clip(seed: int = 0):
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=_TEXT_WIDTH)).eval()
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+#: Words of the tiny BLIP's WordPiece vocabulary (after BERT's special tokens and BLIP's
+#: ``[DEC]`` beginning-of-caption token), so that its random captions read as words.
+BLIP_WORDS = tuple(
+    "a an the of on in with and next to photo picture red blue green yellow black white cat dog "
+    "bird horse car bench bowl clock table grass sitting standing".split()
+)
+
+
+def tiny_blip(seed: int = 0):
+    """A tiny random ``BlipForConditionalGeneration`` (32 px images) and its ``BlipProcessor``
+    (a BERT WordPiece tokenizer over :data:`BLIP_WORDS`), for offline tests of captioning.
+    Returns ``(model, processor)``; both save with ``save_pretrained``.
+
+    Three choices make its greedy captions words that depend on the image:
+
+    - the vision weights are drawn with std 0.02: BLIP's default (``1e-10``, which trained
+      checkpoints overwrite) leaves them ~0 and the image features constant, so every image
+      got the same caption;
+    - the text weights are drawn with std 0.1: at BLIP's 0.02 the decoder's logits hardly
+      feel the image either;
+    - the special tokens, ``[SEP]`` (end of caption) included, get a -1e4 bias in the LM head,
+      so they are never generated: at random init ``[SEP]`` often won the first step, giving
+      empty captions. Captions therefore never end early: each has exactly ``max_new_tokens``
+      words (every vocabulary word is one token).
+    """
+    import transformers
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    # transformers 5 has a PIL-only image processor (no torchvision needed); 4.x's default is PIL-based.
+    image_processor_class = getattr(transformers, "BlipImageProcessorPil", transformers.BlipImageProcessor)
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(special + list(BLIP_WORDS))}, bos_token="[DEC]")
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, projection_dim=32,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128, initializer_range=0.1,
+        bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id, sep_token_id=tokenizer.sep_token_id,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=8, initializer_range=0.02,
+    )
+    config = BlipConfig(text_config=text, vision_config=vision, projection_dim=32, image_text_hidden_size=32)
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    with torch.no_grad():  # tied to the output embedding's bias, so saved and loaded with it
+        model.text_decoder.cls.predictions.bias[tokenizer.convert_tokens_to_ids(special)] = -1e4
+    image_processor = image_processor_class(size={"height": 32, "width": 32})
+    return model, BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)

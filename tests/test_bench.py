@@ -286,3 +286,25 @@ def test_two_processes_give_the_results_of_one(tmp_path, bench_run):
         assert np.abs(pixels_a - pixels_b).max() <= 1
         for name, value in a["metrics"].items():
             assert b["metrics"][name] == pytest.approx(value, abs=1e-3) if value is not None else b["metrics"][name] is None
+
+
+def test_score_with_a_captioner_adds_text_text_similarity(bench_run, tmp_path, clip_dir):
+    import shutil
+
+    from contrastive_diffusers.testing import tiny_blip
+
+    config, *_ = bench_run
+    run = tmp_path / "copy"
+    shutil.copytree(config.output_dir, run)
+    blip_dir = tmp_path / "blip"
+    for part in tiny_blip():
+        part.save_pretrained(blip_dir)
+    code = main(["score", str(run), "--clip-model", str(clip_dir), "--captioner", str(blip_dir), "--force", "--quiet"])
+    assert code == 0
+    scorer = ClipScorer.from_pretrained(clip_dir, device="cpu")
+    rows = _rows(run)
+    assert all(r["caption"] and r["metrics"]["text_text_similarity"] is not None for r in rows)
+    row = rows[3]
+    expected = scorer.text_similarity([row["prompt"]], [row["caption"]], ensemble_a=True)[0]
+    assert row["metrics"]["text_text_similarity"] == pytest.approx(float(expected), abs=1e-6)
+    assert "text_text_similarity" in (run / "summary.md").read_text()

@@ -5,6 +5,8 @@
 - :meth:`ClipScorer.object_similarity`: the Attend-and-Excite protocol's full-prompt and
   minimum-object similarity, each text embedded with the 80 ImageNet templates averaged.
 - :meth:`ClipScorer.antonym_scores`: CLIP-IQA style, softmax over an antonym prompt pair.
+- :meth:`ClipScorer.text_similarity`: cosine of paired texts (prompt vs a caption; with
+  ``ensemble_a=True`` the first text template-ensembled, as the A&E protocol does).
 
 The papers' choices: ViT-B/16 for the Attend-and-Excite protocol
 (``openai/clip-vit-base-patch16``), ViT-L/14 for CLIPScore (``openai/clip-vit-large-patch14``);
@@ -153,6 +155,27 @@ class ClipScorer:
         text_embeds = self.text_embeddings(prompts)
         scores = 100 * (image_embeds * text_embeds).sum(-1)
         return scores.clamp_min(0) if clamp else scores
+
+    def text_similarity(
+        self, texts_a: Sequence[str] | str, texts_b: Sequence[str] | str, ensemble_a: bool = False
+    ) -> torch.Tensor:
+        """Cosine similarity of the CLIP text embeddings of paired texts, ``(N,)`` float32 on the CPU.
+
+        ``ensemble_a=True`` embeds each of ``texts_a`` with the 80 ImageNet templates averaged, as
+        the Attend-and-Excite protocol embeds the prompt when comparing it with a BLIP caption."""
+        texts_a = [texts_a] if isinstance(texts_a, str) else list(texts_a)
+        texts_b = [texts_b] if isinstance(texts_b, str) else list(texts_b)
+        if len(texts_a) != len(texts_b):
+            raise ValueError(
+                f"Got {len(texts_a)} texts_a but {len(texts_b)} texts_b; pass paired texts of the same length."
+            )
+        if not texts_a:
+            return torch.zeros(0)
+        if ensemble_a:
+            embeds_a = torch.stack([self.ensembled_text_embedding(text) for text in texts_a])
+        else:
+            embeds_a = self.text_embeddings(texts_a)
+        return (embeds_a.cpu() * self.text_embeddings(texts_b).cpu()).sum(-1)
 
     def object_similarity(
         self, images, prompts: Sequence[str] | str, token_groups: Sequence | None = None

@@ -42,7 +42,8 @@ def image_metrics(
 
     ``token_groups``: per image, the groups' words (sub-prompts when the prompt does not
     split on " and " / " with "). ``contrast_captions``: per image, ``{perturbation: caption}``
-    or ``None``. ``captions``: per image, a captioner's text (adds ``text_text_similarity``).
+    or ``None``. ``captions``: per image, a captioner's text (adds ``text_text_similarity``, the
+    A&E protocol's: the template-ensembled prompt against the caption).
     Metrics that do not apply are ``None``.
     """
     prompts = list(prompts)
@@ -56,7 +57,8 @@ def image_metrics(
 
     prompt_cos = (image_embeds * scorer.text_embeddings(prompts)).sum(-1)
     quality = _antonym_probability(scorer, image_embeds)
-    text_text = scorer.text_similarity(prompts, captions) if captions is not None else None
+    # A&E's text-text similarity: the template-ensembled prompt against the plain caption.
+    text_text = scorer.text_similarity(prompts, captions, ensemble_a=True) if captions is not None else None
 
     results = []
     for i, (embed, prompt) in enumerate(zip(image_embeds, prompts)):
