@@ -41,18 +41,30 @@ def atomic_path(path: Path):
     os.close(fd)
     try:
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         yield Path(tmp)
+        _flush_to_disk(tmp)  # so that a power loss cannot leave an empty file under the final name
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes files
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
+
+
+def _flush_to_disk(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

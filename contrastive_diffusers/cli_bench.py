@@ -4,6 +4,7 @@ an existing benchmark folder (see :mod:`contrastive_diffusers.eval.bench`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -101,14 +102,22 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompts shown with images in report.html. Default: %(default)s")
 
 
-def _clip_model(name: str):
-    return None if name.lower() == "none" else name
+def _optional_model(name: str | None):
+    """``none`` (any case) means no model."""
+    return None if name is None or name.lower() == "none" else name
+
+
+def _interrupted(what: str) -> int:
+    print(f"interrupted: {what} are kept; run the same command again to go on", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from .eval.bench import BenchConfig, run_benchmark
 
     normalize_generate_args(args)
+    if args.output_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CliError("--output-dir is required with several processes: every process must write to the same folder")
     try:
         config = BenchConfig(
             output_dir=args.output_dir or default_output_dir("bench"),
@@ -125,36 +134,37 @@ def run_bench(args: argparse.Namespace) -> int:
             negative_prompt=args.negative_prompt,
             device=args.device,
             dtype=args.dtype,
-            clip_model=_clip_model(args.clip_model),
-            captioner=args.captioner,
+            clip_model=_optional_model(args.clip_model),
+            captioner=_optional_model(args.captioner),
             contrast=not args.no_contrast,
             heatmaps=not args.no_heatmaps,
             report_max_prompts=args.report_max_prompts,
             progress=not args.quiet,
         )
-        return _outcome(run_benchmark(config), config.output_dir)
+        result = run_benchmark(config)
+        if not args.quiet and result.summary is not None:
+            who = "this process" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "this run"
+            print(f"{who} generated {result.generated} image(s) and scored {result.scored}; "
+                  f"the folder holds {len(result.records)} record(s)")
+        return _outcome(result, config.output_dir)
     except KeyboardInterrupt:
-        print("interrupted: finished images and metrics are kept; run the same command again to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (ValueError, FileNotFoundError, OSError) as err:
+        return _interrupted("finished images and metrics")
+    except ValueError as err:  # BenchInputError, LoadError: named problem and fix
         raise CliError(str(err)) from None
 
 
 def run_score(args: argparse.Namespace) -> int:
     from .eval.bench import score_run
 
-    clip_model = _clip_model(args.clip_model)
+    clip_model = _optional_model(args.clip_model)
     if clip_model is None:
         raise CliError("score needs a CLIP model; --clip-model none only makes sense for bench")
     try:
-        result = score_run(args.run_dir, clip_model, args.captioner, force=args.force, device=args.device,
-                           progress=not args.quiet, report_max_prompts=args.report_max_prompts)
+        result = score_run(args.run_dir, clip_model, _optional_model(args.captioner), force=args.force,
+                           device=args.device, progress=not args.quiet, report_max_prompts=args.report_max_prompts)
     except KeyboardInterrupt:
-        print("interrupted: the metrics written so far are kept; run the same command again to go on",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (ValueError, FileNotFoundError, OSError) as err:
+        return _interrupted("the metrics written so far")
+    except ValueError as err:
         raise CliError(str(err)) from None
     return _outcome(result, args.run_dir)
 

@@ -44,7 +44,7 @@ def resolve_dtype(name: str | None, device: str):
     return getattr(torch, name), name
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_folder(model: str) -> bool:
     # Hub ids are "name" or "namespace/name"; anything else is meant as a folder.
     return os.path.isabs(model) or model.startswith((".", "~")) or "\\" in model or model.count("/") > 1
 
@@ -68,7 +68,7 @@ def load_pretrained(model: str, dtype):
     from diffusers import DiffusionPipeline
 
     folder = os.path.expanduser(model)
-    if _looks_like_path(model) and not os.path.isdir(folder):
+    if looks_like_folder(model) and not os.path.isdir(folder):
         raise LoadError(f"model folder {model!r} does not exist")
     source = folder if os.path.isdir(folder) else model
     try:

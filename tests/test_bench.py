@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from contrastive_diffusers.cli import main
-from contrastive_diffusers.eval import ClipScorer
+from contrastive_diffusers.eval import ClipScorer, PromptItem
 from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
 
 PROMPTS = [
@@ -119,16 +119,23 @@ def test_metrics_are_the_scorers_numbers(bench_run, clip_dir):
     assert row["objects"] == pytest.approx(sims["objects"][0], abs=1e-6)
     assert metrics["quality"] == pytest.approx(float(scorer.antonym_scores(image)[0, 0]), abs=1e-6)
     # Contrast captions: each "correct" when the own prompt wins, accuracy their mean.
+    # Contrast captions ("a red bench and a blue car" says what swap_attributes says: not made)
     contrast = row["contrast"]
-    assert set(contrast) == {"swap_attributes", "swap_objects", "replace_object"}
+    assert set(contrast) == {"swap_attributes", "replace_object"}
     assert contrast["swap_attributes"]["caption"] == "a blue car and a red bench"
     own = float(scorer.text_embeddings([row["prompt"]])[0] @ scorer.image_embeddings(image)[0])
     for entry in contrast.values():
+        assert entry["similarity"] == pytest.approx(
+            float(scorer.text_embeddings([entry["caption"]])[0] @ scorer.image_embeddings(image)[0]), abs=1e-6
+        )
         assert entry["correct"] == (own > entry["similarity"])
-    correct = [entry["correct"] for entry in contrast.values()]
-    assert metrics["binding_accuracy"] == pytest.approx(sum(correct) / 3)
-    assert metrics["binding_text_score"] == float(all(correct))
+    assert metrics["binding_accuracy"] == float(contrast["swap_attributes"]["correct"])
+    assert metrics["binding_text_score"] == float(contrast["swap_attributes"]["correct"])
+    assert metrics["replace_object_score"] == float(contrast["replace_object"]["correct"])
     assert metrics["text_text_similarity"] is None  # no captioner
+    # "a cat and a dog": no binding contrast (swapping nouns only paraphrases), presence only
+    cat_dog = rows[("none", "cat-dog", 0)]["metrics"]
+    assert cat_dog["binding_accuracy"] is None and cat_dog["replace_object_score"] in (0.0, 1.0)
 
 
 def test_seed_means_the_same_start_for_every_method(bench_run):
@@ -250,16 +257,19 @@ def test_killed_run_loses_nothing_and_resumes(tmp_path):
         finished += 1
     assert 3 <= finished < 12
     assert not (out / "metrics.jsonl").exists()
-    done = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    kept = {}  # every file of a finished record must survive the resume untouched
+    for path in records:
+        record = json.loads(path.read_text())
+        for name in (record["image"], record["attention"]):
+            if name:
+                kept[out / name] = (out / name).stat().st_mtime_ns
 
     result = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = _rows(out)
     assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
-    for path, mtime in done.items():  # finished images were kept, not redone
-        if path.name.endswith("-attention.png") or path.with_suffix(".json").exists():
-            assert path.stat().st_mtime_ns == mtime
-    assert not list(out.rglob("*.tmp")) or all(p.name.startswith(".") for p in out.rglob("*.tmp"))
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept
+    assert not list(out.rglob("*.tmp"))  # the killed run's temporary file was cleaned up
 
 
 @pytest.mark.slow
@@ -308,3 +318,60 @@ def test_score_with_a_captioner_adds_text_text_similarity(bench_run, tmp_path, c
     expected = scorer.text_similarity([row["prompt"]], [row["caption"]], ensemble_a=True)[0]
     assert row["metrics"]["text_text_similarity"] == pytest.approx(float(expected), abs=1e-6)
     assert "text_text_similarity" in (run / "summary.md").read_text()
+
+
+def _fast_config(root: Path, clip_dir, **changes) -> BenchConfig:
+    settings = dict(output_dir=root / "run", methods=["none"], prompt_set=PROMPT_ITEMS[:2], seeds=[0],
+                    clip_model=str(clip_dir), **FAST)
+    settings.update(changes)
+    return BenchConfig(**settings)
+
+
+PROMPT_ITEMS = [PromptItem(row["id"], row["prompt"], None, row.get("token_groups")) for row in PROMPTS]
+
+
+def test_runs_add_methods_and_seeds_to_one_folder(tmp_path, clip_dir):
+    first = run_benchmark(_fast_config(tmp_path, clip_dir))
+    assert first.generated == 2
+    second = run_benchmark(_fast_config(tmp_path, clip_dir, methods=["syngen"], seeds=[0, 1]))
+    assert second.generated == 2  # syngen at seeds 0 and 1... of "car-bench"; "cat-dog" has no modifier
+    methods = [(r["method"], r["prompt_id"], r["seed"], r["status"]) for r in second.records]
+    # the report covers the folder: the first run's plain images, with the new method beside them
+    assert ("none", "car-bench", 0, "ok") in methods and ("syngen", "car-bench", 1, "ok") in methods
+    assert ("syngen", "cat-dog", 0, "failed") in methods  # SynGen needs a modifier: recorded, not skipped
+    assert ("none", "car-bench", 1) not in [m[:3] for m in methods]  # never asked for: not a failure
+    assert second.summary["baseline"] == "none" and "syngen" in second.summary["deltas"]
+
+
+def test_a_changed_prompt_text_is_refused(tmp_path, clip_dir):
+    run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=PROMPT_ITEMS[:1]))
+    changed = [PromptItem("car-bench", "a red car and a green bench", None, [["red", "car"], ["green", "bench"]])]
+    with pytest.raises(ValueError, match="prompt id 'car-bench'.*another output folder"):
+        run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=changed))
+
+
+def test_another_scorer_rescores_and_no_scorer_hides_old_metrics(tmp_path, clip_dir):
+    first = run_benchmark(_fast_config(tmp_path, clip_dir))
+    assert first.scored == 2
+    other = run_benchmark(_fast_config(tmp_path, clip_dir, clip_model="tiny-clip"))
+    assert other.generated == 0 and other.scored == 2  # new scorer: scored again, without --force
+    assert all(r["scorer"] == {"clip": "tiny-clip", "captioner": None} for r in other.records)
+    unscored = run_benchmark(_fast_config(tmp_path, clip_dir, clip_model=None))
+    assert unscored.scored == 0
+    assert all(r["metrics"] is None and r["scored_by"]["clip"] == "tiny-clip" for r in unscored.records)
+    assert unscored.summary["metrics"] == []
+
+
+def test_bad_clip_folder_fails_before_anything_is_written(tmp_path, capsys):
+    args = ["bench", "--prompts", "attend_and_excite:animals", "--num-prompts", "1", "--clip-model",
+            str(tmp_path / "no-clip"), "--output-dir", str(tmp_path / "run"), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "CLIP model folder" in err and "does not exist" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_several_processes_need_an_output_dir(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["bench", "--clip-model", "none", "--quiet"]) == 2
+    assert "--output-dir is required" in capsys.readouterr().err

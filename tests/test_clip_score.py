@@ -117,5 +117,8 @@ def test_bad_input_errors(scorer, images, tmp_path):
         scorer.clip_score(images.astype(np.float32), PROMPTS)  # 0..255 floats
     with pytest.raises(ValueError, match="3 channels"):
         scorer.clip_score(np.zeros((1, 8, 8, 4), dtype=np.uint8), PROMPTS[:1])
-    with pytest.raises(OSError, match="Could not load a CLIP model"):
+    with pytest.raises(OSError, match="CLIP model folder .*missing' does not exist"):
         ClipScorer.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError, match="Could not load a CLIP model from .*empty"):
+        ClipScorer.from_pretrained(tmp_path / "empty")

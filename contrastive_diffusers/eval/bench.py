@@ -1,42 +1,58 @@
 """Scripted benchmarks: model x guidance methods x prompt set x seeds -> images, metrics, reports.
 
-:func:`run_benchmark` does the whole job in three stages, each resumable:
+:func:`run_benchmark` checks its whole input first (prompt set, model, CLIP model, captioner,
+token groups, the folder's earlier settings), then works in three stages, each resumable:
 
 1. **generate**: one image per (method, prompt, seed), with a CPU generator seeded per image so
    that a seed means the same starting noise for every method, on every device and in every
    process. Each image is written as ``<run>/<method>/<prompt-id>/<seed>.png`` (and
    ``<seed>-attention.png``, the last guided step's maps) and then described by a record
-   ``<seed>.json`` beside it. A re-run skips every image whose record says ``"ok"``.
-2. **score**: the records without metrics (or scored by another CLIP model) are scored in
-   batches with :func:`~.metrics.image_metrics` and rewritten.
-3. **report** (main process only): every record of the run gathered into ``metrics.jsonl``,
+   ``<seed>.json`` beside it. A re-run skips every image whose record says ``"ok"`` for the
+   same prompt and token groups.
+2. **score**: the records without metrics, or scored by another CLIP model or captioner, are
+   scored in batches with :func:`~.metrics.image_metrics` and rewritten.
+3. **report** (main process only): every record of the folder gathered into ``metrics.jsonl``,
    ``summary.json``, ``summary.md`` and a self-contained ``report.html``.
 
 Every file is written to a temporary name and renamed, so killing the run at any moment
-loses at most the image in progress. Under ``accelerate launch`` / ``torchrun`` each process
-takes every n-th (prompt, seed) pair (all methods of a pair stay on one process) and the
-main process gathers the records once all are done; the run folder must be on a file system
-every process sees.
+loses at most the image in progress. Several runs may fill one folder (more methods, prompts
+or seeds); see :mod:`.run_folder` for what they must share. Under ``accelerate launch`` /
+``torchrun`` each process takes every n-th (prompt, seed) pair (all methods of a pair stay on
+one process) and the main process gathers the records once all are done; the run folder must
+be on a file system every process sees.
 
-:func:`score_run` runs stages 2 and 3 alone on an existing run folder (``score`` command).
+:func:`score_run` runs stages 2 and 3 alone on an existing folder (the ``score`` command).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..atomic_io import atomic_path, jsonable, read_json, save_image_atomic, write_json_atomic, write_jsonl_atomic
+from ..atomic_io import atomic_path, jsonable, save_image_atomic, write_json_atomic, write_jsonl_atomic
 from .prompts import PromptItem, contrast_set, load_prompt_set
+from .run_folder import (
+    BenchInputError,
+    Ledger,
+    gather,
+    new_record,
+    read_record,
+    record_path,
+    remove_stale_temporaries,
+)
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"  # the Attend-and-Excite protocol's CLIP
 TINY_CLIP = "tiny-clip"  # random weights, offline: exercises the machinery only
-BENCH_FILE = "bench.json"
+# Processes wait for each other at the end of generation; a long share must not time out.
+_PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 
-__all__ = ["BenchConfig", "BenchResult", "run_benchmark", "score_run", "DEFAULT_CLIP_MODEL", "TINY_CLIP"]
+__all__ = ["BenchConfig", "BenchResult", "BenchInputError", "run_benchmark", "score_run", "DEFAULT_CLIP_MODEL",
+           "TINY_CLIP"]
 
 
 @dataclass
@@ -72,20 +88,25 @@ class BenchConfig:
         self.methods = list(dict.fromkeys(self.methods))
         self.seeds = list(dict.fromkeys(int(s) for s in self.seeds))
         if not self.methods:
-            raise ValueError("BenchConfig needs at least one method (e.g. ['none', 'conform']).")
+            raise BenchInputError("BenchConfig needs at least one method (e.g. ['none', 'conform']).")
         if not self.seeds:
-            raise ValueError("BenchConfig needs at least one seed.")
+            raise BenchInputError("BenchConfig needs at least one seed.")
         if self.num_prompts is not None and self.num_prompts < 1:
-            raise ValueError(f"num_prompts must be at least 1, got {self.num_prompts}.")
+            raise BenchInputError(f"num_prompts must be at least 1, got {self.num_prompts}.")
         if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}.")
+            raise BenchInputError(f"steps must be at least 1, got {self.steps}.")
+
+    def settings(self) -> dict:
+        """The plain settings (no scorer or captioner objects: those are named, not copied)."""
+        skip = ("clip_model", "captioner", "prompt_set")
+        return jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip})
 
 
 @dataclass
 class BenchResult:
     run_dir: Path
-    records: list[dict]  # the gathered records (main process); this process's share elsewhere
-    summary: dict | None
+    records: list[dict]  # every record of the folder (main process; empty elsewhere)
+    summary: dict | None  # None on the other processes
     generated: int  # images this process made in this call (0 on a finished re-run)
     scored: int  # records this process scored in this call
     failed: int = 0
@@ -106,15 +127,32 @@ class _Item:
     contrast: dict | None  # perturbation -> caption
 
 
+@dataclass
+class _Setup:
+    state: Any
+    items: list[_Item]
+    methods: dict
+    pipe: Any
+    options: dict
+    scorer: Any
+    captioner: Any
+    scorer_key: dict | None
+    ledger: Ledger
+    run_info: dict
+
+
 def _load_items(config: BenchConfig) -> list[PromptItem]:
-    items = config.prompt_set if not isinstance(config.prompt_set, (str, Path)) else load_prompt_set(str(config.prompt_set))
-    items = list(items)
+    source = config.prompt_set
+    items = list(load_prompt_set(str(source)) if isinstance(source, (str, os.PathLike)) else source)
     if not items:
-        raise ValueError(f"The prompt set {config.prompt_set!r} holds no prompts.")
+        raise BenchInputError(f"The prompt set {source!r} holds no prompts.")
     ids = [item.id for item in items]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
-        raise ValueError(f"Prompt ids must be unique in a run; repeated: {', '.join(duplicates[:5])}.")
+        raise BenchInputError(f"Prompt ids must be unique in a run; repeated: {', '.join(duplicates[:5])}.")
+    if config.num_prompts and config.num_prompts > len(items):
+        print(f"warning: the prompt set has {len(items)} prompts; --num-prompts {config.num_prompts} uses all of them",
+              file=sys.stderr)
     return items[: config.num_prompts] if config.num_prompts else items
 
 
@@ -126,13 +164,12 @@ def _prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: 
     prepared = []
     for item in items:
         spec = item.token_groups or "auto"
-        errors, words = {}, None
+        errors, words, groups = {}, None, None
         try:
             groups = resolve_groups(tokenizer, item.prompt, spec)
             words = [list(g.words) for g in groups]
         except ValueError as err:
-            groups, message = None, str(err)
-            errors = {name: message for name, method in methods.items() if method is not None}
+            errors = {name: str(err) for name, method in methods.items() if method is not None}
         for name, method in methods.items():
             if method is not None and groups is not None:
                 try:
@@ -153,98 +190,129 @@ def _contrast_captions(item: PromptItem, words) -> dict | None:
     return {v.metadata["perturbation"]: v.prompt for v in variants} or None
 
 
-def _fingerprint(config: BenchConfig, pipe, methods: dict, dtype_name: str, options: dict) -> dict:
-    """What must not change between the runs that fill one folder."""
-    return {
+def _name_of(model) -> str | None:
+    """How records name a scorer or captioner: the id or folder, or the loaded object's name."""
+    if model is None:
+        return None
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    return getattr(model, "name", None) or type(model).__name__
+
+
+def _load_scorer(clip_model, device: str):
+    from .clip_score import ClipScorer
+
+    if clip_model is None or not isinstance(clip_model, (str, os.PathLike)):
+        return clip_model
+    if clip_model == TINY_CLIP:
+        from ..testing import tiny_clip
+
+        return ClipScorer(*tiny_clip(), device=device, name=TINY_CLIP)
+    return ClipScorer.from_pretrained(clip_model, device=device)
+
+
+def _load_captioner(captioner, device: str):
+    if captioner is None or not isinstance(captioner, (str, os.PathLike)):
+        return captioner
+    from .captioner import Captioner
+
+    return Captioner.from_pretrained(captioner, device=device)
+
+
+def _scorer_key(clip_model, captioner) -> dict | None:
+    """What a record's metrics depend on besides the image: re-score when it changes."""
+    return None if clip_model is None else {"clip": _name_of(clip_model), "captioner": _name_of(captioner)}
+
+
+def _state():
+    from accelerate import PartialState
+
+    return PartialState(timeout=_PROCESS_GROUP_TIMEOUT)
+
+
+def _device_for(config_device: str, state) -> str:
+    from ..loading import resolve_device
+
+    if config_device == "auto" and state.num_processes > 1:
+        return str(state.device)  # accelerate gave each process its own GPU (or the CPU)
+    return resolve_device(config_device)
+
+
+def _setup(config: BenchConfig) -> _Setup:
+    """Everything that can fail on the user's input, before anything is written."""
+    from ..loading import load_pipeline, resolve_dtype
+    from ..runs import build_methods, generation_options
+
+    state = _state()
+    try:
+        items = _load_items(config)
+        methods = build_methods(config.methods)
+        device = _device_for(config.device, state)
+        dtype, dtype_name = resolve_dtype(config.dtype, device)
+        pipe = load_pipeline(config.model, device, dtype, quiet=True)
+        scorer = _load_scorer(config.clip_model, device)
+        captioner = _load_captioner(config.captioner, device) if scorer is not None else None
+    except OSError as err:  # missing prompt file, CLIP or captioner folder
+        raise BenchInputError(str(err)) from None
+    options = generation_options(
+        pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt
+    )
+    fingerprint = {
         "model": config.model,
         "pipeline": type(pipe).__name__,
         "dtype": dtype_name,
         "generation": {**options, "attn_res": list(config.attn_res) if config.attn_res else None},
-        "methods": {name: (m.config() if m is not None else None) for name, m in methods.items()},
     }
-
-
-def _check_same_run(run_dir: Path, fingerprint: dict, items: list[PromptItem]) -> None:
-    path = run_dir / BENCH_FILE
-    if not path.exists():
-        return
-    previous = read_json(path)
-    old = previous.get("fingerprint", {})
-    new = jsonable(fingerprint)
-    for key in ("model", "pipeline", "dtype", "generation"):
-        if old.get(key) != new[key]:
-            raise ValueError(
-                f"{run_dir} holds a run made with different settings ({key}: {old.get(key)!r} there, "
-                f"{new[key]!r} now). Resume with the same settings, or choose another output folder."
-            )
-    for name, method_config in new["methods"].items():
-        if name in old.get("methods", {}) and old["methods"][name] != method_config:
-            raise ValueError(
-                f"{run_dir} holds images of method {name!r} made with another configuration; "
-                "resume with the same method settings, or choose another output folder."
-            )
-    old_prompts = previous.get("prompts", {})
-    for item in items:
-        if item.id in old_prompts and old_prompts[item.id] != item.prompt:
-            raise ValueError(
-                f"{run_dir} has prompt id {item.id!r} as {old_prompts[item.id]!r}, the prompt set now says "
-                f"{item.prompt!r}; use another output folder for a changed prompt set."
-            )
+    ledger = Ledger.load(config.output_dir)
+    ledger.merge(
+        fingerprint,
+        {name: (m.config() if m is not None else None) for name, m in methods.items()},
+        {item.id: item.prompt for item in items},
+        {item.id: item.category for item in items},
+        config.seeds,
+    )
+    prepared = _prepare_items(pipe, items, methods, config.contrast)
+    key = _scorer_key(config.clip_model, config.captioner)
+    run_info = {
+        "model": config.model,
+        "prompt_set": str(config.prompt_set) if isinstance(config.prompt_set, (str, os.PathLike)) else "(items)",
+        "clip_model": key and key["clip"],
+        "captioner": key and key["captioner"],
+        "device": device,
+    }
+    return _Setup(state, prepared, methods, pipe, options, scorer, captioner, key, ledger, run_info)
 
 
 # ============================================================================ stage 1: generate
 
 
-def _record_path(run_dir: Path, method: str, prompt_id: str, seed: int) -> Path:
-    return run_dir / method / prompt_id / f"{seed}.json"
+def _record_for(name: str, item: _Item, seed: int) -> dict:
+    p = item.prompt
+    return new_record(name, p.id, p.prompt, p.category, seed, item.words, item.contrast)
 
 
-def _read_record(path: Path) -> dict | None:
-    try:
-        return read_json(path)
-    except FileNotFoundError:
-        return None
-    except ValueError:  # cannot happen with atomic writes, but a hand-edited file must not stop the run
-        return None
+def _make_image(run_dir: Path, setup: _Setup, name: str, item: _Item, seed: int, config: BenchConfig) -> dict:
+    import torch
 
-
-def _base_record(method: str, item: _Item, seed: int) -> dict:
-    prompt = item.prompt
-    return {
-        "method": method,
-        "prompt_id": prompt.id,
-        "prompt": prompt.prompt,
-        "category": prompt.category,
-        "seed": seed,
-        "image": None,
-        "attention": None,
-        "status": "failed",
-        "error": None,
-        "seconds": None,
-        "token_groups": item.words,
-        "contrast_captions": item.contrast,
-        "guidance": None,
-        "metrics": None,
-        "scorer": None,
-    }
-
-
-def _make_image(run_dir: Path, pipe, name: str, method, item: _Item, seed: int, options, config) -> dict:
     from ..guidance.visualize import save_output_heatmaps
     from ..runs import generate_image, guidance_summary
 
-    record = _base_record(name, item, seed)
+    record = _record_for(name, item, seed)
     if name in item.errors:
         record["error"] = item.errors[name]
         return record
+    method = setup.methods[name]
     stem = f"{name}/{item.prompt.id}/{seed}"
     start = time.perf_counter()
     try:
-        output = generate_image(
-            pipe, item.prompt.prompt, seed, options, method, item.spec, config.attn_res, config.heatmaps
-        )
+        output = generate_image(setup.pipe, item.prompt.prompt, seed, setup.options, method, item.spec,
+                                config.attn_res, config.heatmaps)
     except ValueError as err:  # the pipeline rejecting this input: record it, go on with the others
         record["error"] = str(err)
+        return record
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        record["error"] = "out of GPU memory: use a smaller --height/--width or --dtype float16"
         return record
     record["seconds"] = round(time.perf_counter() - start, 3)
     save_image_atomic(output.images[0], run_dir / f"{stem}.png")
@@ -258,19 +326,40 @@ def _make_image(run_dir: Path, pipe, name: str, method, item: _Item, seed: int, 
     return record
 
 
-def _generate(run_dir, pipe, methods, options, config, shard, progress) -> int:
-    jobs = [(name, item, seed) for item, seed in shard for name in methods]
+def _still_valid(run_dir: Path, record: dict | None, name: str, item: _Item) -> bool:
+    """A finished image of this prompt with these token groups (plain images do not use them)."""
+    return bool(
+        record
+        and record.get("status") == "ok"
+        and (run_dir / record["image"]).is_file()
+        and record.get("prompt") == item.prompt.prompt
+        and (name == "none" or record.get("token_groups") == item.words)
+    )
+
+
+def _refresh(path: Path, record: dict, item: _Item) -> None:
+    """Bring a kept record's scoring inputs up to date; changed inputs mean new metrics."""
+    if record.get("token_groups") != item.words or record.get("contrast_captions") != item.contrast:
+        record.update(token_groups=item.words, contrast_captions=item.contrast, metrics=None)
+        write_json_atomic(path, record)
+
+
+def _generate(run_dir: Path, setup: _Setup, config: BenchConfig, shard, progress) -> int:
     todo = []
-    for name, item, seed in jobs:
-        record = _read_record(_record_path(run_dir, name, item.prompt.id, seed))
-        if not (record and record.get("status") == "ok" and (run_dir / record["image"]).is_file()):
-            todo.append((name, item, seed))
+    for item, seed in shard:
+        for name in setup.methods:
+            path = record_path(run_dir, name, item.prompt.id, seed)
+            record = read_record(path)
+            if _still_valid(run_dir, record, name, item):
+                _refresh(path, record, item)
+            else:
+                todo.append((name, item, seed))
     bar = progress(total=len(todo), desc="generate", unit="img")
     generated = 0
     for name, item, seed in todo:
-        path = _record_path(run_dir, name, item.prompt.id, seed)
+        path = record_path(run_dir, name, item.prompt.id, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = _make_image(run_dir, pipe, name, methods[name], item, seed, options, config)
+        record = _make_image(run_dir, setup, name, item, seed, config)
         write_json_atomic(path, record)
         if record["status"] == "ok":
             generated += 1
@@ -284,30 +373,6 @@ def _generate(run_dir, pipe, methods, options, config, shard, progress) -> int:
 # ============================================================================ stage 2: score
 
 
-def _scorer_name(clip_model) -> str:
-    return clip_model if isinstance(clip_model, str) else getattr(clip_model, "name_or_path", type(clip_model).__name__)
-
-
-def _load_scorer(clip_model, device: str):
-    from .clip_score import ClipScorer
-
-    if not isinstance(clip_model, str):
-        return clip_model
-    if clip_model == TINY_CLIP:
-        from ..testing import tiny_clip
-
-        return ClipScorer(*tiny_clip(), device=device)
-    return ClipScorer.from_pretrained(clip_model, device=device)
-
-
-def _load_captioner(captioner, device: str):
-    if captioner is None or not isinstance(captioner, str):
-        return captioner
-    from .captioner import Captioner
-
-    return Captioner.from_pretrained(captioner, device=device)
-
-
 def _open_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
@@ -318,20 +383,21 @@ def _open_image(path: Path):
         raise OSError(f"cannot read image {path}: {err}") from None
 
 
-def _score(run_dir: Path, paths: list[Path], scorer, scorer_name: str, captioner, force: bool, progress) -> int:
+def _score(run_dir: Path, paths: list[Path], scorer, captioner, key: dict, force: bool, progress) -> int:
     """Score the records at ``paths`` that need it; an unreadable image becomes a failed record."""
     from .metrics import image_metrics
 
     pending = []
     for path in paths:
-        record = _read_record(path)
-        if record and record["status"] == "ok" and (force or record.get("scorer") != scorer_name or record["metrics"] is None):
+        record = read_record(path)
+        if record and record["status"] == "ok" and (force or record["metrics"] is None or record.get("scorer") != key):
             pending.append((path, record))
     batch_size = getattr(scorer, "batch_size", 16)
     bar = progress(total=len(pending), desc="score", unit="img")
     for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
         readable = []
-        for path, record in pending[start : start + batch_size]:
+        for path, record in batch:
             try:
                 readable.append((path, record, _open_image(run_dir / record["image"])))
             except OSError as err:
@@ -351,9 +417,9 @@ def _score(run_dir: Path, paths: list[Path], scorer, scorer_name: str, captioner
                 captions=captions,
             )
             for i, ((path, record, _), result) in enumerate(zip(readable, results)):
-                record.update(result, scorer=scorer_name, caption=captions[i] if captions else None)
+                record.update(result, scorer=key, caption=captions[i] if captions else None)
                 write_json_atomic(path, record)
-        bar.update(len(pending[start : start + batch_size]))
+        bar.update(len(batch))
     bar.close()
     return len(pending)
 
@@ -361,19 +427,7 @@ def _score(run_dir: Path, paths: list[Path], scorer, scorer_name: str, captioner
 # ============================================================================ stage 3: report
 
 
-def _gather(run_dir: Path, jobs: list[tuple[str, str, int]], item_by_id: dict) -> list[dict]:
-    records = []
-    for name, prompt_id, seed in jobs:
-        record = _read_record(_record_path(run_dir, name, prompt_id, seed))
-        if record is None:
-            item = item_by_id[prompt_id]
-            record = _base_record(name, item, seed)
-            record["error"] = "no record: the process that owned this image stopped before making it; re-run to finish"
-        records.append(record)
-    return records
-
-
-def _write_reports(run_dir: Path, records: list[dict], run_info: dict, max_prompts, quiet: bool) -> tuple[dict, dict]:
+def _write_reports(run_dir: Path, records: list[dict], ledger: Ledger, run_info: dict, max_prompts, quiet: bool):
     from . import report
 
     summary = report.summarize(records)
@@ -386,7 +440,7 @@ def _write_reports(run_dir: Path, records: list[dict], run_info: dict, max_promp
     write_jsonl_atomic(files["metrics"], records)
     write_json_atomic(files["summary"], summary)
     title = f"Benchmark: {run_info.get('model')} on {run_info.get('prompt_set')}"
-    shown = _display_info(run_info)
+    shown = _display_info(ledger, run_info)
     report.write_markdown(summary, files["markdown"], title=title, run_info=shown)
     report.write_html(records, summary, run_dir, files["html"], title=title, run_info=shown, max_prompts=max_prompts)
     if not quiet:
@@ -395,27 +449,52 @@ def _write_reports(run_dir: Path, records: list[dict], run_info: dict, max_promp
     return summary, files
 
 
-def _display_info(run_info: dict) -> dict:
+def _display_info(ledger: Ledger, run_info: dict) -> dict:
     """The run's settings as the reports show them: one short line each."""
     from ..loading import TINY_MODELS
+    from ..runs import versions
 
-    generation = run_info.get("fingerprint", {}).get("generation", {})
+    data = ledger.data
+    generation = data["fingerprint"]["generation"]
     shown = {
         "model": run_info.get("model"),
-        "prompt set": f"{run_info.get('prompt_set')} ({len(run_info.get('prompts', {}))} prompts)",
-        "methods": ", ".join(run_info.get("methods", [])),
-        "seeds": ", ".join(str(s) for s in run_info.get("seeds", [])),
+        "prompt set": f"{run_info.get('prompt_set')} ({len(data['prompts'])} prompts in the folder)",
+        "methods": ", ".join(data["methods"]),
+        "seeds": ", ".join(str(s) for s in data["seeds"]),
         "steps": generation.get("num_inference_steps"),
         "size": f"{generation.get('height')} x {generation.get('width')}",
         "guidance scale": generation.get("guidance_scale"),
-        "CLIP model": run_info.get("clip_model"),
+        "CLIP model": run_info.get("clip_model") or "none (not scored)",
         "captioner": run_info.get("captioner") or "none",
-        "device": f"{run_info.get('device')}, {run_info.get('fingerprint', {}).get('dtype')}",
-        "versions": ", ".join(f"{k} {v}" for k, v in run_info.get("versions", {}).items()),
+        "device": f"{run_info.get('device')}, {data['fingerprint'].get('dtype')}",
+        "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
     }
     if run_info.get("model") in TINY_MODELS or run_info.get("clip_model") == TINY_CLIP:
         shown["note"] = "random-weight test models: these numbers exercise the machinery and mean nothing"
     return shown
+
+
+def _requested(ledger: Ledger) -> set:
+    """Every (method, prompt id, seed) some run of the folder asked for."""
+    return {
+        (method, prompt_id, seed)
+        for run in ledger.data["runs"]
+        for prompt_id in run["prompt_ids"]
+        for seed in run["seeds"]
+        for method in run["methods"]
+    }
+
+
+def _finish(run_dir: Path, state, ledger: Ledger, run_info: dict, key, counts, max_prompts, quiet) -> BenchResult:
+    """Main process: gather every record of the folder, write the reports and the final status."""
+    generated, scored = counts
+    if not state.is_main_process:
+        return BenchResult(run_dir, [], None, generated, scored)
+    records = gather(run_dir, ledger, _requested(ledger), key)
+    summary, files = _write_reports(run_dir, records, ledger, run_info, max_prompts, quiet)
+    failed = sum(r["status"] != "ok" for r in records)
+    ledger.save(status="finished" if not failed else "finished with failures", failed=failed, last_run=run_info)
+    return BenchResult(run_dir, records, summary, generated, scored, failed, files)
 
 
 # ============================================================================ the runs
@@ -432,92 +511,39 @@ def _progress_factory(enabled: bool, state):
     return make
 
 
-def _device_for(config_device: str, state) -> str:
-    from ..loading import resolve_device
-
-    if config_device == "auto" and state.num_processes > 1:
-        return str(state.device)  # accelerate gave each process its own GPU (or the CPU)
-    return resolve_device(config_device)
-
-
 def run_benchmark(config: BenchConfig) -> BenchResult:
-    """Generate, score and report; see the module docstring. Raises ``ValueError`` (bad input)
-    or ``LoadError`` (model) before anything is written."""
-    from accelerate import PartialState
-
-    from ..loading import load_pipeline, resolve_dtype
-    from ..runs import build_methods, generation_options
-
-    state = PartialState()
+    """Generate, score and report; see the module docstring. Bad input raises
+    :class:`BenchInputError` (or ``LoadError`` for the model), both ``ValueError``, before
+    anything is written."""
+    setup = _setup(config)
+    state, ledger, run_dir = setup.state, setup.ledger, config.output_dir
     progress = _progress_factory(config.progress, state)
-    items = _load_items(config)
-    methods = build_methods(config.methods)
-    device = _device_for(config.device, state)
-    dtype, dtype_name = resolve_dtype(config.dtype, device)
-    pipe = load_pipeline(config.model, device, dtype, quiet=True)
-    options = generation_options(
-        pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt
-    )
-    fingerprint = _fingerprint(config, pipe, methods, dtype_name, options)
-    run_dir = config.output_dir
-    _check_same_run(run_dir, fingerprint, items)
-    prepared = _prepare_items(pipe, items, methods, config.contrast)
-    state.wait_for_everyone()  # every process has checked the folder before any writes to it
-
-    run_info = {**_run_info(config, items, device), "fingerprint": fingerprint}
     if state.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / BENCH_FILE, {**run_info, "status": "running"})
-    state.wait_for_everyone()
+        if run_dir.exists():
+            remove_stale_temporaries(run_dir)
+        ledger.data["runs"].append({
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "methods": list(setup.methods),
+            "prompt_ids": [item.prompt.id for item in setup.items],
+            "seeds": list(config.seeds),
+            "settings": config.settings(),
+            "run_info": setup.run_info,
+        })
+        ledger.save(status="running")
+    state.wait_for_everyone()  # the folder exists and is clean before any process writes to it
 
-    pairs = [(item, seed) for item in prepared for seed in config.seeds]
+    pairs = [(item, seed) for item in setup.items for seed in config.seeds]
     shard = pairs[state.process_index :: state.num_processes]
-    generated = _generate(run_dir, pipe, methods, options, config, shard, progress)
-    del pipe  # free the generator's memory before CLIP loads
+    generated = _generate(run_dir, setup, config, shard, progress)
+    setup.pipe = None  # free the generator's memory before scoring
 
     scored = 0
-    if config.clip_model is not None:
-        paths = [_record_path(run_dir, n, item.prompt.id, seed) for item, seed in shard for n in methods]
-        scorer = _load_scorer(config.clip_model, device)
-        captioner = _load_captioner(config.captioner, device)
-        scored = _score(run_dir, paths, scorer, _scorer_name(config.clip_model), captioner, False, progress)
+    if setup.scorer is not None:
+        paths = [record_path(run_dir, name, item.prompt.id, seed) for item, seed in shard for name in setup.methods]
+        scored = _score(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress)
     state.wait_for_everyone()
-    counts = (generated, scored)
-    return _finish(run_dir, state, pairs, list(methods), run_info, counts, config.report_max_prompts, not config.progress)
-
-
-def _finish(run_dir, state, pairs, method_names, run_info, counts, max_prompts, quiet) -> BenchResult:
-    """Main process: gather every record of the run, write the reports and the final status."""
-    generated, scored = counts
-    if not state.is_main_process:
-        return BenchResult(run_dir, [], None, generated, scored)
-    jobs = [(name, item.prompt.id, seed) for item, seed in pairs for name in method_names]
-    item_by_id = {item.prompt.id: item for item, _ in pairs}
-    records = _gather(run_dir, jobs, item_by_id)
-    summary, files = _write_reports(run_dir, records, run_info, max_prompts, quiet)
-    failed = sum(r["status"] != "ok" for r in records)
-    status = "finished" if not failed else "finished with failures"
-    write_json_atomic(run_dir / BENCH_FILE, {**run_info, "status": status, "failed": failed})
-    return BenchResult(run_dir, records, summary, generated, scored, failed, files)
-
-
-def _run_info(config: BenchConfig, items: list[PromptItem], device: str) -> dict:
-    from ..runs import versions
-
-    prompt_set = config.prompt_set if isinstance(config.prompt_set, (str, Path)) else "(items)"
-    return {
-        "model": config.model,
-        "prompt_set": str(prompt_set),
-        "prompts": {item.id: item.prompt for item in items},
-        "methods": list(config.methods),
-        "seeds": list(config.seeds),
-        "steps": config.steps,
-        "clip_model": _scorer_name(config.clip_model) if config.clip_model is not None else None,
-        "captioner": _scorer_name(config.captioner) if config.captioner is not None else None,
-        "device": device,
-        "versions": versions(),
-        "config": {k: v for k, v in asdict(config).items() if k not in ("clip_model", "captioner", "prompt_set")},
-    }
+    return _finish(run_dir, state, ledger, setup.run_info, setup.scorer_key, (generated, scored),
+                   config.report_max_prompts, not config.progress)
 
 
 def score_run(
@@ -532,28 +558,26 @@ def score_run(
     """Score (or, with ``force``, re-score) the images of an existing benchmark folder and
     rewrite its reports. Images that cannot be read become failed records, listed in the
     reports; nothing is generated."""
-    from accelerate import PartialState
-
     run_dir = Path(run_dir)
-    if not (run_dir / BENCH_FILE).is_file():
-        raise FileNotFoundError(
-            f"{run_dir} is not a benchmark folder (no {BENCH_FILE}); pass the output folder of a `bench` run."
+    ledger = Ledger.load(run_dir)
+    if not ledger.exists:
+        raise BenchInputError(
+            f"{run_dir} is not a benchmark folder (no bench.json); pass the output folder of a `bench` run."
         )
-    state = PartialState()
-    info = read_json(run_dir / BENCH_FILE)
-    prompts = info["prompts"]
-    method_names, seeds = info["methods"], info["seeds"]
-    pairs = [(prompt_id, seed) for prompt_id in prompts for seed in seeds]
-    shard = pairs[state.process_index :: state.num_processes]
-    paths = [_record_path(run_dir, n, prompt_id, seed) for prompt_id, seed in shard for n in method_names]
+    if clip_model is None:
+        raise BenchInputError("score_run needs a CLIP model (a hub id, a folder or 'tiny-clip').")
+    state = _state()
     device = _device_for(device, state)
-    make_progress = _progress_factory(progress, state)
-    scored = _score(
-        run_dir, paths, _load_scorer(clip_model, device), _scorer_name(clip_model),
-        _load_captioner(captioner, device), force, make_progress,
-    )
+    try:
+        scorer, captioner_model = _load_scorer(clip_model, device), _load_captioner(captioner, device)
+    except OSError as err:
+        raise BenchInputError(str(err)) from None
+    key = _scorer_key(clip_model, captioner)
+    pairs = list(dict.fromkeys((prompt_id, seed) for _, prompt_id, seed in ledger.all_jobs()))
+    shard = pairs[state.process_index :: state.num_processes]
+    paths = [record_path(run_dir, m, prompt_id, seed) for prompt_id, seed in shard for m in ledger.data["methods"]]
+    scored = _score(run_dir, paths, scorer, captioner_model, key, force, _progress_factory(progress, state))
     state.wait_for_everyone()
-    info.update(clip_model=_scorer_name(clip_model), captioner=_scorer_name(captioner) if captioner else None)
-    items = {pid: _Item(PromptItem(pid, text), "auto", None, {}, None) for pid, text in prompts.items()}
-    fake_pairs = [(items[pid], seed) for pid, seed in pairs]
-    return _finish(run_dir, state, fake_pairs, method_names, info, (0, scored), report_max_prompts, not progress)
+    last = ledger.data.get("last_run", {})
+    run_info = {**last, "clip_model": key["clip"], "captioner": key["captioner"], "device": device}
+    return _finish(run_dir, state, ledger, run_info, key, (0, scored), report_max_prompts, not progress)

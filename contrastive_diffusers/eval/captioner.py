@@ -44,6 +44,8 @@ class Captioner:
         max_new_tokens: int = 30,
         num_beams: int = 1,
     ):
+        # What records say captioned them: the hub id or folder, else the model's own record of it.
+        self.name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         if batch_size < 1 or max_new_tokens < 1 or num_beams < 1:
             raise ValueError(
                 f"batch_size, max_new_tokens and num_beams must be positive; got {batch_size}, "
@@ -82,7 +84,7 @@ class Captioner:
                 f"'Salesforce/blip-image-captioning-base') or a folder with config.json, weights and the "
                 f"processor files. ({err})"
             ) from err
-        return cls(
+        captioner = cls(
             model,
             processor,
             device=device,
@@ -91,6 +93,8 @@ class Captioner:
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
         )
+        captioner.name = str(name_or_path)
+        return captioner
 
     @torch.no_grad()
     def caption(self, images) -> list[str]:

@@ -19,12 +19,14 @@ converted to the same 8-bit RGB images first, so every form of one picture score
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from ..loading import looks_like_folder
 from .templates import IMAGENET_TEMPLATES
 
 DEFAULT_ANTONYMS = (("Good photo.", "Bad photo."),)
@@ -82,7 +84,9 @@ def split_prompt(prompt: str, token_groups: Sequence[Sequence[str]] | None = Non
 class ClipScorer:
     """Scores images against texts with a CLIP model. Build it with :meth:`from_pretrained`."""
 
-    def __init__(self, model, processor, device=None, dtype=None, batch_size: int = 32):
+    def __init__(self, model, processor, device=None, dtype=None, batch_size: int = 32, name: str | None = None):
+        # What records say scored them: the hub id or folder, else the model's own record of it.
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.model = model.to(self.device, self.dtype).eval()
@@ -93,18 +97,22 @@ class ClipScorer:
     @classmethod
     def from_pretrained(cls, name_or_path, device=None, dtype=None, batch_size: int = 32) -> "ClipScorer":
         """Load a CLIP checkpoint (hub id or local folder) with its processor."""
+        from huggingface_hub.errors import HFValidationError
         from transformers import CLIPModel, CLIPProcessor
 
+        name_or_path = os.fspath(name_or_path)
+        if looks_like_folder(name_or_path) and not os.path.isdir(os.path.expanduser(name_or_path)):
+            raise OSError(f"CLIP model folder {name_or_path!r} does not exist; pass a folder or a hub id.")
         try:
-            model = CLIPModel.from_pretrained(name_or_path)
-            processor = CLIPProcessor.from_pretrained(name_or_path)
-        except OSError as err:
+            model = CLIPModel.from_pretrained(os.path.expanduser(name_or_path))
+            processor = CLIPProcessor.from_pretrained(os.path.expanduser(name_or_path))
+        except (OSError, HFValidationError) as err:
             raise OSError(
                 f"Could not load a CLIP model from {name_or_path!r}: pass a hub id (e.g. "
                 f"'openai/clip-vit-base-patch16') or a folder with config.json, weights and the processor files. "
                 f"({err})"
             ) from err
-        return cls(model, processor, device=device, dtype=dtype, batch_size=batch_size)
+        return cls(model, processor, device=device, dtype=dtype, batch_size=batch_size, name=name_or_path)
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()

@@ -8,6 +8,10 @@ prompt-caption text similarity. The image embeddings are computed once and share
 Contrast captions (see :func:`~.prompts.contrast_set`) are compared with the image's own
 prompt as raw captions, without template ensembling, as in Winoground's text score: a
 contrast caption is "correct" when CLIP ranks the image's own prompt strictly above it.
+``binding_accuracy`` is the fraction correct over the binding perturbations (attributes or
+objects swapped), ``binding_text_score`` 1 when all of them are; ``replace_object_score``
+(one object replaced by another noun) tests presence, not binding, and is kept apart.
+``min_object_similarity`` needs at least two sub-prompts (objects), else it is ``None``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ METRIC_NAMES = (
     "quality",
     "binding_accuracy",
     "binding_text_score",
+    "replace_object_score",
 )
+BINDING_PERTURBATIONS = ("swap_attributes", "swap_objects")  # the others test presence, not binding
 
 
 @torch.no_grad()
@@ -66,16 +72,21 @@ def image_metrics(
         parts = split_prompt(prompt, groups)
         objects = {part: float(embed @ scorer.ensembled_text_embedding(part)) for part in parts}
         contrast = _contrast(scorer, embed, float(prompt_cos[i]), contrast_captions[i] if contrast_captions else None)
-        correct = [entry["correct"] for entry in contrast.values()] if contrast else []
+        contrast = contrast or {}
+        binding = [entry["correct"] for name, entry in contrast.items() if name in BINDING_PERTURBATIONS]
+        replaced = contrast.get("replace_object")
         metrics = {
             "clip_score": float((100 * prompt_cos[i]).clamp_min(0)),
             "full_similarity": float(embed @ scorer.ensembled_text_embedding(prompt)),
-            "min_object_similarity": min(objects.values()),
+            # one part is the whole prompt again, not an object: no minimum over objects then
+            "min_object_similarity": min(objects.values()) if len(objects) >= 2 else None,
             "text_text_similarity": float(text_text[i]) if text_text is not None else None,
             "quality": float(quality[i]),
-            "binding_accuracy": sum(correct) / len(correct) if correct else None,
-            "binding_text_score": float(all(correct)) if correct else None,
+            "binding_accuracy": sum(binding) / len(binding) if binding else None,
+            "binding_text_score": float(all(binding)) if binding else None,
+            "replace_object_score": float(replaced["correct"]) if replaced else None,
         }
+        contrast = contrast or None
         results.append({"metrics": metrics, "objects": objects, "contrast": contrast})
     return results
 

@@ -576,13 +576,21 @@ def _vocabulary_next(noun: str, avoid: set[str]) -> str | None:
     return None
 
 
+def _bindings(groups) -> frozenset:
+    """What a caption says: which attributes go with which noun."""
+    return frozenset((tuple(w.lower() for w in g[:-1]), g[-1].lower()) for g in groups)
+
+
 def contrast_set(item: PromptItem) -> list[PromptItem]:
     """Minimal perturbations of a prompt with token groups (Winoground-style contrast captions).
 
     - ``swap_attributes`` (exactly two groups, both with attributes, each group's attributes
       consecutive words): "a red car and a blue bench" -> "a blue car and a red bench".
-    - ``swap_objects`` (exactly two groups): nouns swap, attributes stay in place ->
-      "a red bench and a blue car".
+    - ``swap_objects`` (exactly two groups): nouns swap, attributes stay in place -> "a cat
+      and a red bench" becomes "a bench and a red cat". Left out when it binds the same
+      attributes to the same nouns as the prompt ("a dog and a cat" only paraphrases "a cat
+      and a dog") or as ``swap_attributes`` ("a red bench and a blue car" says what "a blue
+      car and a red bench" says): a contrast caption must mean something else.
     - ``replace_object``: the last group whose noun is in :data:`ANIMALS` or :data:`OBJECTS`
       gets the next noun of that list that is none of the prompt's nouns -> "a red car and a
       blue clock". Articles are left as they are ("a apple"), as in the published A&E set.
@@ -621,7 +629,8 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
             item.prompt, tokens, [(a_spans[-1], text(b_spans[-1])), (b_spans[-1], text(a_spans[-1]))]
         )
         new_groups = [groups[0][:-1] + groups[1][-1:], groups[1][:-1] + groups[0][-1:]]
-        results.append(("swap_objects", prompt, new_groups))
+        if _bindings(new_groups) not in [_bindings(groups)] + [_bindings(g) for _, _, g in results]:
+            results.append(("swap_objects", prompt, new_groups))
 
     nouns = {g[-1].lower() for g in groups}
     for index in reversed(range(len(groups))):

@@ -40,9 +40,11 @@ _HOW_TO_READ = (
     "(mean ± t · s/√n; \"n/a\" when only one image). Differences from the baseline are paired: "
     "each image is compared with the baseline's image of the same prompt and seed, and *wins* "
     "counts the pairs where the method scored higher. Binding accuracy is the fraction of "
-    "contrast captions (the prompt with objects or attributes swapped) that CLIP ranks below "
-    "the image's own caption; binding text score is 1 when all of them are (Winoground-style "
-    "text score). Failed images are left out of the means and listed under Failures."
+    "binding contrast captions (the prompt with the attributes or the objects swapped) that "
+    "CLIP ranks below the image's own prompt; binding text score is 1 when all of them are "
+    "(Winoground-style text score); replace-object score is 1 when the prompt beats the one "
+    "with an object replaced (presence, not binding). Failed images are left out of the means "
+    "and listed under Failures."
 )
 
 
@@ -141,7 +143,7 @@ def _category_summary(records, methods, metrics, confidence) -> dict:
 
 
 def _delta_summary(records, methods, metrics, baseline, confidence) -> dict:
-    if baseline is None:
+    if baseline is None or not metrics:  # nothing to compare (one method, or nothing scored)
         return {}
     deltas = {}
     for method in methods:

@@ -1,0 +1,158 @@
+"""The files of a benchmark folder and the rules that let several runs fill one folder.
+
+- ``bench.json`` (:class:`Ledger`): what must stay the same between the runs that share the
+  folder (model, pipeline, dtype, generation settings), and everything the folder holds so
+  far: methods with their configurations, prompts with their texts, seeds. A run may add
+  methods, prompts and seeds; it may not change a setting, a method's configuration or a
+  prompt's text (that raises :class:`BenchInputError`).
+- ``<method>/<prompt-id>/<seed>.json``: one record per image (see :func:`new_record`).
+
+Everything is written atomically (:mod:`contrastive_diffusers.atomic_io`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..atomic_io import jsonable, read_json, write_json_atomic
+
+BENCH_FILE = "bench.json"
+
+
+class BenchInputError(ValueError):
+    """The user's benchmark input cannot be used; the message names the problem and the fix."""
+
+
+def record_path(run_dir: Path, method: str, prompt_id: str, seed: int) -> Path:
+    return Path(run_dir) / method / prompt_id / f"{seed}.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """The record at ``path``, or None when there is none (or it is not valid JSON: a
+    hand-edited file is redone rather than stopping the run)."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None
+
+
+def new_record(method: str, prompt_id: str, prompt: str, category, seed: int, token_groups=None,
+               contrast_captions=None) -> dict:
+    """A record before its image exists: status "failed" until generation succeeds."""
+    return {
+        "method": method,
+        "prompt_id": prompt_id,
+        "prompt": prompt,
+        "category": category,
+        "seed": seed,
+        "image": None,
+        "attention": None,
+        "status": "failed",
+        "error": None,
+        "seconds": None,
+        "token_groups": token_groups,
+        "contrast_captions": contrast_captions,
+        "guidance": None,
+        "metrics": None,
+        "scorer": None,
+    }
+
+
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Delete the temporary files a killed run left behind (``.<name>.<random>.tmp``)."""
+    removed = 0
+    for path in Path(run_dir).rglob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+class Ledger:
+    """``bench.json``: the folder's fixed settings and the union of what its runs asked for."""
+
+    def __init__(self, run_dir: Path, data: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.data = data or {"fingerprint": None, "methods": {}, "prompts": {}, "categories": {}, "seeds": [], "runs": []}
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "Ledger":
+        path = Path(run_dir) / BENCH_FILE
+        if not path.exists():
+            return cls(run_dir)
+        try:
+            data = read_json(path)
+        except ValueError as err:
+            raise BenchInputError(f"{path} is not valid JSON ({err}); restore it or use another output folder.") from None
+        if not isinstance(data, dict) or "fingerprint" not in data:
+            raise BenchInputError(f"{path} is not a benchmark settings file; use another output folder.")
+        return cls(run_dir, data)
+
+    @property
+    def exists(self) -> bool:
+        return self.data["fingerprint"] is not None
+
+    def merge(self, fingerprint: dict, methods: dict, prompts: dict, categories: dict, seeds: list) -> None:
+        """Add this run's methods, prompts and seeds; refuse a change of what the folder fixed."""
+        fingerprint, methods = jsonable(fingerprint), jsonable(methods)
+        old = self.data["fingerprint"]
+        if old is not None:
+            for key, value in fingerprint.items():
+                if old.get(key) != value:
+                    raise BenchInputError(
+                        f"{self.run_dir} holds a run made with different settings ({key}: {old.get(key)!r} "
+                        f"there, {value!r} now). Resume with the same settings, or choose another output folder."
+                    )
+        for name, config in methods.items():
+            if name in self.data["methods"] and self.data["methods"][name] != config:
+                raise BenchInputError(
+                    f"{self.run_dir} holds images of method {name!r} made with another configuration "
+                    f"({self.data['methods'][name]} there, {config} now); resume with the same method "
+                    "settings, or choose another output folder."
+                )
+        for prompt_id, text in prompts.items():
+            if self.data["prompts"].get(prompt_id, text) != text:
+                raise BenchInputError(
+                    f"{self.run_dir} has prompt id {prompt_id!r} as {self.data['prompts'][prompt_id]!r}, the "
+                    f"prompt set now says {text!r}; use another output folder for a changed prompt set."
+                )
+        self.data["fingerprint"] = fingerprint
+        self.data["methods"].update(methods)
+        self.data["prompts"].update(prompts)
+        self.data["categories"].update(categories)
+        self.data["seeds"] = list(dict.fromkeys([*self.data["seeds"], *seeds]))
+
+    def all_jobs(self) -> list[tuple[str, str, int]]:
+        """(method, prompt id, seed) of every image any run of the folder asked for, in report order."""
+        return [
+            (method, prompt_id, seed)
+            for prompt_id in self.data["prompts"]
+            for seed in self.data["seeds"]
+            for method in self.data["methods"]
+        ]
+
+    def save(self, **extra) -> None:
+        self.data.update(extra)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_dir / BENCH_FILE, self.data)
+
+
+def gather(run_dir: Path, ledger: Ledger, requested: set, scorer_key: dict | None) -> list[dict]:
+    """Every record of the folder, in report order: the images this run asked for (a missing
+    one becomes a failed record) and those earlier runs made. Metrics from another scorer than
+    ``scorer_key`` are hidden (``metrics`` None, ``scored_by`` kept) so that one report never
+    mixes two CLIP models."""
+    records = []
+    for method, prompt_id, seed in ledger.all_jobs():
+        record = read_record(record_path(run_dir, method, prompt_id, seed))
+        if record is None:
+            if (method, prompt_id, seed) not in requested:
+                continue  # never asked for (another run's method at this run's new seed, say)
+            record = new_record(method, prompt_id, ledger.data["prompts"][prompt_id],
+                                ledger.data["categories"].get(prompt_id), seed)
+            record["error"] = "no record: the process that owned this image stopped before making it; re-run to finish"
+        elif record.get("metrics") is not None and record.get("scorer") != scorer_key:
+            record = {**record, "metrics": None, "scored_by": record.get("scorer")}
+        records.append(record)
+    return records
