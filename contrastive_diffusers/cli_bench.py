@@ -37,7 +37,9 @@ outputs (--output-dir):
   bench.json                        the run's settings
 
 Re-running the same command resumes: finished images and metrics are kept. Several
-processes share the work with accelerate:  accelerate launch -m contrastive_diffusers bench ...
+processes share the work (--output-dir required):
+  accelerate launch --multi_gpu --num_processes N -m contrastive_diffusers bench ...
+  torchrun --nproc_per_node N -m contrastive_diffusers bench ...
 
 scoring (--clip-model): openai/clip-vit-base-patch16 (the A&E protocol's choice) by default;
 openai/clip-vit-large-patch14 is CLIPScore's; any CLIP hub id or folder; tiny-clip (random,

@@ -281,21 +281,25 @@ def test_two_processes_give_the_results_of_one(tmp_path, bench_run):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single = [sys.executable, "-m", "contrastive_diffusers", *_bench_command(prompts, one)]
     assert subprocess.run(single, env=env, cwd=REPO, capture_output=True, timeout=300).returncode == 0
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    # torchrun, as on a multi-GPU machine (accelerate launch --cpu would need mpirun for two processes)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
               "-m", "contrastive_diffusers", *_bench_command(prompts, two)]
     result = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows_one, rows_two = _rows(one), _rows(two)
+    assert {r["process"] for r in rows_one} == {"0/1"}
+    # each process made its share: every other (prompt, seed) pair, both methods of a pair together
+    pairs = list(dict.fromkeys((r["prompt_id"], r["seed"]) for r in rows_two))
+    assert [r["process"] for r in rows_two] == [f"{pairs.index((r['prompt_id'], r['seed'])) % 2}/2" for r in rows_two]
     assert [(r["method"], r["prompt_id"], r["seed"]) for r in rows_one] == [
         (r["method"], r["prompt_id"], r["seed"]) for r in rows_two
     ]
     for a, b in zip(rows_one, rows_two):
         pixels_a = np.asarray(Image.open(one / a["image"]), dtype=np.int16)
         pixels_b = np.asarray(Image.open(two / b["image"]), dtype=np.int16)
-        assert np.abs(pixels_a - pixels_b).max() <= 1
+        assert np.array_equal(pixels_a, pixels_b)
         for name, value in a["metrics"].items():
-            assert b["metrics"][name] == pytest.approx(value, abs=1e-3) if value is not None else b["metrics"][name] is None
+            assert b["metrics"][name] == pytest.approx(value, abs=1e-6) if value is not None else b["metrics"][name] is None
 
 
 def test_score_with_a_captioner_adds_text_text_similarity(bench_run, tmp_path, clip_dir):

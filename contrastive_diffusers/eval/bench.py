@@ -225,9 +225,14 @@ def _scorer_key(clip_model, captioner) -> dict | None:
 
 
 def _state():
+    import torch
     from accelerate import PartialState
 
-    return PartialState(timeout=_PROCESS_GROUP_TIMEOUT)
+    # Launched as several processes on a machine without CUDA (torchrun, or accelerate launch
+    # --multi_gpu), accelerate only sets up the CPU process group when told cpu=True; without
+    # it every process believes it is alone and does all the work.
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=several and not torch.cuda.is_available(), timeout=_PROCESS_GROUP_TIMEOUT)
 
 
 def _device_for(config_device: str, state) -> str:
@@ -315,6 +320,7 @@ def _make_image(run_dir: Path, setup: _Setup, name: str, item: _Item, seed: int,
         record["error"] = "out of GPU memory: use a smaller --height/--width or --dtype float16"
         return record
     record["seconds"] = round(time.perf_counter() - start, 3)
+    record["process"] = f"{setup.state.process_index}/{setup.state.num_processes}"
     save_image_atomic(output.images[0], run_dir / f"{stem}.png")
     record.update(image=f"{stem}.png", status="ok")
     if method is not None:
