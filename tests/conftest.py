@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrastive_diffusers.testing import tiny_clip
+from contrastive_diffusers.testing import tiny_blip, tiny_clip
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +18,20 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+def _saved(tmp_path_factory, name: str, parts):
+    folder = tmp_path_factory.mktemp(name)
+    for part in parts:  # model and processor
+        part.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """The tiny random CLIP (``testing.tiny_clip``) saved as a model folder."""
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    model, processor = tiny_clip()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _saved(tmp_path_factory, "tiny-clip", tiny_clip())
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory):
+    """The tiny random BLIP captioner (``testing.tiny_blip``) saved as a model folder."""
+    return _saved(tmp_path_factory, "tiny-blip", tiny_blip())

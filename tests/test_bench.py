@@ -302,18 +302,14 @@ def test_two_processes_give_the_results_of_one(tmp_path, bench_run):
             assert b["metrics"][name] == pytest.approx(value, abs=1e-6) if value is not None else b["metrics"][name] is None
 
 
-def test_score_with_a_captioner_adds_text_text_similarity(bench_run, tmp_path, clip_dir):
+def test_score_with_a_captioner_adds_text_text_similarity(bench_run, tmp_path, clip_dir, tiny_blip_dir):
     import shutil
-
-    from contrastive_diffusers.testing import tiny_blip
 
     config, *_ = bench_run
     run = tmp_path / "copy"
     shutil.copytree(config.output_dir, run)
-    blip_dir = tmp_path / "blip"
-    for part in tiny_blip():
-        part.save_pretrained(blip_dir)
-    code = main(["score", str(run), "--clip-model", str(clip_dir), "--captioner", str(blip_dir), "--force", "--quiet"])
+    # a new captioner re-scores without --force
+    code = main(["score", str(run), "--clip-model", str(clip_dir), "--captioner", str(tiny_blip_dir), "--quiet"])
     assert code == 0
     scorer = ClipScorer.from_pretrained(clip_dir, device="cpu")
     rows = _rows(run)

@@ -11,12 +11,8 @@ from contrastive_diffusers.testing import BLIP_WORDS, tiny_blip, tiny_clip
 
 
 @pytest.fixture(scope="module")
-def blip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("blip")
-    model, processor = tiny_blip()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+def blip_folder(tiny_blip_dir):
+    return tiny_blip_dir
 
 
 @pytest.fixture(scope="module")
