@@ -8,6 +8,8 @@ the same way):
   a ``settings.json`` describing the run.
 - ``bench`` / ``score`` (in :mod:`.cli_bench`): a benchmark over a prompt set with CLIP
   metrics and reports, and scoring of an existing benchmark folder.
+- ``train <method>`` (in :mod:`.training.cli`): contrastive prompt learning (ReVersion, MCPL,
+  textual inversion); the method's own options follow.
 
 Exit codes: 0 success, 1 a bench/score run finished with failed images, 2 bad input (unknown method, word not in the prompt, model not
 found, ...), 130 interrupted.
@@ -80,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_generate_parser(subparsers)
     from .cli_bench import add_bench_parser, add_score_parser  # it builds on this module
+    from .training.cli import add_train_parser
 
     add_bench_parser(subparsers)
     add_score_parser(subparsers)
+    add_train_parser(subparsers)
     return parser
 
 

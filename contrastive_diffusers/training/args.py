@@ -1,0 +1,193 @@
+"""The command line shared by the training methods, with diffusers' training-example names.
+
+``build_parser(prog, description)`` returns the common parser; a method adds its own options
+and its defaults (``parser.set_defaults``), then :func:`parse_args` parses and validates.
+Validation errors are ``argparse`` usage errors (exit code 2) naming the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from collections.abc import Sequence
+
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+
+    g = p.add_argument_group("model and data")
+    g.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        help="Stable Diffusion 1.x/2.x or SDXL pipeline: hub id or local folder (diffusers layout).",
+    )
+    g.add_argument("--revision", default=None, help="Model revision (branch, tag or commit).")
+    g.add_argument("--variant", default=None, help="Weights variant, e.g. fp16.")
+    g.add_argument(
+        "--train_data_dir",
+        required=True,
+        help="Folder of images with metadata.jsonl (file_name, text) or a ReVersion text.json.",
+    )
+    g.add_argument("--output_dir", default=None, help="Where embeddings, checkpoints and the run JSON go.")
+    g.add_argument("--placeholder_token", default=None, help="The token to learn, e.g. '<R>'.")
+    g.add_argument(
+        "--placeholder_tokens",
+        type=comma_list,
+        default=None,
+        help="Several tokens to learn, comma-separated: '<c1>,<c2>'.",
+    )
+    g.add_argument(
+        "--initializer_token",
+        default=None,
+        help="Word the token starts from (a word split into pieces starts from their mean).",
+    )
+    g.add_argument(
+        "--initializer_tokens",
+        type=comma_list,
+        default=None,
+        help="One initializer word per placeholder token, comma-separated: 'circle,square'.",
+    )
+    g.add_argument("--resolution", type=int, default=512, help="Training image size (square).")
+    g.add_argument("--center_crop", action="store_true", help="Center-crop instead of random-crop after resizing.")
+    g.add_argument("--flip_p", type=float, default=0.0, help="Probability of a horizontal flip.")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--train_batch_size", type=int, default=1, help="Batch size per process.")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--max_train_steps", type=int, default=3000, help="Optimizer steps.")
+    g.add_argument("--learning_rate", type=float, default=5e-4)
+    g.add_argument(
+        "--scale_lr",
+        dest="scale_lr",
+        action="store_true",
+        default=False,
+        help="Multiply the learning rate by batch size x accumulation x processes.",
+    )
+    g.add_argument("--no_scale_lr", dest="scale_lr", action="store_false", help="Use --learning_rate as given.")
+    g.add_argument("--lr_scheduler", default="constant", choices=SCHEDULERS)
+    g.add_argument("--lr_warmup_steps", type=int, default=0)
+    g.add_argument("--adam_beta1", type=float, default=0.9)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    g.add_argument("--adam_epsilon", type=float, default=1e-8)
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm (0 disables).")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="Seed of data order, noise and timesteps; None: drawn and recorded in the run JSON.",
+    )
+    g.add_argument(
+        "--mixed_precision",
+        default=None,
+        choices=("no", "fp16", "bf16"),
+        help="Frozen models in this dtype, learned rows in float32; None: accelerate's config.",
+    )
+    g.add_argument(
+        "--gradient_checkpointing", action="store_true", help="Trade compute for memory in UNet and text encoders."
+    )
+    g.add_argument("--enable_xformers_memory_efficient_attention", action="store_true")
+
+    g = p.add_argument_group("checkpoints, outputs and logging")
+    g.add_argument("--checkpointing_steps", type=int, default=500, help="accelerate save_state every N steps.")
+    g.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
+    g.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' or a checkpoint folder (path, or name inside --output_dir).",
+    )
+    g.add_argument("--save_steps", type=int, default=500, help="Copy the learned embeddings every N steps.")
+    g.add_argument("--validation_prompt", default=None, help="Prompt for validation images (with the token).")
+    g.add_argument("--num_validation_images", type=int, default=4)
+    g.add_argument("--validation_steps", type=int, default=100)
+    g.add_argument("--validation_num_inference_steps", type=int, default=25)
+    g.add_argument(
+        "--report_to", default="none", help="accelerate trackers: tensorboard, wandb, comet_ml, all, or none."
+    )
+    g.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
+    return p
+
+
+def _positive(parser, args, *names, allow_none=False):
+    for name in names:
+        value = getattr(args, name)
+        if value is None and allow_none:
+            continue
+        if value is None or value < 1:
+            parser.error(f"--{name} must be a positive integer, got {value}")
+
+
+def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Merge the single/plural token options and check values; ``parser.error`` on a problem."""
+    for single, plural in (("placeholder_token", "placeholder_tokens"), ("initializer_token", "initializer_tokens")):
+        if getattr(args, plural) is not None and getattr(args, single) is not None:
+            if getattr(args, single) != parser.get_default(single):
+                parser.error(f"give --{single} or --{plural}, not both")
+            setattr(args, single, None)  # a method's default yields to an explicit list
+    tokens = (
+        args.placeholder_tokens
+        if args.placeholder_tokens is not None
+        else ([args.placeholder_token] if args.placeholder_token is not None else [])
+    )
+    inits = (
+        args.initializer_tokens
+        if args.initializer_tokens is not None
+        else ([args.initializer_token] if args.initializer_token is not None else [])
+    )
+    args.placeholder_tokens, args.initializer_tokens = tokens, inits
+    from .embeddings import check_placeholder_tokens
+
+    try:
+        check_placeholder_tokens(tokens, inits)
+    except ValueError as err:
+        parser.error(str(err))
+    _positive(
+        parser,
+        args,
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "max_train_steps",
+        "checkpointing_steps",
+        "save_steps",
+        "validation_steps",
+        "num_validation_images",
+        "validation_num_inference_steps",
+    )
+    _positive(parser, args, "checkpoints_total_limit", allow_none=True)
+    if args.resolution < 8 or args.resolution % 8:
+        parser.error(f"--resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {args.resolution}")
+    if not 0.0 <= args.flip_p <= 1.0:
+        parser.error(f"--flip_p must be in [0, 1], got {args.flip_p}")
+    if args.learning_rate <= 0:
+        parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.lr_warmup_steps < 0 or args.max_grad_norm < 0:
+        parser.error("--lr_warmup_steps and --max_grad_norm must not be negative")
+    if args.enable_xformers_memory_efficient_attention and importlib.util.find_spec("xformers") is None:
+        parser.error(
+            "--enable_xformers_memory_efficient_attention needs xformers: pip install xformers "
+            "(or drop the flag; PyTorch's SDPA attention is used by default)"
+        )
+    if args.report_to not in ("none", "all"):
+        module = {"tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet_ml"}.get(args.report_to)
+        if (
+            module is not None
+            and importlib.util.find_spec(module) is None
+            and not (module == "tensorboard" and importlib.util.find_spec("tensorboardX") is not None)
+        ):
+            parser.error(f"--report_to {args.report_to} needs the {module} package: pip install {module}")
+    if args.output_dir is None:
+        args.output_dir = f"{parser.prog.split('.')[-1].replace(' ', '-')}-output"
+    return args
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return validate_args(parser, parser.parse_args(argv))

@@ -1,0 +1,144 @@
+"""Training losses as pure functions over tensors.
+
+- :func:`denoising_loss` / :func:`masked_denoising_loss`: the diffusion MSE, optionally
+  restricted to a spatial mask (MCPL's AttnMask).
+- :func:`attention_mask`: that mask, from cross-attention maps of the learned tokens.
+- :func:`steering_loss`: ReVersion's multi-positive InfoNCE on token embeddings.
+- :func:`prompt_contrastive_loss`: MCPL's PromptCL, a multi-positive InfoNCE over
+  text-encoder outputs grouped by label.
+
+Both contrastive losses use the "positives summed inside the log" form:
+``-log(sum_pos exp(s/t) / sum_all exp(s/t))`` on cosine similarities ``s``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def denoising_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error in float32 (the prediction may be bf16/fp16)."""
+    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+
+def masked_denoising_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error weighted by ``mask`` (``(B, 1, H, W)``, values in [0, 1], broadcast over
+    channels), divided by the mask's total weight: the mean error inside the mask. A mask
+    of ones gives :func:`denoising_loss`."""
+    if mask.dim() != pred.dim() or mask.shape[0] != pred.shape[0] or mask.shape[-2:] != pred.shape[-2:]:
+        raise ValueError(f"Mask of shape {tuple(mask.shape)} does not fit predictions of shape {tuple(pred.shape)}.")
+    mask = mask.float()
+    err = (pred.float() - target.float()) ** 2 * mask
+    weight = mask.expand_as(err).sum()
+    return err.sum() / weight.clamp_min(1e-8)
+
+
+def attention_mask(
+    maps: torch.Tensor,
+    selected: torch.Tensor,
+    size: tuple[int, int],
+    threshold: float | None = 0.3,
+) -> torch.Tensor:
+    """MCPL's AttnMask: where the learned tokens attend.
+
+    ``maps`` is ``(B, h, w, L)`` (cross-attention averaged over heads and layers), ``selected``
+    a ``(B, L)`` boolean marking each sample's learned-token positions. Each selected token's
+    map is upsampled (bilinear) to ``size``, min-max normalised to [0, 1] on its own, and the
+    tokens are united by a maximum; ``threshold`` gives a hard 0/1 mask (``map > threshold``),
+    ``None`` the soft map. A sample with no selected token, or whose maps are constant, gets
+    a mask of ones (the plain loss). The result is ``(B, 1, H, W)``, detached: the mask
+    chooses where the denoising loss applies, it is not itself optimised.
+    """
+    if maps.dim() != 4 or selected.shape != (maps.shape[0], maps.shape[-1]):
+        raise ValueError(
+            f"attention_mask needs maps (B, h, w, L) and selected (B, L); got {tuple(maps.shape)} and "
+            f"{tuple(selected.shape)}."
+        )
+    maps = maps.detach().float()
+    batch = selected.shape[0]
+    out = torch.ones(batch, 1, *size, device=maps.device)
+    for b in range(batch):
+        positions = selected[b].nonzero().flatten()
+        if positions.numel() == 0:
+            continue
+        token_maps = maps[b, :, :, positions].permute(2, 0, 1).unsqueeze(1)  # (K, 1, h, w)
+        token_maps = F.interpolate(token_maps, size=size, mode="bilinear", align_corners=False)
+        flat = token_maps.flatten(1)
+        low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        span = high - low
+        valid = span.squeeze(1) > 1e-12
+        if not valid.any():
+            continue
+        norm = (flat[valid] - low[valid]) / span[valid]
+        union = norm.max(0).values.reshape(1, *size)
+        out[b] = (union > threshold).float() if threshold is not None else union
+    return out
+
+
+def steering_loss(
+    anchor: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor | None,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """ReVersion's steering loss: multi-positive InfoNCE between the normalised relation-token
+    embedding and positive (preposition) embeddings, against negative embeddings.
+
+    ``anchor``: ``(D,)`` or ``(B, D)``; ``positives``: ``(P, D)`` or ``(B, P, D)``;
+    ``negatives``: ``(N, D)`` shared by the batch, ``(B, N, D)``, or ``None``/empty. Per
+    sample ``-log(sum_p e^{a.p/t} / (sum_p e^{a.p/t} + sum_n e^{a.n/t}))`` on unit vectors,
+    averaged over the batch. Without negatives the loss is 0 (nothing to push away from).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if anchor.dim() == 1:
+        anchor = anchor.unsqueeze(0)
+    if positives.dim() == 2:
+        positives = positives.unsqueeze(0).expand(anchor.shape[0], -1, -1)
+    if positives.shape[0] != anchor.shape[0] and anchor.shape[0] == 1:
+        anchor = anchor.expand(positives.shape[0], -1)
+    if positives.shape[0] != anchor.shape[0] or positives.shape[-1] != anchor.shape[-1] or positives.shape[1] == 0:
+        raise ValueError(
+            f"steering_loss: anchor {tuple(anchor.shape)} and positives {tuple(positives.shape)} do not match "
+            "(need (B, D) and (B, P, D) with P >= 1)."
+        )
+    a = F.normalize(anchor.float(), dim=-1)
+    pos = torch.einsum("bd,bpd->bp", a, F.normalize(positives.float(), dim=-1)) / temperature
+    logits = pos
+    if negatives is not None and negatives.numel() > 0:
+        if negatives.dim() == 2:
+            negatives = negatives.unsqueeze(0).expand(a.shape[0], -1, -1)
+        neg = torch.einsum("bd,bnd->bn", a, F.normalize(negatives.float(), dim=-1)) / temperature
+        logits = torch.cat([pos, neg], dim=1)
+    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(pos, dim=1)).mean()
+
+
+def prompt_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """PromptCL: multi-positive InfoNCE over ``features`` ``(M, D)`` with integer ``labels`` ``(M,)``.
+
+    Every item is an anchor; its positives are the other items with the same label, all other
+    items are in the denominator: ``-log(sum_pos e^{s/t} / sum_{j != i} e^{s/t})`` on cosine
+    similarities. The loss is the mean over anchors that have at least one positive (0, still
+    attached to the graph, if none has). Items are compared by label, never by their place
+    in the batch, so any batch size and any number of tokens per sample pair correctly.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if features.dim() != 2 or labels.shape != (features.shape[0],):
+        raise ValueError(
+            f"prompt_contrastive_loss needs features (M, D) and labels (M,); got {tuple(features.shape)} "
+            f"and {tuple(labels.shape)}."
+        )
+    f = F.normalize(features.float(), dim=-1)
+    sim = f @ f.T / temperature
+    m = f.shape[0]
+    eye = torch.eye(m, dtype=torch.bool, device=f.device)
+    positive = (labels[:, None] == labels[None, :]) & ~eye
+    has_positive = positive.any(1)
+    if not has_positive.any():
+        return features.sum() * 0.0
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_all = torch.logsumexp(sim, dim=1)
+    log_pos = torch.logsumexp(sim.masked_fill(~positive, float("-inf")), dim=1)
+    return (log_all - log_pos)[has_positive].mean()

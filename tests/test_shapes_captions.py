@@ -1,0 +1,98 @@
+"""Captions: text, token groups, specs, scenes that satisfy them and negatives that do not."""
+
+import re
+
+import numpy as np
+import pytest
+
+from contrastive_diffusers.shapes.captions import (
+    CAPTION_KINDS,
+    caption_for,
+    caption_text,
+    negatives_for,
+    perturbations,
+    sample_spec,
+    scenes_for,
+)
+from contrastive_diffusers.shapes.spec import CaptionSpec, ObjectSpec, evaluate
+from contrastive_diffusers.shapes.world import (
+    Scene,
+    ShapeObject,
+    layout_problems,
+    sample_scene,
+)
+
+
+def test_benchmark_style_texts_and_groups():
+    cases = [
+        (CaptionSpec((ObjectSpec("circle", "red"),)), "a red circle", [["red", "circle"]]),
+        (CaptionSpec((ObjectSpec("circle", "red"), ObjectSpec("square", "blue"))),
+         "a red circle and a blue square", [["red", "circle"], ["blue", "square"]]),
+        (CaptionSpec((ObjectSpec("triangle", "green"), ObjectSpec("circle", "yellow")), (0, "above", 1)),
+         "a green triangle above a yellow circle", [["green", "triangle"], ["yellow", "circle"]]),
+        (CaptionSpec((ObjectSpec("circle", "red", count=2, exact=True),)), "two red circles", [["two", "red", "circles"]]),
+        (CaptionSpec((ObjectSpec("circle"),)), "a circle", [["circle"]]),
+        (CaptionSpec((ObjectSpec("cross", "orange"), ObjectSpec("square", "blue")), (1, "left of", 0)),
+         "a blue square to the left of an orange cross", [["blue", "square"], ["orange", "cross"]]),
+    ]
+    for spec, text, groups in cases:
+        caption = caption_text(spec)
+        assert caption.text == text
+        assert caption.token_groups == groups
+
+
+@pytest.mark.parametrize("kind", CAPTION_KINDS)
+def test_token_groups_are_words_of_the_caption_and_scenes_satisfy_specs(kind):
+    rng = np.random.default_rng(CAPTION_KINDS.index(kind))
+    for _ in range(20):
+        spec = sample_spec(kind, rng)
+        caption = caption_text(spec, kind)
+        words = re.findall(r"\w+", caption.text)
+        for group in caption.token_groups:
+            assert all(w in words for w in group)
+        assert len(caption.token_groups) == len(spec.objects)
+        scene = scenes_for(spec, rng, distractors=int(rng.integers(2)) if sum(o.count for o in spec.objects) < 3 else 0)
+        assert layout_problems(scene) == []
+        assert evaluate(scene.objects, spec).success
+        for name, negative in negatives_for(scene, caption, rng):
+            assert not evaluate(scene.objects, negative.spec).success, (name, negative.text)
+
+
+def test_caption_for_describes_the_scene_truthfully():
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        scene = sample_scene(rng)
+        for kind in ("single", "no_color", "size", "scene") + (("two_object",) if len(scene.objects) > 1 else ()) + (
+                ("relation",) if scene.relation else ()):
+            caption = caption_for(scene, kind)
+            assert evaluate(scene.objects, caption.spec).success
+    with pytest.raises(ValueError, match="relation"):
+        caption_for(Scene((ShapeObject("circle", "red"),)), "relation")
+
+
+def test_colour_binding_and_count_semantics():
+    red_circle_blue_square = CaptionSpec((ObjectSpec("circle", "red"), ObjectSpec("square", "blue")))
+    swapped = [ShapeObject("circle", "blue", x=0.25, y=0.5), ShapeObject("square", "red", x=0.75, y=0.5)]
+    judgement = evaluate(swapped, red_circle_blue_square)
+    assert not judgement.success and "red circle" in judgement.reasons[0]
+    three = [ShapeObject("circle", "red", "small", x=x, y=0.5) for x in (0.2, 0.5, 0.8)]
+    assert evaluate(three, CaptionSpec((ObjectSpec("circle", "red", count=3, exact=True),))).success
+    assert not evaluate(three, CaptionSpec((ObjectSpec("circle", "red", count=2, exact=True),))).success
+    assert evaluate(three, CaptionSpec((ObjectSpec("circle", "red"),))).success  # at least one
+    assert not evaluate(three, CaptionSpec((ObjectSpec("circle", "red"),)), allow_extra=False).success
+    # one object cannot satisfy two requirements
+    assert not evaluate(three[:1], CaptionSpec((ObjectSpec("circle"), ObjectSpec("circle", "red")))).success
+
+
+def test_perturbation_names():
+    spec = CaptionSpec((ObjectSpec("circle", "red"), ObjectSpec("square", "blue")), (0, "left of", 1))
+    names = [n for n, _ in perturbations(spec, 0)]
+    assert {"swap_colors", "swap_shapes", "replace_color", "replace_shape", "opposite_relation",
+            "perpendicular_relation"} == set(names)
+
+
+def test_spec_json_round_trip():
+    rng = np.random.default_rng(9)
+    for kind in CAPTION_KINDS:
+        spec = sample_spec(kind, rng)
+        assert CaptionSpec.from_dict(spec.to_dict()) == spec

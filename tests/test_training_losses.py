@@ -1,0 +1,173 @@
+"""Training losses, timestep sampling and word lists on hand-made numbers."""
+
+import math
+
+import pytest
+import torch
+
+from contrastive_diffusers.training.losses import (
+    attention_mask,
+    denoising_loss,
+    masked_denoising_loss,
+    prompt_contrastive_loss,
+    steering_loss,
+)
+from contrastive_diffusers.training.mcpl import bind_pairs, token_labels
+from contrastive_diffusers.training.reversion import negative_words
+from contrastive_diffusers.training.timesteps import (
+    relation_focal_probabilities,
+    sample_timestep,
+)
+from contrastive_diffusers.training.vocabulary import (
+    PREPOSITIONS,
+    STOP_WORDS,
+    content_words,
+)
+
+
+# ----------------------------------------------------------------------------- steering (ReVersion)
+def test_steering_loss_by_hand():
+    anchor = torch.tensor([2.0, 0.0])  # normalised to (1, 0)
+    positives = torch.tensor([[1.0, 0.0], [0.0, 3.0]])  # cosine 1 and 0
+    negatives = torch.tensor([[-1.0, 0.0]])  # cosine -1
+    loss = steering_loss(anchor, positives, negatives, temperature=1.0)
+    expected = math.log(math.e + 1 + math.exp(-1)) - math.log(math.e + 1)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # temperature 0.5 doubles the logits
+    loss = steering_loss(anchor, positives, negatives, temperature=0.5)
+    expected = math.log(math.exp(2) + 1 + math.exp(-2)) - math.log(math.exp(2) + 1)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_steering_loss_batches_average_and_no_negatives_is_zero():
+    anchor = torch.tensor([1.0, 0.0])
+    pos = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # (B=2, P=1, D)
+    neg = torch.tensor([[0.0, 1.0]])
+    per = [steering_loss(anchor, pos[b], neg, 0.07).item() for b in range(2)]
+    assert steering_loss(anchor, pos, neg, 0.07).item() == pytest.approx(sum(per) / 2, rel=1e-6)
+    assert steering_loss(anchor, pos, None).item() == 0.0
+    assert steering_loss(anchor, pos, torch.empty(0, 2)).item() == 0.0
+
+
+def test_steering_gradient_pulls_anchor_towards_positives():
+    anchor = torch.tensor([1.0, 1.0], requires_grad=True)
+    loss = steering_loss(anchor, torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+    loss.backward()
+    step = -anchor.grad
+    assert step[0] > 0 and step[1] < 0
+
+
+# ----------------------------------------------------------------------------- PromptCL (MCPL)
+def _reference_promptcl(features, labels, t):
+    f = torch.nn.functional.normalize(features, dim=-1)
+    losses = []
+    for i in range(len(f)):
+        others = [j for j in range(len(f)) if j != i]
+        pos = [j for j in others if labels[j] == labels[i]]
+        if not pos:
+            continue
+        num = sum(math.exp(float(f[i] @ f[j]) / t) for j in pos)
+        den = sum(math.exp(float(f[i] @ f[j]) / t) for j in others)
+        losses.append(-math.log(num / den))
+    return sum(losses) / len(losses)
+
+
+def test_prompt_contrastive_loss_by_hand():
+    features = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])  # item 2 has no positive: not an anchor
+    loss = prompt_contrastive_loss(features, labels, temperature=1.0)
+    assert loss.item() == pytest.approx(math.log(math.e + 1) - 1, rel=1e-6)
+
+
+@pytest.mark.parametrize("batch,tokens", [(3, 2), (5, 3), (1, 4), (2, 3)])
+def test_prompt_contrastive_loss_pairs_by_label_for_any_batch(batch, tokens):
+    """Views x batch x tokens items in any order; batch sizes that are not multiples of the
+    token count (the official code's mis-pairing case) give the reference value."""
+    torch.manual_seed(batch * 10 + tokens)
+    views = 2
+    labels = torch.arange(tokens).repeat(views * batch)
+    features = torch.randn(len(labels), 8, requires_grad=True)
+    loss = prompt_contrastive_loss(features, labels, 0.2)
+    assert loss.item() == pytest.approx(_reference_promptcl(features.detach(), labels.tolist(), 0.2), rel=1e-5)
+    perm = torch.randperm(len(labels))
+    assert prompt_contrastive_loss(features[perm], labels[perm], 0.2).item() == pytest.approx(loss.item(), rel=1e-5)
+    loss.backward()  # attached to the graph: the features receive gradients
+    assert features.grad is not None and features.grad.abs().sum() > 0
+
+
+def test_prompt_contrastive_loss_without_positives_is_zero_and_attached():
+    features = torch.randn(3, 4, requires_grad=True)
+    loss = prompt_contrastive_loss(features, torch.tensor([0, 1, 2]))
+    assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_bind_adjectives_share_the_noun_label():
+    tokens = ["<brown>", "<ball>", "<white>", "<box>"]
+    assert token_labels(tokens, bind_pairs("<brown>:<ball>, <white>:<box>")) == [1, 1, 3, 3]
+    assert token_labels(tokens, []) == [0, 1, 2, 3]
+    with pytest.raises(Exception, match="adjective"):
+        bind_pairs("<brown>")
+
+
+# ----------------------------------------------------------------------------- denoising and AttnMask
+def test_masked_denoising_loss_is_the_mean_inside_the_mask():
+    pred = torch.zeros(1, 2, 2, 2)
+    target = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0], [3.0, 4.0]]]])
+    ones = torch.ones(1, 1, 2, 2)
+    assert masked_denoising_loss(pred, target, ones).item() == pytest.approx(denoising_loss(pred, target).item())
+    left = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    assert masked_denoising_loss(pred, target, left).item() == pytest.approx((1 + 9) / 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        masked_denoising_loss(pred, target, torch.ones(1, 1, 4, 4))
+
+
+def test_attention_mask_hard_soft_and_fallbacks():
+    maps = torch.zeros(3, 2, 2, 5)
+    maps[0, 0, 0, 1] = 1.0  # token 1: top-left
+    maps[0, 1, 1, 2] = 0.5  # token 2: bottom-right (normalised on its own, so as strong)
+    maps[2, :, :, 1] = 0.7  # constant map
+    selected = torch.zeros(3, 5, dtype=torch.bool)
+    selected[0, 1] = selected[0, 2] = True
+    selected[2, 1] = True  # sample 1 selects nothing
+    hard = attention_mask(maps, selected, (2, 2), threshold=0.3)
+    assert hard[0, 0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert hard[1].eq(1).all() and hard[2].eq(1).all()  # no token / constant map: the plain loss
+    soft = attention_mask(maps, selected, (4, 4), threshold=None)
+    assert soft.shape == (3, 1, 4, 4) and soft.min() >= 0 and soft.max() <= 1
+    assert soft[0, 0, 0, 0] == 1.0 and 0 < soft[0, 0, 1, 1] < 1  # bilinear upsampling keeps gradations
+    assert not attention_mask(maps.requires_grad_(), selected, (2, 2)).requires_grad
+
+
+# ----------------------------------------------------------------------------- timesteps
+def test_relation_focal_probabilities():
+    p = relation_focal_probabilities(1000, 0.5)
+    assert p.sum().item() == pytest.approx(1.0)
+    assert torch.all(p[1:] >= p[:-1])  # more weight on noisier steps
+    assert (p[-1] / p[0]).item() == pytest.approx((1 - 0.5 * math.cos(math.pi * 999 / 1000)) / (1 - 0.5), rel=1e-9)
+    # p(t) ∝ 1 - α cos(π t / T): exact ratio between two chosen steps
+    assert (p[500] / p[0]).item() == pytest.approx((1 - 0.5 * math.cos(math.pi / 2)) / (1 - 0.5), rel=1e-12)
+    assert torch.allclose(relation_focal_probabilities(10, 0.0), torch.full((10,), 0.1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="alpha"):
+        relation_focal_probabilities(10, 1.0)
+
+
+def test_sampled_timesteps_follow_the_distribution():
+    T = 1000
+    p = relation_focal_probabilities(T, 0.5).float()
+    g = torch.Generator().manual_seed(0)
+    draws = torch.tensor([sample_timestep(T, g, p) for _ in range(20000)])
+    quarters = torch.stack([((draws >= q * 250) & (draws < (q + 1) * 250)).float().mean() for q in range(4)])
+    expected = torch.stack([p[q * 250 : (q + 1) * 250].sum() for q in range(4)])
+    assert torch.allclose(quarters, expected, atol=0.012)
+    assert expected[3] / expected[0] > 2.5  # the last quarter is drawn ~2.8x as often as the first
+    uniform = torch.tensor([sample_timestep(T, g) for _ in range(4000)])
+    assert uniform.min() >= 0 and uniform.max() < T and abs(uniform.float().mean().item() - 499.5) < 20
+
+
+# ----------------------------------------------------------------------------- words
+def test_preposition_basis_and_negative_words():
+    assert len(PREPOSITIONS) == 56 and len(set(PREPOSITIONS)) == 56
+    assert all(" " not in w for w in PREPOSITIONS) and not STOP_WORDS & set(PREPOSITIONS)
+    words = negative_words(["a cat <R> the basket!", "Two dogs <R> a red box, 3 times <|endoftext|>"], ["<R>"])
+    assert words == ["cat", "basket", "dogs", "red", "box", "times"]
+    assert content_words(["sks on the table"], exclude=["sks"]) == ["table"]
