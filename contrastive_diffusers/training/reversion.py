@@ -34,9 +34,12 @@ from .timesteps import relation_focal_probabilities
 from .vocabulary import PREPOSITIONS, content_words
 
 
-def negative_words(captions: Sequence[str], placeholder_tokens: Sequence[str]) -> list[str]:
-    """The batch's negatives: content words of its captions, placeholder tokens excluded."""
-    return content_words(captions, exclude=placeholder_tokens)
+def negative_words(captions: Sequence[str], placeholder_tokens: Sequence[str], basis: Sequence[str] = ()) -> list[str]:
+    """The batch's negatives: content words of its captions, without the placeholder tokens
+    and without any word of the positive basis (a custom ``--prepositions`` list may hold
+    words the built-in one lacks: a word must never be both positive and negative)."""
+    basis_words = [word for entry in basis for word in entry.lower().split()]
+    return content_words(captions, exclude=[*placeholder_tokens, *basis_words])
 
 
 class ReVersion(TrainingMethod):
@@ -102,7 +105,13 @@ class ReVersion(TrainingMethod):
         return relation_focal_probabilities(trainer.num_train_timesteps, alpha) if alpha > 0 else None
 
     def _negatives(self, trainer: Trainer, captions) -> list[torch.Tensor | None]:
-        words = negative_words(captions, trainer.args.placeholder_tokens)
+        if trainer.accelerator.num_processes > 1:
+            # The negatives are the whole global batch's words, as on one process with the
+            # same total batch (every process calls this at every step).
+            from accelerate.utils import gather_object
+
+            captions = gather_object(list(captions))
+        words = negative_words(captions, trainer.args.placeholder_tokens, self.basis)
         if not words:
             return [None] * len(self._tables)
         m = trainer.models
