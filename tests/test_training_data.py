@@ -290,3 +290,10 @@ def test_saved_files_load_with_stock_diffusers(tmp_path):
         "initializer_token": "b",
     }
     assert tiny_tokenizer().convert_tokens_to_ids("<R>") == tiny_tokenizer().unk_token_id
+
+
+def test_a_token_inside_a_longer_token_does_not_count():
+    from contrastive_diffusers.training.data import _tokens_in
+
+    assert _tokens_in("a <c10> and a box", ["<c1>", "<c10>"]) == {"<c10>"}
+    assert _tokens_in("<c1> beside <c10>", ["<c1>", "<c10>"]) == {"<c1>", "<c10>"}

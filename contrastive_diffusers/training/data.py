@@ -183,17 +183,29 @@ def fill_placeholders(examples: list[Example], placeholder_tokens: Sequence[str]
                         f"{len(tokens)} placeholder tokens; write the tokens ({', '.join(tokens)}) into the caption."
                     )
                 caption = caption.replace("{}", tokens[0])
-            if not any(token in caption for token in tokens):
+            if not _tokens_in(caption, tokens):
                 raise DataError(
                     f"The caption {caption!r} of {example.path.name} contains no learned token "
                     f"({', '.join(tokens)}), so it would train nothing; add '{{}}' or a token to it."
                 )
             captions.append(caption)
         out.append(Example(example.path, tuple(captions)))
-    unused = [t for t in tokens if not any(t in c for e in out for c in e.captions)]
+    used = {t for e in out for c in e.captions for t in _tokens_in(c, tokens)}
+    unused = [t for t in tokens if t not in used]
     if unused:
         raise DataError(f"The placeholder token(s) {', '.join(unused)} occur in no caption, so they would never train.")
     return out
+
+
+def _tokens_in(caption: str, tokens) -> set[str]:
+    """The placeholder tokens a caption holds, matched longest first as the tokenizer matches
+    added tokens: "<c10>" does not also count as "<c1>"."""
+    found = set()
+    for token in sorted(tokens, key=len, reverse=True):
+        if token in caption:
+            found.add(token)
+            caption = caption.replace(token, " ")
+    return found
 
 
 class DataStream:
