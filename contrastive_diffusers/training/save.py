@@ -33,13 +33,13 @@ or :func:`load_learned_embeds` ``(pipe, "out")``, which reads ``learned_embeds.j
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from ..atomic_io import atomic_path, write_json_atomic
 
 MANIFEST = "learned_embeds.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -60,28 +60,8 @@ def file_names(tokens: Sequence[str]) -> list[str]:
 def _save_atomic(tensors: dict, path: Path) -> None:
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON through a temporary file and ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def save_learned_embeds(
