@@ -31,6 +31,11 @@ Each step encodes ``--promptcl_views`` differently templated views of every capt
 
 Loss = masked denoising + ``--promptcl_weight`` x PromptCL. Defaults (τ = 0.2, weight 5e-4,
 threshold 0.3) are the paper's as far as this project could establish them.
+
+Under several processes PromptCL contrasts the items of each process's own micro-batch (as
+the official code does per GPU) and the masked loss is normalised by each process's mask
+area, so N processes with batch b are not exactly one process with batch N*b for MCPL
+(ReVersion's steering negatives, by contrast, are gathered over processes).
 """
 
 from __future__ import annotations
