@@ -338,7 +338,8 @@ def test_runs_add_methods_and_seeds_to_one_folder(tmp_path, clip_dir):
     methods = [(r["method"], r["prompt_id"], r["seed"], r["status"]) for r in second.records]
     # the report covers the folder: the first run's plain images, with the new method beside them
     assert ("none", "car-bench", 0, "ok") in methods and ("syngen", "car-bench", 1, "ok") in methods
-    assert ("syngen", "cat-dog", 0, "failed") in methods  # SynGen needs a modifier: recorded, not skipped
+    assert ("syngen", "cat-dog", 0, "not_applicable") in methods  # SynGen needs a modifier: recorded, not skipped
+    assert second.failed == 0 and "SynGen binds modifiers" in second.summary["not_applicable"][0]["error"]
     assert ("none", "car-bench", 1) not in [m[:3] for m in methods]  # never asked for: not a failure
     assert second.summary["baseline"] == "none" and "syngen" in second.summary["deltas"]
 
@@ -375,3 +376,31 @@ def test_several_processes_need_an_output_dir(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["bench", "--clip-model", "none", "--quiet"]) == 2
     assert "--output-dir is required" in capsys.readouterr().err
+
+
+def test_shapes_world_prompts_are_checked_by_the_oracle(tmp_path, clip_dir):
+    from contrastive_diffusers.eval.prompts import load_prompt_set
+    from contrastive_diffusers.shapes import check
+
+    items = [i for i in load_prompt_set("shapes") if i.category in ("single", "two_object")]
+    items = items[:2] + [i for i in items if i.category == "two_object"][:2]
+    result = run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=items, methods=["none", "conform"]))
+    for record in result.records:
+        if record["status"] != "ok":  # CONFORM on one object: not applicable, listed
+            assert record["status"] == "not_applicable" and record["method"] == "conform"
+            continue
+        expected = check(Image.open(tmp_path / "run" / record["image"]), record["spec"]).success
+        assert record["metrics"]["oracle_success"] == float(expected)
+        assert record["oracle"]["success"] == expected
+    assert sum(r["status"] == "not_applicable" for r in result.records) == 2 and result.failed == 0
+    assert result.summary["metrics"][0] == "oracle_success"
+    agreement = result.summary["agreement"]
+    assert set(agreement) == {"none", "conform", "all methods"} and agreement["all methods"]["n"] == 4
+    markdown = (tmp_path / "run" / "summary.md").read_text()
+    assert "Agreement of CLIP with the oracle" in markdown and "## Not applicable" in markdown
+    # without CLIP the oracle still scores
+    oracle_only = run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=items, methods=["none"], clip_model=None))
+    plain = [r for r in oracle_only.records if r["method"] == "none"]
+    assert len(plain) == 4 and all(set(r["metrics"]) == {"oracle_success"} for r in plain)
+    # the folder's CONFORM images were scored by CLIP earlier: hidden in this CLIP-less report
+    assert all(r["metrics"] is None for r in oracle_only.records if r["method"] == "conform")

@@ -10,7 +10,9 @@ token groups, the folder's earlier settings), then works in three stages, each r
    ``<seed>.json`` beside it. A re-run skips every image whose record says ``"ok"`` for the
    same prompt and token groups.
 2. **score**: the records without metrics, or scored by another CLIP model or captioner, are
-   scored in batches with :func:`~.metrics.image_metrics` and rewritten.
+   scored in batches with :func:`~.metrics.image_metrics` and rewritten; prompts that carry
+   a ShapesWorld spec (``metadata["spec"]``) are also checked by the world's oracle
+   (``oracle_success``, exact), with or without a CLIP model.
 3. **report** (main process only): every record of the folder gathered into ``metrics.jsonl``,
    ``summary.json``, ``summary.md`` and a self-contained ``report.html``.
 
@@ -36,6 +38,7 @@ from typing import Any, Sequence
 
 from ..atomic_io import atomic_path, jsonable, save_image_atomic, write_json_atomic, write_jsonl_atomic
 from .prompts import PromptItem, contrast_set, load_prompt_set
+from .report import NOT_APPLICABLE
 from .run_folder import (
     BenchInputError,
     Ledger,
@@ -123,7 +126,8 @@ class _Item:
     prompt: PromptItem
     spec: Any  # token groups as the pipelines take them: word lists or "auto"
     words: list[list[str]] | None  # the resolved groups' words; None when they did not resolve
-    errors: dict  # method -> why the groups cannot drive it
+    errors: dict  # method -> why its token groups failed to resolve (a failure)
+    not_applicable: dict  # method -> why it cannot apply to this prompt (e.g. one object for CONFORM)
     contrast: dict | None  # perturbation -> caption
 
 
@@ -136,7 +140,7 @@ class _Setup:
     options: dict
     scorer: Any
     captioner: Any
-    scorer_key: dict | None
+    scorer_key: dict
     ledger: Ledger
     run_info: dict
 
@@ -164,7 +168,7 @@ def _prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: 
     prepared = []
     for item in items:
         spec = item.token_groups or "auto"
-        errors, words, groups = {}, None, None
+        errors, not_applicable, words, groups = {}, {}, None, None
         try:
             groups = resolve_groups(tokenizer, item.prompt, spec)
             words = [list(g.words) for g in groups]
@@ -175,8 +179,9 @@ def _prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: 
                 try:
                     method.validate_groups(groups, item.prompt)
                 except ValueError as err:
-                    errors[name] = str(err)
-        prepared.append(_Item(item, spec, words, errors, _contrast_captions(item, words) if want_contrast else None))
+                    not_applicable[name] = str(err)
+        contrast = _contrast_captions(item, words) if want_contrast else None
+        prepared.append(_Item(item, spec, words, errors, not_applicable, contrast))
     return prepared
 
 
@@ -219,9 +224,9 @@ def _load_captioner(captioner, device: str):
     return Captioner.from_pretrained(captioner, device=device)
 
 
-def _scorer_key(clip_model, captioner) -> dict | None:
+def _scorer_key(clip_model, captioner) -> dict:
     """What a record's metrics depend on besides the image: re-score when it changes."""
-    return None if clip_model is None else {"clip": _name_of(clip_model), "captioner": _name_of(captioner)}
+    return {"clip": _name_of(clip_model), "captioner": _name_of(captioner) if clip_model is not None else None}
 
 
 def _state():
@@ -281,8 +286,8 @@ def _setup(config: BenchConfig) -> _Setup:
     run_info = {
         "model": config.model,
         "prompt_set": str(config.prompt_set) if isinstance(config.prompt_set, (str, os.PathLike)) else "(items)",
-        "clip_model": key and key["clip"],
-        "captioner": key and key["captioner"],
+        "clip_model": key["clip"],
+        "captioner": key["captioner"],
         "device": device,
     }
     return _Setup(state, prepared, methods, pipe, options, scorer, captioner, key, ledger, run_info)
@@ -293,7 +298,9 @@ def _setup(config: BenchConfig) -> _Setup:
 
 def _record_for(name: str, item: _Item, seed: int) -> dict:
     p = item.prompt
-    return new_record(name, p.id, p.prompt, p.category, seed, item.words, item.contrast)
+    record = new_record(name, p.id, p.prompt, p.category, seed, item.words, item.contrast)
+    record["spec"] = p.metadata.get("spec")  # ShapesWorld: what the oracle checks
+    return record
 
 
 def _make_image(run_dir: Path, setup: _Setup, name: str, item: _Item, seed: int, config: BenchConfig) -> dict:
@@ -305,6 +312,9 @@ def _make_image(run_dir: Path, setup: _Setup, name: str, item: _Item, seed: int,
     record = _record_for(name, item, seed)
     if name in item.errors:
         record["error"] = item.errors[name]
+        return record
+    if name in item.not_applicable:
+        record.update(status=NOT_APPLICABLE, error=item.not_applicable[name])
         return record
     method = setup.methods[name]
     stem = f"{name}/{item.prompt.id}/{seed}"
@@ -369,7 +379,7 @@ def _generate(run_dir: Path, setup: _Setup, config: BenchConfig, shard, progress
         write_json_atomic(path, record)
         if record["status"] == "ok":
             generated += 1
-        else:
+        elif record["status"] == "failed":
             print(f"warning: {name} / {item.prompt.id} / seed {seed} failed: {record['error']}", file=sys.stderr)
         bar.update(1)
     bar.close()
@@ -389,14 +399,25 @@ def _open_image(path: Path):
         raise OSError(f"cannot read image {path}: {err}") from None
 
 
+def _oracle_metrics(image, spec: dict) -> tuple[dict, dict]:
+    """ShapesWorld's exact check of one image: ``oracle_success`` and why it failed."""
+    from ..shapes.oracle import check
+
+    result = check(image, spec)
+    return {"oracle_success": float(result.success)}, {"success": result.success, "reasons": list(result.reasons)}
+
+
 def _score(run_dir: Path, paths: list[Path], scorer, captioner, key: dict, force: bool, progress) -> int:
-    """Score the records at ``paths`` that need it; an unreadable image becomes a failed record."""
+    """Score the records at ``paths`` that need it: CLIP metrics when there is a scorer, the
+    oracle where a record has a spec. An unreadable image becomes a failed record."""
     from .metrics import image_metrics
 
     pending = []
     for path in paths:
         record = read_record(path)
-        if record and record["status"] == "ok" and (force or record["metrics"] is None or record.get("scorer") != key):
+        if not (record and record["status"] == "ok") or (scorer is None and not record.get("spec")):
+            continue
+        if force or record["metrics"] is None or record.get("scorer") != key:
             pending.append((path, record))
     batch_size = getattr(scorer, "batch_size", 16)
     bar = progress(total=len(pending), desc="score", unit="img")
@@ -414,15 +435,20 @@ def _score(run_dir: Path, paths: list[Path], scorer, captioner, key: dict, force
             images = [image for _, _, image in readable]
             records = [record for _, record, _ in readable]
             captions = captioner.caption(images) if captioner is not None else None
-            results = image_metrics(
-                scorer,
-                images,
-                [r["prompt"] for r in records],
-                token_groups=[r["token_groups"] for r in records],
-                contrast_captions=[r["contrast_captions"] for r in records],
-                captions=captions,
-            )
-            for i, ((path, record, _), result) in enumerate(zip(readable, results)):
+            results = [{"metrics": {}} for _ in records]
+            if scorer is not None:
+                results = image_metrics(
+                    scorer,
+                    images,
+                    [r["prompt"] for r in records],
+                    token_groups=[r["token_groups"] for r in records],
+                    contrast_captions=[r["contrast_captions"] for r in records],
+                    captions=captions,
+                )
+            for i, ((path, record, image), result) in enumerate(zip(readable, results)):
+                if record.get("spec"):
+                    oracle_metrics, result["oracle"] = _oracle_metrics(image, record["spec"])
+                    result["metrics"] = {**oracle_metrics, **result["metrics"]}
                 record.update(result, scorer=key, caption=captions[i] if captions else None)
                 write_json_atomic(path, record)
         bar.update(len(batch))
@@ -498,7 +524,7 @@ def _finish(run_dir: Path, state, ledger: Ledger, run_info: dict, key, counts, m
         return BenchResult(run_dir, [], None, generated, scored)
     records = gather(run_dir, ledger, _requested(ledger), key)
     summary, files = _write_reports(run_dir, records, ledger, run_info, max_prompts, quiet)
-    failed = sum(r["status"] != "ok" for r in records)
+    failed = sum(r["status"] == "failed" for r in records)
     ledger.save(status="finished" if not failed else "finished with failures", failed=failed, last_run=run_info)
     return BenchResult(run_dir, records, summary, generated, scored, failed, files)
 
@@ -543,10 +569,8 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     generated = _generate(run_dir, setup, config, shard, progress)
     setup.pipe = None  # free the generator's memory before scoring
 
-    scored = 0
-    if setup.scorer is not None:
-        paths = [record_path(run_dir, name, item.prompt.id, seed) for item, seed in shard for name in setup.methods]
-        scored = _score(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress)
+    paths = [record_path(run_dir, name, item.prompt.id, seed) for item, seed in shard for name in setup.methods]
+    scored = _score(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress)
     state.wait_for_everyone()
     return _finish(run_dir, state, ledger, setup.run_info, setup.scorer_key, (generated, scored),
                    config.report_max_prompts, not config.progress)

@@ -473,15 +473,22 @@ def load_prompt_file(path, format: str = "auto") -> list[PromptItem]:
     return _LOADERS[format](path)
 
 
-BUILTIN_PROMPT_SETS = ("attend_and_excite",) + tuple(
-    f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS
+BUILTIN_PROMPT_SETS = (
+    ("attend_and_excite",)
+    + tuple(f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS)
+    + ("shapes", "shapes:test", "shapes:train")
 )
 
 
 def load_prompt_set(name_or_path: str) -> list[PromptItem]:
-    """A built-in set (``"attend_and_excite"``, ``"attend_and_excite:<subset>"``) or a prompt
-    file path (read with :func:`load_prompt_file`, format picked from the name)."""
+    """A built-in set (``"attend_and_excite"``, ``"attend_and_excite:<subset>"``, ``"shapes"`` =
+    ``"shapes:test"``, ``"shapes:train"``: the ShapesWorld sets) or a prompt file path (read with :func:`load_prompt_file`, format picked from the name)."""
     name = str(name_or_path)
+    if name in ("shapes", "shapes:test", "shapes:train"):
+        # ShapesWorld: every item carries metadata["spec"], which the bench runner's oracle checks
+        from ..shapes.prompts import shapes_prompts
+
+        return shapes_prompts("train" if name == "shapes:train" else "test")
     if name == "attend_and_excite":
         return attend_and_excite_prompts()
     if name.startswith("attend_and_excite:"):

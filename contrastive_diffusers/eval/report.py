@@ -9,7 +9,8 @@
   with the summary tables and, per prompt, the methods' images side by side.
 
 A record is a dict with ``method``, ``prompt_id``, ``prompt``, ``category``, ``seed``,
-``image`` / ``attention`` (paths relative to the run folder), ``status`` ("ok" or "failed"),
+``image`` / ``attention`` (paths relative to the run folder), ``status`` ("ok", "failed", or
+"not_applicable": the method cannot apply to that prompt, e.g. CONFORM to a single object),
 ``error`` and ``metrics`` (name -> number or None); see :mod:`contrastive_diffusers.eval.bench`.
 Any number in ``metrics`` counts as a metric, so new metrics need no change here.
 """
@@ -32,9 +33,10 @@ __all__ = ["format_summary_table", "summarize", "write_html", "write_markdown"]
 
 # Metrics known to the runner, in the order tables show them; others follow alphabetically.
 CANONICAL_METRICS = METRIC_NAMES
+NOT_APPLICABLE = "not_applicable"
 _DECIMALS = {"clip_score": 2, "full_similarity": 4, "min_object_similarity": 4, "text_text_similarity": 4}
 _DEFAULT_DECIMALS = 3  # probabilities and accuracies (quality, binding_*) and unknown metrics
-_CATEGORY_METRICS = ("clip_score", "min_object_similarity")
+_CATEGORY_METRICS = ("oracle_success", "clip_score", "min_object_similarity")
 _HOW_TO_READ = (
     "Each cell is the mean over images with the half-width of its {pct} t-interval "
     "(mean ± t · s/√n; \"n/a\" when only one image). Differences from the baseline are paired: "
@@ -69,12 +71,18 @@ def summarize(records: Sequence[dict], baseline: str | None = None, confidence: 
         "per_method": {m: _method_summary(records, m, metrics, confidence) for m in methods},
         "per_category": _category_summary(records, methods, metrics, confidence),
         "deltas": _delta_summary(records, methods, metrics, baseline, confidence),
-        "failures": [
-            {"method": r.get("method"), "prompt_id": r.get("prompt_id"), "seed": r.get("seed"), "error": r.get("error")}
-            for r in records
-            if r.get("status") != "ok"
-        ],
+        "agreement": _agreement(records, methods, metrics),
+        "failures": _listed(records, "failed"),
+        "not_applicable": _listed(records, NOT_APPLICABLE),
     }
+
+
+def _listed(records, status: str) -> list[dict]:
+    return [
+        {"method": r.get("method"), "prompt_id": r.get("prompt_id"), "seed": r.get("seed"), "error": r.get("error")}
+        for r in records
+        if r.get("status") == status
+    ]
 
 
 def _unique(items) -> list:
@@ -120,7 +128,8 @@ def _method_summary(records: Sequence[dict], method: str, metrics: list[str], co
     own = [r for r in records if r.get("method") == method]
     return {
         "n_images": len(own),
-        "n_failed": sum(r.get("status") != "ok" for r in own),
+        "n_failed": sum(r.get("status") == "failed" for r in own),
+        "n_not_applicable": sum(r.get("status") == NOT_APPLICABLE for r in own),
         "n_scored": sum(r.get("status") == "ok" and isinstance(r.get("metrics"), dict) for r in own),
         "metrics": _metric_stats(own, metrics, confidence),
     }
@@ -156,6 +165,47 @@ def _delta_summary(records, methods, metrics, baseline, confidence) -> dict:
     return deltas
 
 
+# Does CLIP's judgement follow the exact one? Only where both exist (ShapesWorld prompts).
+_AGREEMENT_PAIR = ("min_object_similarity", "oracle_success")
+
+
+def _agreement(records, methods, metrics) -> dict:
+    """Pearson correlation (point-biserial: the oracle is 0/1) between CLIP minimum-object
+    similarity and oracle success over images, per method and over all; ``{}`` without both."""
+    a, b = _AGREEMENT_PAIR
+    if a not in metrics or b not in metrics:
+        return {}
+    groups = {m: [r for r in records if r.get("method") == m] for m in methods}
+    groups["all methods"] = list(records)
+    out = {}
+    for name, group in groups.items():
+        pairs = [(metric_value(r, a), metric_value(r, b)) for r in group]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        out[name] = {"r": _finite_or_none(_pearson(pairs)), "n": len(pairs)}
+    return out
+
+
+def _pearson(pairs: list[tuple[float, float]]) -> float:
+    if len(pairs) < 2:
+        return math.nan
+    xs, ys = zip(*pairs)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in pairs)
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+
+def _agreement_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    rows = [
+        [name, "n/a" if v["r"] is None else f"{v['r']:+.3f}", str(v["n"])]
+        for name, v in summary.get("agreement", {}).items()
+    ]
+    return ["method", "r (CLIP min-object similarity vs oracle success)", "n"], rows
+
+
+_AGREEMENT_TITLE = "Agreement of CLIP with the oracle"
+
+
 # --- table building (shared by the text, Markdown and HTML renderers) ---------------------------
 
 
@@ -175,11 +225,14 @@ def _format_stat(metric: str, stat: dict, signed: bool = False) -> str:
 
 def _main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     header = ["method", *summary["metrics"], "n", "failed"]
+    with_na = any(info.get("n_not_applicable") for info in summary["per_method"].values())
+    header += ["not applicable"] if with_na else []
     rows = []
     for method in summary["methods"]:
         info = summary["per_method"][method]
         cells = [_format_stat(m, info["metrics"][m]) for m in summary["metrics"]]
         rows.append([str(method), *cells, str(info["n_images"]), str(info["n_failed"])])
+        rows[-1] += [str(info.get("n_not_applicable", 0))] if with_na else []
     return header, rows
 
 
@@ -253,11 +306,24 @@ def write_markdown(
         lines += [f"## {_md_text(_delta_title(summary))}", "", *_md_table(*_delta_table(summary)), ""]
     for metric, header, rows in _category_tables(summary):
         lines += [f"## By category: {metric}", "", *_md_table(header, rows), ""]
+    if summary.get("agreement"):
+        lines += [f"## {_AGREEMENT_TITLE}", "", *_md_table(*_agreement_table(summary)), ""]
     lines += ["## How to read this", "", _HOW_TO_READ.format(pct=pct), ""]
     lines += ["## Failures", ""]
     failures = summary["failures"]
     lines += [_md_failure(f) for f in failures] if failures else ["None."]
+    if summary.get("not_applicable"):
+        lines += ["", "## Not applicable", "", _not_applicable_text(summary["not_applicable"])]
     return _write_atomic(path, "\n".join(lines) + "\n")
+
+
+def _not_applicable_text(entries: list[dict]) -> str:
+    """One line per method and reason: images a method cannot make (left out of its means)."""
+    counts: dict[tuple, int] = {}
+    for e in entries:
+        reason = str(e["error"] or "").split(";")[0].split(" for prompt")[0]
+        counts[(e["method"], reason)] = counts.get((e["method"], reason), 0) + 1
+    return "\n".join(f"- `{m}`: {n} image(s): {_md_text(reason)}" for (m, reason), n in counts.items())
 
 
 def _md_text(text: str) -> str:
@@ -315,8 +381,13 @@ def write_html(
         body += [f"<h2>{esc(_delta_title(summary))}</h2>", _html_table(*_delta_table(summary))]
     for metric, header, rows in _category_tables(summary):
         body += [f"<h2>By category: {esc(metric)}</h2>", _html_table(header, rows)]
+    if summary.get("agreement"):
+        body += [f"<h2>{_AGREEMENT_TITLE}</h2>", _html_table(*_agreement_table(summary))]
     body += ["<h2>How to read this</h2>", f"<p>{esc(_HOW_TO_READ.format(pct=pct)).replace('*', '')}</p>"]
     body += _html_failures(summary["failures"])
+    if summary.get("not_applicable"):
+        lines = _not_applicable_text(summary["not_applicable"]).splitlines()
+        body += ["<h2>Not applicable</h2>", "<ul>" + "".join(f"<li>{esc(x[2:])}</li>" for x in lines) + "</ul>"]
     body += _html_prompts(records, summary["methods"], Path(run_dir), thumb_size, max_prompts)
     page = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'
@@ -375,6 +446,8 @@ def _html_prompt_section(records: list[dict], methods: list, run_dir: Path, thum
 def _html_cell(record: dict | None, run_dir: Path, thumb_size: int) -> str:
     if record is None:
         return '<span class="note">not run</span>'
+    if record.get("status") == NOT_APPLICABLE:
+        return f'<div class="note">not applicable: {html.escape(str(record.get("error") or ""))}</div>'
     if record.get("status") != "ok":
         return f'<div class="error">failed: {html.escape(str(record.get("error") or "no error message"))}</div>'
     parts = [_html_image(record.get("image"), run_dir, thumb_size, "image")]
