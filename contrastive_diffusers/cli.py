@@ -244,7 +244,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         nargs=2,
         type=_positive_int,
         metavar=("H", "W"),
-        help="size of the attention maps the guidance loss reads. Default: image size / 32",
+        help="size of the attention maps the guidance loss reads. Default: latent size / 4 (image / 32 on SD)",
     )
     p.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt, used for every prompt")
     p.add_argument(

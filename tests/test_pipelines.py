@@ -367,3 +367,23 @@ def test_guidance_callback_with_denoising_end_starts_at_the_first_timestep():
     assert steps[0] == 1 and steps == list(range(1, len(steps) + 1)) and len(steps) < 6
     t_first = [r.timestep for r in callback.records][0]
     assert t_first == float(stock.scheduler.timesteps[1])
+
+
+def test_default_attn_res_is_latent_over_4_or_the_nearest_map_size():
+    from contrastive_diffusers.pipelines import default_attn_res
+    from contrastive_diffusers.testing import tiny_pipeline
+
+    unet = tiny_pipeline("sd1").unet  # cross-attention at latent, /2, /4 (and the mid block)
+    assert default_attn_res(unet, (64, 64)) == (16, 16)  # SD at 512 px: image / 32
+    assert default_attn_res(unet, (16, 16)) == (4, 4)
+    # SDXL's layout has no cross-attention at full latent size; latent/4 exists (the coarser level)
+    assert default_attn_res(tiny_pipeline("sdxl").unet, (16, 16)) == (4, 4)
+    # a model whose maps are only at 16x16 and 8x8 of a 16x16 latent: 4x4 is missing, 8x8 is nearest
+    from diffusers import UNet2DConditionModel
+
+    small = UNet2DConditionModel(
+        sample_size=16, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8, attention_head_dim=4,
+    )
+    assert default_attn_res(small, (16, 16)) == (8, 8)

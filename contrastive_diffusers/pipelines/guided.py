@@ -18,6 +18,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
 from .._compat import dtype_kwarg
+from ..guidance.attention import layer_resolutions
 from ..guidance.engine import GuidanceConditioning, Guider, StepRecord, resolve_window_mode
 from ..guidance.methods import GuidanceMethod, get_method
 from ..guidance.tokens import TokenGroup, resolve_batch_groups, tokenize_prompt
@@ -43,14 +44,22 @@ class GuidedPipelineOutput(BaseOutput):
     guidance_records: list[StepRecord] | None = None
 
 
-def default_attn_res(height: int, width: int) -> tuple[int, int]:
-    """Map size read by the loss: the image size / 32, i.e. the latents downsampled twice.
+def default_attn_res(unet, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """Map size read by the loss: the latents downsampled twice (the image size / 32 for a
+    VAE that downsamples 8 times), or, when no cross-attention layer has maps of that size,
+    the nearest size that one has (by ratio; the finer one on a tie).
 
     That is diffusers' Attend-and-Excite default for SD 1.x (16x16 at 512 px) and gives
     24x24 for SD 2.x at 768 px. For SDXL it is 32x32 at 1024 px: the coarser of SDXL's two
     cross-attention resolutions, carrying its 10-layer transformer blocks (documented choice).
+    Small models with other layouts (e.g. a 16x16 latent with cross-attention at 16x16 and
+    8x8) get the nearest map size they have.
     """
-    return math.ceil(height / 32), math.ceil(width / 32)
+    target = tuple(math.ceil(s / 4) for s in latent_hw)
+    available = set(layer_resolutions(unet, tuple(latent_hw)).values())
+    if target in available or not available:
+        return target
+    return min(available, key=lambda hw: (abs(math.log(hw[0] * hw[1] / (target[0] * target[1]))), -hw[0] * hw[1]))
 
 
 def as_method(guidance: GuidanceMethod | str) -> GuidanceMethod:
@@ -111,7 +120,8 @@ def build_guider(
 ) -> Guider:
     """A :class:`Guider` for ``pipeline``'s UNet and scheduler (any SD-like pipeline)."""
     tokenizers = [getattr(pipeline, "tokenizer", None), getattr(pipeline, "tokenizer_2", None)]
-    attn_res = tuple(attn_res) if attn_res is not None else default_attn_res(height, width)
+    latent_hw = tuple(latents.shape[-2:])
+    attn_res = tuple(attn_res) if attn_res is not None else default_attn_res(pipeline.unet, latent_hw)
     return Guider(
         method,
         pipeline.unet,
