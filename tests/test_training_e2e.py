@@ -443,6 +443,37 @@ def test_bf16_mixed_precision_keeps_the_rows_in_float32(models, relation_data, t
     assert torch.equal(result.text_encoders[0].get_input_embeddings().weight[: original.shape[0]], original)
 
 
+def test_fp16_mixed_precision_trains_and_validates(models, relation_data, tmp_path):
+    """The usual GPU setting, on the CPU: half-precision frozen models, float32 rows, and a
+    validation image although the VAE decodes in another dtype than the latents."""
+    out = tmp_path / "o"
+    result = _run(
+        ReVersion(),
+        models["sd1"],
+        relation_data,
+        out,
+        "--max_train_steps",
+        2,
+        "--train_batch_size",
+        2,
+        "--mixed_precision",
+        "fp16",
+        "--validation_prompt",
+        "cat <R> basket",
+        "--validation_steps",
+        2,
+        "--validation_num_inference_steps",
+        2,
+        "--checkpointing_steps",
+        10,
+    )
+    assert result.text_encoders[0].dtype == torch.float16 and result.learned[0].dtype == torch.float32
+    run = json.loads((out / "training_run.json").read_text())
+    assert run["mixed_precision"] == "fp16" and all(np.isfinite(m["loss"]) for m in run["metrics"])
+    grid = Image.open(out / "validation" / "step-2.png")
+    assert grid.size == (4 * 64, 64) and np.asarray(grid).std() > 0  # 4 validation images (the default)
+
+
 def test_gradient_checkpointing_gives_the_same_training(models, concept_data, tmp_path):
     common = [
         "--placeholder_tokens",

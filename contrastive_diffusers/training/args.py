@@ -126,8 +126,11 @@ def _positive(parser, args, *names, allow_none=False):
             parser.error(f"--{name} must be a positive integer, got {value}")
 
 
-def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Merge the single/plural token options and check values; ``parser.error`` on a problem."""
+def validate_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, learns_tokens: bool = True
+) -> argparse.Namespace:
+    """Merge the single/plural token options and check values; ``parser.error`` on a problem.
+    ``learns_tokens=False`` (LoRA methods): placeholder-token options are refused."""
     for single, plural in (("placeholder_token", "placeholder_tokens"), ("initializer_token", "initializer_tokens")):
         if getattr(args, plural) is not None and getattr(args, single) is not None:
             if getattr(args, single) != parser.get_default(single):
@@ -146,10 +149,17 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     args.placeholder_tokens, args.initializer_tokens = tokens, inits
     from .embeddings import check_placeholder_tokens
 
-    try:
-        check_placeholder_tokens(tokens, inits)
-    except ValueError as err:
-        parser.error(str(err))
+    if not learns_tokens:
+        if tokens or inits:
+            parser.error(
+                f"{parser.prog} trains LoRA weights, not token embeddings; drop --placeholder_token(s) and "
+                "--initializer_token(s)"
+            )
+    else:
+        try:
+            check_placeholder_tokens(tokens, inits)
+        except ValueError as err:
+            parser.error(str(err))
     _positive(
         parser,
         args,

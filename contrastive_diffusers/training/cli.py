@@ -12,13 +12,21 @@ import argparse
 import importlib
 
 #: Method name -> module under ``contrastive_diffusers.training``.
-METHODS = {"reversion": "reversion", "mcpl": "mcpl", "textual_inversion": "textual_inversion"}
+METHODS = {
+    "reversion": "reversion",
+    "mcpl": "mcpl",
+    "textual_inversion": "textual_inversion",
+    "evogen": "evogen",
+    "dco": "dco",
+}
 
 EPILOG = """\
 methods:
   reversion           a relation token <R> from exemplar images (ReVersion)
   mcpl                several concept tokens at once (MCPL: AttnMask, PromptCL, bind adjective)
   textual_inversion   plain textual inversion (the baseline)
+  evogen              contrastive LoRA on positive / hard-negative pairs, staged (EvoGen)
+  dco                 LoRA personalization against the frozen model (DCO)
 
   contrastive-diffusers train reversion --help     lists a method's options
 
@@ -31,9 +39,9 @@ example:
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
-        help="learn new tokens from images (ReVersion, MCPL, textual inversion)",
-        description="Learn new token embeddings from a folder of captioned images; the output loads with "
-        "stock diffusers' pipe.load_textual_inversion.",
+        help="learn new tokens (ReVersion, MCPL, textual inversion) or LoRA weights (EvoGen, DCO) from images",
+        description="Learn new token embeddings from a folder of captioned images (output loads with stock "
+        "diffusers' pipe.load_textual_inversion), or LoRA weights (evogen, dco; pipe.load_lora_weights).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

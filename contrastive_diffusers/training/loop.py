@@ -52,7 +52,13 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainingMethod:
-    """Plain textual inversion; subclasses override the hooks they change."""
+    """Plain textual inversion; subclasses override the hooks they change.
+
+    Methods that train something other than new token rows (LoRA: ``evogen``, ``dco``) set
+    ``learns_tokens = False`` and override :meth:`load_data`, :meth:`build_trainable`,
+    :meth:`save_output` (and, for extra resumable state, :meth:`checkpoint_state` /
+    :meth:`restore_state`); the life cycle itself stays the one of this module.
+    """
 
     name = "textual_inversion"
     description = "Textual inversion: learn new token embeddings from a few captioned images."
@@ -60,6 +66,45 @@ class TrainingMethod:
     default_templates: tuple[str, ...] | None = None
     #: Defaults this method sets on the common parser (read-only; subclasses assign their own).
     defaults: Mapping[str, object] = MappingProxyType({})
+    #: Whether the method learns placeholder-token rows (``--placeholder_token`` required).
+    learns_tokens: bool = True
+
+    def load_data(self, trainer: Trainer):
+        """The validated training data, read before any model loads: an object with ``len()``
+        and ``batch(stream, positions, seed)`` (default: captioned images with placeholders)."""
+        args = trainer.args
+        examples = load_examples(args.train_data_dir, self.default_templates)
+        trainer.examples = fill_placeholders(examples, args.placeholder_tokens)
+        return ImageCaptions(trainer.examples, args.resolution, args.center_crop, args.flip_p)
+
+    def build_trainable(self, trainer: Trainer, init_rows: list[torch.Tensor]) -> torch.nn.Module:
+        """The module whose trainable parameters the optimizer updates (it is ``prepare``d)."""
+        m = trainer.models
+        return LearnedEmbeddings(m.text_encoders, trainer.infos, init_rows, sdxl=m.sdxl)
+
+    def batch(self, trainer: Trainer, micro_step: int, positions: list[int]) -> dict:
+        """The micro-batch at these stream positions."""
+        return trainer.data.batch(trainer.stream, positions, trainer.seed)
+
+    def save_output(self, trainer: Trainer, folder: Path, final: bool) -> list[Path]:
+        """Write the learned weights into ``folder`` (main process only); returns the files."""
+        args = trainer.args
+        return save_learned_embeds(folder, args.placeholder_tokens, trainer.learned.learned(), args.initializer_tokens)
+
+    def intermediate_folder(self, step: int) -> str:
+        """Name of the ``--save_steps`` copy of the learned weights."""
+        return f"learned_embeds-steps-{step}"
+
+    def checkpoint_state(self, trainer: Trainer) -> dict:
+        """Extra JSON-able state stored in each checkpoint's ``training_state.json``."""
+        return {}
+
+    def restore_state(self, trainer: Trainer, state: dict | None) -> None:
+        """Restore :meth:`checkpoint_state` (``None``: a new run)."""
+
+    def after_step(self, trainer: Trainer, step: int, record: dict) -> None:
+        """Called after each optimizer step, before its checkpoint; may add to ``record`` or set
+        ``trainer.stop_training``."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the method's own options."""
@@ -110,6 +155,27 @@ class TrainResult:
     tokenizers: list
     metrics: list[dict] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    unet: object = None
+    #: The method's checkpoint state at the end (e.g. the curriculum stage).
+    state: dict = field(default_factory=dict)
+
+
+def _decode_latents(pipe, latents: torch.Tensor) -> list:
+    """PIL images from a pipeline's latents, in the VAE's own dtype: under fp16 mixed precision
+    the VAE may stay float32 (``force_upcast``), and diffusers' SD pipelines decode without
+    casting, which fails on half-precision latents."""
+    vae = pipe.vae
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    latents = latents.to(vae.dtype)
+    if mean is not None and std is not None:  # SDXL-style VAEs with latent statistics
+        shape = (1, latents.shape[1], 1, 1)
+        mean = torch.tensor(mean).view(shape).to(latents)
+        std = torch.tensor(std).view(shape).to(latents)
+        latents = latents * std / vae.config.scaling_factor + mean
+    else:
+        latents = latents / vae.config.scaling_factor
+    image = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image.float(), output_type="pil")
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -222,6 +288,15 @@ class Trainer:
     def denoise(self, batch: dict, hidden: torch.Tensor, pooled: torch.Tensor | None):
         """Encode the images, add noise at sampled timesteps, run the UNet under the method's
         context; returns ``(prediction, target)`` (epsilon or v, per the scheduler)."""
+        noisy, timesteps, target, kwargs = self.noisy_latents(batch, pooled)
+        with self.method.unet_context(self):
+            pred = self.models.unet(noisy, timesteps, hidden.to(self.weight_dtype), **kwargs).sample
+        return pred, target
+
+    def noisy_latents(self, batch: dict, pooled: torch.Tensor | None = None):
+        """``(noisy latents, timesteps, target, unet kwargs)`` of a batch. VAE sample, noise and
+        timestep of an example are drawn from its stream position: two examples at the same
+        position (a positive and its negative) get the same noise and timestep."""
         from diffusers.utils.torch_utils import randn_tensor
 
         m = self.models
@@ -253,8 +328,6 @@ class Trainer:
                 "text_embeds": pooled.to(self.weight_dtype),
                 "time_ids": torch.tensor(time_ids, device=self.device, dtype=self.weight_dtype),
             }
-        with self.method.unet_context(self):
-            pred = m.unet(noisy, timesteps, hidden.to(self.weight_dtype), **kwargs).sample
         prediction_type = m.noise_scheduler.config.prediction_type
         if prediction_type == "epsilon":
             target = noise
@@ -262,7 +335,7 @@ class Trainer:
             target = m.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             raise ValueError(f"Unsupported prediction type {prediction_type!r} (epsilon and v_prediction are).")
-        return pred, target
+        return noisy, timesteps, target, kwargs
 
     # ------------------------------------------------------------------ life cycle
     def _setup_accelerator(self):
@@ -309,15 +382,16 @@ class Trainer:
         from .models import load_models
 
         args = self.args
-        examples = load_examples(args.train_data_dir, self.method.default_templates)
-        self.examples = fill_placeholders(examples, args.placeholder_tokens)
+        self.examples = []
+        self.data = self.method.load_data(self)
         self.models = m = load_models(args.pretrained_model_name_or_path, args.revision, args.variant)
         self.infos: list[PlaceholderInfo] = []
         init_rows = []
-        for tok, enc in zip(m.tokenizers, m.text_encoders):
-            info, rows = add_placeholder_tokens(tok, enc, args.placeholder_tokens, args.initializer_tokens)
-            self.infos.append(info)
-            init_rows.append(rows)
+        if self.method.learns_tokens:
+            for tok, enc in zip(m.tokenizers, m.text_encoders):
+                info, rows = add_placeholder_tokens(tok, enc, args.placeholder_tokens, args.initializer_tokens)
+                self.infos.append(info)
+                init_rows.append(rows)
         limit = m.tokenizers[0].model_max_length - 2
         for example in self.examples:
             for caption in example.captions:
@@ -348,7 +422,7 @@ class Trainer:
             for enc in m.text_encoders:
                 enc.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
                 enc.train()  # transformers checkpoints only in training mode; CLIP dropout is 0
-        self.model = LearnedEmbeddings(m.text_encoders, self.infos, init_rows, sdxl=m.sdxl)
+        self.model = self.method.build_trainable(self, init_rows)
         self.initial_rows = [r.clone() for r in init_rows]
         self.num_train_timesteps = m.noise_scheduler.config.num_train_timesteps
 
@@ -361,7 +435,7 @@ class Trainer:
             lr = lr * args.gradient_accumulation_steps * args.train_batch_size * acc.num_processes
         self.effective_lr = lr
         optimizer = torch.optim.AdamW(
-            self.model.parameters(),
+            [p for p in self.model.parameters() if p.requires_grad],
             lr=lr,
             betas=(args.adam_beta1, args.adam_beta2),
             weight_decay=args.adam_weight_decay,
@@ -407,9 +481,12 @@ class Trainer:
         set_seed(self.seed)
         if path is None:
             self.metrics = []
+            self.method.restore_state(self, None)
             return 0
         acc.load_state(str(path))
-        step = int(json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["global_step"])
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        step = int(state["global_step"])
+        self.method.restore_state(self, state)
         previous = self.output_dir / RUN_FILE
         self.metrics = []
         if previous.exists():
@@ -424,11 +501,6 @@ class Trainer:
 
     def _save_checkpoint(self, step: int) -> None:
         args, acc = self.args, self.accelerator
-        if acc.is_main_process and args.checkpoints_total_limit is not None:
-            existing = list_checkpoints(self.output_dir)
-            excess = len(existing) + 1 - args.checkpoints_total_limit
-            for _, folder in existing[: max(0, excess)]:
-                shutil.rmtree(folder)
         acc.wait_for_everyone()
         path = self.output_dir / f"checkpoint-{step}"
         acc.save_state(str(path))
@@ -440,9 +512,24 @@ class Trainer:
                     "seed": self.seed,
                     "method": self.method.name,
                     "placeholder_tokens": list(args.placeholder_tokens),
+                    **self.method.checkpoint_state(self),
                 },
             )
+            self._prune_checkpoints()
         acc.wait_for_everyone()
+
+    def _prune_checkpoints(self) -> None:
+        """Keep the newest ``--checkpoints_total_limit`` complete checkpoints. Runs only after
+        the new one is complete, so a kill while saving never leaves nothing to resume from;
+        unfinished folders (no state file) are removed too."""
+        limit = self.args.checkpoints_total_limit
+        if limit is None:
+            return
+        folders = list_checkpoints(self.output_dir)
+        complete = [p for _, p in folders if (p / STATE_FILE).exists()]
+        for _, folder in folders:
+            if folder not in complete or folder in complete[: max(0, len(complete) - limit)]:
+                shutil.rmtree(folder)
 
     def _validation(self, step: int) -> Path | None:
         from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
@@ -469,15 +556,15 @@ class Trainer:
         images = []
         with torch.no_grad(), self.method.validation_context(self):
             for _ in range(args.num_validation_images):
-                images.append(
-                    pipe(
-                        args.validation_prompt,
-                        num_inference_steps=args.validation_num_inference_steps,
-                        height=args.resolution,
-                        width=args.resolution,
-                        generator=generator,
-                    ).images[0]
-                )
+                latents = pipe(
+                    args.validation_prompt,
+                    num_inference_steps=args.validation_num_inference_steps,
+                    height=args.resolution,
+                    width=args.resolution,
+                    generator=generator,
+                    output_type="latent",
+                ).images
+                images.append(_decode_latents(pipe, latents)[0])
         del pipe
         folder = self.output_dir / "validation"
         folder.mkdir(parents=True, exist_ok=True)
@@ -523,7 +610,7 @@ class Trainer:
             "mixed_precision": self.accelerator.mixed_precision,
             "sdxl": self.models.sdxl,
             "prediction_type": self.models.noise_scheduler.config.prediction_type,
-            "num_examples": len(self.examples),
+            "num_examples": len(self.data),
             "tokens": tokens,
             "method_settings": _jsonable(self.method.run_record()),
             "versions": _versions(),
@@ -550,7 +637,8 @@ class Trainer:
             return self._run(on_step)
         finally:
             self.method.teardown(self)
-            self.learned.remove_hooks()
+            if self.method.learns_tokens:
+                self.learned.remove_hooks()
 
     def _run(self, on_step) -> TrainResult:
         args, acc = self.args, self.accelerator
@@ -563,8 +651,8 @@ class Trainer:
         self.timestep_probs = self.method.timestep_probabilities(self)
         if self.timestep_probs is not None:
             self.timestep_probs = self.timestep_probs.float()
-        data = ImageCaptions(self.examples, args.resolution, args.center_crop, args.flip_p)
-        stream = DataStream(len(data), self.seed)
+        self.stream = DataStream(len(self.data), self.seed)
+        self.stop_training = False
         if acc.is_main_process and args.report_to != "none":
             config = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
             acc.init_trackers(self.method.name.replace("_", "-"), config=config)
@@ -573,14 +661,14 @@ class Trainer:
         files: list[Path] = []
         self._write_run(status, global_step)
         try:
-            while global_step < args.max_train_steps:
+            while global_step < args.max_train_steps and not self.stop_training:
                 started = time.perf_counter()
                 sums: dict[str, float] = {}
                 for _ in range(args.gradient_accumulation_steps):
-                    positions = stream.positions(
+                    positions = self.stream.positions(
                         micro_step, args.train_batch_size, acc.num_processes, acc.process_index
                     )
-                    batch = data.batch(stream, positions, self.seed)
+                    batch = self.method.batch(self, micro_step, positions)
                     with acc.accumulate(self.model):
                         loss, logs = self.method.loss(self, batch)
                         acc.backward(loss)
@@ -604,6 +692,7 @@ class Trainer:
                     "lr": float(self.lr_scheduler.get_last_lr()[0]),
                     "step_time_s": time.perf_counter() - started,
                 }
+                self.method.after_step(self, global_step, record)
                 self.metrics.append(record)
                 if args.report_to != "none":
                     acc.log({k: v for k, v in record.items() if k != "step"}, step=global_step)
@@ -611,11 +700,8 @@ class Trainer:
                     self._save_checkpoint(global_step)
                 if acc.is_main_process:
                     if global_step % args.save_steps == 0 and global_step < args.max_train_steps:
-                        save_learned_embeds(
-                            self.output_dir / f"learned_embeds-steps-{global_step}",
-                            args.placeholder_tokens,
-                            self.learned.learned(),
-                            args.initializer_tokens,
+                        self.method.save_output(
+                            self, self.output_dir / self.method.intermediate_folder(global_step), final=False
                         )
                     if args.validation_prompt and global_step % args.validation_steps == 0:
                         self._validation(global_step)
@@ -624,9 +710,9 @@ class Trainer:
                 if on_step is not None:
                     on_step(global_step, record)
             acc.wait_for_everyone()
-            learned = self.learned.learned()
+            learned = self.learned.learned() if self.method.learns_tokens else []
             if acc.is_main_process:
-                files = save_learned_embeds(self.output_dir, args.placeholder_tokens, learned, args.initializer_tokens)
+                files = self.method.save_output(self, self.output_dir, final=True)
             status = "finished"
         except (KeyboardInterrupt, SystemExit):
             status = "interrupted"
@@ -638,7 +724,8 @@ class Trainer:
             self._write_run(status, global_step)
             if args.report_to != "none":
                 acc.end_training()
-        self.learned.write_into_encoders()
+        if self.method.learns_tokens:
+            self.learned.write_into_encoders()
         return TrainResult(
             self.output_dir,
             global_step,
@@ -648,6 +735,8 @@ class Trainer:
             list(self.models.tokenizers),
             list(self.metrics),
             files,
+            unet=self.models.unet,
+            state=self.method.checkpoint_state(self),
         )
 
 
@@ -672,7 +761,7 @@ def parse_method_args(method: TrainingMethod, argv: Sequence[str] | None, prog: 
     args = parser.parse_args(argv)
     if args.output_dir is None:
         args.output_dir = f"{method.name}-output"
-    args = validate_args(parser, args)
+    args = validate_args(parser, args, learns_tokens=method.learns_tokens)
     method.validate(parser, args)
     return args
 
@@ -692,6 +781,8 @@ def run_main(method: TrainingMethod, argv: Sequence[str] | None, prog: str) -> i
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if result.files:
+    if result.files and method.learns_tokens:
         print(f"Learned {', '.join(result.tokens)} in {result.global_step} steps; embeddings in {result.output_dir}")
+    elif result.files:
+        print(f"Trained {method.name} in {result.global_step} steps; weights in {result.output_dir}")
     return 0
