@@ -1,4 +1,5 @@
-"""Contrastive prompt learning with accelerate: ReVersion and MCPL on one training framework.
+"""Training with accelerate on one framework: contrastive prompt learning (ReVersion, MCPL)
+and contrastive LoRA fine-tuning (EvoGen, DCO).
 
 Entry points (each also ``accelerate launch -m ...``-able and behind ``contrastive-diffusers
 train <method>``):
@@ -6,13 +7,17 @@ train <method>``):
 - ``python -m contrastive_diffusers.training.reversion``: a relation token (ReVersion);
 - ``python -m contrastive_diffusers.training.mcpl``: several concept tokens (MCPL);
 - ``python -m contrastive_diffusers.training.textual_inversion``: the plain baseline;
-- ``python -m contrastive_diffusers.training.benchmark``: step time and peak memory of the three.
+- ``python -m contrastive_diffusers.training.evogen``: LoRA on positive / hard-negative pairs
+  in curriculum stages (EvoGen); ``...training.dco``: DCO personalisation;
+- ``python -m contrastive_diffusers.training.benchmark``: step time and peak memory.
 
-The output loads with stock diffusers (``pipe.load_textual_inversion``; see ``save``).
-Modules: ``args`` (command line), ``data`` (captioned image folders), ``embeddings``
-(placeholder tokens, the learned rows), ``losses`` and ``timesteps`` (pure functions),
-``loop`` (the accelerate life cycle, ``train``), ``save`` (output files), ``cli`` (the
-``train`` subcommand), ``vocabulary`` (prepositions, stop words).
+Token outputs load with stock ``pipe.load_textual_inversion`` (see ``save``), LoRA outputs
+with ``pipe.load_lora_weights``. Modules: ``args`` (command line), ``data`` (captioned image
+folders), ``pairs`` (pair folders and the pair builder), ``embeddings`` (placeholder tokens,
+the learned rows), ``lora`` (adapters, their checkpoints and output), ``losses``,
+``objectives`` and ``timesteps`` (pure functions), ``curriculum`` (stages), ``loop`` (the
+accelerate life cycle, ``train``), ``save`` (output files), ``cli`` (the ``train``
+subcommand), ``vocabulary`` (prepositions, stop words).
 
 Imported names are resolved lazily, so that importing the package (e.g. for the CLI's
 ``--help``) does not import torch.
@@ -29,18 +34,26 @@ _EXPORTS = {
     "ReVersion": "reversion",
     "MCPL": "mcpl",
     "TextualInversion": "textual_inversion",
+    "EvoGen": "evogen",
+    "DCO": "dco",
+    "load_pairs": "pairs",
+    "build_pairs": "pairs",
     "save_learned_embeds": "save",
     "load_learned_embeds": "save",
     "add_train_parser": "cli",
 }
 __all__ = [
+    "DCO",
+    "EvoGen",
     "MCPL",
     "ReVersion",
     "TextualInversion",
     "TrainResult",
     "TrainingMethod",
     "add_train_parser",
+    "build_pairs",
     "load_learned_embeds",
+    "load_pairs",
     "save_learned_embeds",
     "train",
 ]
