@@ -24,6 +24,7 @@ PROMPTS = [
     PromptItem("a", "a red car and a blue bench", token_groups=[["red", "car"], ["blue", "bench"]]),
     PromptItem("b", "a cat and a dog and a car", token_groups=[["cat"], ["dog"], ["car"]]),
     PromptItem("c", "a dog and a red bench", token_groups=[["dog"], ["red", "bench"]]),
+    PromptItem("d", "a red car", token_groups=[["red", "car"]]),  # one object: stage 1
 ]
 
 
@@ -59,7 +60,7 @@ def pairs(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("pairs")
     report = build_pairs(PROMPTS, pipe, out, scorer=scorer, seeds=(0,),
                          options={"num_inference_steps": 2, "height": 64, "width": 64, "guidance_scale": 7.5})
-    assert len(report.kept) == 5 and not report.rejected
+    assert len(report.kept) == 6 and not report.rejected
     assert sorted({p.stage for p in load_pairs(out)}) == [1, 2, 3]
     return out
 
@@ -84,7 +85,7 @@ def test_evogen_three_stages_loads_in_diffusers_and_resumes_in_stage(model, pair
     from diffusers import StableDiffusionPipeline
 
     common = ["--stage_steps", "2,2,2", "--train_batch_size", 2, "--checkpointing_steps", 3, "--learning_rate", 1e-3,
-              "--rank", 4]
+              "--rank", 4, "--lora_alpha", 8]
     straight = _run(EvoGen(), model, pairs, tmp_path / "a", *common)
     assert straight.global_step == 6 and straight.state["curriculum"]["index"] == 3
     assert [m["stage"] for m in straight.metrics] == [1, 1, 2, 2, 3, 3]
@@ -123,6 +124,11 @@ def test_evogen_three_stages_loads_in_diffusers_and_resumes_in_stage(model, pair
     base = StableDiffusionPipeline.from_pretrained(model)
     tuned = StableDiffusionPipeline.from_pretrained(model)
     tuned.load_lora_weights(tmp_path / "a")
+    # alpha travels with the weights: the loaded layers scale by alpha / rank = 2, as in training
+    from peft.tuners.lora import LoraLayer
+
+    scalings = {v for mod in tuned.unet.modules() if isinstance(mod, LoraLayer) for v in mod.scaling.values()}
+    assert scalings == {2.0}
     change = np.abs(image(tuned) - image(base)).max()
     print(f"largest pixel change with the LoRA: {change:.4f}")
     assert change > 1e-4
@@ -247,3 +253,18 @@ def test_accelerate_launch_and_train_cli(model, pairs, tmp_path):
     cli = subprocess.run([sys.executable, "-m", "contrastive_diffusers", "train", "evogen", "--help"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert cli.returncode == 0 and "--stage_steps" in cli.stdout and "--objective" in cli.stdout
+
+
+def test_advance_rule_ends_stages_early_and_a_finished_run_resumes_cleanly(model, pairs, tmp_path):
+    # a threshold every check passes: each stage ends after its first check (1 step)
+    common = ["--stage_steps", "2,2,2", "--train_batch_size", 2, "--checkpointing_steps", 3, "--learning_rate", 1e-3,
+              "--advance_metric", "val_loss", "--advance_threshold", 1e9, "--advance_check_steps", 1,
+              "--advance_eval_pairs", 2]
+    first = _run(EvoGen(), model, pairs, tmp_path / "o", *common)
+    assert [m["stage"] for m in first.metrics] == [1, 2, 3] and first.global_step == 3
+    assert all(m.get("advanced") for m in first.metrics)
+    weights = _lora(tmp_path / "o")
+    # resuming the finished run (its checkpoint is at the last step) trains nothing and saves the same LoRA
+    again = _run(EvoGen(), model, pairs, tmp_path / "o", *common, "--resume_from_checkpoint", "latest")
+    assert again.global_step == 3 and again.state["curriculum"]["index"] == 3
+    assert all(torch.equal(weights[k], v) for k, v in _lora(tmp_path / "o").items())

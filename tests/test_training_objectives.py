@@ -36,7 +36,7 @@ def test_infonce_pair_only_is_a_logistic_on_the_error_gap():
 
 def test_infonce_with_in_batch_negatives():
     e_pos, e_neg = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 1.0])
-    loss = contrastive_infonce(e_pos, e_neg, temperature=0.5)
+    loss = contrastive_infonce(e_pos, e_neg, temperature=0.5, in_batch_negatives=True)
     # row i: positive -e+_i against every negative -e-_1, -e-_2 (τ = 0.5)
     row0 = -(-2.0) + math.log(math.exp(-2.0) + math.exp(-3.0) + math.exp(-2.0))
     row1 = -(-4.0) + math.log(math.exp(-4.0) + math.exp(-3.0) + math.exp(-2.0))

@@ -88,10 +88,13 @@ def test_pair_images_crop_positive_and_negative_alike(tmp_path):
 def test_category_and_stage_mapping():
     item = PromptItem("x", "a red car and a blue bench", token_groups=[["red", "car"], ["blue", "bench"]])
     found = {v.metadata["perturbation"]: category_and_stage(item, v) for v in contrast_set(item)}
-    assert found == {"swap_attributes": ("color", 2), "replace_object": ("shape", 1)}
+    # two objects: stage 2 (two-object binding), also when one object is replaced
+    assert found == {"swap_attributes": ("color", 2), "replace_object": ("shape", 2)}
+    single = PromptItem("s", "a red car", token_groups=[["red", "car"]])
+    assert [category_and_stage(single, v) for v in contrast_set(single)] == [("shape", 1)]
     dog = PromptItem("d", "a dog and a red bench", token_groups=[["dog"], ["red", "bench"]])
     found = {v.metadata["perturbation"]: category_and_stage(dog, v) for v in contrast_set(dog)}
-    assert found == {"swap_objects": ("color", 2), "replace_object": ("shape", 1)}
+    assert found == {"swap_objects": ("color", 2), "replace_object": ("shape", 2)}
     wood = PromptItem("w", "a wooden car and a metallic bench", token_groups=[["wooden", "car"], ["metallic", "bench"]])
     assert category_and_stage(wood, contrast_set(wood)[0]) == ("texture", 2)
     three = PromptItem("t", "a cat and a dog and a car", token_groups=[["cat"], ["dog"], ["car"]])
@@ -150,7 +153,7 @@ def test_builder_keeps_consistent_pairs_rejects_others_and_resumes(tmp_path):
     assert report.rejected[0]["perturbed"] == rejected_prompt
     assert "no negative candidate" in report.rejected[0]["reason"]
     pairs = load_pairs(tmp_path / "built")
-    assert sorted((p.category, p.stage) for p in pairs) == [("color", 2), ("complex", 3), ("shape", 1), ("shape", 1)]
+    assert sorted((p.category, p.stage) for p in pairs) == [("color", 2), ("complex", 3), ("shape", 2), ("shape", 2)]
     for pair in pairs:  # the positive came from the caption, the negative from its perturbation
         assert pipe.made[Image.open(pair.positive).convert("RGB").tobytes()] == pair.caption
         assert pipe.made[Image.open(pair.negative).convert("RGB").tobytes()] != pair.caption

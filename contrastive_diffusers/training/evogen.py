@@ -21,7 +21,8 @@ objective       loss                                                        UNet
 ==============  ==========================================================  ===============
 denoise         MSE on the positive (plain LoRA fine-tuning)                 B
 contrastive     w_d·MSE⁺ + w_c·InfoNCE(−e/τ) over the pair and in-batch      2B
-                negatives (``--temperature``, ``--no_in_batch_negatives``)
+                negatives (``--temperature``; ``--in_batch_negatives`` adds the
+                batch's other negatives: off by default, see its help)
 margin          w_d·MSE⁺ + w_c·(−log σ(−β[(e⁺−e_ref⁺) − (e⁻−e_ref⁻)]))      2B + 2B no-grad
                 (``--beta``)
 ==============  ==========================================================  ===============
@@ -103,10 +104,17 @@ class EvoGen(LoraMethod):
         g.add_argument("--objective", default="contrastive", choices=sorted(OBJECTIVES))
         g.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature τ (on mean-squared errors).")
         g.add_argument(
+            "--in_batch_negatives",
+            action="store_true",
+            help="InfoNCE also against the batch's other negatives. Off by default: each pair has its "
+            "own timestep, and an error's size depends mostly on the timestep, so other pairs' errors "
+            "rank by how easy their timestep was rather than by content.",
+        )
+        g.add_argument(
             "--no_in_batch_negatives",
             dest="in_batch_negatives",
             action="store_false",
-            help="InfoNCE against each pair's own negative only.",
+            help="InfoNCE against each pair's own negative only (the default).",
         )
         g.add_argument("--beta", type=float, default=1000.0, help="β of the margin objective.")
         g.add_argument(
@@ -272,6 +280,9 @@ class EvoGen(LoraMethod):
         loss, _ = self.objective(args, e)
         margin, accuracy = pair_margin(e["e_pos"], e["e_neg"])
         return {"pair_accuracy": float(accuracy), "margin": float(margin), "val_loss": float(loss)}
+
+    def finished(self, trainer: Trainer) -> bool:
+        return self.curriculum.finished
 
     def after_step(self, trainer: Trainer, step: int, record: dict) -> None:
         metric = trainer.args.advance_metric

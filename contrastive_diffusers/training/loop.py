@@ -102,6 +102,11 @@ class TrainingMethod:
     def restore_state(self, trainer: Trainer, state: dict | None) -> None:
         """Restore :meth:`checkpoint_state` (``None``: a new run)."""
 
+    def finished(self, trainer: Trainer) -> bool:
+        """Whether training is already complete before reaching ``--max_train_steps`` (checked
+        after resuming)."""
+        return False
+
     def after_step(self, trainer: Trainer, step: int, record: dict) -> None:
         """Called after each optimizer step, before its checkpoint; may add to ``record`` or set
         ``trainer.stop_training``."""
@@ -652,7 +657,9 @@ class Trainer:
         if self.timestep_probs is not None:
             self.timestep_probs = self.timestep_probs.float()
         self.stream = DataStream(len(self.data), self.seed)
-        self.stop_training = False
+        # a resumed run whose method had already finished (e.g. its last curriculum stage
+        # ended early) goes straight to the final save
+        self.stop_training = self.method.finished(self)
         if acc.is_main_process and args.report_to != "none":
             config = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
             acc.init_trackers(self.method.name.replace("_", "-"), config=config)

@@ -206,11 +206,19 @@ class LoraMethod(TrainingMethod):
         def layers(module):
             return convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
 
-        kwargs = {"unet_lora_layers": layers(unet)}
+        def metadata(module):
+            # rank and alpha travel with the weights: without them load_lora_weights assumes
+            # alpha = rank, and a run with --lora_alpha != --rank would load at the wrong scale
+            config = getattr(module, "peft_config", {}).get("default")
+            return config.to_dict() if config is not None else None
+
+        kwargs = {"unet_lora_layers": layers(unet), "unet_lora_adapter_metadata": metadata(unet)}
         if trainer.args.train_text_encoder:
             kwargs["text_encoder_lora_layers"] = layers(m.text_encoders[0])
+            kwargs["text_encoder_lora_adapter_metadata"] = metadata(m.text_encoders[0])
             if m.sdxl:
                 kwargs["text_encoder_2_lora_layers"] = layers(m.text_encoders[1])
+                kwargs["text_encoder_2_lora_adapter_metadata"] = metadata(m.text_encoders[1])
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         pipeline_class = StableDiffusionXLPipeline if m.sdxl else StableDiffusionPipeline
@@ -238,7 +246,9 @@ class LoraMethod(TrainingMethod):
         modules = [trainer.accelerator.unwrap_model(m.unet)]
         if trainer.args.train_text_encoder:
             modules += list(m.text_encoders)
-        with adapters_disabled(*modules):
+        # Under the same autocast as the trained forward (accelerate wraps the prepared
+        # module in it): otherwise at equal weights e_theta != e_ref under fp16 on a GPU.
+        with adapters_disabled(*modules), trainer.accelerator.autocast():
             if trainer.args.train_text_encoder:  # the base text encoding too
                 hidden, pooled = self.encode(trainer, captions)
                 if pooled is not None:

@@ -8,8 +8,11 @@ SAME noise and timestep, and both are denoised under the positive's caption ``c`
 
 - :func:`denoising_mse`: ``mean(e⁺)``, plain fine-tuning on the positive.
 - :func:`contrastive_infonce`: InfoNCE over the logits ``−e / τ``: for sample ``i`` the positive
-  ``−e⁺_i`` against its own negative ``−e⁻_i`` and (``in_batch_negatives``) the other negatives
-  of the batch ``−e⁻_j``; ``−log softmax`` of the positive, averaged.
+  ``−e⁺_i`` against its own negative ``−e⁻_i`` and (``in_batch_negatives``, off by default)
+  the other negatives of the batch ``−e⁻_j``; ``−log softmax`` of the positive, averaged.
+  Other pairs were noised at other timesteps, and an error's size depends mostly on the
+  timestep, so in-batch negatives compare timesteps more than content; under several
+  processes they are each process's own batch.
 - :func:`preference_margin`: DPO/DCO-style against the frozen reference (the base model,
   adapters off): ``−log σ(−β·[(e_θ⁺ − e_ref⁺) − (e_θ⁻ − e_ref⁻)])`` per sample, averaged.
 - :func:`consistency_dco`: DCO for personalization (Lee et al., 2024): on reference images
@@ -55,7 +58,7 @@ def denoising_mse(e_pos: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_infonce(
-    e_pos: torch.Tensor, e_neg: torch.Tensor, temperature: float = 0.05, in_batch_negatives: bool = True
+    e_pos: torch.Tensor, e_neg: torch.Tensor, temperature: float = 0.05, in_batch_negatives: bool = False
 ) -> torch.Tensor:
     """InfoNCE on negative denoising errors (see the module docstring); ``(B,)`` inputs."""
     if temperature <= 0:

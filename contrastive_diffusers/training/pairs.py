@@ -23,12 +23,14 @@ guidance methods and seeds, scores every candidate against both texts, and keeps
 - the negative (generated from the perturbed prompt) scores higher on the perturbed prompt than
   on the prompt by more than ``margin``.
 
-Category and stage come from the perturbation (:func:`category_and_stage`):
+Category and stage come from the perturbation (:func:`category_and_stage`); the stage from
+the number of objects of the prompt (1: single-object attributes, 2: two-object binding and
+relations, 3: complex scenes with three or more), the category from what changed:
 
 ==================  ===========================================  =====
 perturbation        category                                     stage
 ==================  ===========================================  =====
-replace_object      ``shape`` (the object's identity changes)    1
+replace_object      ``shape`` (the object's identity changes)    1 or 2
 swap_attributes     by the swapped words: ``color`` if a colour   2
                     word, ``texture`` / ``shape`` if one of
                     :data:`TEXTURE_WORDS` / :data:`SHAPE_WORDS`,
@@ -215,7 +217,7 @@ def category_and_stage(source, perturbed) -> tuple[str, int]:
     if len(groups) >= 3:
         return "complex", 3
     if kind == "replace_object":
-        return "shape", 1
+        return "shape", max(1, len(groups))
     if kind in ("swap_attributes", "swap_objects"):
         words = {w.lower() for g in groups for w in g[:-1]}
         if words & set(COLORS):
