@@ -196,6 +196,22 @@ def test_margin_objective_starts_at_log2_and_dco_trains(model, pairs, tmp_path):
                   "--train_batch_size", 2, "--learning_rate", 1e-3, "--checkpointing_steps", 100)
     assert result.metrics[0]["objective_loss"] == pytest.approx(math.log(2), abs=1e-6)  # model == reference
     assert result.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # w_d defaults to 0 for margin
+    # after training, the reference (adapters disabled) is still exactly the base UNet,
+    # and the trained UNet is not
+    from diffusers import UNet2DConditionModel
+
+    from contrastive_diffusers.training.lora import adapters_disabled
+
+    base = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+    g = torch.Generator().manual_seed(0)
+    x, hidden = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, base.config.cross_attention_dim, generator=g)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        expected = base(x, t, hidden).sample
+        trained = result.unet(x, t, hidden).sample
+        with adapters_disabled(result.unet):
+            reference = result.unet(x, t, hidden).sample
+    assert torch.allclose(reference, expected, atol=1e-6) and not torch.allclose(trained, expected, atol=1e-6)
 
     images = tmp_path / "dog"
     images.mkdir()
@@ -210,8 +226,13 @@ def test_margin_objective_starts_at_log2_and_dco_trains(model, pairs, tmp_path):
     assert dco.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert dco.metrics[-1]["loss"] != pytest.approx(math.log(2), abs=1e-6)
     pipe = StableDiffusionPipeline.from_pretrained(model)
-    pipe.load_lora_weights(tmp_path / "d")  # UNet and text-encoder LoRA
+    ids = pipe.tokenizer(["a photo of sks dog"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = pipe.text_encoder(ids)[0]
+        pipe.load_lora_weights(tmp_path / "d")  # UNet and text-encoder LoRA
+        after = pipe.text_encoder(ids)[0]
     assert any("text_encoder" in k for k in _lora(tmp_path / "d"))
+    assert (after - before).abs().max() > 1e-6  # the loaded text-encoder LoRA acts
 
 
 def test_argument_errors(model, pairs, tmp_path):
