@@ -1,0 +1,95 @@
+"""The ShapesWorld training script with a micro config: stock loading, guidance, CLIP, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from contrastive_diffusers.shapes.model import ShapesModelConfig, build_components
+from contrastive_diffusers.shapes.train import main
+
+MICRO = ["--seed", "0", "--vae_steps", "3", "--unet_steps", "3", "--clip_steps", "3", "--batch_size", "4",
+         "--num_scenes", "32", "--retrieval_scenes", "8", "--log_every", "2", "--num_threads", "1"]
+WEIGHTS = ["vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+           "text_encoder/model.safetensors", "clip/model.safetensors"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models this small run faster on one thread (and do not stall on a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The micro config trained twice with the same seed."""
+    folders = [tmp_path_factory.mktemp(f"shapes{k}") for k in range(2)]
+    for folder in folders:
+        assert main(["--output_dir", str(folder), *MICRO]) == 0
+    return folders
+
+
+def test_architecture_has_cross_attention_at_16_and_8():
+    from contrastive_diffusers.guidance.attention import layer_resolutions
+    from contrastive_diffusers.pipelines import default_attn_res
+
+    unet = build_components(ShapesModelConfig())["unet"]
+    maps = {hw for name, hw in layer_resolutions(unet, (16, 16)).items() if "attn2" in name}
+    assert maps == {(16, 16), (8, 8)}
+    assert default_attn_res(unet, (16, 16)) == (8, 8)
+
+
+def test_folder_loads_with_stock_diffusers_and_generates(trained):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(trained[0])
+    assert pipe.safety_checker is None and isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.vae.config.scaling_factor != 1.0
+    image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
+
+
+def test_guided_pipeline_runs_conform_with_default_attn_res(trained):
+    from diffusers import StableDiffusionPipeline
+
+    from contrastive_diffusers.pipelines import GuidedStableDiffusionPipeline
+
+    pipe = GuidedStableDiffusionPipeline.from_pipe(StableDiffusionPipeline.from_pretrained(trained[0]))
+    out = pipe("a red circle and a blue square", num_inference_steps=2, guidance="conform",
+               generator=torch.Generator().manual_seed(0))
+    assert len(out.images) == 1 and out.images[0].size == (32, 32)
+
+
+def test_world_clip_loads_in_clip_scorer(trained):
+    from contrastive_diffusers.eval.clip_score import ClipScorer
+    from contrastive_diffusers.shapes import render, sample_scene
+
+    scorer = ClipScorer.from_pretrained(trained[0] / "clip", device="cpu")
+    scores = scorer.clip_score([render(sample_scene(0), 32)], ["a red circle"], clamp=False)
+    assert scores.shape == (1,) and torch.isfinite(scores).all()
+
+
+def test_same_seed_gives_identical_weights(trained):
+    for name in WEIGHTS:
+        a, b = (load_file(folder / name) for folder in trained)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_training_log_and_model_card(trained):
+    log = json.loads((trained[0] / "training_log.json").read_text())
+    assert {"arguments", "seed", "config", "parameters", "phases", "clip_retrieval", "versions"} <= log.keys()
+    assert {"data", "vae", "unet", "clip"} <= log["phases"].keys()
+    for phase in ("vae", "unet", "clip"):
+        assert log["phases"][phase]["curve"][-1]["step"] == 3 and log["phases"][phase]["seconds"] >= 0
+    assert log["arguments"]["unet_steps"] == 3 and log["seed"] == 0
+    assert 0 <= log["clip_retrieval"]["training pairs"]["accuracy"] <= 1
+    card = (trained[0] / "README.md").read_text()
+    for heading in ("## Recipe", "## Training curves", "## Timings", "caption retrieval"):
+        assert heading in card
