@@ -182,3 +182,21 @@ def test_builder_with_the_tiny_pipeline_and_a_clip_scorer(tmp_path, tiny_clip_di
         for c in entry["candidates"]:
             gap = c["score_prompt"] - c["score_perturbed"]
             assert c["valid"] == ((gap if c["role"] == "positive" else -gap) > 0)
+
+
+def test_candidate_cache_key_names_the_model_and_the_method():
+    from contrastive_diffusers.guidance.methods import get_method
+    from contrastive_diffusers.training.pairs import _key, _source
+
+    class Pipe:
+        def __init__(self, name):
+            self.config = {"_name_or_path": name}
+
+    options = {"num_inference_steps": 2}
+    a = _key("a cat", "none", 0, options, _source(Pipe("model-a"), None))
+    assert a == _key("a cat", "none", 0, options, _source(Pipe("model-a"), None))
+    assert a != _key("a cat", "none", 0, options, _source(Pipe("model-b"), None))  # another model: no reuse
+    conform = get_method("conform")
+    assert _key("a cat", "conform", 0, options, _source(Pipe("m"), conform)) != _key(
+        "a cat", "conform", 0, options, _source(Pipe("m"), conform.with_schedule(step_size=1.0))
+    )

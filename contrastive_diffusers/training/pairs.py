@@ -240,9 +240,18 @@ def as_scorer(scorer) -> Callable:
     raise TypeError(f"scorer must be a ClipScorer or a callable (images, texts) -> scores, got {type(scorer).__name__}")
 
 
-def _key(prompt: str, method: str, seed: int, options: Mapping) -> str:
-    text = json.dumps([prompt, method, seed, {k: options[k] for k in sorted(options)}], default=str)
+def _key(prompt: str, method: str, seed: int, options: Mapping, source: list) -> str:
+    """Cache key of a candidate image: everything that decides its pixels, the model and the
+    method's configuration included (another model must not reuse these images)."""
+    text = json.dumps([prompt, method, seed, {k: options[k] for k in sorted(options)}, source], default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
+
+
+def _source(pipe, method) -> list:
+    inner = getattr(pipe, "pipe", pipe)  # a wrapper around a pipeline (tests) names the inner one
+    config = getattr(inner, "config", {}) or {}
+    name = config.get("_name_or_path", "") if hasattr(config, "get") else ""
+    return [type(inner).__name__, name, method.config() if hasattr(method, "config") else None]
 
 
 @dataclass
@@ -297,7 +306,7 @@ def build_pairs(
     counts = {"generated": 0, "reused": 0}
 
     def candidate(prompt: str, groups, method_name: str, seed: int) -> Path:
-        path = cache / f"{_key(prompt, method_name, seed, options)}.png"
+        path = cache / f"{_key(prompt, method_name, seed, options, _source(pipe, methods[method_name]))}.png"
         if path.exists():
             counts["reused"] += 1
             return path
