@@ -72,7 +72,10 @@ def test_attend_and_excite_matches_diffusers_pipeline():
     # Refinement ran at steps 0 and 10 (the parity covers the refinement loop too).
     refined = [r.step for r in out.guidance_records if sum(r.refinement_iterations)]
     assert refined == [0, 10]
-    assert np.abs(out.images - expected).max() < 1e-4
+    # float32 sums differ with the thread count, and 12 steps of gradient updates amplify them:
+    # 6e-6 with the default threads, 1.0e-4 with OMP_NUM_THREADS=1; both far below one 8-bit
+    # level (3.9e-3). The plain image must be farther away than this, or the test shows nothing.
+    assert np.abs(out.images - expected).max() < 5e-4
     assert np.abs(plain - expected).max() > 0.05  # and guidance did change the image
 
 

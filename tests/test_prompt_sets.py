@@ -241,7 +241,12 @@ def test_auto_detects_geneval_vs_generic_jsonl(tmp_path):
 def test_load_prompt_set(tmp_path):
     assert len(load_prompt_set("attend_and_excite")) == 276
     assert load_prompt_set("attend_and_excite:animals") == attend_and_excite_prompts("animals")
-    assert set(BUILTIN_PROMPT_SETS) == {"attend_and_excite"} | {f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS}
+    assert set(BUILTIN_PROMPT_SETS) == {"attend_and_excite", "shapes", "shapes:test", "shapes:train"} | {
+        f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS
+    }
+    shapes = load_prompt_set("shapes")
+    assert shapes == load_prompt_set("shapes:test") and all("spec" in item.metadata for item in shapes)
+    assert {item.metadata["split"] for item in load_prompt_set("shapes:train")} == {"train"}
     with pytest.raises(ValueError, match="animal_object"):
         load_prompt_set("attend_and_excite:plants")
     with pytest.raises(ValueError, match=r"Unknown prompt set 'bogus'.*attend_and_excite:animals.*path"):
