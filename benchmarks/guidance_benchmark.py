@@ -35,53 +35,6 @@ METHODS = ["none", "diffusers_attend_and_excite", "attend_and_excite", "conform"
 
 
 # ----------------------------------------------------------------------------- model shapes
-def sd15_components():
-    """SD 1.5's UNet and VAE configurations (random weights), CLIP ViT-L/14-sized text encoder."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from contrastive_diffusers.testing import tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        attention_head_dim=8,
-        cross_attention_dim=768,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        sample_size=512,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
-    )
-    return dict(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-
-
 def sdxl_components():
     """SDXL's UNet and VAE configurations (random weights), CLIP-L and OpenCLIP-bigG-sized encoders."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
@@ -134,7 +87,7 @@ def sdxl_components():
 def save_model(shape: str, folder: Path) -> None:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from contrastive_diffusers.testing import tiny_pipeline
+    from contrastive_diffusers.testing import sd15_components, tiny_pipeline
 
     if shape == "tiny":
         pipe = tiny_pipeline("sd1")

@@ -227,18 +227,10 @@ def _jsonable(value):
 
 def _versions() -> dict:
     import accelerate
-    import diffusers
-    import transformers
 
-    from .. import __version__
+    from ..runs import versions
 
-    return {
-        "contrastive_diffusers": __version__,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-    }
+    return {**versions(), "accelerate": accelerate.__version__}
 
 
 def peak_memory_mb(device: torch.device) -> float:
