@@ -4,7 +4,6 @@ an existing benchmark folder (see :mod:`contrastive_diffusers.eval.bench`)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from .cli import (
     default_output_dir,
     normalize_generate_args,
 )
+from .distributed import launched_processes
 
 EXIT_FAILURES = 1  # the run finished, but some images failed (listed in the reports)
 
@@ -118,7 +118,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from .eval.bench import BenchConfig, run_benchmark
 
     normalize_generate_args(args)
-    if args.output_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if args.output_dir is None and launched_processes() > 1:
         raise CliError("--output-dir is required with several processes: every process must write to the same folder")
     try:
         config = BenchConfig(
@@ -145,7 +145,7 @@ def run_bench(args: argparse.Namespace) -> int:
         )
         result = run_benchmark(config)
         if not args.quiet and result.summary is not None:
-            who = "this process" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "this run"
+            who = "this process" if launched_processes() > 1 else "this run"
             print(f"{who} generated {result.generated} image(s) and scored {result.scored}; "
                   f"the folder holds {len(result.records)} record(s)")
         return _outcome(result, config.output_dir)

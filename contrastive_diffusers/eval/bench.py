@@ -230,14 +230,11 @@ def _scorer_key(clip_model, captioner) -> dict:
 
 
 def _state():
-    import torch
     from accelerate import PartialState
 
-    # Launched as several processes on a machine without CUDA (torchrun, or accelerate launch
-    # --multi_gpu), accelerate only sets up the CPU process group when told cpu=True; without
-    # it every process believes it is alone and does all the work.
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return PartialState(cpu=several and not torch.cuda.is_available(), timeout=_PROCESS_GROUP_TIMEOUT)
+    from ..distributed import needs_cpu_process_group
+
+    return PartialState(cpu=needs_cpu_process_group(), timeout=_PROCESS_GROUP_TIMEOUT)
 
 
 def _device_for(config_device: str, state) -> str:

@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import statistics
@@ -38,10 +37,12 @@ from types import MappingProxyType
 
 import torch
 
+from ..atomic_io import write_json_atomic
+from ..distributed import launched_processes, needs_cpu_process_group
 from .data import DataStream, ImageCaptions, fill_placeholders, load_examples, mix_seed
 from .embeddings import LearnedEmbeddings, PlaceholderInfo, add_placeholder_tokens
 from .losses import denoising_loss
-from .save import save_learned_embeds, write_json_atomic
+from .save import save_learned_embeds
 from .timesteps import sample_timestep
 
 logger = logging.getLogger(__name__)
@@ -351,19 +352,13 @@ class Trainer:
             logging_dir=str(self.output_dir / args.logging_dir),
             total_limit=args.checkpoints_total_limit,
         )
-        # Under torchrun on a host without an accelerator, accelerate sets up gloo (MULTI_CPU)
-        # only when asked for the CPU; otherwise every process would train alone.
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        xpu = getattr(torch, "xpu", None)
-        has_device = (
-            torch.cuda.is_available() or (xpu is not None and xpu.is_available()) or torch.backends.mps.is_available()
-        )
+        world = launched_processes()
         self.accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision=args.mixed_precision,
             log_with=None if args.report_to == "none" else args.report_to,
             project_config=config,
-            cpu=world > 1 and not has_device,
+            cpu=needs_cpu_process_group(),
         )
         if self.accelerator.num_processes != world:
             raise RuntimeError(
