@@ -78,17 +78,24 @@ def _caption_list(value, where: str) -> tuple[str, ...]:
     return tuple(c.strip() for c in captions)
 
 
-def _read_metadata(folder: Path) -> dict[str, tuple[str, ...]]:
-    path = folder / METADATA_FILE
-    entries: dict[str, tuple[str, ...]] = {}
+def jsonl_rows(path: Path):
+    """``(line number, where, value)`` of each non-blank line of a JSON Lines file; ``where`` is
+    "<path>, line N" for error messages. A line that is not JSON raises :class:`DataError`."""
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}, line {number}"
         try:
-            record = json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{where} is not valid JSON ({err.msg}); each line must be one JSON object.") from None
+        yield number, where, value
+
+
+def _read_metadata(folder: Path) -> dict[str, tuple[str, ...]]:
+    path = folder / METADATA_FILE
+    entries: dict[str, tuple[str, ...]] = {}
+    for _, where, record in jsonl_rows(path):
         if not isinstance(record, dict) or "file_name" not in record or "text" not in record:
             raise DataError(
                 f'{where}: each line needs "file_name" and "text", e.g. {{"file_name": "1.png", "text": "a photo of {{}}"}}.'
@@ -208,6 +215,31 @@ def _tokens_in(caption: str, tokens) -> set[str]:
     return found
 
 
+def open_short_side(path: Path, resolution: int):
+    """The RGB image at ``path``, and a copy resized (bicubic) so its short side is ``resolution``."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    scale = resolution / min(image.width, image.height)
+    size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+    return image, image.resize(size, resample=Image.BICUBIC)
+
+
+def crop_origin(image, resolution: int, center: bool, rng: random.Random) -> tuple[int, int]:
+    """``(left, top)`` of a ``resolution`` square crop: centred, or drawn from ``rng`` (x, then y)."""
+    free_x, free_y = image.width - resolution, image.height - resolution
+    if center:
+        return free_x // 2, free_y // 2
+    return rng.randint(0, free_x), rng.randint(0, free_y)
+
+
+def to_pixels(image) -> torch.Tensor:
+    """A PIL RGB image as a ``(3, H, W)`` float tensor in [-1, 1]."""
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
 class DataStream:
     """Which example each batch slot sees: an endless stream of per-epoch permutations.
 
@@ -263,23 +295,14 @@ class ImageCaptions:
         rng = random.Random(mix_seed(seed, position, 0xDA7A))
         example = self.examples[index]
         caption = example.captions[rng.randrange(len(example.captions))]
-        with Image.open(example.path) as image:
-            image = image.convert("RGB")
-        original_size = (image.height, image.width)
-        scale = self.resolution / min(image.width, image.height)
-        size = (max(self.resolution, round(image.width * scale)), max(self.resolution, round(image.height * scale)))
-        image = image.resize(size, resample=Image.BICUBIC)
-        free_x, free_y = image.width - self.resolution, image.height - self.resolution
-        if self.center_crop:
-            left, top = free_x // 2, free_y // 2
-        else:
-            left, top = rng.randint(0, free_x), rng.randint(0, free_y)
+        original, image = open_short_side(example.path, self.resolution)
+        original_size = (original.height, original.width)
+        left, top = crop_origin(image, self.resolution, self.center_crop, rng)
         image = image.crop((left, top, left + self.resolution, top + self.resolution))
         if rng.random() < self.flip_p:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
         return {
-            "pixel_values": torch.from_numpy(array).permute(2, 0, 1).contiguous(),
+            "pixel_values": to_pixels(image),
             "caption": caption,
             "original_size": original_size,
             "crop_top_left": (top, left),

@@ -55,10 +55,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .data import DataError, DataStream, _check_image, mix_seed
+from .data import DataError, DataStream, _check_image, crop_origin, jsonl_rows, mix_seed, open_short_side, to_pixels
 
 PAIRS_FILE = "pairs.jsonl"
 CATEGORIES = ("color", "shape", "texture", "counting", "spatial", "non-spatial", "scene", "complex")
@@ -109,14 +108,7 @@ def load_pairs(folder) -> list[Pair]:
             "category and stage (e.g. `python -m contrastive_diffusers.shapes.export evogen DIR`)."
         )
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where} is not valid JSON ({err.msg}); each line must be one JSON object.") from None
+    for number, where, row in jsonl_rows(path):
         missing = [k for k in ("caption", "positive", "negative", "category", "stage") if not isinstance(row, dict) or k not in row]
         if missing:
             raise DataError(
@@ -140,9 +132,7 @@ def load_pairs(folder) -> list[Pair]:
 
 
 def _pixels(image, left: int, top: int, size: int) -> torch.Tensor:
-    image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return to_pixels(image.crop((left, top, left + size, top + size)))
 
 
 class PairImages:
@@ -161,27 +151,14 @@ class PairImages:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _open(self, path: Path):
-        from PIL import Image
-
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-        scale = self.resolution / min(image.width, image.height)
-        size = (max(self.resolution, round(image.width * scale)), max(self.resolution, round(image.height * scale)))
-        return image, image.resize(size, resample=Image.BICUBIC)
-
     def load(self, index: int, seed: int, position: int) -> dict:
         rng = random.Random(mix_seed(seed, position, 0xDA7A))
         pair = self.pairs[index]
-        original, positive = self._open(pair.positive)
-        _, negative = self._open(pair.negative)
+        original, positive = open_short_side(pair.positive, self.resolution)
+        _, negative = open_short_side(pair.negative, self.resolution)
         if negative.size != positive.size:
             negative = negative.resize(positive.size)
-        free_x, free_y = positive.width - self.resolution, positive.height - self.resolution
-        if self.center_crop:
-            left, top = free_x // 2, free_y // 2
-        else:
-            left, top = rng.randint(0, free_x), rng.randint(0, free_y)
+        left, top = crop_origin(positive, self.resolution, self.center_crop, rng)
         return {
             "pixel_values": _pixels(positive, left, top, self.resolution),
             "negative_pixel_values": _pixels(negative, left, top, self.resolution),
