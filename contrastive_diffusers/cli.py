@@ -158,6 +158,10 @@ token groups (--token-groups):
   One spec applies to every prompt unless the JSON gives one list per prompt.
 
 models (--model):
+  embedded                       the default: a tiny pipeline trained on ShapesWorld (flat
+                                 coloured circles, squares, triangles, diamonds, crosses;
+                                 32 px), shipped with the package; prompts like
+                                 "a red circle and a blue triangle"
   tiny-sd1, tiny-sd2, tiny-sdxl  offline tiny pipelines with RANDOM weights: they draw
                                  noise and only exercise the machinery (tests, demos).
   a hub id or a local folder     loaded with diffusers' DiffusionPipeline.from_pretrained;
@@ -209,10 +213,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``generate`` and ``bench``: model, methods, seeds, sampling, device, output."""
     p.add_argument(
         "--model",
-        default="tiny-sd1",
+        default="embedded",
         metavar="MODEL",
-        help="hub id or local pipeline folder, or tiny-sd1 / tiny-sd2 / tiny-sdxl (random weights, "
-        "offline; they draw noise and only exercise the machinery). Default: %(default)s",
+        help="embedded (the shipped ShapesWorld model: coloured shapes, 32 px), a hub id or local "
+        "pipeline folder, or tiny-sd1 / tiny-sd2 / tiny-sdxl (random weights, offline; they draw noise "
+        "and only exercise the machinery). Default: %(default)s",
     )
     p.add_argument(
         "--method",

@@ -22,6 +22,9 @@ EXIT_FAILURES = 1  # the run finished, but some images failed (listed in the rep
 
 BENCH_EPILOG = """\
 prompt sets (--prompts):
+  shapes                          ShapesWorld's test split, 289 prompts in 7 categories, each
+                                  checked by the world's exact oracle (default with the
+                                  embedded model); shapes:sample = 2 per category
   attend_and_excite               the Attend-and-Excite benchmark, 276 prompts (built in)
   attend_and_excite:animals       one subset: animals, animal_object, object_object
   FILE.txt | FILE_val.txt         one prompt per line (T2I-CompBench files: *_val.txt)
@@ -41,9 +44,10 @@ processes share the work (--output-dir required):
   accelerate launch --multi_gpu --num_processes N -m contrastive_diffusers bench ...
   torchrun --nproc_per_node N -m contrastive_diffusers bench ...
 
-scoring (--clip-model): openai/clip-vit-base-patch16 (the A&E protocol's choice) by default;
-openai/clip-vit-large-patch14 is CLIPScore's; any CLIP hub id or folder; tiny-clip (random,
-offline, machinery only); none (no scoring).
+scoring (--clip-model): embedded-clip (the world's CLIP) for the embedded model, else
+openai/clip-vit-base-patch16 (the A&E protocol's choice); openai/clip-vit-large-patch14 is
+CLIPScore's; any CLIP hub id or folder; tiny-clip (random, offline, machinery only); none
+(no scoring).
 
 example:
   contrastive-diffusers bench --model stabilityai/stable-diffusion-2-1-base \\
@@ -60,8 +64,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         epilog=BENCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--prompts", default="attend_and_excite", metavar="SET_OR_FILE",
-                   help="a built-in prompt set or a prompt file (see below). Default: %(default)s")
+    p.add_argument("--prompts", metavar="SET_OR_FILE",
+                   help="a built-in prompt set or a prompt file (see below). Default: shapes with the "
+                   "embedded model, attend_and_excite otherwise")
     p.add_argument("--num-prompts", type=_positive_int, metavar="N", help="use the first N prompts of the set")
     add_run_arguments(p)
     add_scoring_arguments(p)
@@ -95,8 +100,9 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
 
 
 def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, metavar="ID_OR_DIR",
-                   help="CLIP model for the metrics, or none. Default: %(default)s")
+    p.add_argument("--clip-model", default="auto", metavar="ID_OR_DIR",
+                   help="CLIP model for the metrics, or none. Default (auto): the world's CLIP "
+                   f"(embedded-clip) for the embedded model, {DEFAULT_CLIP_MODEL} otherwise")
     p.add_argument("--captioner", metavar="ID_OR_DIR",
                    help="a BLIP captioning model (e.g. Salesforce/blip-image-captioning-base) for the "
                    "prompt-caption text similarity. Default: none")

@@ -1,7 +1,8 @@
 """Loading the pipelines the CLI and the benchmark runner work with.
 
-``load_pipeline(model, device, dtype)`` returns a guided pipeline for a tiny offline model
-kind (``tiny-sd1`` / ``tiny-sd2`` / ``tiny-sdxl``), a hub id or a local folder. Problems
+``load_pipeline(model, device, dtype)`` returns a guided pipeline for the shipped ShapesWorld
+model (``embedded``, the default), a tiny offline model kind with random weights
+(``tiny-sd1`` / ``tiny-sd2`` / ``tiny-sdxl``), a hub id or a local folder. Problems
 the user can fix (missing folder, unloadable model, unsupported pipeline, absent device)
 raise :class:`LoadError` with the fix in the message.
 """
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from ._compat import dtype_kwarg
 
 TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+#: The default model: the trained ShapesWorld pipeline that ships with the package.
+DEFAULT_MODEL = "embedded"
 
 
 class LoadError(ValueError):
@@ -99,8 +102,16 @@ def to_guided(pipe, dtype):
 
 
 def load_pipeline(model: str, device: str, dtype, quiet: bool):
-    """The guided pipeline for ``model`` (a tiny kind, a hub id or a folder) on ``device``."""
-    if model in TINY_MODELS:
+    """The guided pipeline for ``model`` (``embedded``, a tiny kind, a hub id or a folder) on ``device``."""
+    if model == DEFAULT_MODEL:
+        from .shapes.embedded import embedded_model_dir
+
+        try:
+            folder = embedded_model_dir()
+        except FileNotFoundError as err:
+            raise LoadError(str(err)) from None
+        stock = load_pretrained(str(folder), dtype)
+    elif model in TINY_MODELS:
         from .testing import tiny_pipeline
 
         stock = tiny_pipeline(TINY_MODELS[model])  # float32; to_guided casts it

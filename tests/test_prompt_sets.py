@@ -241,12 +241,15 @@ def test_auto_detects_geneval_vs_generic_jsonl(tmp_path):
 def test_load_prompt_set(tmp_path):
     assert len(load_prompt_set("attend_and_excite")) == 276
     assert load_prompt_set("attend_and_excite:animals") == attend_and_excite_prompts("animals")
-    assert set(BUILTIN_PROMPT_SETS) == {"attend_and_excite", "shapes", "shapes:test", "shapes:train"} | {
+    assert set(BUILTIN_PROMPT_SETS) == {"attend_and_excite", "shapes", "shapes:test", "shapes:sample", "shapes:train"} | {
         f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS
     }
     shapes = load_prompt_set("shapes")
     assert shapes == load_prompt_set("shapes:test") and all("spec" in item.metadata for item in shapes)
     assert {item.metadata["split"] for item in load_prompt_set("shapes:train")} == {"train"}
+    sample = load_prompt_set("shapes:sample")  # the quick start's set: two per category, from the test split
+    assert len(sample) == 14 and all(sum(i.category == c for i in sample) == 2 for c in {i.category for i in shapes})
+    assert {i.id for i in sample} <= {i.id for i in shapes}
     with pytest.raises(ValueError, match="animal_object"):
         load_prompt_set("attend_and_excite:plants")
     with pytest.raises(ValueError, match=r"Unknown prompt set 'bogus'.*attend_and_excite:animals.*path"):

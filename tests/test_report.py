@@ -387,3 +387,19 @@ def test_html_max_prompts(records, run_dir, tmp_path):
     assert "1 more prompt(s) not shown (max_prompts=2)" in text
     # Prompts 1-2: none 4, conform 3 (one file missing), ebama 3 (one failed), + the heatmap.
     assert len(parse(path).sources) == 11
+
+
+def test_image_cells_show_the_oracle_verdict_and_enlarge_small_images(tmp_path):
+    from contrastive_diffusers.eval.report import _html_metrics_line, _thumbnail_uri
+
+    wrong = {"status": "ok", "metrics": {"oracle_success": 0.0, "clip_score": 21.0},
+             "oracle": {"success": False, "reasons": ["expected 1 blue square, found 0"]}}
+    line = _html_metrics_line(wrong)
+    assert line.startswith("<div>oracle: wrong (expected 1 blue square, found 0) · CLIP 21")
+    assert "oracle: correct" in _html_metrics_line({**wrong, "oracle": {"success": True, "reasons": []}})
+    assert "oracle" not in _html_metrics_line({"status": "ok", "metrics": {"clip_score": 21.0}})
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "small.png")
+    uri = _thumbnail_uri(tmp_path / "small.png", 160, heatmap=False)
+    thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert thumb.size == (160, 160)  # 5x, whole pixels

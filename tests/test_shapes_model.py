@@ -93,3 +93,39 @@ def test_training_log_and_model_card(trained):
     card = (trained[0] / "README.md").read_text()
     for heading in ("## Recipe", "## Training curves", "## Timings", "caption retrieval"):
         assert heading in card
+
+
+def test_unet_and_vae_stored_half_text_encoder_and_clip_float32(trained):
+    from diffusers import StableDiffusionPipeline
+
+    stored = {name: {t.dtype for t in load_file(trained[0] / name).values()} for name in WEIGHTS}
+    assert stored == {WEIGHTS[0]: {torch.float16}, WEIGHTS[1]: {torch.float16},
+                      WEIGHTS[2]: {torch.float32}, WEIGHTS[3]: {torch.float32}}
+    pipe = StableDiffusionPipeline.from_pretrained(trained[0])  # stock loading: float32 everywhere
+    assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float32}
+    log = json.loads((trained[0] / "training_log.json").read_text())
+    assert log["stored_dtype"]["unet"] == "float16"
+    assert log["weights_bytes"] == sum(f.stat().st_size for f in trained[0].rglob("*.safetensors"))
+
+
+def test_finalize_only_evaluates_the_stored_weights(trained, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(trained[0], folder)
+    before = load_file(folder / WEIGHTS[0])
+    assert main(["--output_dir", str(folder), "--finalize_only", "--eval", "--eval_seeds", "1",
+                 "--eval_per_category", "1", "--eval_steps", "2", "--num_threads", "1"]) == 0
+    after = load_file(folder / WEIGHTS[0])
+    assert all(torch.equal(before[k], after[k]) for k in before)  # re-storing float16 is lossless
+    log = json.loads((folder / "training_log.json").read_text())
+    per_category = log["eval"]["per_category"]
+    assert set(per_category) == {"single", "two_object", "relation", "count", "no_color", "size", "held_out"}
+    assert all(r["n"] == 1 and 0 <= r["rate"] <= 1 for r in per_category.values())
+    assert "## Oracle success of the plain model" in (folder / "README.md").read_text()
+
+
+def test_finalize_only_needs_a_training_output(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path), "--finalize_only"])
+    assert "training_log.json" in capsys.readouterr().err

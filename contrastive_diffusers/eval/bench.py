@@ -39,6 +39,7 @@ from typing import Any, Sequence
 from ..atomic_io import atomic_path, jsonable, save_image_atomic, write_json_atomic, write_jsonl_atomic
 from .prompts import PromptItem, contrast_set, load_prompt_set
 from .report import NOT_APPLICABLE
+from ..shapes.embedded import EMBEDDED_CLIP
 from .run_folder import (
     BenchInputError,
     Ledger,
@@ -51,6 +52,21 @@ from .run_folder import (
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"  # the Attend-and-Excite protocol's CLIP
 TINY_CLIP = "tiny-clip"  # random weights, offline: exercises the machinery only
+AUTO = "auto"  # clip_model: the world's CLIP for the embedded model, DEFAULT_CLIP_MODEL otherwise
+
+
+def default_clip_model(model) -> str:
+    """The CLIP that means something for ``model``: the world's own for the embedded ShapesWorld
+    model (an OpenAI CLIP has never seen 32 px flat shapes), the A&E protocol's otherwise."""
+    from ..shapes.embedded import EMBEDDED_CLIP, EMBEDDED_MODEL
+
+    return EMBEDDED_CLIP if model == EMBEDDED_MODEL else DEFAULT_CLIP_MODEL
+
+
+def default_prompt_set(model) -> str:
+    from ..shapes.embedded import EMBEDDED_MODEL
+
+    return "shapes" if model == EMBEDDED_MODEL else "attend_and_excite"
 # Processes wait for each other at the end of generation; a long share must not time out.
 _PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 
@@ -61,14 +77,16 @@ __all__ = ["BenchConfig", "BenchResult", "BenchInputError", "run_benchmark", "sc
 @dataclass
 class BenchConfig:
     """What to run. ``prompt_set``: a built-in set name, a prompt file, or a list of
-    :class:`PromptItem`. ``clip_model``: hub id, folder, ``"tiny-clip"``, a ``ClipScorer``, or
+    :class:`PromptItem` (``None``: ``"shapes"`` for the embedded model, else
+    ``"attend_and_excite"``). ``clip_model``: hub id, folder, ``"tiny-clip"``,
+    ``"embedded-clip"``, ``"auto"`` (:func:`default_clip_model`), a ``ClipScorer``, or
     ``None`` to skip scoring. ``captioner``: hub id or folder of a BLIP captioning model, a
     ``Captioner``, or ``None``."""
 
     output_dir: Path
-    model: str = "tiny-sd1"
+    model: str = "embedded"
     methods: Sequence[str] = ("none", "conform")
-    prompt_set: Any = "attend_and_excite"
+    prompt_set: Any = None
     seeds: Sequence[int] = (0,)
     num_prompts: int | None = None  # the first N prompts of the set
     steps: int = 50
@@ -79,7 +97,7 @@ class BenchConfig:
     negative_prompt: str | None = None
     device: str = "auto"
     dtype: str | None = None  # None: float16 on CUDA, float32 elsewhere
-    clip_model: Any = DEFAULT_CLIP_MODEL
+    clip_model: Any = AUTO
     captioner: Any = None
     contrast: bool = True
     heatmaps: bool = True
@@ -88,6 +106,10 @@ class BenchConfig:
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
+        if self.prompt_set is None:
+            self.prompt_set = default_prompt_set(self.model)
+        if isinstance(self.clip_model, str) and self.clip_model == AUTO:
+            self.clip_model = default_clip_model(self.model)
         self.methods = list(dict.fromkeys(self.methods))
         self.seeds = list(dict.fromkeys(int(s) for s in self.seeds))
         if not self.methods:
@@ -213,6 +235,16 @@ def _load_scorer(clip_model, device: str):
         from ..testing import tiny_clip
 
         return ClipScorer(*tiny_clip(), device=device, name=TINY_CLIP)
+    if clip_model == EMBEDDED_CLIP:
+        from ..shapes.embedded import embedded_clip_dir
+
+        try:
+            folder = embedded_clip_dir()
+        except FileNotFoundError as err:
+            raise OSError(str(err)) from None
+        scorer = ClipScorer.from_pretrained(folder, device=device)
+        scorer.name = EMBEDDED_CLIP  # the name, not the install path, goes into the records
+        return scorer
     return ClipScorer.from_pretrained(clip_model, device=device)
 
 
@@ -575,7 +607,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
 
 def score_run(
     run_dir,
-    clip_model: Any = DEFAULT_CLIP_MODEL,
+    clip_model: Any = AUTO,
     captioner: Any = None,
     force: bool = False,
     device: str = "auto",
@@ -593,6 +625,8 @@ def score_run(
         )
     if clip_model is None:
         raise BenchInputError("score_run needs a CLIP model (a hub id, a folder or 'tiny-clip').")
+    if isinstance(clip_model, str) and clip_model == AUTO:
+        clip_model = default_clip_model(ledger.data.get("last_run", {}).get("model"))
     state = _state()
     device = _device_for(device, state)
     try:

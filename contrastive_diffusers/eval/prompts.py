@@ -476,18 +476,21 @@ def load_prompt_file(path, format: str = "auto") -> list[PromptItem]:
 BUILTIN_PROMPT_SETS = (
     ("attend_and_excite",)
     + tuple(f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS)
-    + ("shapes", "shapes:test", "shapes:train")
+    + ("shapes", "shapes:test", "shapes:sample", "shapes:train")
 )
 
 
 def load_prompt_set(name_or_path: str) -> list[PromptItem]:
     """A built-in set (``"attend_and_excite"``, ``"attend_and_excite:<subset>"``, ``"shapes"`` =
-    ``"shapes:test"``, ``"shapes:train"``: the ShapesWorld sets) or a prompt file path (read with :func:`load_prompt_file`, format picked from the name)."""
+    ``"shapes:test"``, ``"shapes:sample"`` (its first two prompts per category),
+    ``"shapes:train"``: the ShapesWorld sets) or a prompt file path (read with :func:`load_prompt_file`, format picked from the name)."""
     name = str(name_or_path)
-    if name in ("shapes", "shapes:test", "shapes:train"):
+    if name in ("shapes", "shapes:test", "shapes:sample", "shapes:train"):
         # ShapesWorld: every item carries metadata["spec"], which the bench runner's oracle checks
         from ..shapes.prompts import shapes_prompts
 
+        if name == "shapes:sample":
+            return shapes_prompts("test", per_category=2)
         return shapes_prompts("train" if name == "shapes:train" else "test")
     if name == "attend_and_excite":
         return attend_and_excite_prompts()

@@ -479,6 +479,10 @@ def _thumbnail_uri(file: Path, thumb_size: int, heatmap: bool) -> str:
     if heatmap:
         width = max(1, round(image.width * thumb_size / image.height))
         image = image.resize((width, thumb_size), Image.Resampling.BILINEAR)
+    elif max(image.size) * 2 <= thumb_size:
+        # small images (ShapesWorld's 32 px) are enlarged by whole pixels, not left as specks
+        factor = thumb_size // max(image.size)
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     else:
         image.thumbnail((thumb_size, thumb_size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -491,6 +495,10 @@ def _html_metrics_line(record: dict) -> str:
     shown = [("CLIP", "clip_score"), ("min-obj", "min_object_similarity"), ("binding", "binding_text_score")]
     values = [(label, metric, metric_value(record, metric)) for label, metric in shown]
     text = " · ".join(f"{label} {_format_number(metric, v)}" for label, metric, v in values if v is not None)
+    oracle = record.get("oracle")
+    if oracle is not None:  # ShapesWorld: the exact verdict first, with the oracle's reasons
+        verdict = "oracle: correct" if oracle.get("success") else "oracle: wrong (" + "; ".join(oracle.get("reasons") or []) + ")"
+        text = verdict + (" · " + text if text else "")
     return f"<div>{html.escape(text)}</div>" if text else ""
 
 

@@ -5,7 +5,8 @@
 - :mod:`.captions`: captions with token groups and specs; :mod:`.spec`: what a caption requires;
 - :mod:`.oracle`: image -> objects, and the GenEval-style check; :mod:`.accuracy`: its accuracy;
 - :mod:`.prompts`: the ShapesWorld prompt set with held-out colour-shape pairs;
-- :mod:`.export`: training data for ReVersion, MCPL and EvoGen.
+- :mod:`.export`: training data for ReVersion, MCPL and EvoGen;
+- :mod:`.model`, :mod:`.train`: the models and their training script; :mod:`.embedded`: the shipped ones.
 """
 
 from .captions import (
@@ -17,6 +18,7 @@ from .captions import (
     sample_spec,
     scenes_for,
 )
+from .embedded import EMBEDDED_CLIP, EMBEDDED_MODEL, embedded_clip_dir, embedded_model_dir
 from .oracle import DetectedObject, OracleResult, check, detect
 from .prompts import held_out_pairs, shapes_prompts, training_pairs
 from .render import render
@@ -42,6 +44,8 @@ __all__ = [
     "Caption",
     "CaptionSpec",
     "DetectedObject",
+    "EMBEDDED_CLIP",
+    "EMBEDDED_MODEL",
     "ObjectSpec",
     "OracleResult",
     "Scene",
@@ -50,6 +54,8 @@ __all__ = [
     "caption_text",
     "check",
     "detect",
+    "embedded_clip_dir",
+    "embedded_model_dir",
     "evaluate",
     "held_out_pairs",
     "negatives_for",

@@ -60,7 +60,7 @@ __all__ = ["DEFAULT_KIND_WEIGHTS", "ShapesData", "build_parser", "main", "make_d
 
 #: Share of each caption kind in the training data (single-object kinds dominate: the
 #: single-object target is the one the model must meet).
-DEFAULT_KIND_WEIGHTS = {"single": 0.3, "size": 0.15, "no_color": 0.1, "count": 0.1, "two_object": 0.2,
+DEFAULT_KIND_WEIGHTS = {"single": 0.35, "size": 0.1, "no_color": 0.1, "count": 0.1, "two_object": 0.2,
                         "relation": 0.15}
 PHASES = ("data", "vae", "unet", "clip")
 
@@ -407,8 +407,11 @@ def model_card(log: dict) -> str:
          "The world's CLIP (`CLIPModel` + `CLIPProcessor`) is in `clip/`.\n"),
         "## Usage\n",
         ("```python\nfrom diffusers import StableDiffusionPipeline\npipe = StableDiffusionPipeline.from_pretrained(folder)\n"
-         f"image = pipe(\"a red circle\", num_inference_steps={args['eval_steps']}, "
-         f"guidance_scale={args['eval_guidance_scale']}).images[0]\n```\n"),
+         f"image = pipe(\"a red circle\", num_inference_steps={log.get('eval', {}).get('steps', 50)}, "
+         f"guidance_scale={log.get('eval', {}).get('guidance_scale', 7.5)}).images[0]\n```\n"),
+        ("In this package: `contrastive_diffusers.shapes.embedded_model_dir()` is this folder and "
+         "`embedded_clip_dir()` its `clip/`; `contrastive-diffusers generate/bench` use it when no "
+         "`--model` is given.\n"),
         "## Recipe\n",
         (f"Command: `python -m contrastive_diffusers.shapes.train {log['command']}` (seed {args['seed']}, "
          f"device {args['device']}, torch {log['versions']['torch']}, diffusers {log['versions']['diffusers']}).\n"),
@@ -422,7 +425,11 @@ def model_card(log: dict) -> str:
          f"EMA {args['ema_decay']}; DDIM scheduler for inference.\n"),
         (f"- CLIP ({params['clip']:,} params): {args['clip_steps']} steps, InfoNCE with {args['clip_negatives']} hard "
          "negatives per image (swapped colours / shapes, replaced colour / shape, wrong relation / count).\n"),
+        (f"Stored weights: {json.dumps(log.get('stored_dtype', {}))}, "
+         f"{log.get('weights_bytes', 0) / 2**20:.1f} MiB of safetensors in all.\n"),
         "## Timings\n",
+        (f"Training (everything but the evaluation): {log.get('training_seconds', log.get('total_seconds', 0)) / 60:.1f} "
+         f"min with {log.get('threads', '?')} CPU thread(s).\n"),
         ("| phase | steps | seconds | s/step |\n|---|---:|---:|---:|\n" + "".join(
          f"| {name} | {p.get('steps', '')} | {p.get('seconds', 0):.0f} | {p.get('seconds_per_step', '')} |\n"
          for name, p in phases.items())),
@@ -452,13 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--device", default="cpu", help="cpu or cuda (fp32 either way)")
     add("--resolution", type=int, default=32)
-    add("--num_scenes", type=int, default=20000)
+    add("--num_scenes", type=int, default=30000)
     add("--batch_size", type=int, default=64)
-    add("--vae_steps", type=int, default=400)
+    add("--vae_steps", type=int, default=300)
     add("--unet_steps", type=int, default=1600)
     add("--clip_steps", type=int, default=600)
     add("--vae_lr", type=float, default=1e-3)
-    add("--unet_lr", type=float, default=5e-4)
+    add("--unet_lr", type=float, default=1e-3)
     add("--clip_lr", type=float, default=5e-4)
     add("--vae_kl_weight", type=float, default=1e-3)
     add("--caption_dropout", type=float, default=0.1)
@@ -471,8 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval", action="store_true", help="score the test split's prompts with the oracle after training")
     add("--eval_seeds", type=int, default=4)
     add("--eval_per_category", type=int, default=20)
-    add("--eval_steps", type=int, default=25)
-    add("--eval_guidance_scale", type=float, default=5.0)
+    add("--eval_steps", type=int, default=50, help="DDIM steps of the evaluation (the CLI's default)")
+    add("--eval_guidance_scale", type=float, default=7.5, help="classifier-free guidance of the evaluation")
+    add("--save_dtype", choices=("float16", "float32"), default="float16",
+        help="storage dtype of the UNet and VAE weights (text encoder and CLIP: always float32)")
+    add("--finalize_only", action="store_true",
+        help="skip training: re-store, evaluate (with --eval) and re-write the card of --output_dir")
     add("--retrieval_scenes", type=int, default=300, help="fresh renders per CLIP retrieval check")
     return parser
 
@@ -561,8 +572,7 @@ def train(args) -> dict:
     scale = train_vae(components["vae"], data, args, log)
     latents = encode_all(components["vae"], data.images, args)
     train_unet(components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data, args, log)
-    pipe = build_pipeline(components)
-    pipe.save_pretrained(out, safe_serialization=True)
+    build_pipeline(components).save_pretrained(out, safe_serialization=True)
 
     train_clip(clip, processor, data, args, log)
     clip.save_pretrained(out / "clip", safe_serialization=True)
@@ -575,20 +585,53 @@ def train(args) -> dict:
     print(f"[clip] retrieval {json.dumps({k: round(v['accuracy'], 3) for k, v in log['clip_retrieval'].items()})}",
           flush=True)
 
+    log["training_seconds"] = round(time.perf_counter() - start, 1)  # everything but the evaluation
+    log["total_seconds"] = log["training_seconds"]
+    write_json_atomic(out / "training_log.json", jsonable(log))
+    finalize(out, args)
+    print(f"[done] {out}: trained in {log['training_seconds'] / 60:.1f} min", flush=True)
+    return json.loads((out / "training_log.json").read_text())
+
+
+def store_half(folder: Path) -> None:
+    """Re-save the UNet and the VAE of a saved pipeline in float16 (half the bytes; diffusers
+    loads them back as float32 unless told otherwise). The text encoder and the CLIP stay
+    float32: transformers >= 5 loads a checkpoint in its stored dtype, and a float16 text
+    encoder would feed float16 states to the float32 UNet of a plain ``from_pretrained``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+        model = cls.from_pretrained(folder / name)
+        model.to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
+
+
+def finalize(folder: Path, args) -> dict:
+    """What makes a trained folder the shippable one: weights stored as ``--save_dtype``, the
+    oracle evaluation of the weights *as stored* (loaded back with stock ``from_pretrained``,
+    float32 compute), and the model card. Re-runnable on a folder (``--finalize_only``)."""
+    from diffusers import StableDiffusionPipeline
+
+    folder = Path(folder)
+    log = json.loads((folder / "training_log.json").read_text())
+    if args.save_dtype == "float16":
+        store_half(folder)
+    log["stored_dtype"] = {"unet": args.save_dtype, "vae": args.save_dtype, "text_encoder": "float32",
+                           "clip": "float32"}
+    log["weights_bytes"] = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     if args.eval:
         t0 = time.perf_counter()
-        pipe.to(args.device)
+        pipe = StableDiffusionPipeline.from_pretrained(folder).to(args.device)
+        pipe.set_progress_bar_config(disable=True)
         items = shapes_prompts("test", per_category=args.eval_per_category)
         seeds = list(range(args.eval_seeds))
         per_category = evaluate_pipeline(pipe, items, seeds, args.eval_steps, args.eval_guidance_scale)
         log["eval"] = {"seeds": seeds, "steps": args.eval_steps, "guidance_scale": args.eval_guidance_scale,
-                       "per_category": per_category, "seconds": round(time.perf_counter() - t0, 1)}
+                       "per_category_prompts": args.eval_per_category, "per_category": per_category,
+                       "seconds": round(time.perf_counter() - t0, 1)}
         for c, r in per_category.items():
             print(f"[eval] {c:12s} {r['success']:4d}/{r['n']:<4d} {r['rate']:.3f}", flush=True)
-    log["total_seconds"] = round(time.perf_counter() - start, 1)
-    write_json_atomic(out / "training_log.json", jsonable(log))
-    write_text_atomic(out / "README.md", model_card(log))
-    print(f"[done] {out} in {log['total_seconds'] / 60:.1f} min", flush=True)
+    write_json_atomic(folder / "training_log.json", jsonable(log))
+    write_text_atomic(folder / "README.md", model_card(log))
     return log
 
 
@@ -600,10 +643,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     args.command = " ".join(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     if args.probe:
-        if args.num_threads:
-            torch.set_num_threads(args.num_threads)
         probe(args, model_config(args))
+        return 0
+    if args.finalize_only:
+        if not (args.output_dir / "training_log.json").is_file():
+            parser.error(f"--finalize_only: {args.output_dir} holds no training_log.json (not a training output)")
+        finalize(args.output_dir, args)
         return 0
     train(args)
     return 0

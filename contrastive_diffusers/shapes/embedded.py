@@ -1,0 +1,43 @@
+"""Where the shipped ShapesWorld models live.
+
+The package carries one trained ShapesWorld pipeline (``contrastive_diffusers/assets/shapesworld/``,
+made by :mod:`contrastive_diffusers.shapes.train`; its model card is the folder's ``README.md``):
+a stock ``StableDiffusionPipeline`` folder, with the world's CLIP (``CLIPModel`` +
+``CLIPProcessor``) in its ``clip/`` subfolder. It is the default model of ``generate`` and
+``bench`` (``--model embedded``), and ``--clip-model embedded-clip`` names its CLIP.
+
+UNet and VAE are stored in float16 (diffusers loads them as float32 unless asked otherwise);
+the text encoder and the CLIP stay float32, because transformers >= 5 loads a checkpoint in
+the dtype it was saved in, and a float16 text encoder would feed a float32 UNet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["EMBEDDED_CLIP", "EMBEDDED_MODEL", "embedded_clip_dir", "embedded_model_dir"]
+
+#: The names the command line and the benchmark runner accept for the shipped models.
+EMBEDDED_MODEL = "embedded"
+EMBEDDED_CLIP = "embedded-clip"
+
+_FOLDER = Path(__file__).resolve().parent.parent / "assets" / "shapesworld"
+
+
+def embedded_model_dir() -> Path:
+    """The shipped pipeline's folder: ``StableDiffusionPipeline.from_pretrained(embedded_model_dir())``."""
+    if not (_FOLDER / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the embedded ShapesWorld model is missing from {_FOLDER} (an install without the package's "
+            "assets?); reinstall contrastive-diffusers, or train one with "
+            "`python -m contrastive_diffusers.shapes.train --output_dir DIR` and pass --model DIR"
+        )
+    return _FOLDER
+
+
+def embedded_clip_dir() -> Path:
+    """The world's CLIP, beside the pipeline: ``CLIPModel.from_pretrained(embedded_clip_dir())``."""
+    folder = embedded_model_dir() / "clip"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"the embedded ShapesWorld CLIP is missing from {folder}; reinstall contrastive-diffusers")
+    return folder
