@@ -30,10 +30,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    items = []
+    test_split, items = shapes_prompts("test"), []
     for category in args.categories:
         n = args.per_category or DEFAULT_CATEGORIES.get(category, 8)
-        items += [item for item in shapes_prompts("test") if item.category == category][:n]
+        items += [item for item in test_split if item.category == category][:n]
     run_benchmark(BenchConfig(output_dir=args.output_dir, model="embedded", methods=args.methods, prompt_set=items,
                               seeds=args.seeds, steps=args.steps, device="cpu"))
 

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from ._compat import dtype_kwarg
 
 TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
-#: The default model: the trained ShapesWorld pipeline that ships with the package.
-DEFAULT_MODEL = "embedded"
 
 
 class LoadError(ValueError):
@@ -103,9 +101,9 @@ def to_guided(pipe, dtype):
 
 def load_pipeline(model: str, device: str, dtype, quiet: bool):
     """The guided pipeline for ``model`` (``embedded``, a tiny kind, a hub id or a folder) on ``device``."""
-    if model == DEFAULT_MODEL:
-        from .shapes.embedded import embedded_model_dir
+    from .shapes.embedded import EMBEDDED_MODEL, embedded_model_dir
 
+    if model == EMBEDDED_MODEL:
         try:
             folder = embedded_model_dir()
         except FileNotFoundError as err:

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..atomic_io import atomic_path, jsonable, save_image_atomic, write_json_atomic, write_jsonl_atomic
+from ..shapes.embedded import EMBEDDED_CLIP, EMBEDDED_MODEL
 from .prompts import PromptItem, contrast_set, load_prompt_set
 from .report import NOT_APPLICABLE
-from ..shapes.embedded import EMBEDDED_CLIP
 from .run_folder import (
     BenchInputError,
     Ledger,
@@ -58,14 +58,10 @@ AUTO = "auto"  # clip_model: the world's CLIP for the embedded model, DEFAULT_CL
 def default_clip_model(model) -> str:
     """The CLIP that means something for ``model``: the world's own for the embedded ShapesWorld
     model (an OpenAI CLIP has never seen 32 px flat shapes), the A&E protocol's otherwise."""
-    from ..shapes.embedded import EMBEDDED_CLIP, EMBEDDED_MODEL
-
     return EMBEDDED_CLIP if model == EMBEDDED_MODEL else DEFAULT_CLIP_MODEL
 
 
 def default_prompt_set(model) -> str:
-    from ..shapes.embedded import EMBEDDED_MODEL
-
     return "shapes" if model == EMBEDDED_MODEL else "attend_and_excite"
 # Processes wait for each other at the end of generation; a long share must not time out.
 _PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
@@ -242,9 +238,8 @@ def _load_scorer(clip_model, device: str):
             folder = embedded_clip_dir()
         except FileNotFoundError as err:
             raise OSError(str(err)) from None
-        scorer = ClipScorer.from_pretrained(folder, device=device)
-        scorer.name = EMBEDDED_CLIP  # the name, not the install path, goes into the records
-        return scorer
+        # the name, not the install path, goes into the records
+        return ClipScorer.from_pretrained(folder, device=device, name=EMBEDDED_CLIP)
     return ClipScorer.from_pretrained(clip_model, device=device)
 
 

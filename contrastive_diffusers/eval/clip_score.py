@@ -95,8 +95,10 @@ class ClipScorer:
         self._template_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_pretrained(cls, name_or_path, device=None, dtype=None, batch_size: int = 32) -> "ClipScorer":
-        """Load a CLIP checkpoint (hub id or local folder) with its processor."""
+    def from_pretrained(cls, name_or_path, device=None, dtype=None, batch_size: int = 32,
+                        name: str | None = None) -> "ClipScorer":
+        """Load a CLIP checkpoint (hub id or local folder) with its processor; ``name`` (default:
+        ``name_or_path``) is how records name the scorer."""
         from huggingface_hub.errors import HFValidationError
         from transformers import CLIPModel, CLIPProcessor
 
@@ -112,7 +114,7 @@ class ClipScorer:
                 f"'openai/clip-vit-base-patch16') or a folder with config.json, weights and the processor files. "
                 f"({err})"
             ) from err
-        return cls(model, processor, device=device, dtype=dtype, batch_size=batch_size, name=name_or_path)
+        return cls(model, processor, device=device, dtype=dtype, batch_size=batch_size, name=name or name_or_path)
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
