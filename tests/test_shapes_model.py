@@ -129,3 +129,37 @@ def test_finalize_only_needs_a_training_output(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path), "--finalize_only"])
     assert "training_log.json" in capsys.readouterr().err
+
+
+def test_kind_weights_parse_and_reach_the_data_and_log(tmp_path):
+    import argparse
+
+    from contrastive_diffusers.shapes.train import parse_kind_weights
+
+    assert parse_kind_weights("single=0.5, two_object=0.25") == {"single": 0.5, "two_object": 0.25}
+    for bad, message in (("single", "KIND=SHARE"), ("circle=1", "KIND one of"), ("single=x", "number"),
+                         ("single=-1", ">= 0"), ("single=0", "positive share")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse_kind_weights(bad)
+    folder = tmp_path / "singles"
+    assert main(["--output_dir", str(folder), *MICRO, "--kind_weights", "single=1"]) == 0
+    log = json.loads((folder / "training_log.json").read_text())
+    assert log["kind_weights"] == {"single": 1.0}
+    assert log["phases"]["data"]["kinds"] == {"single": 32}
+
+
+def test_mixed_precision_is_autocast_of_the_unet_phase_only(trained, tmp_path):
+    """bf16 autocast trains different (finite) UNet weights than the default fp32 from the same
+    data and initialisation, and leaves the VAE phase alone."""
+    folder = tmp_path / "bf16"
+    assert main(["--output_dir", str(folder), *MICRO, "--mixed_precision", "bf16"]) == 0
+    log = json.loads((folder / "training_log.json").read_text())
+    assert log["arguments"]["mixed_precision"] == "bf16"
+    default = json.loads((trained[0] / "training_log.json").read_text())
+    assert default["arguments"]["mixed_precision"] == "no"
+    a, b = (load_file(f / WEIGHTS[1]) for f in (trained[0], folder))
+    assert all(torch.isfinite(b[k].float()).all() for k in b)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # the VAE phase is not autocast: identical VAE weights
+    va, vb = (load_file(f / WEIGHTS[0]) for f in (trained[0], folder))
+    assert all(torch.equal(va[k], vb[k]) for k in va)
