@@ -464,15 +464,15 @@ def parse_kind_weights(text: str) -> dict[str, float]:
     normalised when the data is drawn); unknown kinds and non-positive totals are errors."""
     weights: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        kind, sep, value = part.partition("=")
-        if not sep or kind.strip() not in DEFAULT_KIND_WEIGHTS:
+        kind, sep, value = (t.strip() for t in part.partition("="))
+        if not sep or kind not in DEFAULT_KIND_WEIGHTS:
             raise argparse.ArgumentTypeError(
                 f"{part!r}: expected KIND=SHARE with KIND one of {', '.join(DEFAULT_KIND_WEIGHTS)}")
         try:
-            weights[kind.strip()] = float(value)
+            weights[kind] = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{part!r}: the share must be a number") from None
-        if weights[kind.strip()] < 0:
+        if weights[kind] < 0:
             raise argparse.ArgumentTypeError(f"{part!r}: shares must be >= 0")
     if not weights or sum(weights.values()) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: give at least one kind with a positive share")
