@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -163,3 +164,65 @@ def test_mixed_precision_is_autocast_of_the_unet_phase_only(trained, tmp_path):
     # the VAE phase is not autocast: identical VAE weights
     va, vb = (load_file(f / WEIGHTS[0]) for f in (trained[0], folder))
     assert all(torch.equal(va[k], vb[k]) for k in va)
+
+
+def test_noise_schedules_weights_and_targets():
+    """Hand-checked numbers: min-SNR weights per prediction type, a zero-SNR last timestep, and a
+    velocity target from which the clean latents come back exactly."""
+    from contrastive_diffusers.shapes.model import build_inference_scheduler, build_noise_scheduler
+    from contrastive_diffusers.shapes.train import loss_target, snr_weights
+
+    sd, zero = build_noise_scheduler("sd"), build_noise_scheduler("zero_snr")
+    assert sd.config.prediction_type == "epsilon" and zero.config.prediction_type == "v_prediction"
+    assert float(sd.alphas_cumprod[-1]) == pytest.approx(0.0047, abs=1e-4)  # SD 1.x: not pure noise
+    assert float(zero.alphas_cumprod[-1]) == 0.0
+    t = torch.tensor([0, 999])
+    # epsilon: min(snr, 5) / snr; snr at t=0 is (1 - 0.00085) / 0.00085 = 1175.5, at t=999 below 5
+    assert snr_weights(sd, t, 5.0).tolist() == pytest.approx([5 / 1175.47, 1.0], rel=1e-3)
+    # v: snr + 1 in place of snr, so the zero-SNR timestep weighs 1 (not 0, not inf)
+    assert snr_weights(zero, t, 5.0).tolist() == pytest.approx([5 / 1176.47, 1.0], rel=1e-3)
+    assert snr_weights(zero, t, 0.0).tolist() == [1.0, 1.0]
+    # Hang et al.'s v form: min(snr, 5) / (snr + 1), the epsilon recipe's clean-latent weights, 0 at zero SNR
+    assert snr_weights(zero, t, 5.0, "snr").tolist() == pytest.approx([5 / 1176.47, 0.0], rel=1e-3)
+    mid = torch.tensor([700])
+    ab = float(zero.alphas_cumprod[700])
+    snr = ab / (1 - ab)
+    assert snr < 5 and float(snr_weights(zero, mid, 5.0, "snr")) == pytest.approx(snr / (snr + 1), rel=1e-5)
+    with pytest.raises(ValueError, match="Unknown v_weighting 'x'"):
+        snr_weights(zero, t, 5.0, "x")
+
+    gen = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
+    steps = torch.tensor([10, 500, 999])
+    assert torch.equal(loss_target(sd, latents, noise, steps), noise)
+    noisy = zero.add_noise(latents, noise, steps)
+    v = loss_target(zero, latents, noise, steps)
+    a = zero.alphas_cumprod[steps].sqrt().view(-1, 1, 1, 1)
+    s = (1 - zero.alphas_cumprod[steps]).sqrt().view(-1, 1, 1, 1)
+    assert torch.allclose(a * noisy - s * v, latents, atol=1e-5)  # x0 from (x_t, v)
+    assert torch.allclose(v[2], -latents[2])  # pure noise: the velocity is minus the clean latents
+
+    ddim = build_inference_scheduler("zero_snr")
+    assert (ddim.config.timestep_spacing, ddim.config.rescale_betas_zero_snr) == ("trailing", True)
+    ddim.set_timesteps(50)
+    assert int(ddim.timesteps[0]) == 999  # sampling starts where training had pure noise
+    assert build_inference_scheduler("sd").config.timestep_spacing == "leading"
+    with pytest.raises(ValueError, match="Unknown noise schedule 'cosine'; choose one of sd, zero_snr"):
+        build_noise_scheduler("cosine")
+
+
+def test_zero_snr_run_saves_a_v_prediction_pipeline_stock_diffusers_samples(tmp_path):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    assert main(["--output_dir", str(tmp_path), *MICRO, "--noise_schedule", "zero_snr"]) == 0
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path)
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    config = pipe.scheduler.config
+    assert (config.prediction_type, config.rescale_betas_zero_snr, config.timestep_spacing) == \
+        ("v_prediction", True, "trailing")
+    image = pipe("a red circle", num_inference_steps=3, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+    log = json.loads((tmp_path / "training_log.json").read_text())
+    assert log["arguments"]["noise_schedule"] == "zero_snr"
+    assert "v-prediction loss" in (tmp_path / "README.md").read_text()

@@ -32,6 +32,7 @@ import torch
 
 __all__ = [
     "BETAS",
+    "NOISE_SCHEDULES",
     "ShapesModelConfig",
     "build_clip",
     "build_components",
@@ -182,20 +183,39 @@ def build_clip(config: ShapesModelConfig, tokenizer, seed: int = 0):
     return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def build_noise_scheduler():
+# How noise is added and what the UNet predicts. "sd": SD 1.x's betas, epsilon prediction, DDIM
+# with "leading" spacing. "zero_snr": the same betas rescaled so that the last timestep is pure
+# noise (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"), which
+# needs v-prediction (epsilon says nothing at zero SNR) and "trailing" spacing (sampling then
+# starts at that pure-noise timestep, as generation does).
+NOISE_SCHEDULES = {
+    "sd": dict(prediction_type="epsilon", rescale_betas_zero_snr=False, timestep_spacing="leading"),
+    "zero_snr": dict(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"),
+}
+
+
+def _schedule(name: str) -> dict:
+    if name not in NOISE_SCHEDULES:
+        raise ValueError(f"Unknown noise schedule {name!r}; choose one of {', '.join(NOISE_SCHEDULES)}.")
+    return NOISE_SCHEDULES[name]
+
+
+def build_noise_scheduler(schedule: str = "sd"):
     """The DDPM schedule the UNet is trained with."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**BETAS, prediction_type="epsilon", clip_sample=False)
+    spec = _schedule(schedule)
+    return DDPMScheduler(**BETAS, clip_sample=False, prediction_type=spec["prediction_type"],
+                         rescale_betas_zero_snr=spec["rescale_betas_zero_snr"])
 
 
-def build_inference_scheduler():
+def build_inference_scheduler(schedule: str = "sd"):
     """The scheduler saved with the pipeline: DDIM (deterministic, clean images in 20-30
-    steps on this model), with SD 1.x's settings."""
+    steps on this model), with SD 1.x's settings and the training schedule's betas, prediction
+    type and timestep spacing."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(**BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                         prediction_type="epsilon")
+    return DDIMScheduler(**BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1, **_schedule(schedule))
 
 
 def build_components(config: ShapesModelConfig, seed: int = 0) -> dict:
