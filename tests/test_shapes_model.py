@@ -179,11 +179,11 @@ def test_noise_schedules_weights_and_targets():
     t = torch.tensor([0, 999])
     # epsilon: min(snr, 5) / snr; snr at t=0 is (1 - 0.00085) / 0.00085 = 1175.5, at t=999 below 5
     assert snr_weights(sd, t, 5.0).tolist() == pytest.approx([5 / 1175.47, 1.0], rel=1e-3)
-    # v: snr + 1 in place of snr, so the zero-SNR timestep weighs 1 (not 0, not inf)
-    assert snr_weights(zero, t, 5.0).tolist() == pytest.approx([5 / 1176.47, 1.0], rel=1e-3)
+    # v, diffusers' scripts' form: snr + 1 in place of snr, so the zero-SNR timestep weighs 1 (not 0, not inf)
+    assert snr_weights(zero, t, 5.0, "snr_plus_one").tolist() == pytest.approx([5 / 1176.47, 1.0], rel=1e-3)
     assert snr_weights(zero, t, 0.0).tolist() == [1.0, 1.0]
     # Hang et al.'s v form: min(snr, 5) / (snr + 1), the epsilon recipe's clean-latent weights, 0 at zero SNR
-    assert snr_weights(zero, t, 5.0, "snr").tolist() == pytest.approx([5 / 1176.47, 0.0], rel=1e-3)
+    assert snr_weights(zero, t, 5.0).tolist() == pytest.approx([5 / 1176.47, 0.0], rel=1e-3)  # the default
     mid = torch.tensor([700])
     ab = float(zero.alphas_cumprod[700])
     snr = ab / (1 - ab)

@@ -8,14 +8,15 @@ Phases (each timed and logged; every random choice comes from a generator seeded
    scene drawn to match its caption exactly (:func:`~.captions.scenes_for`) and rendered once;
 2. ``vae``: ``AutoencoderKL`` with L1 + L2 reconstruction and a small KL term; then
    ``scaling_factor = 1 / std`` of the training latents, so the UNet sees unit variance;
-3. ``unet``: ``UNet2DConditionModel`` and ``CLIPTextModel`` trained jointly with the epsilon
-   loss on the DDPM schedule (min-SNR-gamma weighting) - or, with ``--noise_schedule zero_snr``,
-   the v loss on that schedule rescaled to zero terminal SNR - ``--caption_dropout`` empty captions
-   for classifier-free guidance, EMA of both (the EMA weights are saved); fp32 by default,
+3. ``unet``: ``UNet2DConditionModel`` and ``CLIPTextModel`` trained jointly with the v loss on
+   SD 1.x's DDPM schedule rescaled to zero terminal SNR (``--noise_schedule zero_snr``, the
+   default; ``sd`` is SD's schedule with the epsilon loss), min-SNR-gamma weighting,
+   ``--caption_dropout`` empty captions for classifier-free guidance, EMA of both (the EMA weights are saved); fp32 by default,
    ``--mixed_precision bf16`` autocasts the forward passes (fp32 master weights, optimiser and
    loss): 1.28 instead of 1.45 s per step at batch 64 on a 2-core AVX512-BF16 CPU, but the one
    full run with it (together with 1,700 steps and a 0.4 single-object share) drew a clearly
-   worse model (single-object success 0.69 instead of 0.85), so the shipped recipe does not use it;
+   worse model (single-object success 0.69 instead of 0.85, on SD's schedule), so the shipped
+   recipe does not use it;
 4. ``clip``: a ``CLIPModel`` trained with image-caption InfoNCE whose candidates include each
    image's hard negatives (:func:`~.captions.negatives_for`: swapped colours / shapes,
    replaced colour / shape, wrong relation or count); its caption retrieval against those
@@ -234,7 +235,7 @@ def tokenize(tokenizer, texts: Sequence[str]) -> torch.Tensor:
     return ids[[row[t] for t in texts]]
 
 
-def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, v_weighting: str = "snr_plus_one") -> torch.Tensor:
+def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, v_weighting: str = "snr") -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023), ones when gamma <= 0. Epsilon prediction:
     ``min(snr, gamma) / snr``. v-prediction, ``v_weighting="snr"``: Hang et al.'s
     ``min(snr, gamma) / (snr + 1)`` - the same weight on the clean-latent error as epsilon's, so 0
@@ -422,7 +423,7 @@ _SCHEDULE_WORDS = {
 
 
 def _v_form(args: dict) -> str:
-    return f" ({args.get('v_weighting', 'snr_plus_one')} form)" if args.get("noise_schedule") == "zero_snr" else ""
+    return f" ({args.get('v_weighting', 'snr_plus_one')} form)"  # runs before the option: snr + 1 if args.get("noise_schedule") == "zero_snr" else ""
 
 
 def _curve_table(curve: list[dict], rows: int = 8) -> str:
@@ -524,18 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num_scenes", type=int, default=30000)
     add("--batch_size", type=int, default=64)
     add("--vae_steps", type=int, default=300)
-    add("--unet_steps", type=int, default=1600)
+    add("--unet_steps", type=int, default=1550)
     add("--clip_steps", type=int, default=600)
     add("--vae_lr", type=float, default=1e-3)
     add("--unet_lr", type=float, default=1e-3)
     add("--clip_lr", type=float, default=5e-4)
     add("--vae_kl_weight", type=float, default=1e-3)
     add("--caption_dropout", type=float, default=0.1)
-    add("--noise_schedule", choices=tuple(NOISE_SCHEDULES), default="sd",
+    add("--noise_schedule", choices=tuple(NOISE_SCHEDULES), default="zero_snr",
         help="sd: SD 1.x betas, epsilon prediction, DDIM leading; zero_snr: betas rescaled to zero "
              "terminal SNR, v-prediction, DDIM trailing")
-    add("--snr_gamma", type=float, default=5.0, help="min-SNR weighting; 0 for the plain epsilon loss")
-    add("--v_weighting", choices=("snr_plus_one", "snr"), default="snr_plus_one",
+    add("--snr_gamma", type=float, default=5.0, help="min-SNR weighting; 0 for the unweighted loss")
+    add("--v_weighting", choices=("snr_plus_one", "snr"), default="snr",
         help="min-SNR form for v-prediction (zero_snr): snr_plus_one weighs the noisiest timesteps ~1 "
              "(diffusers' scripts), snr ~snr (Hang et al.; the clean-latent weights of the sd schedule)")
     add("--ema_decay", type=float, default=0.995, help="0 disables EMA")
