@@ -169,7 +169,10 @@ def test_mixed_precision_is_autocast_of_the_unet_phase_only(trained, tmp_path):
 def test_noise_schedules_weights_and_targets():
     """Hand-checked numbers: min-SNR weights per prediction type, a zero-SNR last timestep, and a
     velocity target from which the clean latents come back exactly."""
-    from contrastive_diffusers.shapes.model import build_inference_scheduler, build_noise_scheduler
+    from contrastive_diffusers.shapes.model import (
+        build_inference_scheduler,
+        build_noise_scheduler,
+    )
     from contrastive_diffusers.shapes.train import loss_target, snr_weights
 
     sd, zero = build_noise_scheduler("sd"), build_noise_scheduler("zero_snr")
