@@ -173,7 +173,8 @@ def test_noise_schedules_weights_and_targets():
         build_inference_scheduler,
         build_noise_scheduler,
     )
-    from contrastive_diffusers.shapes.train import loss_target, snr_weights
+    from contrastive_diffusers.shapes.train import snr_weights
+    from contrastive_diffusers.training.timesteps import prediction_target
 
     sd, zero = build_noise_scheduler("sd"), build_noise_scheduler("zero_snr")
     assert sd.config.prediction_type == "epsilon" and zero.config.prediction_type == "v_prediction"
@@ -197,9 +198,9 @@ def test_noise_schedules_weights_and_targets():
     gen = torch.Generator().manual_seed(0)
     latents, noise = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
     steps = torch.tensor([10, 500, 999])
-    assert torch.equal(loss_target(sd, latents, noise, steps), noise)
+    assert torch.equal(prediction_target(sd, latents, noise, steps), noise)
     noisy = zero.add_noise(latents, noise, steps)
-    v = loss_target(zero, latents, noise, steps)
+    v = prediction_target(zero, latents, noise, steps)
     a = zero.alphas_cumprod[steps].sqrt().view(-1, 1, 1, 1)
     s = (1 - zero.alphas_cumprod[steps]).sqrt().view(-1, 1, 1, 1)
     assert torch.allclose(a * noisy - s * v, latents, atol=1e-5)  # x0 from (x_t, v)
@@ -229,3 +230,12 @@ def test_zero_snr_run_saves_a_v_prediction_pipeline_stock_diffusers_samples(tmp_
     log = json.loads((tmp_path / "training_log.json").read_text())
     assert log["arguments"]["noise_schedule"] == "zero_snr"
     assert "v-prediction loss" in (tmp_path / "README.md").read_text()
+    assert "gamma 5.0 (snr form)," in (tmp_path / "README.md").read_text()
+
+
+def test_model_card_names_the_v_form_only_for_zero_snr():
+    from contrastive_diffusers.shapes.train import _v_form
+
+    assert _v_form({"noise_schedule": "zero_snr", "v_weighting": "snr"}) == " (snr form)"
+    assert _v_form({"noise_schedule": "zero_snr"}) == " (snr_plus_one form)"  # logs from before the option
+    assert _v_form({"noise_schedule": "sd", "v_weighting": "snr"}) == ""

@@ -11,7 +11,8 @@ Phases (each timed and logged; every random choice comes from a generator seeded
 3. ``unet``: ``UNet2DConditionModel`` and ``CLIPTextModel`` trained jointly with the v loss on
    SD 1.x's DDPM schedule rescaled to zero terminal SNR (``--noise_schedule zero_snr``, the
    default; ``sd`` is SD's schedule with the epsilon loss), min-SNR-gamma weighting,
-   ``--caption_dropout`` empty captions for classifier-free guidance, EMA of both (the EMA weights are saved); fp32 by default,
+   ``--caption_dropout`` empty captions for classifier-free guidance, EMA of both (the EMA
+   weights are saved); fp32 by default,
    ``--mixed_precision bf16`` autocasts the forward passes (fp32 master weights, optimiser and
    loss): 1.28 instead of 1.45 s per step at batch 64 on a 2-core AVX512-BF16 CPU, but the one
    full run with it (together with 1,700 steps and a 0.4 single-object share) drew a clearly
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 
 from ..atomic_io import jsonable, write_json_atomic, write_text_atomic
 from ..eval.clip_score import _features
+from ..training.timesteps import prediction_target
 from .captions import caption_text, negatives_for, sample_spec, scenes_for
 from .model import (
     NOISE_SCHEDULES,
@@ -254,16 +256,6 @@ def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, v_weighting: s
     raise ValueError(f"Unknown v_weighting {v_weighting!r}; choose snr or snr_plus_one.")
 
 
-def loss_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """What the UNet learns to predict from ``scheduler.add_noise(latents, noise, timesteps)``:
-    the noise, or the velocity ``sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * latents``."""
-    if scheduler.config.prediction_type == "epsilon":
-        return noise
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(latents, noise, timesteps)
-    raise ValueError(f"Unsupported prediction type {scheduler.config.prediction_type!r}.")
-
-
 def train_unet(unet, text_encoder, tokenizer, vae_latents, scale: float, data: ShapesData, args, log: dict) -> None:
     """Joint training of the UNet and the text encoder (epsilon or v loss, per ``--noise_schedule``);
     leaves the EMA weights in them."""
@@ -291,7 +283,7 @@ def train_unet(unet, text_encoder, tokenizer, vae_latents, scale: float, data: S
         with autocast:
             encoder_states = text_encoder(batch_ids.to(device))[0]
             pred = unet(noisy.to(device), timesteps.to(device), encoder_states).sample
-        target = loss_target(scheduler, latents, noise, timesteps)
+        target = prediction_target(scheduler, latents, noise, timesteps)
         per_sample = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * snr_weights(scheduler, timesteps, args.snr_gamma, args.v_weighting).to(device)).mean()
 
@@ -423,7 +415,9 @@ _SCHEDULE_WORDS = {
 
 
 def _v_form(args: dict) -> str:
-    return f" ({args.get('v_weighting', 'snr_plus_one')} form)"  # runs before the option: snr + 1 if args.get("noise_schedule") == "zero_snr" else ""
+    if args.get("noise_schedule") != "zero_snr":
+        return ""
+    return f" ({args.get('v_weighting', 'snr_plus_one')} form)"  # runs from before the option used snr + 1
 
 
 def _curve_table(curve: list[dict], rows: int = 8) -> str:

@@ -43,7 +43,7 @@ from .data import DataStream, ImageCaptions, fill_placeholders, load_examples, m
 from .embeddings import LearnedEmbeddings, PlaceholderInfo, add_placeholder_tokens
 from .losses import denoising_loss
 from .save import save_learned_embeds
-from .timesteps import sample_timestep
+from .timesteps import prediction_target, sample_timestep
 
 logger = logging.getLogger(__name__)
 
@@ -326,14 +326,7 @@ class Trainer:
                 "text_embeds": pooled.to(self.weight_dtype),
                 "time_ids": torch.tensor(time_ids, device=self.device, dtype=self.weight_dtype),
             }
-        prediction_type = m.noise_scheduler.config.prediction_type
-        if prediction_type == "epsilon":
-            target = noise
-        elif prediction_type == "v_prediction":
-            target = m.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            raise ValueError(f"Unsupported prediction type {prediction_type!r} (epsilon and v_prediction are).")
-        return noisy, timesteps, target, kwargs
+        return noisy, timesteps, prediction_target(m.noise_scheduler, latents, noise, timesteps), kwargs
 
     # ------------------------------------------------------------------ life cycle
     def _setup_accelerator(self):

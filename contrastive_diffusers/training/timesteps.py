@@ -1,4 +1,5 @@
-"""Timestep sampling for training: uniform, or ReVersion's relation-focal importance sampling.
+"""Timesteps and targets for diffusion training: uniform or ReVersion's relation-focal timestep
+sampling, and what the UNet learns to predict at a timestep.
 
 Relation-focal sampling draws ``t`` in ``0..T-1`` with ``p(t) ∝ 1 - α·cos(π t / T)``: with
 ``α = 0.5``, high-noise steps (where layout and relations form) are drawn up to 3x as often
@@ -36,3 +37,15 @@ def sample_timestep(
             f"Got {probabilities.shape[0]} timestep probabilities for {num_train_timesteps} training timesteps."
         )
     return int(torch.multinomial(probabilities, 1, generator=generator).item())
+
+
+def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict from ``scheduler.add_noise(latents, noise, timesteps)``, per
+    the scheduler's ``prediction_type``: the noise, or the velocity
+    ``sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * latents``."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"Unsupported prediction type {prediction_type!r} (epsilon and v_prediction are).")
