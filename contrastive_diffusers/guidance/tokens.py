@@ -21,6 +21,8 @@ from typing import Sequence
 
 import regex
 
+from .parsing import parse_builtin
+
 # CLIP's pre-tokenizer pattern (transformers' CLIPTokenizer / openai CLIP simple_tokenizer).
 _CLIP_PAT = regex.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
@@ -131,40 +133,10 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
 
 # ----------------------------------------------------------------------------- parsing
 
-# Longest first, so that " on top of " wins over " on " and " to the left of " over " left of ".
-_CONNECTORS = sorted(
-    [
-        " and ", ",", " with ", " next to ", " on top of ", " in front of ", " on the left of ",
-        " on the right of ", " to the left of ", " to the right of ", " left of ", " right of ",
-        " on ", " in ", " under ", " above ", " below ", " behind ", " near ", " beside ",
-        " holding ", " wearing ", " inside ",
-    ],
-    key=len,
-    reverse=True,
-)
-_SPLIT = regex.compile("|".join(regex.escape(c) for c in _CONNECTORS))
-# "a photo of ...", "an oil painting of ...": a frame around the objects, not an object, so
-# the chunk's start up to the frame goes (a "painting" held by someone stays an object).
+# "a photo of ...": for spaCy's noun chunks, a frame around the objects, not an object.
 _FRAME = regex.compile(
     r"^.*\b(?:photo|photograph|picture|image|painting|drawing|illustration|rendering|render|sketch)\s+of\b"
 )
-_FILLERS = frozenset(
-    """a an the one two three four five six seven eight nine ten some several many few
-    this that these those its his her their my your our another each every of is are
-    there""".split()
-)
-_WORD = regex.compile(r"[\p{L}\p{N}]+(?:['\-][\p{L}\p{N}]+)*")
-
-
-def _parse_builtin(prompt: str) -> list[list[str]]:
-    text = " " + _normalize(prompt) + " "
-    groups = []
-    for chunk in _SPLIT.split(text):
-        chunk = _FRAME.sub(" ", chunk, count=1)
-        words = [w for w in _WORD.findall(chunk) if w not in _FILLERS]
-        if words:
-            groups.append(words)
-    return groups
 
 
 @functools.lru_cache(maxsize=1)
@@ -195,16 +167,33 @@ def _parse_spacy(prompt: str) -> list[list[str]]:
     return groups
 
 
+def describe_auto_groups(prompt: str, parser: str = "builtin") -> str:
+    """A note for error messages about groups that ``token_groups="auto"`` made.
+
+    E.g. ``"token_groups='auto' parsed 'a cat in a hat' into [['cat'], ['hat']] (the
+    automatic prompt parser); if that is wrong, pass token_groups explicitly ..."``, for a
+    method that needs two groups where the parser found one.
+    """
+    groups = parse_prompt(prompt, parser)
+    return (
+        f"token_groups='auto' parsed {prompt!r} into {groups} (the automatic prompt parser); "
+        "if that is wrong, pass token_groups explicitly, one [attribute..., noun] word list "
+        "per object, e.g. [['red', 'car'], ['blue', 'bench']]."
+    )
+
+
 def parse_prompt(prompt: str, parser: str = "builtin") -> list[list[str]]:
     """Split a prompt into object word groups, each ``[attribute..., noun]``.
 
-    ``parser="builtin"`` (no dependencies) splits at connectors ("and", ",", "with",
-    "next to", "on top of", ...) and drops determiners, numbers and "a photo of"-style
-    frames; ``parser="spacy"`` uses spaCy's ``en_core_web_sm`` noun chunks (amod and
-    compound modifiers plus the head noun).
+    ``parser="builtin"`` (no dependencies, :mod:`.parsing`) is a rule-based noun-phrase
+    chunker with a shipped word list: verbs, pronouns, relation words ("on top of"),
+    frames ("a photo of"), numbers and abstract nouns never become objects; compound nouns
+    keep all their words, the head last; "the car is red" binds "red" to "car".
+    ``parser="spacy"`` uses spaCy's ``en_core_web_sm`` noun chunks (amod and compound
+    modifiers plus the head noun). A prompt with no object gives ``[]``.
     """
     if parser == "builtin":
-        return _parse_builtin(prompt)
+        return parse_builtin(prompt)
     if parser == "spacy":
         return _parse_spacy(prompt)
     raise ValueError(f"Unknown prompt parser {parser!r}; use 'builtin' or 'spacy'.")
@@ -317,7 +306,9 @@ def _resolve(tokens: PromptTokens, groups) -> list[TokenGroup]:
         groups = parse_prompt(tokens.prompt)
         if not groups:
             raise ValueError(
-                f"The prompt parser found no objects in {tokens.prompt!r}; pass token groups explicitly."
+                f"The automatic prompt parser (token_groups='auto') found no objects (no noun) in "
+                f"{tokens.prompt!r}; pass token groups explicitly, e.g. [['red', 'car']] (words "
+                "of the prompt, the noun last) or integer token positions."
             )
     elif not isinstance(groups, (list, tuple)):
         raise ValueError(f"Token groups must be 'auto' or a list of groups, got a {type(groups).__name__}.")
