@@ -89,6 +89,11 @@ def test_no_verb_pronoun_relation_or_frame_as_noun(row):
         ("a giraffe on the bottom of a bicycle", [["giraffe"], ["bicycle"]]),
         # Conventions: predicate adjectives bind to the subject, before its compound noun.
         ("The fire hydrant in the green grass is red.", [["red", "fire", "hydrant"], ["green", "grass"]]),
+        # Two predicate clauses: each adjective binds to its own clause's subject.
+        ("the car is red and the bike is blue", [["red", "car"], ["blue", "bike"]]),
+        ("the shirt is white, and the pants are blue", [["white", "shirt"], ["blue", "pants"]]),
+        ("the shirt on the table is white", [["white", "shirt"], ["table"]]),
+        ("the car is red and white", [["red", "white", "car"]]),
         ("A tall yellow building next to a traffic light that's green.",
          [["tall", "yellow", "building"], ["green", "traffic", "light"]]),
         ("An orange and white cat laying on top of a brown shoe.", [["orange", "white", "cat"], ["brown", "shoe"]]),

@@ -247,6 +247,10 @@ class _Grouper:
             return False
         return all(t in _CARRY_OVER or t in lx.DETERMINERS or t in lx.NUMBERS for t in between)
 
+    def _next_has_determiner(self, k: int) -> bool:
+        _, nxt = self._function_tokens_after(k)
+        return nxt is not None and nxt.has_det
+
     def _adjective_before_comma(self, k: int, phrase: _Phrase) -> bool:
         # "an orange and white cat", "the plump, red cherries": a colour noun or an unknown
         # one-word phrase followed by "and"/"," and a bare adjective, not by a new phrase.
@@ -273,6 +277,14 @@ class _Grouper:
         if isinstance(before, tuple) and self.tokens[before[0]] in lx.RELATIVES:
             antecedent = self._previous(self.items.index(before))
             return made.get(id(antecedent))  # "a light that is green"; "something that is" binds nothing
+        if id(before) in made:
+            # The phrase right before the copula is the subject unless a preposition
+            # attaches it to another ("the shirt on the table is white").
+            head = self._previous(self.items.index(before))
+            while isinstance(head, tuple) and head[1] in (DET, NUM):
+                head = self._previous(self.items.index(head))
+            if not (isinstance(head, tuple) and head[1] == PREP):
+                return made[id(before)]
         return clause_subject
 
     def run(self) -> list[list[str]]:
@@ -294,7 +306,10 @@ class _Grouper:
             if noun is not None and self._adjective_before_comma(k, phrase):
                 noun = None
             if noun is None:
-                if self._carries(k, phrase):
+                # A predicate ("the car is red and the bike is blue") binds to its subject; it
+                # does not carry over to a next phrase that has its own determiner.
+                predicate_ends = predicate_target is not None and self._next_has_determiner(k)
+                if self._carries(k, phrase) and not predicate_ends:
                     carry = words
                     continue
                 if predicate_target is not None and not phrase.has_det:
