@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from contrastive_diffusers.shapes.model import ShapesModelConfig, build_components
-from contrastive_diffusers.shapes.train import main
+from contrastive_diffusers.training.world_model import main
 
 MICRO = ["--seed", "0", "--vae_steps", "3", "--unet_steps", "3", "--clip_steps", "3", "--batch_size", "4",
          "--num_scenes", "32", "--retrieval_scenes", "8", "--log_every", "2", "--num_threads", "1"]
@@ -135,7 +135,7 @@ def test_finalize_only_needs_a_training_output(tmp_path, capsys):
 def test_kind_weights_parse_and_reach_the_data_and_log(tmp_path):
     import argparse
 
-    from contrastive_diffusers.shapes.train import parse_kind_weights
+    from contrastive_diffusers.training.world_model.run import parse_kind_weights
 
     assert parse_kind_weights("single=0.5, two_object=0.25") == {"single": 0.5, "two_object": 0.25}
     for bad, message in (("single", "KIND=SHARE"), ("circle=1", "KIND one of"), ("single=x", "number"),
@@ -173,8 +173,8 @@ def test_noise_schedules_weights_and_targets():
         build_inference_scheduler,
         build_noise_scheduler,
     )
-    from contrastive_diffusers.shapes.train import snr_weights
     from contrastive_diffusers.training.timesteps import prediction_target
+    from contrastive_diffusers.training.world_model.denoiser import snr_weights
 
     sd, zero = build_noise_scheduler("sd"), build_noise_scheduler("zero_snr")
     assert sd.config.prediction_type == "epsilon" and zero.config.prediction_type == "v_prediction"
@@ -234,8 +234,43 @@ def test_zero_snr_run_saves_a_v_prediction_pipeline_stock_diffusers_samples(tmp_
 
 
 def test_model_card_names_the_v_form_only_for_zero_snr():
-    from contrastive_diffusers.shapes.train import _v_form
+    from contrastive_diffusers.training.world_model.card import _v_form
 
     assert _v_form({"noise_schedule": "zero_snr", "v_weighting": "snr"}) == " (snr form)"
     assert _v_form({"noise_schedule": "zero_snr"}) == " (snr_plus_one form)"  # logs from before the option
     assert _v_form({"noise_schedule": "sd", "v_weighting": "snr"}) == ""
+
+
+def test_ema_is_diffusers_ema_model_with_the_recipe_warm_up():
+    """diffusers' EMAModel as configured for the recipe: decay min(0.995, (1 + n) / (10 + n)) from
+    the first update on (hand-computed), and in the steady state the same bits as torch.lerp,
+    the update the shipped model was trained with."""
+    from contrastive_diffusers.training.world_model.optim import ema_model
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    ema = ema_model(params, 0.995)
+    decays = []
+    for n in range(1, 501):
+        with torch.no_grad():
+            params[0].fill_(float(n))
+        ema.step(params)
+        decays.append(ema.cur_decay_value)
+        if n == 1:
+            assert torch.allclose(ema.shadow_params[0], torch.full((3,), 9 / 11))  # 0 * 2/11 + 1 * 9/11
+    assert decays[:3] == [2 / 11, 3 / 12, 4 / 13]
+    assert decays[-1] == 501 / 510  # the warm-up reaches 0.995 only at update 1,790
+    one = [torch.nn.Parameter(torch.zeros(1))]
+    capped = ema_model(one, 0.9)
+    for _ in range(100):
+        capped.step(one)
+    assert capped.cur_decay_value == 0.9  # (1 + n) / (10 + n) reaches 0.9 at n = 80
+
+    gen = torch.Generator().manual_seed(0)
+    shadow = torch.randn(4096, generator=gen)
+    weights = [torch.nn.Parameter(shadow + 0.1 * torch.randn(4096, generator=gen))]
+    steady = ema_model(weights, 0.995)
+    steady.optimization_step = 5000  # past the warm-up: decay 0.995
+    steady.shadow_params = [shadow.clone()]
+    steady.step(weights)
+    assert steady.cur_decay_value == 0.995
+    assert torch.equal(steady.shadow_params[0], torch.lerp(shadow, weights[0].detach(), 1 - 0.995))

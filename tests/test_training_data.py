@@ -21,7 +21,7 @@ from contrastive_diffusers.training.embeddings import (
     LearnedEmbeddings,
     add_placeholder_tokens,
 )
-from contrastive_diffusers.training.loop import parse_method_args
+from contrastive_diffusers.training.args import parse_method_args
 from contrastive_diffusers.training.mcpl import MCPL
 from contrastive_diffusers.training.reversion import ReVersion
 from contrastive_diffusers.training.save import (

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from contrastive_diffusers.testing import tiny_pipeline
-from contrastive_diffusers.training.loop import parse_method_args, train
+from contrastive_diffusers.training.args import parse_method_args
+from contrastive_diffusers.training.loop import train
 from contrastive_diffusers.training.mcpl import MCPL
 from contrastive_diffusers.training.reversion import ReVersion
 from contrastive_diffusers.training.save import load_learned_embeds

@@ -15,7 +15,8 @@ from contrastive_diffusers.eval.prompts import PromptItem
 from contrastive_diffusers.testing import tiny_pipeline
 from contrastive_diffusers.training.dco import DCO
 from contrastive_diffusers.training.evogen import EvoGen
-from contrastive_diffusers.training.loop import parse_method_args, train
+from contrastive_diffusers.training.args import parse_method_args
+from contrastive_diffusers.training.loop import train
 from contrastive_diffusers.training.pairs import build_pairs, load_pairs
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -12,12 +12,20 @@ train <method>``):
 - ``python -m contrastive_diffusers.training.benchmark``: step time and peak memory.
 
 Token outputs load with stock ``pipe.load_textual_inversion`` (see ``save``), LoRA outputs
-with ``pipe.load_lora_weights``. Modules: ``args`` (command line), ``data`` (captioned image
-folders), ``pairs`` (pair folders and the pair builder), ``embeddings`` (placeholder tokens,
-the learned rows), ``lora`` (adapters, their checkpoints and output), ``losses``,
-``objectives`` and ``timesteps`` (pure functions), ``curriculum`` (stages), ``loop`` (the
-accelerate life cycle, ``train``), ``save`` (output files), ``cli`` (the ``train``
-subcommand), ``vocabulary`` (prepositions, stop words).
+with ``pipe.load_lora_weights``. Modules:
+
+- the life cycle: ``loop`` (``train``: accelerate's prepare / accumulate / save_state /
+  final save), ``trainer`` (setup and the helpers a loss calls), ``checkpoints``,
+  ``validation``, ``run_record`` (``training_run.json``), ``entry`` (a method's ``main``);
+- what a method is: ``method`` (the abstract ``TrainingMethod``) and its two strategies,
+  ``tokens`` (new token rows; with ``embeddings`` and ``save``) and ``lora`` (adapters,
+  their checkpoints and output);
+- the methods: ``textual_inversion``, ``reversion``, ``mcpl``, ``evogen``, ``dco``;
+- their pieces: ``args`` (command line), ``data`` (captioned image folders), ``pairs`` (pair
+  folders), ``models`` (loading), ``losses``, ``objectives`` and ``timesteps`` (pure
+  functions), ``curriculum`` (stages), ``vocabulary`` (prepositions, stop words), ``cli``
+  (the ``train`` subcommand), ``benchmark`` (step time and memory);
+- ``world_model``: training the ShapesWorld model from scratch (plain torch, not this loop).
 
 Imported names are resolved lazily, so that importing the package (e.g. for the CLI's
 ``--help``) does not import torch.
@@ -30,7 +38,9 @@ import importlib
 _EXPORTS = {
     "train": "loop",
     "TrainResult": "loop",
-    "TrainingMethod": "loop",
+    "TrainingMethod": "method",
+    "TokenMethod": "tokens",
+    "LoraMethod": "lora",
     "ReVersion": "reversion",
     "MCPL": "mcpl",
     "TextualInversion": "textual_inversion",
@@ -44,10 +54,12 @@ _EXPORTS = {
 }
 __all__ = [
     "DCO",
-    "EvoGen",
     "MCPL",
+    "EvoGen",
+    "LoraMethod",
     "ReVersion",
     "TextualInversion",
+    "TokenMethod",
     "TrainResult",
     "TrainingMethod",
     "add_train_parser",

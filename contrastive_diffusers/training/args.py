@@ -1,7 +1,7 @@
 """The command line shared by the training methods, with diffusers' training-example names.
 
-``build_parser(prog, description)`` returns the common parser; a method adds its own options
-and its defaults (``parser.set_defaults``), then :func:`parse_args` parses and validates.
+``build_parser(prog, description)`` returns the common parser; :func:`parse_method_args` adds
+a method's own options and defaults (``parser.set_defaults``), parses and validates.
 Validation errors are ``argparse`` usage errors (exit code 2) naming the bad value.
 """
 
@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .method import TrainingMethod
 
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
@@ -126,11 +130,9 @@ def _positive(parser, args, *names, allow_none=False):
             parser.error(f"--{name} must be a positive integer, got {value}")
 
 
-def validate_args(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, learns_tokens: bool = True
-) -> argparse.Namespace:
-    """Merge the single/plural token options and check values; ``parser.error`` on a problem.
-    ``learns_tokens=False`` (LoRA methods): placeholder-token options are refused."""
+def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Merge the single/plural token options and check the common values; ``parser.error`` on
+    a problem. The method's strategy checks the tokens themselves (``TrainingMethod.validate``)."""
     for single, plural in (("placeholder_token", "placeholder_tokens"), ("initializer_token", "initializer_tokens")):
         if getattr(args, plural) is not None and getattr(args, single) is not None:
             if getattr(args, single) != parser.get_default(single):
@@ -147,19 +149,6 @@ def validate_args(
         else ([args.initializer_token] if args.initializer_token is not None else [])
     )
     args.placeholder_tokens, args.initializer_tokens = tokens, inits
-    from .embeddings import check_placeholder_tokens
-
-    if not learns_tokens:
-        if tokens or inits:
-            parser.error(
-                f"{parser.prog} trains LoRA weights, not token embeddings; drop --placeholder_token(s) and "
-                "--initializer_token(s)"
-            )
-    else:
-        try:
-            check_placeholder_tokens(tokens, inits)
-        except ValueError as err:
-            parser.error(str(err))
     _positive(
         parser,
         args,
@@ -199,5 +188,20 @@ def validate_args(
     return args
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return validate_args(parser, parser.parse_args(argv))
+def build_method_parser(method: TrainingMethod, prog: str) -> argparse.ArgumentParser:
+    """The common parser with the method's options and defaults."""
+    parser = build_parser(prog, method.description)
+    method.add_arguments(parser)
+    parser.set_defaults(**method.defaults)
+    return parser
+
+
+def parse_method_args(method: TrainingMethod, argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
+    """Parse and validate a method's command line (the common checks, then the method's)."""
+    parser = build_method_parser(method, prog)
+    args = parser.parse_args(argv)
+    if args.output_dir is None:
+        args.output_dir = f"{method.name}-output"
+    args = validate_args(parser, args)
+    method.validate(parser, args)
+    return args

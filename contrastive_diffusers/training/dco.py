@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from types import MappingProxyType
 
 from .data import ImageCaptions, load_examples
+from .entry import run_main
 from .lora import LoraMethod
-from .loop import Trainer, run_main
 from .objectives import consistency_dco, denoising_mse, per_sample_error
+from .trainer import Trainer
 
 
 class DCO(LoraMethod):

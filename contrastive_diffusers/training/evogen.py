@@ -48,8 +48,8 @@ import torch
 from .args import comma_list
 from .curriculum import METRICS, Curriculum
 from .data import DataError, DataStream, mix_seed
+from .entry import run_main
 from .lora import LoraMethod
-from .loop import Trainer, run_main
 from .objectives import (
     OBJECTIVES,
     contrastive_infonce,
@@ -59,6 +59,7 @@ from .objectives import (
     preference_margin,
 )
 from .pairs import PairImages, load_pairs
+from .trainer import Trainer
 
 #: Stream positions of the advance-rule evaluation batch (far from any training position).
 EVAL_POSITION = 1 << 40

@@ -1,6 +1,6 @@
 """LoRA fine-tuning on the shared training loop: the pieces EvoGen and DCO have in common.
 
-:class:`LoraMethod` is a :class:`~.loop.TrainingMethod` that trains LoRA adapters (peft, via
+:class:`LoraMethod` is the :class:`~.method.TrainingMethod` strategy that trains LoRA adapters (peft, via
 ``unet.add_adapter``; with ``--train_text_encoder`` also on the text encoder(s)) instead of
 token rows. The frozen base weights stay in the mixed-precision dtype, the LoRA weights are
 float32 (``cast_training_params``). The prepared module is :class:`LoraModules` (so that
@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from .data import mix_seed
-from .loop import Trainer, TrainingMethod
+from .method import TrainingMethod
+from .trainer import Trainer
 
 UNET_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -92,14 +93,8 @@ def adapters_disabled(*modules):
             _set_adapters_enabled(module, True)
 
 
-def lora_parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 class LoraMethod(TrainingMethod):
     """Base of the LoRA methods: options, adapters, checkpoint hooks, diffusers-format output."""
-
-    learns_tokens = False
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("LoRA")
@@ -110,6 +105,11 @@ class LoraMethod(TrainingMethod):
         )
 
     def validate(self, parser, args) -> None:
+        if args.placeholder_tokens or args.initializer_tokens:
+            parser.error(
+                f"{parser.prog} trains LoRA weights, not token embeddings; drop --placeholder_token(s) and "
+                "--initializer_token(s)"
+            )
         if args.rank < 1:
             parser.error(f"--rank must be a positive integer, got {args.rank}")
         if args.lora_alpha is None:
@@ -118,7 +118,7 @@ class LoraMethod(TrainingMethod):
             parser.error(f"--lora_alpha must be positive, got {args.lora_alpha}")
 
     # ---------------------------------------------------------------- framework hooks
-    def build_trainable(self, trainer: Trainer, init_rows) -> nn.Module:
+    def build_trainable(self, trainer: Trainer) -> nn.Module:
         from diffusers.training_utils import cast_training_params
 
         args, m = trainer.args, trainer.models
@@ -228,10 +228,15 @@ class LoraMethod(TrainingMethod):
     def intermediate_folder(self, step: int) -> str:
         return f"lora-steps-{step}"
 
+    def learned_rows(self, trainer: Trainer) -> list[torch.Tensor]:
+        return []
+
+    def result_message(self, result) -> str:
+        return f"Trained {self.name} in {result.global_step} steps; weights in {result.output_dir}"
+
     # ---------------------------------------------------------------- helpers for the losses
     def encode(self, trainer: Trainer, captions):
-        module = trainer.accelerator.unwrap_model(trainer.model)
-        return module.encode(trainer.tokenize(captions))
+        return trainer.unwrapped.encode(trainer.tokenize(captions))
 
     def forward(self, trainer: Trainer, noisy, timesteps, hidden, kwargs):
         """The trainable UNet through the prepared (DDP) module."""

@@ -54,13 +54,15 @@ from ..guidance.attention import (
     select_layers,
 )
 from .args import comma_list
-from .loop import Trainer, TrainingMethod, run_main
+from .entry import run_main
 from .losses import (
     attention_mask,
     denoising_loss,
     masked_denoising_loss,
     prompt_contrastive_loss,
 )
+from .tokens import TokenMethod
+from .trainer import Trainer
 
 #: View templates for PromptCL (written for this project); ``{}`` is the whole caption.
 VIEW_TEMPLATES: tuple[str, ...] = (
@@ -103,7 +105,7 @@ def token_labels(tokens: Sequence[str], binds: Sequence[tuple[str, str]]) -> lis
     return labels
 
 
-class MCPL(TrainingMethod):
+class MCPL(TokenMethod):
     name = "mcpl"
     description = "MCPL: learn several concept tokens at once with attention masking and prompt contrastive learning."
     defaults = MappingProxyType(
@@ -149,6 +151,7 @@ class MCPL(TrainingMethod):
         )
 
     def validate(self, parser, args) -> None:
+        super().validate(parser, args)
         templates = args.view_templates if args.view_templates is not None else list(VIEW_TEMPLATES)
         bad = [t for t in templates if "{}" not in t]
         if bad:
@@ -207,6 +210,7 @@ class MCPL(TrainingMethod):
             self.recorder.active = False
         if hasattr(self, "_stack"):
             self._stack.close()
+        super().teardown(trainer)
 
     def validation_context(self, trainer: Trainer):
         return _Paused(self.recorder)

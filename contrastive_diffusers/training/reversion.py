@@ -28,9 +28,11 @@ import torch
 
 from .args import comma_list
 from .embeddings import word_embedding
-from .loop import Trainer, TrainingMethod, run_main
+from .entry import run_main
 from .losses import denoising_loss, steering_loss
 from .timesteps import relation_focal_probabilities
+from .tokens import TokenMethod
+from .trainer import Trainer
 from .vocabulary import PREPOSITIONS, content_words
 
 
@@ -42,7 +44,7 @@ def negative_words(captions: Sequence[str], placeholder_tokens: Sequence[str], b
     return content_words(captions, exclude=[*placeholder_tokens, *basis_words])
 
 
-class ReVersion(TrainingMethod):
+class ReVersion(TokenMethod):
     name = "reversion"
     description = "ReVersion: learn a relation token <R> with a preposition-steering contrastive loss."
     defaults = MappingProxyType(
@@ -77,6 +79,7 @@ class ReVersion(TrainingMethod):
         )
 
     def validate(self, parser, args) -> None:
+        super().validate(parser, args)
         if len(args.placeholder_tokens) != 1:
             parser.error(
                 f"ReVersion learns one relation token, got {len(args.placeholder_tokens)}: "
@@ -132,7 +135,7 @@ class ReVersion(TrainingMethod):
         ]
         index = torch.stack(picks).to(trainer.device)  # (B, P)
         negatives = self._negatives(trainer, batch["captions"])
-        rows = trainer.learned.rows
+        rows = self.embeddings(trainer).rows
         losses = [
             steering_loss(rows[k][0], table[index], negatives[k], args.steering_temperature)
             for k, table in enumerate(self._tables)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import MappingProxyType
 
-from .loop import TrainingMethod, run_main
+from .entry import run_main
+from .tokens import TokenMethod
 
 #: Generic caption templates (written for this project) for caption-less folders and views.
 GENERIC_TEMPLATES: tuple[str, ...] = (
@@ -28,7 +29,7 @@ GENERIC_TEMPLATES: tuple[str, ...] = (
 )
 
 
-class TextualInversion(TrainingMethod):
+class TextualInversion(TokenMethod):
     name = "textual_inversion"
     description = "Textual inversion: learn token embeddings from a few images (diffusers-loadable output)."
     default_templates = GENERIC_TEMPLATES

@@ -1,0 +1,127 @@
+"""accelerate checkpoints of a run: ``checkpoint-<step>/`` folders with ``save_state`` and a
+``training_state.json`` (step, seed, method, tokens and the method's own state), written
+last so that a folder without it is an unfinished save; resuming (``--resume_from_checkpoint
+latest|PATH``) with ``load_state``; pruning to ``--checkpoints_total_limit``."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..atomic_io import write_json_atomic
+from .run_record import previous_metrics
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+STATE_FILE = "training_state.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of the ``checkpoint-<step>`` folders, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+def resolve_checkpoint(output_dir: Path, value: str | None) -> Path | None:
+    """The checkpoint to resume from: ``latest`` (``None`` when there is none yet) or a path."""
+    if value is None:
+        return None
+    if value == "latest":
+        # A checkpoint is complete once its state file is written (last): a run killed while
+        # saving leaves a folder without it, which is skipped.
+        found = [p for _, p in list_checkpoints(output_dir) if (p / STATE_FILE).exists()]
+        return found[-1] if found else None
+    for candidate in (Path(value), output_dir / value):
+        if candidate.is_dir():
+            if not (candidate / STATE_FILE).exists():
+                raise ValueError(f"{candidate} is not a checkpoint of this trainer (no {STATE_FILE}).")
+            return candidate
+    raise ValueError(
+        f"--resume_from_checkpoint {value!r}: no such folder (looked at {value} and {output_dir / value}); "
+        "pass 'latest' or an existing checkpoint folder."
+    )
+
+
+def resume(trainer: Trainer) -> int:
+    """Set the run's seed (``--seed``, else the checkpoint's, else drawn and shared), load the
+    checkpoint's state if there is one, and return the step to continue from (0: a new run)."""
+    from accelerate.utils import broadcast, set_seed
+
+    args, acc, method = trainer.args, trainer.accelerator, trainer.method
+    path = resolve_checkpoint(trainer.output_dir, args.resume_from_checkpoint)
+    stored_seed = None
+    if path is not None:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        if state["placeholder_tokens"] != list(args.placeholder_tokens) or state["method"] != method.name:
+            raise ValueError(
+                f"{path} was trained by {state['method']} for {', '.join(state['placeholder_tokens'])}; this run "
+                f"is {method.name} for {', '.join(args.placeholder_tokens)}. Resume with the same method and tokens."
+            )
+        stored_seed = state["seed"]
+        if args.seed is not None and args.seed != stored_seed:
+            raise ValueError(f"{path} was trained with --seed {stored_seed}; resume with the same seed (or omit it).")
+    elif args.resume_from_checkpoint == "latest":
+        acc.print(f"No checkpoint in {trainer.output_dir}; starting a new run.")
+    if args.seed is not None:
+        trainer.seed = args.seed
+    elif stored_seed is not None:
+        trainer.seed = stored_seed
+    else:
+        # Drawn on the main process and shared, so that every process streams the same data.
+        drawn = torch.tensor([int(torch.randint(0, 2**31 - 1, (1,)).item())], device=trainer.device)
+        trainer.seed = int(broadcast(drawn, from_process=0).item())
+    set_seed(trainer.seed)
+    if path is None:
+        trainer.metrics = []
+        method.restore_state(trainer, None)
+        return 0
+    acc.load_state(str(path))
+    state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    step = int(state["global_step"])
+    method.restore_state(trainer, state)
+    trainer.metrics = previous_metrics(trainer.output_dir, step)
+    acc.print(f"Resumed from {path} at step {step}.")
+    return step
+
+
+def save_checkpoint(trainer: Trainer, step: int) -> None:
+    """``save_state`` on every process, then the state file and pruning on the main one."""
+    args, acc = trainer.args, trainer.accelerator
+    acc.wait_for_everyone()
+    path = trainer.output_dir / f"checkpoint-{step}"
+    acc.save_state(str(path))
+    if acc.is_main_process:
+        write_json_atomic(
+            path / STATE_FILE,
+            {
+                "global_step": step,
+                "seed": trainer.seed,
+                "method": trainer.method.name,
+                "placeholder_tokens": list(args.placeholder_tokens),
+                **trainer.method.checkpoint_state(trainer),
+            },
+        )
+        prune_checkpoints(trainer.output_dir, args.checkpoints_total_limit)
+    acc.wait_for_everyone()
+
+
+def prune_checkpoints(output_dir: Path, limit: int | None) -> None:
+    """Keep the newest ``limit`` complete checkpoints. Runs only after the new one is complete,
+    so a kill while saving never leaves nothing to resume from; unfinished folders (no state
+    file) are removed too."""
+    if limit is None:
+        return
+    folders = list_checkpoints(output_dir)
+    complete = [p for _, p in folders if (p / STATE_FILE).exists()]
+    for _, folder in folders:
+        if folder not in complete or folder in complete[: max(0, len(complete) - limit)]:
+            shutil.rmtree(folder)

@@ -1,0 +1,86 @@
+"""The model card (``README.md``) of a trained folder, written from its ``training_log.json``."""
+
+from __future__ import annotations
+
+import json
+
+from ...shapes.prompts import held_out_pairs
+
+_SCHEDULE_WORDS = {
+    "sd": "epsilon loss on SD 1.x's DDPM schedule",
+    "zero_snr": "v-prediction loss on SD 1.x's DDPM schedule rescaled to zero terminal SNR",
+}
+
+
+def _v_form(args: dict) -> str:
+    if args.get("noise_schedule") != "zero_snr":
+        return ""
+    return f" ({args.get('v_weighting', 'snr_plus_one')} form)"  # runs from before the option used snr + 1
+
+
+def _curve_table(curve: list[dict], rows: int = 8) -> str:
+    if not curve:
+        return "(no steps)\n"
+    pick = sorted({round(k * (len(curve) - 1) / max(rows - 1, 1)) for k in range(rows)})
+    lines = ["| step | loss | seconds |", "|---:|---:|---:|"]
+    lines += [f"| {curve[k]['step']} | {curve[k]['loss']:.4f} | {curve[k]['seconds']:.0f} |" for k in pick]
+    return "\n".join(lines) + "\n"
+
+
+def model_card(log: dict) -> str:
+    """The model card (``README.md``) written from the training log."""
+    args, phases = log["arguments"], log["phases"]
+    params = log["parameters"]
+    out = [
+        "---\nlibrary_name: diffusers\npipeline_tag: text-to-image\ntags: [shapesworld, synthetic, tiny]\n---\n",
+        "# ShapesWorld tiny Stable Diffusion\n",
+        ("A Stable Diffusion 1.x-format pipeline trained from scratch on ShapesWorld "
+         "(`contrastive_diffusers.shapes`): flat coloured shapes on a dark background, 32x32 px, "
+         "captions such as \"a red circle and a cyan square\". The colour-shape pairs "
+         f"{', '.join(f'{c} {s}' for c, s in held_out_pairs())} were never shown in training. "
+         "The world's CLIP (`CLIPModel` + `CLIPProcessor`) is in `clip/`.\n"),
+        "## Usage\n",
+        ("```python\nfrom diffusers import StableDiffusionPipeline\npipe = StableDiffusionPipeline.from_pretrained(folder)\n"
+         f"image = pipe(\"a red circle\", num_inference_steps={log.get('eval', {}).get('steps', 50)}, "
+         f"guidance_scale={log.get('eval', {}).get('guidance_scale', 7.5)}).images[0]\n```\n"),
+        ("In this package: `contrastive_diffusers.shapes.embedded_model_dir()` is this folder and "
+         "`embedded_clip_dir()` its `clip/`; `contrastive-diffusers generate/bench` use it when no "
+         "`--model` is given.\n"),
+        "## Recipe\n",
+        (f"Command: `python -m contrastive_diffusers.shapes.train {log['command']}` (seed {args['seed']}, "
+         f"device {args['device']}, torch {log['versions']['torch']}, diffusers {log['versions']['diffusers']}).\n"),
+        (f"- Data: {args['num_scenes']} scenes of the training split (kinds {json.dumps(log['kind_weights'])}), "
+         "each drawn to match its caption and rendered once.\n"),
+        (f"- VAE ({params['vae']:,} params): {args['vae_steps']} steps, batch {args['batch_size']}, lr {args['vae_lr']}, "
+         f"L1 + L2 + {args['vae_kl_weight']} KL; scaling_factor {phases.get('vae', {}).get('scaling_factor', 0):.4f}.\n"),
+        (f"- UNet ({params['unet']:,} params) + text encoder ({params['text_encoder']:,} params): {args['unet_steps']} "
+         f"steps, batch {args['batch_size']}, AdamW lr {args['unet_lr']} (warm-up, cosine), "
+         f"{_SCHEDULE_WORDS[args.get('noise_schedule', 'sd')]} with min-SNR gamma {args['snr_gamma']}"
+         f"{_v_form(args)}, caption dropout {args['caption_dropout']}, "
+         f"EMA {args['ema_decay']}, {args.get('mixed_precision', 'no')} autocast; DDIM scheduler for inference.\n"),
+        (f"- CLIP ({params['clip']:,} params): {args['clip_steps']} steps, InfoNCE with {args['clip_negatives']} hard "
+         "negatives per image (swapped colours / shapes, replaced colour / shape, wrong relation / count).\n"),
+        (f"Stored weights: {json.dumps(log.get('stored_dtype', {}))}, "
+         f"{log.get('weights_bytes', 0) / 2**20:.1f} MiB of safetensors in all.\n"),
+        "## Timings\n",
+        (f"Training (everything but the evaluation): {log.get('training_seconds', log.get('total_seconds', 0)) / 60:.1f} "
+         f"min with {log.get('threads', '?')} CPU thread(s).\n"),
+        ("| phase | steps | seconds | s/step |\n|---|---:|---:|---:|\n" + "".join(
+         f"| {name} | {p.get('steps', '')} | {p.get('seconds', 0):.0f} | {p.get('seconds_per_step', '')} |\n"
+         for name, p in phases.items())),
+        "## Training curves\n",
+    ]
+    for name in ("vae", "unet", "clip"):
+        if name in phases:
+            out.append(f"### {name}\n\n" + _curve_table(phases[name]["curve"]))
+    if "clip_retrieval" in log:
+        out.append("## CLIP: caption retrieval against hard negatives (fresh renders)\n")
+        out.append("| scenes | accuracy | n |\n|---|---:|---:|\n" + "".join(
+            f"| {name} | {r['accuracy']:.3f} | {r['n']} |\n" for name, r in log["clip_retrieval"].items()))
+    if "eval" in log:
+        ev = log["eval"]
+        out.append(f"## Oracle success of the plain model (test split, seeds {ev['seeds']}, {ev['steps']} DDIM steps, "
+                   f"guidance scale {ev['guidance_scale']})\n")
+        out.append("| category | success | n | rate |\n|---|---:|---:|---:|\n" + "".join(
+            f"| {c} | {r['success']} | {r['n']} | {r['rate']:.3f} |\n" for c, r in ev["per_category"].items()))
+    return "\n".join(out)

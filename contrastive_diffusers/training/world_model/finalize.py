@@ -1,0 +1,91 @@
+"""The output folder: the ``StableDiffusionPipeline`` built from the trained components, its
+weights stored as ``--save_dtype``, the oracle evaluation of those stored weights, and the
+model card (:mod:`.card`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ...atomic_io import jsonable, write_json_atomic, write_text_atomic
+from ...shapes.model import build_inference_scheduler
+from ...shapes.prompts import shapes_prompts
+from .card import model_card
+
+
+def build_pipeline(components: dict, noise_schedule: str = "sd"):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
+        unet=components["unet"], scheduler=build_inference_scheduler(noise_schedule),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def evaluate_pipeline(pipe, items, seeds: Sequence[int], steps: int, guidance_scale: float,
+                      batch_size: int = 32) -> dict:
+    """Oracle success per category of ``items`` (prompt items with ``metadata["spec"]``) generated
+    plainly at every seed: ``{category: {"success": k, "n": n, "rate": k / n}}``."""
+    from ...shapes.oracle import check
+
+    jobs = [(item, seed) for item in items for seed in seeds]
+    results: dict[str, list[bool]] = {}
+    device = pipe.device
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        generators = [torch.Generator(device).manual_seed(int(seed)) for _, seed in chunk]
+        images = pipe([item.prompt for item, _ in chunk], num_inference_steps=steps, guidance_scale=guidance_scale,
+                      generator=generators).images
+        for (item, _), image in zip(chunk, images):
+            results.setdefault(item.category, []).append(check(image, item.metadata["spec"]).success)
+    return {c: {"success": sum(v), "n": len(v), "rate": sum(v) / len(v)} for c, v in results.items()}
+
+
+def store_half(folder: Path) -> None:
+    """Re-save the UNet and the VAE of a saved pipeline in float16 (half the bytes; diffusers
+    loads them back as float32 unless told otherwise). The text encoder and the CLIP stay
+    float32: transformers >= 5 loads a checkpoint in its stored dtype, and a float16 text
+    encoder would feed float16 states to the float32 UNet of a plain ``from_pretrained``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+        model = cls.from_pretrained(folder / name)
+        model.to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
+
+
+def finalize(folder: Path, args) -> dict:
+    """What makes a trained folder the shippable one: weights stored as ``--save_dtype``, the
+    oracle evaluation of the weights *as stored* (loaded back with stock ``from_pretrained``,
+    float32 compute), and the model card. Re-runnable on a folder (``--finalize_only``)."""
+    from diffusers import StableDiffusionPipeline
+
+    folder = Path(folder)
+    log = json.loads((folder / "training_log.json").read_text())
+    if args.save_dtype == "float16":
+        store_half(folder)
+    log["stored_dtype"] = {"unet": args.save_dtype, "vae": args.save_dtype, "text_encoder": "float32",
+                           "clip": "float32"}
+    log["weights_bytes"] = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+    if args.eval:
+        t0 = time.perf_counter()
+        pipe = StableDiffusionPipeline.from_pretrained(folder).to(args.device)
+        pipe.set_progress_bar_config(disable=True)
+        items = shapes_prompts("test", per_category=args.eval_per_category)
+        seeds = list(range(args.eval_seeds))
+        per_category = evaluate_pipeline(pipe, items, seeds, args.eval_steps, args.eval_guidance_scale)
+        log["eval"] = {"seeds": seeds, "steps": args.eval_steps, "guidance_scale": args.eval_guidance_scale,
+                       "per_category_prompts": args.eval_per_category, "per_category": per_category,
+                       "seconds": round(time.perf_counter() - t0, 1)}
+        for c, r in per_category.items():
+            print(f"[eval] {c:12s} {r['success']:4d}/{r['n']:<4d} {r['rate']:.3f}", flush=True)
+    write_json_atomic(folder / "training_log.json", jsonable(log))
+    write_text_atomic(folder / "README.md", model_card(log))
+    return log

@@ -1,0 +1,223 @@
+"""The command line and the run: ``python -m contrastive_diffusers.shapes.train`` (also
+``python -m contrastive_diffusers.training.world_model``); see the package docstring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ...atomic_io import jsonable, write_json_atomic
+from ...shapes.model import (
+    NOISE_SCHEDULES,
+    ShapesModelConfig,
+    build_clip,
+    build_components,
+    parameter_count,
+)
+from ...shapes.prompts import held_out_pairs, training_pairs
+from .autoencoder import encode_all, train_vae
+from .data import DEFAULT_KIND_WEIGHTS, make_data, seed_of
+from .denoiser import train_unet
+from .finalize import build_pipeline, finalize
+from .world_clip import clip_retrieval, train_clip
+
+PROG = "python -m contrastive_diffusers.shapes.train"
+
+
+def parse_kind_weights(text: str) -> dict[str, float]:
+    """``"single=0.4,two_object=0.2"`` -> ``{"single": 0.4, "two_object": 0.2}`` (shares are
+    normalised when the data is drawn); unknown kinds and non-positive totals are errors."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, value = (t.strip() for t in part.partition("="))
+        if not sep or kind not in DEFAULT_KIND_WEIGHTS:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected KIND=SHARE with KIND one of {', '.join(DEFAULT_KIND_WEIGHTS)}")
+        try:
+            weights[kind] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: the share must be a number") from None
+        if weights[kind] < 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: shares must be >= 0")
+    if not weights or sum(weights.values()) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one kind with a positive share")
+    return weights
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=f"Train the ShapesWorld models from scratch: ``{PROG}``.")
+    add = parser.add_argument
+    add("--output_dir", required=True, type=Path)
+    add("--seed", type=int, default=0)
+    add("--device", default="cpu", help="cpu or cuda (fp32 either way)")
+    add("--resolution", type=int, default=32)
+    add("--num_scenes", type=int, default=30000)
+    add("--batch_size", type=int, default=64)
+    add("--vae_steps", type=int, default=300)
+    add("--unet_steps", type=int, default=1550)
+    add("--clip_steps", type=int, default=600)
+    add("--vae_lr", type=float, default=1e-3)
+    add("--unet_lr", type=float, default=1e-3)
+    add("--clip_lr", type=float, default=5e-4)
+    add("--vae_kl_weight", type=float, default=1e-3)
+    add("--caption_dropout", type=float, default=0.1)
+    add("--noise_schedule", choices=tuple(NOISE_SCHEDULES), default="zero_snr",
+        help="sd: SD 1.x betas, epsilon prediction, DDIM leading; zero_snr: betas rescaled to zero "
+             "terminal SNR, v-prediction, DDIM trailing")
+    add("--snr_gamma", type=float, default=5.0, help="min-SNR weighting; 0 for the unweighted loss")
+    add("--v_weighting", choices=("snr_plus_one", "snr"), default="snr",
+        help="min-SNR form for v-prediction (zero_snr): snr_plus_one weighs the noisiest timesteps ~1 "
+             "(diffusers' scripts), snr ~snr (Hang et al.; the clean-latent weights of the sd schedule)")
+    add("--ema_decay", type=float, default=0.995, help="0 disables EMA")
+    add("--mixed_precision", choices=("no", "bf16"), default="no",
+        help="autocast of the UNet + text encoder forward passes (weights, optimiser and loss stay fp32)")
+    add("--kind_weights", type=parse_kind_weights, default=dict(DEFAULT_KIND_WEIGHTS),
+        help="caption kinds of the training data and their shares, e.g. single=0.4,two_object=0.2,... "
+             f"(default {','.join(f'{k}={v}' for k, v in DEFAULT_KIND_WEIGHTS.items())})")
+    add("--clip_negatives", type=int, default=2, help="hard negatives per image in the CLIP loss")
+    add("--log_every", type=int, default=25)
+    add("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add("--probe", type=int, default=0, help="time N UNet steps at --batch_size, print the full run's estimate, exit")
+    add("--eval", action="store_true", help="score the test split's prompts with the oracle after training")
+    add("--eval_seeds", type=int, default=4)
+    add("--eval_per_category", type=int, default=20)
+    add("--eval_steps", type=int, default=50, help="DDIM steps of the evaluation (the CLI's default)")
+    add("--eval_guidance_scale", type=float, default=7.5, help="classifier-free guidance of the evaluation")
+    add("--save_dtype", choices=("float16", "float32"), default="float16",
+        help="storage dtype of the UNet and VAE weights (text encoder and CLIP: always float32)")
+    add("--finalize_only", action="store_true",
+        help="skip training: re-store, evaluate (with --eval) and re-write the card of --output_dir")
+    add("--retrieval_scenes", type=int, default=300, help="fresh renders per CLIP retrieval check")
+    return parser
+
+
+def _check_args(parser, args) -> None:
+    for name in ("num_scenes", "batch_size", "log_every", "eval_seeds", "eval_per_category", "eval_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
+    for name in ("vae_steps", "unet_steps", "clip_steps", "probe", "clip_negatives"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
+    if not 0 <= args.caption_dropout < 1:
+        parser.error(f"--caption_dropout must be in [0, 1), got {args.caption_dropout}.")
+    if args.resolution % 8 or args.resolution < 16:
+        parser.error(f"--resolution must be a multiple of 8 of at least 16, got {args.resolution}.")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda given but no CUDA device is available.")
+
+
+def model_config(args) -> ShapesModelConfig:
+    config = ShapesModelConfig()
+    config.vae["sample_size"] = args.resolution
+    config.unet["sample_size"] = config.latent_size
+    return config
+
+
+def probe(args, config: ShapesModelConfig) -> dict:
+    """Seconds per step of each phase at ``--batch_size`` (``--probe`` steps of the real phase
+    code on 256 scenes, the first step not counted), and the estimated time of the full run."""
+    import copy
+
+    data = make_data(256, seed_of(args.seed, "data"), args.resolution, args.kind_weights)
+    components = build_components(config, args.seed)
+    clip, processor = build_clip(config, components["tokenizer"], args.seed + 3)
+    short = copy.copy(args)
+    short.vae_steps = short.unet_steps = short.clip_steps = args.probe + 1
+    short.log_every = 1
+    log: dict = {"phases": {}}
+    scale = train_vae(components["vae"], data, short, log)
+    latents = encode_all(components["vae"], data.images, short)
+    train_unet(components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data, short, log)
+    train_clip(clip, processor, data, short, log)
+    per_step = {}
+    for phase in ("vae", "unet", "clip"):
+        curve = log["phases"][phase]["curve"]
+        per_step[phase] = (curve[-1]["seconds"] - curve[0]["seconds"]) / max(len(curve) - 1, 1)
+    data_seconds = 0.0003 * args.num_scenes  # measured: ~0.3 ms per scene
+    estimate = data_seconds + sum(per_step[p] * getattr(args, f"{p}_steps") for p in per_step)
+    result = {"seconds_per_step": per_step, "unet_steps_per_second": 1 / per_step["unet"],
+              "estimated_total_minutes": estimate / 60, "batch_size": args.batch_size,
+              "threads": torch.get_num_threads(), "device": args.device}
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
+def _versions() -> dict:
+    import diffusers
+    import transformers
+
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
+
+
+def train(args) -> dict:
+    """Run every phase and write the output folder; returns the training log."""
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    config = model_config(args)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log: dict = {"arguments": jsonable(vars(args)), "seed": args.seed, "command": args.command,
+                 "versions": _versions(), "kind_weights": args.kind_weights, "config": config.to_dict(),
+                 "phases": {}, "threads": torch.get_num_threads()}
+    start = time.perf_counter()
+    data = make_data(args.num_scenes, seed_of(args.seed, "data"), args.resolution, args.kind_weights)
+    log["phases"]["data"] = {"scenes": len(data.captions), "seconds": round(time.perf_counter() - start, 2),
+                             "kinds": {k: data.kinds.count(k) for k in args.kind_weights}}
+    print(f"[data] {len(data.captions)} scenes in {log['phases']['data']['seconds']:.1f} s", flush=True)
+
+    components = build_components(config, args.seed)
+    clip, processor = build_clip(config, components["tokenizer"], args.seed + 3)
+    log["parameters"] = {name: parameter_count(m) for name, m in
+                         [("vae", components["vae"]), ("unet", components["unet"]),
+                          ("text_encoder", components["text_encoder"]), ("clip", clip)]}
+    print(f"[model] parameters {log['parameters']}", flush=True)
+
+    scale = train_vae(components["vae"], data, args, log)
+    latents = encode_all(components["vae"], data.images, args)
+    train_unet(components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data, args, log)
+    build_pipeline(components, args.noise_schedule).save_pretrained(out, safe_serialization=True)
+
+    train_clip(clip, processor, data, args, log)
+    clip.save_pretrained(out / "clip", safe_serialization=True)
+    processor.save_pretrained(out / "clip")
+    log["clip_retrieval"] = {
+        name: clip_retrieval(clip, processor, make_data(args.retrieval_scenes, [args.seed, 7 + k], args.resolution,
+                                                        DEFAULT_KIND_WEIGHTS, pairs), args.seed, args.device)
+        for k, (name, pairs) in enumerate([("training pairs", training_pairs()), ("held-out pairs", held_out_pairs())])
+    }
+    print(f"[clip] retrieval {json.dumps({k: round(v['accuracy'], 3) for k, v in log['clip_retrieval'].items()})}",
+          flush=True)
+
+    log["training_seconds"] = round(time.perf_counter() - start, 1)  # everything but the evaluation
+    log["total_seconds"] = log["training_seconds"]
+    write_json_atomic(out / "training_log.json", jsonable(log))
+    finalize(out, args)
+    print(f"[done] {out}: trained in {log['training_seconds'] / 60:.1f} min", flush=True)
+    return json.loads((out / "training_log.json").read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    args.command = " ".join(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if args.probe:
+        probe(args, model_config(args))
+        return 0
+    if args.finalize_only:
+        if not (args.output_dir / "training_log.json").is_file():
+            parser.error(f"--finalize_only: {args.output_dir} holds no training_log.json (not a training output)")
+        finalize(args.output_dir, args)
+        return 0
+    train(args)
+    return 0

@@ -1,0 +1,106 @@
+"""Phase ``clip``: the world's ``CLIPModel``, trained with image-caption InfoNCE whose
+candidates include each image's hard negatives (``shapes.captions.negatives_for``:
+swapped colours / shapes, replaced colour / shape, wrong relation or count), and its caption
+retrieval against those negatives on fresh renders."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...shapes.captions import caption_text, negatives_for
+from .data import ShapesData, batch_indices, tokenize
+from .optim import optimise
+
+
+def clip_features(output) -> torch.Tensor:
+    """The embedding tensor of ``get_image_features`` / ``get_text_features``: transformers 5
+    returns a model output, earlier versions the tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for name in ("pooler_output", "image_embeds", "text_embeds"):
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"Unexpected CLIP feature output {type(output).__name__}")
+
+
+def clip_pixels(images: torch.Tensor, processor) -> torch.Tensor:
+    """uint8 images -> CLIP pixel values, normalised as ``processor`` does (images already at its size)."""
+    ip = processor.image_processor
+    mean = torch.tensor(ip.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(ip.image_std).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def hard_negatives(data: ShapesData, seed: int) -> list[list[tuple[str, str]]]:
+    """Per scene, its false perturbed captions ``(kind of edit, text)``."""
+    out = []
+    for k, (scene, spec, kind) in enumerate(zip(data.scenes, data.specs, data.kinds)):
+        caption = caption_text(spec, kind)
+        out.append([(name, neg.text) for name, neg in negatives_for(scene, caption, rng=[seed, k])])
+    return out
+
+
+def _text_features(model, ids: torch.Tensor, device) -> torch.Tensor:
+    length = int((ids != model.config.text_config.pad_token_id).sum(1).max()) + 1
+    ids = ids[:, :min(length, ids.shape[1])].to(device)
+    return F.normalize(clip_features(model.get_text_features(input_ids=ids)), dim=-1)
+
+
+def train_clip(model, processor, data: ShapesData, args, log: dict) -> None:
+    """InfoNCE: each image against the batch's captions plus its own ``--clip_negatives`` hard
+    negatives; each caption against the batch's images."""
+    gen = torch.Generator().manual_seed(args.seed * 1000 + 3)
+    device = args.device
+    negatives = hard_negatives(data, args.seed)
+    texts = sorted({t for t in data.captions} | {t for negs in negatives for _, t in negs})
+    row = {t: k for k, t in enumerate(texts)}
+    ids = tokenize(processor.tokenizer, texts)
+    pos = torch.tensor([row[t] for t in data.captions])
+    neg_rows = [[row[t] for _, t in negs] for negs in negatives]
+    pixels = clip_pixels(data.images, processor)
+    model.to(device).train()
+
+    def batch_loss(step: int) -> torch.Tensor:
+        idx = batch_indices(gen, len(pos), args.batch_size)
+        picks = []
+        for i in idx.tolist():
+            options = neg_rows[i] or [int(pos[int(torch.randint(0, len(pos), (1,), generator=gen))])]
+            picks += [options[int(torch.randint(0, len(options), (1,), generator=gen))]
+                      for _ in range(args.clip_negatives)]
+        image = F.normalize(clip_features(model.get_image_features(pixel_values=pixels[idx].to(device))), dim=-1)
+        text = _text_features(model, ids[torch.cat([pos[idx], torch.tensor(picks)])], device)
+        scale = model.logit_scale.exp().clamp(max=100)
+        n = len(idx)
+        logits = scale * image @ text.T  # (n, n + n * K)
+        target = torch.arange(n, device=device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :n].T, target)) / 2
+
+    optimise("clip", list(model.parameters()), args.clip_steps, args.clip_lr, batch_loss, log, args.log_every,
+             weight_decay=0.1)
+    model.eval()
+
+
+@torch.no_grad()
+def clip_retrieval(model, processor, data: ShapesData, seed: int, device) -> dict:
+    """How often the true caption scores above every hard negative of its image, overall and
+    per kind of edit (``swap_colors``, ``replace_shape``, ...)."""
+    negatives = hard_negatives(data, seed)
+    image = F.normalize(clip_features(model.get_image_features(pixel_values=clip_pixels(data.images, processor).to(device))),
+                        dim=-1)
+    texts = sorted(set(data.captions) | {t for negs in negatives for _, t in negs})
+    row = {t: k for k, t in enumerate(texts)}
+    text = _text_features(model, tokenize(processor.tokenizer, texts), device)
+    sims = image @ text.T
+    wins, per_edit = [], {}
+    for k, negs in enumerate(negatives):
+        if not negs:
+            continue
+        true = sims[k, row[data.captions[k]]]
+        beats = [bool(true > sims[k, row[t]]) for _, t in negs]
+        wins.append(all(beats))
+        for (name, _), ok in zip(negs, beats):
+            per_edit.setdefault(name, []).append(ok)
+    return {"accuracy": sum(wins) / max(len(wins), 1), "n": len(wins),
+            "per_edit": {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(per_edit.items())}}
