@@ -274,7 +274,7 @@ def test_guidance_callback_restarts_on_every_call():
 def test_unsupported_unet_inputs_are_refused():
     from types import SimpleNamespace
 
-    from contrastive_diffusers.pipelines.guided import check_supported_unet
+    from contrastive_diffusers.pipelines.session import check_supported_unet
 
     with pytest.raises(ValueError, match="IP-Adapter"):
         check_supported_unet(SimpleNamespace(config=SimpleNamespace(encoder_hid_dim_type="ip_image_proj")))

@@ -212,7 +212,7 @@ class Guider:
             iterations += active.cpu().long()
             if target is not None:
                 active &= losses.detach() > target
-        if count > 0:
+        if count > 0:  # the loss at the refined latents drives the regular update
             z = z.detach().requires_grad_(True)
             losses, maps = self.losses(z, t)
         return z, losses, maps, iterations.tolist(), skipped
