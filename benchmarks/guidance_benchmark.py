@@ -156,11 +156,10 @@ def floor_costs(pipe, args) -> dict:
     import torch
 
     from contrastive_diffusers.guidance import Conform
-    from contrastive_diffusers.guidance.engine import GuidanceConditioning
-    from contrastive_diffusers.pipelines.guided import build_guider, expand_groups
+    from contrastive_diffusers.pipelines import GuidanceSession
 
     device = pipe._execution_device
-    _, groups, lengths, prompts = expand_groups(pipe.tokenizer, [PROMPT], [GROUPS], 1)
+    session = GuidanceSession.start(pipe.tokenizer, Conform(), PROMPT, GROUPS)
     latents = torch.randn(1, 4, args.size // 8, args.size // 8, device=device, dtype=pipe.unet.dtype)
     pipe.scheduler.set_timesteps(args.steps, device=device)
     t = pipe.scheduler.timesteps[len(pipe.scheduler.timesteps) // 2]
@@ -172,8 +171,8 @@ def floor_costs(pipe, args) -> dict:
     else:
         embeds, neg = pipe.encode_prompt(PROMPT, device, 1, True)
         added = added_cfg = None
-    cond = GuidanceConditioning(embeds, groups, lengths, prompts, added_cond_kwargs=added)
-    guider = build_guider(pipe, Conform(), cond, latents, args.size, args.size, None, len(pipe.scheduler.timesteps), False)
+    cond = session.conditioning(embeds, added_cond_kwargs=added)
+    guider = session.guider(pipe, cond, latents, len(pipe.scheduler.timesteps))
 
     def guided_pass():
         guider.step(latents, t, 1)  # one forward + one backward, no refinement at step 1

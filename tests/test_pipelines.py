@@ -274,7 +274,7 @@ def test_guidance_callback_restarts_on_every_call():
 def test_unsupported_unet_inputs_are_refused():
     from types import SimpleNamespace
 
-    from contrastive_diffusers.pipelines.guided import check_supported_unet
+    from contrastive_diffusers.pipelines.session import check_supported_unet
 
     with pytest.raises(ValueError, match="IP-Adapter"):
         check_supported_unet(SimpleNamespace(config=SimpleNamespace(encoder_hid_dim_type="ip_image_proj")))
@@ -390,3 +390,52 @@ def test_default_attn_res_is_latent_over_4_or_the_nearest_map_size():
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8, attention_head_dim=4,
     )
     assert default_attn_res(small, (16, 16)) == (8, 8)
+
+
+def test_default_attn_res_tie_takes_the_finer_map_and_needs_cross_attention():
+    """Nearest counts UNet levels (|log| of the area ratio); a tie goes to the finer map."""
+    from diffusers import UNet2DConditionModel
+
+    from contrastive_diffusers.guidance.attention import default_attn_res, layer_resolutions
+
+    common = dict(sample_size=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)
+    # Cross-attention at 8x8 and 2x2 of a 16x16 latent: the 4x4 target is one level from each.
+    skipping = UNet2DConditionModel(
+        **common, cross_attention_dim=8, attention_head_dim=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    )
+    assert set(layer_resolutions(skipping, (16, 16)).values()) == {(8, 8), (2, 2)}
+    assert default_attn_res(skipping, (16, 16)) == (8, 8)
+    assert default_attn_res(skipping, (64, 64)) == (32, 32)  # 16x16 missing: 32x32 and 8x8 tie
+    plain = UNet2DConditionModel(
+        **common, cross_attention_dim=8, mid_block_type="UNetMidBlock2D",
+        down_block_types=("DownBlock2D",) * 4, up_block_types=("UpBlock2D",) * 4,
+    )
+    with pytest.raises(ValueError, match="no cross-attention layers"):
+        default_attn_res(plain, (16, 16))
+
+
+def test_already_resolved_token_groups_give_the_same_call():
+    """TokenGroup lists (resolved once by the caller) are used as given: same groups, same images."""
+    from contrastive_diffusers.guidance.tokens import resolve_groups
+
+    pipe = guided("sd1")
+    words = [[["red", "car"], ["blue", "bench"]], "auto"]
+    by_words = run(pipe, PROMPTS, guidance=Conform(), token_groups=words, num_inference_steps=3)
+    resolved = [resolve_groups(pipe.tokenizer, p, g) for p, g in zip(PROMPTS, words)]
+    by_groups = run(pipe, PROMPTS, guidance=Conform(), token_groups=resolved, num_inference_steps=3)
+    assert by_groups.token_groups == by_words.token_groups == resolved
+    np.testing.assert_array_equal(by_groups.images, by_words.images)
+    # One prompt's list, and resolved groups next to words for another prompt.
+    single = run(pipe, PROMPTS[0], guidance=Conform(), token_groups=resolved[0], num_inference_steps=2)
+    assert single.token_groups == [resolved[0]]
+    mixed = run(pipe, PROMPTS, guidance=Conform(), token_groups=[resolved[0], "auto"], num_inference_steps=3)
+    np.testing.assert_array_equal(mixed.images, by_words.images)
+    callback = GuidanceCallback(pipe, Conform(), PROMPTS[0], token_groups=resolved[0])
+    assert callback.groups == [resolved[0]]
+    longer = resolve_groups(pipe.tokenizer, "a red car and a blue bench under a tree", [["car"], ["tree"]])
+    with pytest.raises(ValueError, match=r"\[10\], outside the 7 tokens"):
+        run(pipe, PROMPTS[0], guidance=Conform(), token_groups=longer, num_inference_steps=2)
+    with pytest.raises(ValueError, match="one TokenGroup list per prompt"):
+        run(pipe, PROMPTS, guidance=Conform(), token_groups=resolved[0], num_inference_steps=2)

@@ -50,6 +50,32 @@ def layer_resolutions(unet, latent_hw: tuple[int, int]) -> dict[str, tuple[int, 
     return out
 
 
+def default_attn_res(unet, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """The map size the loss reads when none is given: the latents downsampled twice
+    (``ceil(latent / 4)``, the image size / 32 for a VAE that downsamples 8 times).
+
+    When no cross-attention layer has maps of that size, the nearest size that one has,
+    measured in scale (``|log|`` of the area ratio: a UNet level halves the side, so the
+    distance counts levels); on a tie, the finer map, which keeps more spatial detail.
+    That gives 16x16 for SD 1.x at 512 px (diffusers' Attend-and-Excite default), 24x24
+    for SD 2.x at 768 px, and for SDXL at 1024 px 32x32, the coarser of its two
+    cross-attention resolutions, where its 10-layer transformer blocks are. The guided
+    pipelines and MCPL's attention mask both take their default from here.
+    """
+    target = tuple(math.ceil(int(s) / 4) for s in latent_hw)
+    available = set(layer_resolutions(unet, tuple(latent_hw)).values())
+    if not available:
+        raise ValueError(
+            "The UNet has no cross-attention layers, so there are no attention maps to read; "
+            "use a text-conditioned UNet2DConditionModel."
+        )
+    if target in available:
+        return target
+    area = target[0] * target[1]
+    # Rounded so that sizes equally many levels away tie exactly despite float noise.
+    return min(available, key=lambda hw: (round(abs(math.log(hw[0] * hw[1] / area)), 9), -hw[0] * hw[1]))
+
+
 def select_layers(unet, latent_hw: tuple[int, int], attn_res: tuple[int, int]) -> list[str]:
     """Names of the cross-attention layers whose maps are ``attn_res``; a clear error if none."""
     resolutions = layer_resolutions(unet, latent_hw)

@@ -10,14 +10,13 @@ skipped and reported instead of turning latents into NaN.
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from .attention import AttentionRecorder, ForwardComplete, recording_processors, select_layers
+from .attention import AttentionRecorder, ForwardComplete, default_attn_res, recording_processors, select_layers
 from .maps import token_window
 from .methods import GuidanceMethod
 
@@ -82,7 +81,10 @@ def resolve_window_mode(method: GuidanceMethod, tokenizers: Sequence) -> str:
 
 
 class Guider:
-    """Applies ``method`` during one generation; see the module docstring."""
+    """Applies ``method`` during one generation; see the module docstring.
+
+    ``attn_res`` ``None`` reads the maps of :func:`~.attention.default_attn_res`.
+    """
 
     def __init__(
         self,
@@ -91,7 +93,7 @@ class Guider:
         scheduler,
         conditioning: GuidanceConditioning,
         latent_hw: tuple[int, int],
-        attn_res: tuple[int, int],
+        attn_res: tuple[int, int] | None,
         num_inference_steps: int,
         window_mode: str = "all",
         record_loss_after_update: bool = False,
@@ -102,6 +104,8 @@ class Guider:
         self.unet = unet
         self.scheduler = scheduler
         self.cond = conditioning
+        if attn_res is None:
+            attn_res = default_attn_res(unet, latent_hw)
         self.attn_res = tuple(int(s) for s in attn_res)
         self.layer_names = select_layers(unet, latent_hw, self.attn_res)
         # Cutting the guidance forward after the last recorded layer changes nothing in the
@@ -110,8 +114,8 @@ class Guider:
         self.recorder = AttentionRecorder(
             self.attn_res, stop_after=len(self.layer_names) if self.truncate_forward else None
         )
-        self.counts = {"forwards": 0, "backwards": 0}
-        self.step_sizes = method.schedule.step_sizes(num_inference_steps)
+        self.schedule = method.schedule
+        self.step_sizes = self.schedule.step_sizes(num_inference_steps)
         self.window_mode = window_mode
         self.record_loss_after_update = record_loss_after_update
         self.keep_attention_maps = keep_attention_maps
@@ -126,7 +130,6 @@ class Guider:
     # ------------------------------------------------------------------ forward + loss
     def _forward_maps(self, latents: torch.Tensor, t) -> torch.Tensor:
         model_input = self.scheduler.scale_model_input(latents, t)
-        self.counts["forwards"] += 1
         with self.recorder.recording():
             try:
                 self.unet(
@@ -164,7 +167,6 @@ class Guider:
         """One masked gradient step; rows with a non-finite gradient or loss stay put."""
         total = (losses * mask).sum()
         if total.requires_grad:
-            self.counts["backwards"] += 1
             (grad,) = torch.autograd.grad(total, latents)
         else:  # a loss constant in the latents (e.g. NT-Xent without a positive pair)
             grad = torch.zeros_like(latents)
@@ -175,63 +177,80 @@ class Guider:
         return updated, (mask.bool() & ~finite)
 
     # ------------------------------------------------------------------ one denoising step
+    @contextmanager
+    def _guiding(self):
+        """Gradients on, the UNet's weights frozen, the recording processors installed; all
+        restored on exit, also when anything inside raises."""
+        with (
+            torch.enable_grad(),
+            _frozen_parameters(self.unet),
+            recording_processors(self.unet, self.layer_names, self.recorder),
+        ):
+            yield
+
+    def _refine(self, z, t, losses, maps, target: float | None, step_size: float):
+        """Attend-and-Excite's iterative refinement: update the images whose loss is above
+        ``target`` (every image for ``None``) until none is or ``refinement_iterations``
+        updates were made. Returns the refined latents with their losses and maps (the
+        regular update starts from them), the iterations per image and the skipped updates."""
+        batch = z.shape[0]
+        iterations = torch.zeros(batch, dtype=torch.long)
+        skipped = torch.zeros(batch, dtype=torch.bool, device=z.device)
+        active = torch.ones(batch, dtype=torch.bool, device=z.device)
+        if target is not None:
+            active &= losses.detach() > target
+        count = 0
+        while bool(active.any()) and count < self.schedule.refinement_iterations:
+            if count > 0:  # the first iteration reuses the caller's forward
+                z = z.detach().requires_grad_(True)
+                losses, maps = self.losses(z, t)
+            if not losses.requires_grad:
+                break  # constant in the latents (no positive pair yet): nothing to refine
+            count += 1
+            z, bad = self._descend(z, losses, step_size, active.to(losses.dtype))
+            skipped |= bad
+            iterations += active.cpu().long()
+            if target is not None:
+                active &= losses.detach() > target
+        if count > 0:  # the loss at the refined latents drives the regular update
+            z = z.detach().requires_grad_(True)
+            losses, maps = self.losses(z, t)
+        return z, losses, maps, iterations.tolist(), skipped
+
     def step(self, latents: torch.Tensor, t, step_index: int) -> torch.Tensor:
         """Guide ``latents`` at denoising step ``step_index`` (timestep ``t``)."""
-        schedule = self.method.schedule
-        if not schedule.is_active(step_index):
+        if not self.schedule.is_active(step_index):
             return latents
         step_size = float(self.step_sizes[step_index])
         batch = latents.shape[0]
-        iterations = [0] * batch
+        iterations, updated = [0] * batch, [False] * batch
         skipped = torch.zeros(batch, dtype=torch.bool, device=latents.device)
-        with ExitStack() as stack:
-            stack.enter_context(torch.enable_grad())
-            stack.enter_context(_frozen_parameters(self.unet))
-            # Installed per step and restored on exit, also when anything below raises.
-            stack.enter_context(recording_processors(self.unet, self.layer_names, self.recorder))
+        loss_after = None
+        with self._guiding():
             z = latents.detach().requires_grad_(True)
             losses, maps = self.losses(z, t)
-            if schedule.refines_at(step_index):
-                target = schedule.refinement[step_index]
-                active = torch.ones(batch, dtype=torch.bool, device=z.device)
-                if target is not None:
-                    active &= losses.detach() > target
-                count = 0
-                while bool(active.any()) and count < schedule.refinement_iterations:
-                    if count > 0:  # the first iteration reuses the forward above
-                        z = z.detach().requires_grad_(True)
-                        losses, maps = self.losses(z, t)
-                    if not losses.requires_grad:
-                        break  # constant in the latents (no positive pair yet): nothing to refine
-                    count += 1
-                    z, bad = self._descend(z, losses, step_size, active.to(losses.dtype))
-                    skipped |= bad
-                    for b in range(batch):
-                        iterations[b] += int(active[b])
-                    if target is not None:
-                        active &= losses.detach() > target
-                if count > 0:  # the loss at the refined latents drives the regular update
-                    z = z.detach().requires_grad_(True)
-                    losses, maps = self.losses(z, t)
-            record = StepRecord(
-                step=step_index,
-                timestep=float(t),
-                step_size=step_size,
-                loss=losses.detach().cpu().tolist(),
-                refinement_iterations=iterations,
-            )
-            updated = [False] * batch
-            if schedule.updates_at(step_index):
+            if self.schedule.refines_at(step_index):
+                target = self.schedule.refinement[step_index]
+                z, losses, maps, iterations, skipped = self._refine(z, t, losses, maps, target, step_size)
+            loss = losses.detach().cpu().tolist()
+            if self.schedule.updates_at(step_index):
                 mask = (losses.detach() != 0).to(losses.dtype)
                 z, bad = self._descend(z, losses, step_size, mask)
                 skipped |= bad
                 updated = (mask.bool() & ~bad).cpu().tolist()
             z = z.detach()
             if self.record_loss_after_update:
-                after, _ = self.losses(z.requires_grad_(False), t)
-                record.loss_after_update = after.detach().cpu().tolist()
-        record.updated = updated
-        record.skipped_nonfinite = skipped.cpu().tolist()
+                loss_after = self.losses(z, t)[0].detach().cpu().tolist()
+        record = StepRecord(
+            step=step_index,
+            timestep=float(t),
+            step_size=step_size,
+            loss=loss,
+            refinement_iterations=iterations,
+            updated=updated,
+            skipped_nonfinite=skipped.cpu().tolist(),
+            loss_after_update=loss_after,
+        )
         if any(record.skipped_nonfinite):
             logger.warning(
                 "Guidance step %d: skipped the update of image(s) %s whose gradient was not finite.",
@@ -243,15 +262,3 @@ class Guider:
         if self.keep_attention_maps:
             self.attention_maps[step_index] = maps.detach().cpu()
         return z
-
-    def summary(self) -> dict:
-        """Totals over the call, for logs and benchmark tables."""
-        return {
-            "guided_steps": len(self.records),
-            "updates": int(sum(sum(r.updated) for r in self.records)),
-            "refinement_iterations": int(sum(sum(r.refinement_iterations) for r in self.records)),
-            "skipped_nonfinite": int(sum(sum(r.skipped_nonfinite) for r in self.records)),
-            "unet_forwards": self.counts["forwards"],
-            "unet_backwards": self.counts["backwards"],
-            "mean_first_loss": float(np.mean(self.records[0].loss)) if self.records else None,
-        }

@@ -6,17 +6,9 @@ from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
-from ..guidance.engine import GuidanceConditioning
 from ..guidance.methods import GuidanceMethod
-from .guided import (
-    GuidedPipelineMixin,
-    GuidedPipelineOutput,
-    guidance_scale_embedding,
-    match_negative_prompt,
-    tensor_inputs_of,
-)
+from .guided import GuidedPipelineMixin, match_negative_prompt
 
 
 class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline):
@@ -30,8 +22,10 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
     - ``guidance``: a :class:`~contrastive_diffusers.guidance.GuidanceMethod` (``AttendAndExcite()``,
       ``Conform()``, ``Ebama()``, ``SynGen()``) or its name; ``None`` generates plainly.
     - ``token_groups``: one group per object (``[["red", "car"], ["blue", "bench"]]``), words
-      or token positions, per prompt for a list of prompts, or ``"auto"``.
-    - ``attn_res``: ``(h, w)`` of the attention maps the loss reads (default: image size / 32).
+      or token positions, per prompt for a list of prompts, or ``"auto"``; or groups already
+      resolved (lists of :class:`~contrastive_diffusers.guidance.tokens.TokenGroup`), kept as given.
+    - ``attn_res``: ``(h, w)`` of the attention maps the loss reads (default: image size / 32,
+      or the nearest size the UNet has: :func:`~contrastive_diffusers.guidance.attention.default_attn_res`).
     - ``return_attention_maps``: keep every guided step's maps in ``output.attention_maps``.
     - ``record_loss_after_update``: re-evaluate the loss after each update (one extra
       forward per guided step) into ``output.guidance_records``.
@@ -70,7 +64,7 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
         truncate_guidance_forward: bool = True,
         **kwargs,
     ):
-        stock = dict(
+        passed = dict(
             height=height,
             width=width,
             num_inference_steps=num_inference_steps,
@@ -83,97 +77,56 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             clip_skip=clip_skip,
             **kwargs,
         )
-        if guidance is None:
-            out = super().__call__(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                num_images_per_prompt=num_images_per_prompt,
-                latents=latents,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds,
-                callback_on_step_end=callback_on_step_end,
-                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs or ["latents"],
-                return_dict=False,
-                **stock,
-            )
-            return GuidedPipelineOutput(images=out[0], nsfw_content_detected=out[1]) if return_dict else out
-
-        method, prompts, groups, image_groups, lengths, image_prompts = self._start_guidance(
-            guidance, prompt, token_groups, num_images_per_prompt, kwargs
+        prepared = dict(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            num_images_per_prompt=num_images_per_prompt,
+            latents=latents,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
+        if guidance is None:
+            return self._call_stock(passed, prepared, return_dict)
+        session = self._start_guidance(
+            guidance,
+            prompt,
+            token_groups,
+            num_images_per_prompt,
+            passed,
+            attn_res=attn_res,
+            return_attention_maps=return_attention_maps,
+            record_loss_after_update=record_loss_after_update,
+            truncate_forward=truncate_guidance_forward,
+        )
+        return self._call_guided(session, passed, prepared, return_dict)
+
+    def _default_image_size(self) -> tuple[int, int]:
         sample_size = self.unet.config.sample_size
         sample_h, sample_w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
-        height = height or sample_h * self.vae_scale_factor
-        width = width or sample_w * self.vae_scale_factor
-        # Fail on bad sizes or callback names before the (expensive) step-0 guidance.
+        return sample_h * self.vae_scale_factor, sample_w * self.vae_scale_factor
+
+    def _encode_for_guidance(self, prompts, passed, prepared, tensor_inputs, do_cfg, device):
         self.check_inputs(
             prompts,
-            height,
-            width,
+            passed["height"],
+            passed["width"],
             None,
-            negative_prompt=negative_prompt,
-            negative_prompt_embeds=negative_prompt_embeds,
-            callback_on_step_end_tensor_inputs=tensor_inputs_of(callback_on_step_end, callback_on_step_end_tensor_inputs),
+            negative_prompt=prepared["negative_prompt"],
+            negative_prompt_embeds=prepared["negative_prompt_embeds"],
+            callback_on_step_end_tensor_inputs=tensor_inputs,
         )
-        device = self._execution_device
-        do_cfg = guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
-        lora_scale = (cross_attention_kwargs or {}).get("scale")
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompts,
             device,
-            num_images_per_prompt,
+            prepared["num_images_per_prompt"],
             do_cfg,
-            match_negative_prompt(negative_prompt, prompts),
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            lora_scale=lora_scale,
-            clip_skip=clip_skip,
+            match_negative_prompt(prepared["negative_prompt"], prompts),
+            prompt_embeds=prepared["prompt_embeds"],
+            negative_prompt_embeds=prepared["negative_prompt_embeds"],
+            lora_scale=(passed["cross_attention_kwargs"] or {}).get("scale"),
+            clip_skip=passed["clip_skip"],
         )
-        all_timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
-        latents = self.prepare_latents(
-            prompt_embeds.shape[0],
-            self.unet.config.in_channels,
-            height,
-            width,
-            prompt_embeds.dtype,
-            device,
-            generator,
-            latents,
-        )
-        timestep_cond = guidance_scale_embedding(self, guidance_scale, latents.shape[0], device, latents.dtype)
-        conditioning = GuidanceConditioning(
-            encoder_hidden_states=prompt_embeds,
-            groups=image_groups,
-            prompt_lengths=lengths,
-            prompts=image_prompts,
-            cross_attention_kwargs=cross_attention_kwargs,
-            timestep_cond=timestep_cond,
-        )
-        def call(**overrides):
-            return super(GuidedStableDiffusionPipeline, self).__call__(
-                prompt=None,
-                num_images_per_prompt=1,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds if do_cfg else None,
-                **stock,
-                **overrides,
-            )
-
-        return self._run_guided(
-            method,
-            conditioning,
-            latents,
-            (height, width),
-            all_timesteps,
-            call,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-            return_dict,
-            groups,
-            dict(
-                attn_res=attn_res,
-                return_attention_maps=return_attention_maps,
-                record_loss_after_update=record_loss_after_update,
-                truncate_forward=truncate_guidance_forward,
-            ),
-        )
+        embeds = dict(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds if do_cfg else None)
+        return embeds, None

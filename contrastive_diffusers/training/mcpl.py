@@ -49,6 +49,7 @@ import torch
 
 from ..guidance.attention import (
     AttentionRecorder,
+    default_attn_res,
     layer_resolutions,
     recording_processors,
     select_layers,
@@ -197,7 +198,7 @@ class MCPL(TokenMethod):
         if args.attn_mask != "none":
             scale = 2 ** (len(m.vae.config.block_out_channels) - 1)
             latent = args.resolution // scale
-            self.attn_res = args.attn_res or auto_attn_res(m.unet, latent)
+            self.attn_res = args.attn_res or default_attn_res(m.unet, (latent, latent))[0]
             self.layers = select_layers(m.unet, (latent, latent), (self.attn_res, self.attn_res))
             self.recorder = AttentionRecorder((self.attn_res, self.attn_res))
             self._stack.enter_context(recording_processors(m.unet, self.layers, self.recorder))
