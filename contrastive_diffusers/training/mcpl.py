@@ -50,7 +50,6 @@ import torch
 from ..guidance.attention import (
     AttentionRecorder,
     default_attn_res,
-    layer_resolutions,
     recording_processors,
     select_layers,
 )
@@ -76,14 +75,6 @@ VIEW_TEMPLATES: tuple[str, ...] = (
     "a good photo of {}",
     "an image of {}",
 )
-
-
-def auto_attn_res(unet, latent_size: int) -> int:
-    """The cross-attention map size closest to ``latent_size / 4`` (ties: the larger)."""
-    sizes = sorted({hw[0] for hw in layer_resolutions(unet, (latent_size, latent_size)).values()}, reverse=True)
-    if not sizes:
-        raise ValueError("The UNet has no cross-attention layers, so AttnMask cannot be used; pass --attn_mask none.")
-    return min(sizes, key=lambda s: abs(s - latent_size / 4))
 
 
 def bind_pairs(text: str) -> list[tuple[str, str]]:
