@@ -177,7 +177,7 @@ class Guider:
     # ------------------------------------------------------------------ one denoising step
     def step(self, latents: torch.Tensor, t, step_index: int) -> torch.Tensor:
         """Guide ``latents`` at denoising step ``step_index`` (timestep ``t``)."""
-        schedule = self.method.schedule
+        schedule = self.method.schedule.resolve(len(self.step_sizes))  # fractions -> this call's step indices
         if not schedule.is_active(step_index):
             return latents
         step_size = float(self.step_sizes[step_index])
