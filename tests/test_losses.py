@@ -231,3 +231,35 @@ def test_multi_piece_words_take_the_max_over_pieces_per_outside_token():
     # d(m, noun) = max(d(m, a), d(m, b)) = 1; repel = mean(max(0, 1), max(1, 0)) = 1.
     got = losses.ebama_binding_loss(maps, groups, prompt_length=5)
     assert got.item() == pytest.approx(1.0 - 1.0, abs=1e-6)
+
+
+def test_ebama_multi_piece_modifier_sums_over_its_pieces():
+    # EBAMA's code (cosine distance): per modifier piece the largest distance to a noun piece,
+    # summed over the modifier's pieces. Modifier pieces 1, 2; noun pieces 3, 4; no outside token.
+    maps = torch.zeros(1, 2, 6)
+    maps[0, :, 1] = torch.tensor([1.0, 0.0])
+    maps[0, :, 2] = torch.tensor([1.0, 1.0])
+    maps[0, :, 3] = torch.tensor([1.0, 0.0])
+    maps[0, :, 4] = torch.tensor([0.0, 1.0])
+    half = 1 - 1 / math.sqrt(2)  # cosine distance of [1,1] to [1,0] or [0,1]
+    two_piece_noun = TokenGroup(words=("m", "n"), word_positions=((1, 2), (3, 4)))
+    # piece 1: max(0, 1) = 1; piece 2: max(half, half) = half.
+    assert losses.ebama_binding_loss(maps, [two_piece_noun], 4).item() == pytest.approx(1 + half, abs=1e-6)
+    one_piece_noun = TokenGroup(words=("m", "n"), word_positions=((1, 2), (3,)))
+    # piece 1 to noun: 0; piece 2 to noun: half. (One max over all pairs would give half too;
+    # two equal pieces tell the rules apart:)
+    assert losses.ebama_binding_loss(maps, [one_piece_noun], 3).item() == pytest.approx(half, abs=1e-6)
+    maps[0, :, 1] = torch.tensor([1.0, 1.0])
+    assert losses.ebama_binding_loss(maps, [one_piece_noun], 3).item() == pytest.approx(2 * half, abs=1e-6)
+
+
+def test_conform_pieces_are_members_of_their_own():
+    # CONFORM's code takes token positions: a word of two pieces gives two members.
+    maps = torch.full((4, 4, 8), 0.1)
+    groups = [TokenGroup(words=("m", "n"), word_positions=((1, 2), (3,))), group(4, 5)]
+    embeddings, labels = losses.conform_embeddings(maps, groups, (1, 7))
+    assert labels.tolist() == [0, 0, 0, 1, 1] and embeddings.shape == (5, 16)
+    # Identical embeddings: group A's 6 ordered positive pairs see 2 negatives (log 3), group
+    # B's 2 see 3 (log 4).
+    expected = (6 * math.log(3) + 2 * math.log(4)) / 8
+    assert losses.conform_loss(maps, groups, (1, 7)).item() == pytest.approx(expected, abs=1e-5)

@@ -3,7 +3,7 @@
 from . import losses, maps
 from .attention import AttentionRecorder, layer_resolutions, recording_processors, select_layers
 from .engine import GuidanceConditioning, Guider, StepRecord
-from .methods import METHODS, AttendAndExcite, Conform, Ebama, GuidanceMethod, SynGen, get_method
+from .methods import METHODS, AttendAndExcite, Conform, Ebama, GuidanceMethod, SynGen, get_method, load_method
 from .schedule import GuidanceSchedule
 from .tokens import PromptTokens, TokenGroup, parse_prompt, resolve_batch_groups, resolve_groups, tokenize_prompt
 
@@ -22,6 +22,7 @@ __all__ = [
     "SynGen",
     "TokenGroup",
     "get_method",
+    "load_method",
     "layer_resolutions",
     "losses",
     "maps",

@@ -114,7 +114,7 @@ class Guider:
         self.recorder = AttentionRecorder(
             self.attn_res, stop_after=len(self.layer_names) if self.truncate_forward else None
         )
-        self.schedule = method.schedule
+        self.schedule = method.schedule.resolve(num_inference_steps)  # fractions -> this run's step indices
         self.step_sizes = self.schedule.step_sizes(num_inference_steps)
         self.window_mode = window_mode
         self.record_loss_after_update = record_loss_after_update

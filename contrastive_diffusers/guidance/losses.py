@@ -83,14 +83,18 @@ def conform_embeddings(
     kernel_size: int = 3,
     sigma: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One embedding per word of every group (its smoothed, flattened map) and its group label."""
+    """One embedding per token of every group (its smoothed, flattened map) and its group label.
+
+    Every piece of a word of several pieces is a member of its own, as in the authors' code,
+    which takes the groups as lists of token positions.
+    """
     probs = text_softmax(maps, window, temperature) if softmax_normalize else maps
-    words, labels = [], []
+    positions, labels = [], []
     for label, group in enumerate(groups):
-        for positions in (*group.modifiers, group.noun):
-            words.append(token_map(probs, positions))
-            labels.append(label)
-    stacked = smooth(torch.stack(words), kernel_size, sigma).flatten(1)
+        for word in (*group.modifiers, group.noun):
+            positions.extend(word)
+            labels.extend([label] * len(word))
+    stacked = smooth(probs[..., positions].movedim(-1, 0), kernel_size, sigma).flatten(1)
     return stacked, torch.tensor(labels, device=maps.device)
 
 
@@ -105,10 +109,10 @@ def conform_loss(
     kernel_size: int = 3,
     sigma: float = 0.5,
 ) -> torch.Tensor:
-    """CONFORM (Meral et al. 2024): NT-Xent over word maps, one label per group.
+    """CONFORM (Meral et al. 2024): NT-Xent over token maps, one label per group.
 
-    Words of a group attract, words of different groups repel; when ``previous_maps``
-    (the maps of the previous denoising step) are given, each word's previous map joins
+    Tokens of a group attract, tokens of different groups repel; when ``previous_maps``
+    (the maps of the previous denoising step) are given, each token's previous map joins
     as one more member of its group.
     """
     args = (window, softmax_temperature, softmax_normalize, kernel_size, sigma)
@@ -141,8 +145,14 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def _word_distance(dist, dists: torch.Tensor, a: tuple[int, ...], b: tuple[int, ...]) -> torch.Tensor:
-    """Distance between two words: the largest over their pieces (the originals' choice)."""
+    """Distance between two words: the largest over all pairs of their pieces (SynGen's code)."""
     return torch.stack([dist(dists[i], dists[j]) for i in a for j in b]).max()
+
+
+def _summed_piece_distance(dist, dists: torch.Tensor, a: tuple[int, ...], b: tuple[int, ...]) -> torch.Tensor:
+    """Distance from word ``a`` to word ``b``: per piece of ``a`` the largest distance to a
+    piece of ``b``, summed over ``a``'s pieces (EBAMA's code for its cosine distance)."""
+    return torch.stack([torch.stack([dist(dists[i], dists[j]) for j in b]).max() for i in a]).sum()
 
 
 def _outside_tokens(group, prompt_length: int) -> list[int]:
@@ -165,7 +175,9 @@ def ebama_binding_loss(maps: torch.Tensor, groups: Sequence, prompt_length: int)
     """Object-conditioned binding: for each object ``n`` and modifier ``m``,
     ``d(m, n) - mean_o d(n, o)`` with ``d`` the cosine distance between spatial maps and
     ``o`` ranging over the prompt's tokens outside the object's group; an object without
-    modifiers contributes its repulsion term once. Summed over objects."""
+    modifiers contributes its repulsion term once. Summed over objects. Words of several
+    pieces as in the authors' code: ``d(m, n)`` sums over ``m``'s pieces the largest
+    distance to a piece of ``n``; ``d(n, o)`` is the largest over ``n``'s pieces."""
     dists = _spatial_distributions(maps)
     total = dists.new_zeros(())
     for group in groups:
@@ -173,7 +185,7 @@ def ebama_binding_loss(maps: torch.Tensor, groups: Sequence, prompt_length: int)
         if not group.modifiers:
             total = total - repel
         for modifier in group.modifiers:
-            total = total + _word_distance(_cosine_distance, dists, modifier, group.noun) - repel
+            total = total + _summed_piece_distance(_cosine_distance, dists, modifier, group.noun) - repel
     return total
 
 
