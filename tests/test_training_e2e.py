@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive_diffusers.testing import tiny_pipeline
+from contrastive_diffusers.models.tiny import tiny_pipeline
 from contrastive_diffusers.training.loop import parse_method_args, train
 from contrastive_diffusers.training.mcpl import MCPL
 from contrastive_diffusers.training.reversion import ReVersion

@@ -49,8 +49,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic_io import jsonable, write_json_atomic, write_text_atomic
-from ..eval.clip_score import _features
+from ..atomic_io import write_json_atomic, write_text_atomic
+from ..records import jsonable
+from .._compat import clip_features as _features
 from ..training.timesteps import prediction_target
 from .captions import caption_text, negatives_for, sample_spec, scenes_for
 from .model import (

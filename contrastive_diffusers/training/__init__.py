@@ -13,7 +13,7 @@ train <method>``):
 
 Token outputs load with stock ``pipe.load_textual_inversion`` (see ``save``), LoRA outputs
 with ``pipe.load_lora_weights``. Modules: ``args`` (command line), ``data`` (captioned image
-folders), ``pairs`` (pair folders and the pair builder), ``embeddings`` (placeholder tokens,
+folders), ``pairs`` (pair folders), ``embeddings`` (placeholder tokens,
 the learned rows), ``lora`` (adapters, their checkpoints and output), ``losses``,
 ``objectives`` and ``timesteps`` (pure functions), ``curriculum`` (stages), ``loop`` (the
 accelerate life cycle, ``train``), ``save`` (output files), ``cli`` (the ``train``
@@ -37,7 +37,6 @@ _EXPORTS = {
     "EvoGen": "evogen",
     "DCO": "dco",
     "load_pairs": "pairs",
-    "build_pairs": "pairs",
     "save_learned_embeds": "save",
     "load_learned_embeds": "save",
     "add_train_parser": "cli",
@@ -51,7 +50,6 @@ __all__ = [
     "TrainResult",
     "TrainingMethod",
     "add_train_parser",
-    "build_pairs",
     "load_learned_embeds",
     "load_pairs",
     "save_learned_embeds",

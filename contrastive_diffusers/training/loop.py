@@ -229,7 +229,7 @@ def _jsonable(value):
 def _versions() -> dict:
     import accelerate
 
-    from ..runs import versions
+    from ..records import versions
 
     return {**versions(), "accelerate": accelerate.__version__}
 
