@@ -73,7 +73,6 @@ def device_name(text: str) -> str:
     return text
 
 
-
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``generate`` and ``bench``: model, methods, seeds, sampling, device, output."""
     p.add_argument(
@@ -133,13 +132,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
 
 
-
 def normalize_run_args(args: argparse.Namespace) -> None:
     """Fill in list defaults here: argparse's "extend" would add the user's values to a default list."""
     args.method = list(dict.fromkeys(args.method or DEFAULT_METHODS))
     # --seeds collects one list per value ("0 1" and "0,1" both work); flatten, keep order.
     args.seeds = list(dict.fromkeys(seed for values in (args.seeds or [[0]]) for seed in values))
-
 
 
 def default_output_dir(command: str = "generate") -> Path:

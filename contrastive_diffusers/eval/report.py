@@ -28,7 +28,7 @@ HOW_TO_READ = (
     "with an object replaced (presence, not binding). Failed images are left out of the means "
     "and listed under Failures."
 )
-
+AGREEMENT_TITLE = "Agreement of CLIP with the oracle"
 
 
 def agreement_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -37,9 +37,6 @@ def agreement_table(summary: dict) -> tuple[list[str], list[list[str]]]:
         for name, v in summary.get("agreement", {}).items()
     ]
     return ["method", "r (CLIP min-object similarity vs oracle success)", "n"], rows
-
-
-AGREEMENT_TITLE = "Agreement of CLIP with the oracle"
 
 
 # --- table building (shared by the text, Markdown and HTML renderers) ---------------------------
@@ -177,7 +174,6 @@ def _md_failure(failure: dict) -> str:
         f"- `{failure['method']}` / `{failure['prompt_id']}` / seed {failure['seed']}: "
         f"{_md_text(failure['error'] or 'no error message')}"
     )
-
 
 
 # --- files --------------------------------------------------------------------------------------

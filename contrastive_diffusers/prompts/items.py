@@ -55,6 +55,5 @@ def token_groups_problem(groups) -> str | None:
     return None
 
 
-
 def prompt_words(text: str) -> list[str]:
     return WORD.findall(text)
