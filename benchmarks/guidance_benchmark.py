@@ -5,7 +5,7 @@ diffusers' own Attend-and-Excite pipeline, measured in the same run.
     python benchmarks/guidance_benchmark.py --shape tiny --size 128 --steps 10 --json out.json
 
 Each measurement runs in its own process (so peak memory is that configuration's alone) on
-a pipeline saved once to a temporary folder: ``tiny`` is ``testing.tiny_pipeline("sd1")``;
+a pipeline saved once to a temporary folder: ``tiny`` is ``models.tiny.tiny_pipeline("sd1")``;
 ``sd15`` / ``sdxl`` have the real SD 1.5 / SDXL UNet and VAE configurations with random
 weights (timing does not depend on the weights; none can be downloaded here).
 
@@ -40,7 +40,7 @@ def sdxl_components():
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from contrastive_diffusers.testing import tiny_tokenizer
+    from contrastive_diffusers.models.tiny import tiny_tokenizer
 
     tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_tokenizer(pad_token="!")
 
@@ -87,7 +87,7 @@ def sdxl_components():
 def save_model(shape: str, folder: Path) -> None:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from contrastive_diffusers.testing import sd15_components, tiny_pipeline
+    from contrastive_diffusers.models.tiny import sd15_components, tiny_pipeline
 
     if shape == "tiny":
         pipe = tiny_pipeline("sd1")

@@ -30,7 +30,7 @@ from pathlib import Path
 from contrastive_diffusers.atomic_io import write_json_atomic
 from contrastive_diffusers.guidance.methods import get_method
 from contrastive_diffusers.guidance.schedule import GuidanceSchedule
-from contrastive_diffusers.loading import load_pipeline, resolve_dtype
+from contrastive_diffusers.models.loading import load_pipeline, resolve_dtype
 from contrastive_diffusers.runs import generate_image, generation_options
 from contrastive_diffusers.shapes import shapes_prompts
 from contrastive_diffusers.shapes.oracle import check

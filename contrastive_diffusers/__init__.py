@@ -1,8 +1,9 @@
 """contrastive-diffusers: make text-to-image diffusion models draw what the prompt says.
 
 Subpackages: ``guidance`` (attention-map guidance methods), ``pipelines`` (guided Stable
-Diffusion / SDXL pipelines), ``training`` and ``eval`` (see their docstrings), and
-``testing`` (tiny offline pipelines).
+Diffusion / SDXL pipelines), ``models`` (the shipped ShapesWorld model, tiny offline models,
+loading), ``training``, ``prompts``, ``shapes`` (ShapesWorld), ``eval`` and ``cli`` (see
+their docstrings; the README's layout section shows how they stack).
 """
 
 __version__ = "0.1.0"

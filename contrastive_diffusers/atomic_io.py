@@ -5,32 +5,13 @@ concurrent reader sees either the old file or the new one."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
-
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: tuples to lists, dict keys to str, scalars to Python."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/Infinity
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, Path):
-        return value.as_posix()
-    if hasattr(value, "item"):  # numpy / torch scalars
-        try:
-            return jsonable(value.item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return str(value)
+from .records import jsonable
 
 
 @contextmanager

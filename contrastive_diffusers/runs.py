@@ -1,12 +1,23 @@
-"""Pieces shared by the ``generate`` command and the benchmark runner: the methods of a run,
-the pipeline's generation defaults, one seeded image, and what a run records about itself."""
+"""One image of a run, made the same way by the ``generate`` command and the benchmark runner.
+
+A run has methods (:func:`build_methods`), generation options with the pipeline's defaults
+resolved (:func:`generation_options`) and, per prompt, token groups resolved once up front
+(:func:`resolve_token_groups`) and checked against every guided method
+(:func:`inapplicable_methods`), so that bad groups are known before any image is made.
+:func:`make_image` then draws one seeded image, writes it and its attention heatmap, and
+says what guidance did (:func:`guidance_summary`). Callers decide what a failure means:
+``generate`` stops, the benchmark records it and goes on.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
-from . import __version__
-from .loading import default_size, is_sdxl
+from .atomic_io import atomic_path, save_image_atomic
+from .models.loading import default_size, is_sdxl
 
 
 def build_methods(names: Sequence[str]) -> dict:
@@ -33,6 +44,44 @@ def generation_options(
         "guidance_scale": guidance_scale if guidance_scale is not None else (5.0 if is_sdxl(pipe) else 7.5),
         "negative_prompt": negative_prompt,
     }
+
+
+# ============================================================================ token groups
+
+
+def resolve_token_groups(pipe, prompt: str, spec) -> list:
+    """The prompt's :class:`~contrastive_diffusers.guidance.tokens.TokenGroup` s for a group
+    spec (``"auto"``, words or positions), on the pipeline's own tokenizer; ``ValueError``
+    naming the problem when they do not resolve."""
+    from .guidance.tokens import resolve_groups
+
+    tokenizer = getattr(pipe, "tokenizer", None) or getattr(pipe, "tokenizer_2", None)
+    return resolve_groups(tokenizer, prompt, spec)
+
+
+def inapplicable_methods(groups: list, prompt: str, methods: dict) -> dict:
+    """``{name: why}`` for each guided method that cannot guide these groups (CONFORM with a
+    single object, SynGen without a modifier, ...)."""
+    problems = {}
+    for name, method in methods.items():
+        if method is None:
+            continue
+        try:
+            method.validate_groups(groups, prompt)
+        except ValueError as err:
+            problems[name] = str(err)
+    return problems
+
+
+def groups_record(groups) -> list[dict]:
+    """Resolved token groups as plain data: words, each word's token positions, all positions."""
+    return [
+        {"words": list(g.words), "word_positions": [list(p) for p in g.word_positions], "positions": list(g.positions)}
+        for g in groups
+    ]
+
+
+# ============================================================================ one image
 
 
 def generate_image(pipe, prompt: str, seed: int, options: dict, method=None, token_groups="auto", attn_res=None,
@@ -63,14 +112,53 @@ def guidance_summary(records) -> dict:
     }
 
 
-def versions() -> dict:
-    import diffusers
-    import torch
-    import transformers
+@dataclass
+class ImageRun:
+    """What every image of a run shares."""
 
-    return {
-        "contrastive_diffusers": __version__,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-    }
+    pipe: Any
+    methods: dict  # name -> GuidanceMethod, or None for "none"
+    options: dict  # pipeline arguments common to all methods (generation_options)
+    attn_res: tuple[int, int] | None
+    heatmaps: bool
+    out_dir: Path
+
+
+@dataclass
+class MadeImage:
+    """One written image: paths relative to the run folder, generation time, guidance totals."""
+
+    image: str
+    attention: str | None  # the last guided step's maps, when saved
+    seconds: float
+    guidance: dict | None  # guidance_summary; None for plain generation
+    nsfw_content_detected: bool | None
+
+
+def make_image(run: ImageRun, method_name: str, prompt: str, seed: int, token_groups, stem: str) -> MadeImage:
+    """Draw one image with ``run.methods[method_name]`` and write it as ``<stem>.png`` (and its
+    heatmap as ``<stem>-attention.png``) under ``run.out_dir``, each file whole or not at all.
+    ``token_groups``: the prompt's group spec. The pipeline's ``ValueError`` (bad size,
+    ``attn_res``, ...) propagates."""
+    from .guidance.visualize import save_output_heatmaps
+
+    method = run.methods[method_name]
+    start = time.perf_counter()
+    output = generate_image(run.pipe, prompt, seed, run.options, method, token_groups, run.attn_res, run.heatmaps)
+    seconds = round(time.perf_counter() - start, 3)
+    image = f"{stem}.png"
+    (run.out_dir / image).parent.mkdir(parents=True, exist_ok=True)
+    save_image_atomic(output.images[0], run.out_dir / image)
+    attention = None
+    if method is not None and run.heatmaps and output.attention_maps:
+        attention = f"{stem}-attention.png"
+        with atomic_path(run.out_dir / attention) as tmp:
+            save_output_heatmaps(output, tmp)
+    nsfw = output.nsfw_content_detected
+    return MadeImage(
+        image=image,
+        attention=attention,
+        seconds=seconds,
+        guidance=guidance_summary(output.guidance_records or []) if method is not None else None,
+        nsfw_content_detected=bool(nsfw[0]) if nsfw else None,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrastive_diffusers.testing import tiny_blip, tiny_clip
+from contrastive_diffusers.models.tiny import tiny_blip, tiny_clip
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,11 @@ def _saved(tmp_path_factory, name: str, parts):
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
-    """The tiny random CLIP (``testing.tiny_clip``) saved as a model folder."""
+    """The tiny random CLIP (``models.tiny.tiny_clip``) saved as a model folder."""
     return _saved(tmp_path_factory, "tiny-clip", tiny_clip())
 
 
 @pytest.fixture(scope="session")
 def tiny_blip_dir(tmp_path_factory):
-    """The tiny random BLIP captioner (``testing.tiny_blip``) saved as a model folder."""
+    """The tiny random BLIP captioner (``models.tiny.tiny_blip``) saved as a model folder."""
     return _saved(tmp_path_factory, "tiny-blip", tiny_blip())

@@ -222,11 +222,13 @@ def test_score_needs_a_bench_folder(tmp_path, capsys):
     assert "not a benchmark folder" in capsys.readouterr().err
 
 
-def test_cli_default_clip_model_matches_the_library():
-    from contrastive_diffusers import cli_bench
-    from contrastive_diffusers.eval import bench
+def test_bench_help_names_the_default_clip_model(capsys):
+    from contrastive_diffusers.eval import BenchConfig
+    from contrastive_diffusers.models.names import DEFAULT_CLIP_MODEL
 
-    assert cli_bench.DEFAULT_CLIP_MODEL == bench.DEFAULT_CLIP_MODEL
+    assert main(["bench", "--help"]) == 0
+    assert DEFAULT_CLIP_MODEL in capsys.readouterr().out
+    assert BenchConfig(output_dir="x", model="some/model").clip_model == DEFAULT_CLIP_MODEL
 
 
 def _bench_command(prompts: Path, out: Path, *extra) -> list[str]:
@@ -379,7 +381,7 @@ def test_several_processes_need_an_output_dir(monkeypatch, capsys):
 
 
 def test_shapes_world_prompts_are_checked_by_the_oracle(tmp_path, clip_dir):
-    from contrastive_diffusers.eval.prompts import load_prompt_set
+    from contrastive_diffusers.eval import load_prompt_set
     from contrastive_diffusers.shapes import check
 
     items = [i for i in load_prompt_set("shapes") if i.category in ("single", "two_object")]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from contrastive_diffusers.eval import ClipScorer
 from contrastive_diffusers.eval.captioner import Captioner
-from contrastive_diffusers.testing import BLIP_WORDS, tiny_blip, tiny_clip
+from contrastive_diffusers.models.tiny import BLIP_WORDS, tiny_blip, tiny_clip
 
 
 @pytest.fixture(scope="module")

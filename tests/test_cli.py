@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from contrastive_diffusers import __version__, cli
-from contrastive_diffusers.cli import default_output_dir, jsonable, main, parse_token_groups
+from contrastive_diffusers import __version__
+from contrastive_diffusers.cli import generate, main
+from contrastive_diffusers.cli.common import default_output_dir
+from contrastive_diffusers.cli.generate import parse_token_groups
 from contrastive_diffusers.guidance.tokens import resolve_groups
-from contrastive_diffusers.testing import tiny_tokenizer
+from contrastive_diffusers.models.tiny import tiny_tokenizer
 
 PROMPT = "a red car and a blue bench"
 FAST = ["--model", "tiny-sd1", "--steps", "2", "--height", "128", "--width", "128"]
@@ -134,14 +136,14 @@ def test_no_heatmaps(tmp_path):
 
 
 def test_interrupted_run_keeps_finished_images(tmp_path, monkeypatch, capsys):
-    real_run_job = cli.run_job
+    real_run_job = generate.run_job
 
     def interrupt_second(run, job):
         if job.seed == 1:
             raise KeyboardInterrupt
         return real_run_job(run, job)
 
-    monkeypatch.setattr(cli, "run_job", interrupt_second)
+    monkeypatch.setattr(generate, "run_job", interrupt_second)
     args = ["generate", PROMPT, *FAST, "--method", "none", "--seeds", "0", "1", "--output-dir", str(tmp_path)]
     assert main(args) == 130
     s = _settings(tmp_path)
@@ -163,7 +165,7 @@ def test_pipeline_value_error_exits_2_and_is_recorded(tmp_path, capsys):
 def test_default_output_dir_is_fresh(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     first = default_output_dir()
-    assert first.parent == cli.Path("outputs") and first.name.startswith("generate-")
+    assert first.parent == Path("outputs") and first.name.startswith("generate-")
     first.mkdir(parents=True)
     second = default_output_dir()
     assert second != first and not second.exists()
@@ -250,8 +252,3 @@ def test_python_m_version():
     )
     assert result.returncode == 0, result.stderr
     assert __version__ in result.stdout
-
-
-def test_jsonable():
-    data = {1: (1, 2), "x": {2.5: float("nan")}, "t": torch.tensor(3.0), "n": np.int64(4)}
-    assert jsonable(data) == {"1": [1, 2], "x": {"2.5": "nan"}, "t": 3.0, "n": 4}

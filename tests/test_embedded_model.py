@@ -87,7 +87,8 @@ def test_generate_uses_the_embedded_model_by_default(tmp_path):
 
 
 def test_bench_defaults_follow_the_model(tmp_path):
-    from contrastive_diffusers.eval.bench import DEFAULT_CLIP_MODEL, BenchConfig
+    from contrastive_diffusers.eval.bench import BenchConfig
+    from contrastive_diffusers.models.names import DEFAULT_CLIP_MODEL
 
     embedded = BenchConfig(output_dir=tmp_path)
     assert (embedded.model, embedded.prompt_set, embedded.clip_model) == ("embedded", "shapes", "embedded-clip")
@@ -112,8 +113,7 @@ def test_bench_on_the_embedded_model_scores_with_oracle_and_world_clip(tmp_path)
 
 
 def test_missing_weights_name_the_fix(tmp_path, monkeypatch):
-    from contrastive_diffusers import loading
-    from contrastive_diffusers.shapes import embedded
+    from contrastive_diffusers.models import embedded, loading
 
     monkeypatch.setattr(embedded, "_FOLDER", tmp_path / "nothing")
     with pytest.raises(loading.LoadError, match="shapes.train"):

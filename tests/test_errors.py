@@ -5,7 +5,7 @@ import torch
 
 from contrastive_diffusers.guidance import AttendAndExcite, Conform, GuidanceSchedule, SynGen
 from contrastive_diffusers.pipelines import GuidedStableDiffusionPipeline
-from contrastive_diffusers.testing import tiny_pipeline
+from contrastive_diffusers.models.tiny import tiny_pipeline
 
 
 @pytest.fixture(scope="module")

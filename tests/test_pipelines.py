@@ -11,7 +11,7 @@ from contrastive_diffusers.pipelines import (
     GuidedStableDiffusionPipeline,
     GuidedStableDiffusionXLPipeline,
 )
-from contrastive_diffusers.testing import tiny_components, tiny_pipeline
+from contrastive_diffusers.models.tiny import tiny_components, tiny_pipeline
 
 PROMPTS = ["a red car and a blue bench", "a green cat with a yellow hat"]
 SIZE = 128
@@ -377,7 +377,7 @@ def test_guidance_callback_with_denoising_end_starts_at_the_first_timestep():
 
 def test_default_attn_res_is_latent_over_4_or_the_nearest_map_size():
     from contrastive_diffusers.pipelines import default_attn_res
-    from contrastive_diffusers.testing import tiny_pipeline
+    from contrastive_diffusers.models.tiny import tiny_pipeline
 
     unet = tiny_pipeline("sd1").unet  # cross-attention at latent, /2, /4 (and the mid block)
     assert default_attn_res(unet, (64, 64)) == (16, 16)  # SD at 512 px: image / 32

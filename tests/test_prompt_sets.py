@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from contrastive_diffusers.eval.prompts import (
+from contrastive_diffusers.eval.prompt_sets import BUILTIN_PROMPT_SETS, load_prompt_set
+from contrastive_diffusers.prompts import (
     ANIMALS,
     ATTEND_AND_EXCITE_SUBSETS,
-    BUILTIN_PROMPT_SETS,
     COLORS,
     OBJECTS,
     PromptItem,
     attend_and_excite_prompts,
     contrast_set,
     load_prompt_file,
-    load_prompt_set,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from contrastive_diffusers import atomic_io
-from contrastive_diffusers.eval.report import format_summary_table, summarize, write_html, write_markdown
+from contrastive_diffusers.eval.report import format_summary_table, write_markdown
+from contrastive_diffusers.eval.report_html import write_html
+from contrastive_diffusers.eval.summary import summarize
 from contrastive_diffusers.eval.stats import MeanCI, mean_ci, metric_value, paired_differences, t_quantile
 
 # Two-sided 95% t critical values from printed tables, for hand-computed intervals.
@@ -390,7 +392,7 @@ def test_html_max_prompts(records, run_dir, tmp_path):
 
 
 def test_image_cells_show_the_oracle_verdict_and_enlarge_small_images(tmp_path):
-    from contrastive_diffusers.eval.report import _html_metrics_line, _thumbnail_uri
+    from contrastive_diffusers.eval.report_html import _html_metrics_line, _thumbnail_uri
 
     wrong = {"status": "ok", "metrics": {"oracle_success": 0.0, "clip_score": 21.0},
              "oracle": {"success": False, "reasons": ["expected 1 blue square, found 0"]}}

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from contrastive_diffusers.shapes.model import ShapesModelConfig, build_components
-from contrastive_diffusers.training.world_model import main
+from contrastive_diffusers.shapes.train import main
 
 MICRO = ["--seed", "0", "--vae_steps", "3", "--unet_steps", "3", "--clip_steps", "3", "--batch_size", "4",
          "--num_scenes", "32", "--retrieval_scenes", "8", "--log_every", "2", "--num_threads", "1"]
@@ -135,7 +135,7 @@ def test_finalize_only_needs_a_training_output(tmp_path, capsys):
 def test_kind_weights_parse_and_reach_the_data_and_log(tmp_path):
     import argparse
 
-    from contrastive_diffusers.training.world_model.run import parse_kind_weights
+    from contrastive_diffusers.shapes.train.run import parse_kind_weights
 
     assert parse_kind_weights("single=0.5, two_object=0.25") == {"single": 0.5, "two_object": 0.25}
     for bad, message in (("single", "KIND=SHARE"), ("circle=1", "KIND one of"), ("single=x", "number"),
@@ -174,7 +174,7 @@ def test_noise_schedules_weights_and_targets():
         build_noise_scheduler,
     )
     from contrastive_diffusers.training.timesteps import prediction_target
-    from contrastive_diffusers.training.world_model.denoiser import snr_weights
+    from contrastive_diffusers.shapes.train.denoiser import snr_weights
 
     sd, zero = build_noise_scheduler("sd"), build_noise_scheduler("zero_snr")
     assert sd.config.prediction_type == "epsilon" and zero.config.prediction_type == "v_prediction"
@@ -234,7 +234,7 @@ def test_zero_snr_run_saves_a_v_prediction_pipeline_stock_diffusers_samples(tmp_
 
 
 def test_model_card_names_the_v_form_only_for_zero_snr():
-    from contrastive_diffusers.training.world_model.card import _v_form
+    from contrastive_diffusers.shapes.train.card import _v_form
 
     assert _v_form({"noise_schedule": "zero_snr", "v_weighting": "snr"}) == " (snr form)"
     assert _v_form({"noise_schedule": "zero_snr"}) == " (snr_plus_one form)"  # logs from before the option
@@ -245,7 +245,7 @@ def test_ema_is_diffusers_ema_model_with_the_recipe_warm_up():
     """diffusers' EMAModel as configured for the recipe: decay min(0.995, (1 + n) / (10 + n)) from
     the first update on (hand-computed), and in the steady state the same bits as torch.lerp,
     the update the shipped model was trained with."""
-    from contrastive_diffusers.training.world_model.optim import ema_model
+    from contrastive_diffusers.shapes.train.optim import ema_model
 
     params = [torch.nn.Parameter(torch.zeros(3))]
     ema = ema_model(params, 0.995)

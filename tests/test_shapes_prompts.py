@@ -2,7 +2,7 @@
 
 import re
 
-from contrastive_diffusers.eval.prompts import PromptItem
+from contrastive_diffusers.prompts import PromptItem
 from contrastive_diffusers.shapes.prompts import (
     HELD_OUT_PAIRS,
     held_out_pairs,

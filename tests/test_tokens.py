@@ -12,7 +12,7 @@ from contrastive_diffusers.guidance.tokens import (
     resolve_groups,
     tokenize_prompt,
 )
-from contrastive_diffusers.testing import tiny_tokenizer
+from contrastive_diffusers.models.tiny import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive_diffusers.testing import tiny_pipeline, tiny_tokenizer
+from contrastive_diffusers.models.tiny import tiny_pipeline, tiny_tokenizer
 from contrastive_diffusers.training.args import build_parser, validate_args
 from contrastive_diffusers.training.data import (
     DataError,

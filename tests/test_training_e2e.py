@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive_diffusers.testing import tiny_pipeline
+from contrastive_diffusers.models.tiny import tiny_pipeline
 from contrastive_diffusers.training.args import parse_method_args
 from contrastive_diffusers.training.loop import train
 from contrastive_diffusers.training.mcpl import MCPL

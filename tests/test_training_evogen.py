@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive_diffusers.eval.prompts import PromptItem
-from contrastive_diffusers.testing import tiny_pipeline
+from contrastive_diffusers.eval.pair_builder import build_pairs
+from contrastive_diffusers.prompts import PromptItem
+from contrastive_diffusers.models.tiny import tiny_pipeline
 from contrastive_diffusers.training.dco import DCO
 from contrastive_diffusers.training.evogen import EvoGen
 from contrastive_diffusers.training.args import parse_method_args
 from contrastive_diffusers.training.loop import train
-from contrastive_diffusers.training.pairs import build_pairs, load_pairs
+from contrastive_diffusers.training.pairs import load_pairs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from contrastive_diffusers.testing import tiny_pipeline
+from contrastive_diffusers.models.tiny import tiny_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from contrastive_diffusers.testing import tiny_pipeline
+from contrastive_diffusers.models.tiny import tiny_pipeline
 from contrastive_diffusers.training.embeddings import word_embedding
 
 

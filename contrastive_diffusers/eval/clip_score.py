@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..loading import looks_like_folder
+from .._compat import clip_features
+from ..models.loading import looks_like_folder
 from .templates import IMAGENET_TEMPLATES
 
 DEFAULT_ANTONYMS = (("Good photo.", "Bad photo."),)
@@ -124,7 +125,7 @@ class ClipScorer:
         chunks = []
         for start in range(0, len(pil), self.batch_size):
             pixels = self.processor(images=pil[start : start + self.batch_size], return_tensors="pt")["pixel_values"]
-            features = _features(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
+            features = clip_features(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
             chunks.append(features.float())
         return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
 
@@ -145,7 +146,7 @@ class ClipScorer:
             features = self.model.get_text_features(
                 input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)
             )
-            chunks.append(_features(features).float())
+            chunks.append(clip_features(features).float())
         return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
 
     def ensembled_text_embedding(self, text: str) -> torch.Tensor:
@@ -228,17 +229,6 @@ def aggregate_clip_score(per_image: torch.Tensor) -> torch.Tensor:
     """torchmetrics' corpus CLIPScore: the mean of the per-image ``100 * cos``, clamped at 0.
     Pass ``clip_score(..., clamp=False)`` values to match it exactly."""
     return per_image.float().mean().clamp_min(0)
-
-
-def _features(output) -> torch.Tensor:
-    """transformers 5 returns a model output from ``get_*_features``; earlier versions a tensor."""
-    if isinstance(output, torch.Tensor):
-        return output
-    for name in ("pooler_output", "image_embeds", "text_embeds"):
-        value = getattr(output, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"Unexpected CLIP feature output {type(output).__name__}")
 
 
 def _check_lengths(image_embeds: torch.Tensor, prompts: list) -> None:

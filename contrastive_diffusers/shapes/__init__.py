@@ -6,7 +6,7 @@
 - :mod:`.oracle`: image -> objects, and the GenEval-style check; :mod:`.accuracy`: its accuracy;
 - :mod:`.prompts`: the ShapesWorld prompt set with held-out colour-shape pairs;
 - :mod:`.export`: training data for ReVersion, MCPL and EvoGen;
-- :mod:`.model`, :mod:`.train`: the models and their training script; :mod:`.embedded`: the shipped ones.
+- :mod:`.model`, :mod:`.train`: the models and their training script (the shipped ones: :mod:`contrastive_diffusers.models.embedded`).
 """
 
 from .captions import (
@@ -18,7 +18,7 @@ from .captions import (
     sample_spec,
     scenes_for,
 )
-from .embedded import EMBEDDED_CLIP, EMBEDDED_MODEL, embedded_clip_dir, embedded_model_dir
+from ..models.embedded import EMBEDDED_CLIP, EMBEDDED_MODEL, embedded_clip_dir, embedded_model_dir
 from .oracle import DetectedObject, OracleResult, check, detect
 from .prompts import held_out_pairs, shapes_prompts, training_pairs
 from .render import render

@@ -14,7 +14,7 @@ unet            ``UNet2DConditionModel`` on 16x16x4 latents (64, 128, 128 channe
                 CrossAttnDownBlock2D at 16x16 and 8x8, a plain DownBlock2D at 4x4,
                 no mid block; mirrored up blocks (cross-attention maps 16x16, 8x8)
 text_encoder    ``CLIPTextModel``: 2 layers, width 128, the project's CLIP BPE      0.53M
-                tokenizer (:func:`contrastive_diffusers.testing.tiny_tokenizer`)
+                tokenizer (:func:`contrastive_diffusers.models.tiny.tiny_tokenizer`)
 clip            ``CLIPModel``: ViT of 4 layers on 32x32 images (4x4 patches), text   0.38M
                 tower of 2 layers, width 64, projection 64
 ==============  ==================================================================  ========
@@ -220,7 +220,7 @@ def build_inference_scheduler(schedule: str = "sd"):
 
 def build_components(config: ShapesModelConfig, seed: int = 0) -> dict:
     """Untrained ``vae``, ``unet``, ``text_encoder`` and ``tokenizer``, each seeded on its own."""
-    from ..testing import tiny_tokenizer
+    from ..models.tiny import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)

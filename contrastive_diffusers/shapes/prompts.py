@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..eval.prompts import PromptItem
+from ..prompts import PromptItem
 from .captions import caption_text, sample_spec
 from .spec import CaptionSpec, ObjectSpec
 from .world import all_pairs

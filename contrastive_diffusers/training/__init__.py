@@ -24,8 +24,7 @@ with ``pipe.load_lora_weights``. Modules:
 - their pieces: ``args`` (command line), ``data`` (captioned image folders), ``pairs`` (pair
   folders), ``models`` (loading), ``losses``, ``objectives`` and ``timesteps`` (pure
   functions), ``curriculum`` (stages), ``vocabulary`` (prepositions, stop words), ``cli``
-  (the ``train`` subcommand), ``benchmark`` (step time and memory);
-- ``world_model``: training the ShapesWorld model from scratch (plain torch, not this loop).
+  (the ``train`` subcommand), ``benchmark`` (step time and memory).
 
 Imported names are resolved lazily, so that importing the package (e.g. for the CLI's
 ``--help``) does not import torch.
@@ -47,7 +46,6 @@ _EXPORTS = {
     "EvoGen": "evogen",
     "DCO": "dco",
     "load_pairs": "pairs",
-    "build_pairs": "pairs",
     "save_learned_embeds": "save",
     "load_learned_embeds": "save",
     "add_train_parser": "cli",
@@ -63,7 +61,6 @@ __all__ = [
     "TrainResult",
     "TrainingMethod",
     "add_train_parser",
-    "build_pairs",
     "load_learned_embeds",
     "load_pairs",
     "save_learned_embeds",

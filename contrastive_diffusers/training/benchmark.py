@@ -13,7 +13,7 @@ folder's positives; DCO gets them as a ``metadata.jsonl`` folder with the same c
 
 ``sd15`` has SD 1.5's UNet and VAE configurations and a CLIP ViT-L-sized text encoder with
 random weights (timing does not depend on the weights; nothing is downloaded); ``tiny`` is
-``testing.tiny_pipeline("sd1")``. The pipeline is saved once to a temporary folder, and each
+``models.tiny.tiny_pipeline("sd1")``. The pipeline is saved once to a temporary folder, and each
 configuration trains in its own process (``python -m contrastive_diffusers.training.<method>``)
 with batch 1, no accumulation, no checkpoints or validation, so that its peak memory is its
 own: CUDA peak allocated memory on a GPU, the process's peak RSS on the CPU (which includes
@@ -63,7 +63,7 @@ def sd15_pipeline():
     """SD 1.5-shaped ``StableDiffusionPipeline`` with random weights and the tiny tokenizer."""
     from diffusers import StableDiffusionPipeline
 
-    from ..testing import sd15_components
+    from ..models.tiny import sd15_components
 
     return StableDiffusionPipeline(**sd15_components())
 
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
         parser.error(f"--methods of the {args.suite} suite must include {baseline} (the reference) and name only "
                      f"{', '.join(known)}")
     methods = [baseline] + [m for m in methods if m != baseline]
-    from ..testing import tiny_pipeline
+    from ..models.tiny import tiny_pipeline
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,6 @@ metrics, summary), rewritten atomically while it trains and with its final statu
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..atomic_io import write_json_atomic
+from .. import records
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -20,26 +20,12 @@ RUN_FILE = "training_run.json"
 
 
 def jsonable(value):
-    """``value`` as JSON data; non-finite floats become ``null``, unknown objects their ``str``."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    """``value`` as JSON data; a non-finite float is a number that is undefined (``null``)."""
+    return records.jsonable(value, non_finite="null")
 
 
 def versions() -> dict:
-    import accelerate
-
-    from ..runs import versions as package_versions
-
-    return {**package_versions(), "accelerate": accelerate.__version__}
+    return records.versions("accelerate")
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ...shapes.prompts import held_out_pairs
+from ..prompts import held_out_pairs
 
 _SCHEDULE_WORDS = {
     "sd": "epsilon loss on SD 1.x's DDPM schedule",

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["EMBEDDED_CLIP", "EMBEDDED_MODEL", "embedded_clip_dir", "embedded_model_dir"]
+from .names import EMBEDDED_CLIP, EMBEDDED_MODEL
 
-#: The names the command line and the benchmark runner accept for the shipped models.
-EMBEDDED_MODEL = "embedded"
-EMBEDDED_CLIP = "embedded-clip"
+__all__ = ["EMBEDDED_CLIP", "EMBEDDED_MODEL", "embedded_clip_dir", "embedded_model_dir"]
 
 _FOLDER = Path(__file__).resolve().parent.parent / "assets" / "shapesworld"
 

@@ -7,18 +7,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import (
+from ..distributed import launched_processes
+from ..models.names import DEFAULT_CLIP_MODEL
+from .common import (
+    EXIT_FAILURES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
-    _positive_int,
     add_run_arguments,
     default_output_dir,
-    normalize_generate_args,
+    normalize_run_args,
+    positive_int,
 )
-from .distributed import launched_processes
-
-EXIT_FAILURES = 1  # the run finished, but some images failed (listed in the reports)
 
 BENCH_EPILOG = """\
 prompt sets (--prompts):
@@ -45,7 +45,7 @@ processes share the work (--output-dir required):
   torchrun --nproc_per_node N -m contrastive_diffusers bench ...
 
 scoring (--clip-model): embedded-clip (the world's CLIP) for the embedded model, else
-openai/clip-vit-base-patch16 (the A&E protocol's choice); openai/clip-vit-large-patch14 is
+""" + DEFAULT_CLIP_MODEL + """ (the A&E protocol's choice); openai/clip-vit-large-patch14 is
 CLIPScore's; any CLIP hub id or folder; tiny-clip (random, offline, machinery only); none
 (no scoring).
 
@@ -67,7 +67,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--prompts", metavar="SET_OR_FILE",
                    help="a built-in prompt set or a prompt file (see below). Default: shapes with the "
                    "embedded model, attend_and_excite otherwise")
-    p.add_argument("--num-prompts", type=_positive_int, metavar="N", help="use the first N prompts of the set")
+    p.add_argument("--num-prompts", type=positive_int, metavar="N", help="use the first N prompts of the set")
     add_run_arguments(p)
     add_scoring_arguments(p)
     p.add_argument("--no-contrast", action="store_true",
@@ -95,10 +95,6 @@ def add_score_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-# eval.bench.DEFAULT_CLIP_MODEL, repeated so that --help does not import torch (a test checks they agree)
-DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
-
-
 def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-model", default="auto", metavar="ID_OR_DIR",
                    help="CLIP model for the metrics, or none. Default (auto): the world's CLIP "
@@ -106,7 +102,7 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--captioner", metavar="ID_OR_DIR",
                    help="a BLIP captioning model (e.g. Salesforce/blip-image-captioning-base) for the "
                    "prompt-caption text similarity. Default: none")
-    p.add_argument("--report-max-prompts", type=_positive_int, default=100, metavar="N",
+    p.add_argument("--report-max-prompts", type=positive_int, default=100, metavar="N",
                    help="prompts shown with images in report.html. Default: %(default)s")
 
 
@@ -121,9 +117,9 @@ def _interrupted(what: str) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from .eval.bench import BenchConfig, run_benchmark
+    from ..eval.bench import BenchConfig, run_benchmark
 
-    normalize_generate_args(args)
+    normalize_run_args(args)
     if args.output_dir is None and launched_processes() > 1:
         raise CliError("--output-dir is required with several processes: every process must write to the same folder")
     try:
@@ -162,7 +158,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from .eval.bench import score_run
+    from ..eval.bench import score_run
 
     clip_model = _optional_model(args.clip_model)
     if clip_model is None:

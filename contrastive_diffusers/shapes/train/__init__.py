@@ -1,6 +1,5 @@
 """Training the ShapesWorld models from scratch: ``python -m contrastive_diffusers.shapes.train``
-(the command the model card records; ``python -m contrastive_diffusers.training.world_model``
-is the same).
+(the command the model card records).
 
 Phases (each timed and logged; every random choice comes from a generator seeded by
 ``(seed, phase)``, so the same seed and arguments give the same weights on the same device):

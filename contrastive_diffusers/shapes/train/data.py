@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...shapes.captions import caption_text, sample_spec, scenes_for
-from ...shapes.prompts import training_pairs
-from ...shapes.render import render_array
+from ..captions import caption_text, sample_spec, scenes_for
+from ..prompts import training_pairs
+from ..render import render_array
 
 #: Share of each caption kind in the training data (single-object kinds dominate: the
 #: single-object target is the one the model must meet).

@@ -6,7 +6,7 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from contrastive_diffusers.guidance.attention import layer_resolutions
-from contrastive_diffusers.testing import tiny_pipeline
+from contrastive_diffusers.models.tiny import tiny_pipeline
 
 
 def generate(pipe, seed=0):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...shapes.model import build_noise_scheduler
-from ..timesteps import prediction_target
+from ..model import build_noise_scheduler
+from ...training.timesteps import prediction_target
 from .data import ShapesData, batch_indices, tokenize
 from .optim import ema_model, optimise
 

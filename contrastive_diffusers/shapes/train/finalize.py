@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from ...atomic_io import jsonable, write_json_atomic, write_text_atomic
-from ...shapes.model import build_inference_scheduler
-from ...shapes.prompts import shapes_prompts
+from ...atomic_io import write_json_atomic, write_text_atomic
+from ...records import jsonable
+from ..model import build_inference_scheduler
+from ..prompts import shapes_prompts
 from .card import model_card
 
 
@@ -34,7 +35,7 @@ def evaluate_pipeline(pipe, items, seeds: Sequence[int], steps: int, guidance_sc
                       batch_size: int = 32) -> dict:
     """Oracle success per category of ``items`` (prompt items with ``metadata["spec"]``) generated
     plainly at every seed: ``{category: {"success": k, "n": n, "rate": k / n}}``."""
-    from ...shapes.oracle import check
+    from ..oracle import check
 
     jobs = [(item, seed) for item in items for seed in seeds]
     results: dict[str, list[bool]] = {}

@@ -8,21 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...shapes.captions import caption_text, negatives_for
+from ..._compat import clip_features
+from ..captions import caption_text, negatives_for
 from .data import ShapesData, batch_indices, tokenize
 from .optim import optimise
-
-
-def clip_features(output) -> torch.Tensor:
-    """The embedding tensor of ``get_image_features`` / ``get_text_features``: transformers 5
-    returns a model output, earlier versions the tensor."""
-    if isinstance(output, torch.Tensor):
-        return output
-    for name in ("pooler_output", "image_embeds", "text_embeds"):
-        value = getattr(output, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"Unexpected CLIP feature output {type(output).__name__}")
 
 
 def clip_pixels(images: torch.Tensor, processor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-TOKENIZER_DIR = Path(__file__).parent / "assets" / "tiny_clip_tokenizer"
+TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny_clip_tokenizer"
 KINDS = ("sd1", "sd2", "sdxl")
 _TEXT_WIDTH = 32
 _MAX_LENGTH = 77

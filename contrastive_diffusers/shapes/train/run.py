@@ -1,5 +1,5 @@
-"""The command line and the run: ``python -m contrastive_diffusers.shapes.train`` (also
-``python -m contrastive_diffusers.training.world_model``); see the package docstring."""
+"""The command line and the run: ``python -m contrastive_diffusers.shapes.train``; see the
+package docstring."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from pathlib import Path
 
 import torch
 
-from ...atomic_io import jsonable, write_json_atomic
-from ...shapes.model import (
+from ...atomic_io import write_json_atomic
+from ...records import jsonable, versions
+from ..model import (
     NOISE_SCHEDULES,
     ShapesModelConfig,
     build_clip,
     build_components,
     parameter_count,
 )
-from ...shapes.prompts import held_out_pairs, training_pairs
+from ..prompts import held_out_pairs, training_pairs
 from .autoencoder import encode_all, train_vae
 from .data import DEFAULT_KIND_WEIGHTS, make_data, seed_of
 from .denoiser import train_unet
@@ -147,13 +148,6 @@ def probe(args, config: ShapesModelConfig) -> dict:
     return result
 
 
-def _versions() -> dict:
-    import diffusers
-    import transformers
-
-    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
-
-
 def train(args) -> dict:
     """Run every phase and write the output folder; returns the training log."""
     if args.num_threads:
@@ -162,7 +156,7 @@ def train(args) -> dict:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log: dict = {"arguments": jsonable(vars(args)), "seed": args.seed, "command": args.command,
-                 "versions": _versions(), "kind_weights": args.kind_weights, "config": config.to_dict(),
+                 "versions": versions(), "kind_weights": args.kind_weights, "config": config.to_dict(),
                  "phases": {}, "threads": torch.get_num_threads()}
     start = time.perf_counter()
     data = make_data(args.num_scenes, seed_of(args.seed, "data"), args.resolution, args.kind_weights)

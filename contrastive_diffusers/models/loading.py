@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from ._compat import dtype_kwarg
-
-TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+from .._compat import dtype_kwarg
+from .names import EMBEDDED_MODEL, TINY_MODELS
 
 
 class LoadError(ValueError):
@@ -83,7 +82,7 @@ def to_guided(pipe, dtype):
     """The guided pipeline sharing ``pipe``'s components, in ``dtype``."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from .pipelines import GuidedStableDiffusionPipeline, GuidedStableDiffusionXLPipeline
+    from ..pipelines import GuidedStableDiffusionPipeline, GuidedStableDiffusionXLPipeline
 
     if isinstance(pipe, StableDiffusionXLPipeline):
         guided_class = GuidedStableDiffusionXLPipeline
@@ -101,7 +100,7 @@ def to_guided(pipe, dtype):
 
 def load_pipeline(model: str, device: str, dtype, quiet: bool):
     """The guided pipeline for ``model`` (``embedded``, a tiny kind, a hub id or a folder) on ``device``."""
-    from .shapes.embedded import EMBEDDED_MODEL, embedded_model_dir
+    from .embedded import embedded_model_dir
 
     if model == EMBEDDED_MODEL:
         try:
@@ -110,7 +109,7 @@ def load_pipeline(model: str, device: str, dtype, quiet: bool):
             raise LoadError(str(err)) from None
         stock = load_pretrained(str(folder), dtype)
     elif model in TINY_MODELS:
-        from .testing import tiny_pipeline
+        from .tiny import tiny_pipeline
 
         stock = tiny_pipeline(TINY_MODELS[model])  # float32; to_guided casts it
     else:

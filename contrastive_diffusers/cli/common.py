@@ -1,0 +1,150 @@
+"""What the subcommands share: exit codes, the user-error exception, argument types, the
+options of a run (model, methods, seeds, sampling, device) and the default output folder.
+
+torch and diffusers are imported inside the functions that need them, so that ``--help``
+and ``--version`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+PROG = "contrastive-diffusers"
+DEFAULT_METHODS = ("none", "conform")
+DTYPES = ("float32", "float16", "bfloat16")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_FAILURES = 1  # a bench / score run finished, but some images failed (listed in the reports)
+
+
+class CliError(Exception):
+    """A problem with the user's input: printed as ``error: <message>``, exit code 2."""
+
+
+# ============================================================================ argument types
+
+
+def method_list(text: str) -> list[str]:
+    """``--method`` value: comma-separated method names, canonicalised (``ae`` -> ``attend_and_excite``)."""
+    from ..guidance.methods import ALIASES, METHODS
+
+    choices = ("none", *METHODS)
+    names = []
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        name = ALIASES.get(name, name)
+        if name not in choices:
+            raise argparse.ArgumentTypeError(
+                f"unknown method {raw.strip()!r}; choose from {', '.join(choices)} (or 'ae')"
+            )
+        names.append(name)
+    if not names:
+        raise argparse.ArgumentTypeError("no method given")
+    return names
+
+
+def int_list(text: str) -> list[int]:
+    """``--seeds`` value: one integer, or several separated by commas."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def device_name(text: str) -> str:
+    if not _DEVICE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"device must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``generate`` and ``bench``: model, methods, seeds, sampling, device, output."""
+    p.add_argument(
+        "--model",
+        default="embedded",
+        metavar="MODEL",
+        help="embedded (the shipped ShapesWorld model: coloured shapes, 32 px), a hub id or local "
+        "pipeline folder, or tiny-sd1 / tiny-sd2 / tiny-sdxl (random weights, offline; they draw noise "
+        "and only exercise the machinery). Default: %(default)s",
+    )
+    p.add_argument(
+        "--method",
+        action="extend",
+        type=method_list,
+        metavar="NAME[,NAME...]",
+        help="guidance methods, comma-separated or repeated: none, attend_and_excite (ae), conform, "
+        f"ebama, syngen. Default: {','.join(DEFAULT_METHODS)}",
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        action="extend",
+        type=int_list,
+        metavar="SEED",
+        help="random seeds (space- or comma-separated). Default: 0",
+    )
+    p.add_argument("--steps", type=positive_int, default=50, metavar="N", help="denoising steps. Default: %(default)s")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        metavar="SCALE",
+        help="classifier-free guidance scale. Default: 7.5 for SD, 5.0 for SDXL",
+    )
+    for side in ("height", "width"):
+        p.add_argument(f"--{side}", type=positive_int, metavar="PX", help=f"image {side} in pixels. Default: the model's")
+    p.add_argument(
+        "--attn-res",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="size of the attention maps the guidance loss reads. Default: latent size / 4 (image / 32 on SD)",
+    )
+    p.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt, used for every prompt")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="weights' dtype. Default: float16 on cuda, float32 otherwise",
+    )
+    p.add_argument(
+        "--device",
+        type=device_name,
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N,mps}",
+        help="where to run; auto picks cuda when available, else cpu. Default: %(default)s",
+    )
+    p.add_argument("--no-heatmaps", action="store_true", help="do not save attention heatmaps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
+
+
+def normalize_run_args(args: argparse.Namespace) -> None:
+    """Fill in list defaults here: argparse's "extend" would add the user's values to a default list."""
+    args.method = list(dict.fromkeys(args.method or DEFAULT_METHODS))
+    # --seeds collects one list per value ("0 1" and "0,1" both work); flatten, keep order.
+    args.seeds = list(dict.fromkeys(seed for values in (args.seeds or [[0]]) for seed in values))
+
+
+def default_output_dir(command: str = "generate") -> Path:
+    """``outputs/<command>-<timestamp>``, with a suffix if a run in the same second took it."""
+    base = Path("outputs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+

@@ -1,0 +1,290 @@
+"""The ``generate`` command: images for prompts x seeds x guidance methods, with attention
+heatmaps and a ``settings.json`` describing the run (updated after every image)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic_io import write_json_atomic
+from ..models.loading import load_pipeline, resolve_device, resolve_dtype
+from ..records import versions
+from ..runs import (
+    ImageRun,
+    build_methods,
+    generation_options,
+    groups_record,
+    inapplicable_methods,
+    make_image,
+    resolve_token_groups,
+)
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_run_arguments,
+    default_output_dir,
+    normalize_run_args,
+)
+
+# ============================================================================ generate: options
+
+GENERATE_EPILOG = """\
+token groups (--token-groups):
+  auto                        split each prompt at "and", ",", "with", ... (default)
+  "red car|blue bench"        groups separated by |, words by spaces; the noun comes last
+  "2 3|blue bench"            integer words are token positions (1 = first prompt token)
+  '[["red","car"],["blue","bench"]]'        the same as JSON
+  '[[["red","car"]], "auto"]' JSON with one group list per prompt
+  One spec applies to every prompt unless the JSON gives one list per prompt.
+
+models (--model):
+  embedded                       the default: a tiny pipeline trained on ShapesWorld (flat
+                                 coloured circles, squares, triangles, diamonds, crosses;
+                                 32 px), shipped with the package; prompts like
+                                 "a red circle and a blue triangle"
+  tiny-sd1, tiny-sd2, tiny-sdxl  offline tiny pipelines with RANDOM weights: they draw
+                                 noise and only exercise the machinery (tests, demos).
+  a hub id or a local folder     loaded with diffusers' DiffusionPipeline.from_pretrained;
+                                 Stable Diffusion 1.x/2.x and SDXL pipelines are supported.
+
+outputs (--output-dir):
+  <method>/<prompt-index>-<seed>.png              the image (prompt index from 0)
+  <method>/<prompt-index>-<seed>-attention.png    last guided step's maps, one tile per word
+  settings.json                                   the run's settings and per-image results
+
+Put the options after the prompts (or end a --seeds list with --): --seeds takes
+every number that follows it.
+
+example:
+  contrastive-diffusers generate "a red car and a blue bench" --model stabilityai/stable-diffusion-2-1-base \\
+      --method none,conform --seeds 0 1 2
+"""
+
+
+def add_generate_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate images with and without attention-map guidance",
+        description="Generate one image per prompt, seed and guidance method (the same seeds for\n"
+        "every method, so plain and guided images compare directly), with attention heatmaps\n"
+        "and a settings.json.",
+        epilog=GENERATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prompt", nargs="+", help="one or more prompts (quote each)")
+    p.add_argument(
+        "--token-groups",
+        default="auto",
+        metavar="SPEC",
+        help='objects to guide: auto, "red car|blue bench", or JSON (see below). Default: auto',
+    )
+    add_run_arguments(p)
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="where images and settings.json go. Default: outputs/generate-<timestamp>",
+    )
+    p.set_defaults(run=run_generate)
+    return p
+
+
+# ============================================================================ generate: setup
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to make."""
+
+    method: str  # canonical name, "none" for plain generation
+    prompt_index: int
+    prompt: str
+    seed: int
+    token_groups: object  # the prompt's group spec ("auto", or a group list)
+
+    @property
+    def stem(self) -> str:
+        return f"{self.method}/{self.prompt_index}-{self.seed}"
+
+
+def parse_token_groups(spec: str, num_prompts: int) -> list:
+    """``--token-groups`` as one group spec per prompt, in the form the pipelines accept."""
+    spec = spec.strip()
+    if spec == "auto":
+        return ["auto"] * num_prompts
+    if spec.startswith("["):
+        return _json_token_groups(spec, num_prompts)
+    groups = [[_word_or_position(word) for word in part.split()] for part in spec.split("|")]
+    if any(not group for group in groups):
+        raise CliError(f"--token-groups {spec!r} has an empty group (check the '|' separators)")
+    return [groups] * num_prompts
+
+
+def _json_token_groups(spec: str, num_prompts: int) -> list:
+    try:
+        value = json.loads(spec)
+    except json.JSONDecodeError as err:
+        raise CliError(f"--token-groups is not valid JSON ({err.msg} at character {err.pos}): {spec}") from None
+    if not isinstance(value, list) or not value:
+        raise CliError("--token-groups JSON must be a non-empty list of groups, or one list per prompt")
+    if not _is_per_prompt(value):
+        return [value] * num_prompts
+    if len(value) != num_prompts:
+        raise CliError(f"--token-groups JSON gives {len(value)} group lists for {num_prompts} prompt(s)")
+    return value
+
+
+def _is_per_prompt(value: list) -> bool:
+    # The library's rule (tokens.resolve_batch_groups): one list per prompt nests a level
+    # deeper than a group list, or holds "auto" entries.
+    return any(
+        entry == "auto" or (isinstance(entry, list) and entry and isinstance(entry[0], list)) for entry in value
+    )
+
+
+def _word_or_position(word: str):
+    return int(word) if re.fullmatch(r"[+-]?\d+", word) else word
+
+
+def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict) -> list | None:
+    """Each prompt's resolved TokenGroups, checked against every guided method up front so
+    that a bad group fails (``ValueError``) before any image is made. ``None`` when nothing
+    is guided."""
+    if all(m is None for m in methods.values()):
+        return None
+    resolved = []
+    for prompt, spec in zip(prompts, specs, strict=True):
+        groups = resolve_token_groups(pipe, prompt, spec)
+        problems = inapplicable_methods(groups, prompt, methods)
+        if problems:
+            raise ValueError(next(iter(problems.values())))
+        resolved.append(groups)
+    return resolved
+
+
+# ============================================================================ generate: one image
+
+
+def run_job(run: ImageRun, job: Job) -> dict:
+    """Generate, save and describe one image."""
+    made = make_image(run, job.method, job.prompt, job.seed, job.token_groups, job.stem)
+    return {
+        "method": job.method,
+        "prompt_index": job.prompt_index,
+        "prompt": job.prompt,
+        "seed": job.seed,
+        "image": made.image,
+        "attention": made.attention,
+        "seconds": made.seconds,
+        "nsfw_content_detected": made.nsfw_content_detected,
+        "guidance": made.guidance,
+    }
+
+
+# ============================================================================ generate: output
+
+
+def print_summary(records: list[dict], out_dir: Path) -> None:
+    header = ("method", "prompt", "seed", "seconds", "file")
+    rows = [
+        (r["method"], _shorten(r["prompt"], 32), str(r["seed"]), f"{r['seconds']:.1f}", r["image"]) for r in records
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(f"outputs in {out_dir} (settings.json describes the run)")
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# ============================================================================ generate: the command
+
+
+def initial_settings(args, run: ImageRun, device: str, dtype_name: str, specs: list, resolved) -> dict:
+    return {
+        "argv": args.argv,
+        "args": {k: v for k, v in vars(args).items() if k not in ("run", "argv")},
+        "model": args.model,
+        "pipeline": type(run.pipe).__name__,
+        "device": device,
+        "dtype": dtype_name,
+        "output_dir": str(run.out_dir.resolve()),
+        "versions": versions(),
+        "generation": {**run.options, "attn_res": run.attn_res},
+        "methods": {name: (m.config() if m is not None else None) for name, m in run.methods.items()},
+        "prompts": list(args.prompt),
+        "seeds": args.seeds,
+        "token_group_specs": specs,
+        "token_groups": [groups_record(g) for g in resolved] if resolved is not None else None,
+        "status": "running",
+        "images": [],
+    }
+
+
+def run_jobs(run: ImageRun, jobs: list[Job], settings: dict, settings_path: Path) -> int:
+    """Make every image, recording each in settings.json as soon as it exists."""
+    status = EXIT_USAGE
+    try:
+        for job in jobs:
+            settings["images"].append(run_job(run, job))
+            write_json_atomic(settings_path, settings)  # an interrupted run keeps what finished
+        settings["status"], status = "finished", EXIT_OK
+    except KeyboardInterrupt:
+        settings["status"], status = "interrupted", EXIT_INTERRUPTED
+        print(f"interrupted after {len(settings['images'])} of {len(jobs)} images", file=sys.stderr)
+    except ValueError as err:  # the pipeline rejecting the user's input (size, attn_res, ...)
+        settings["error"] = str(err)
+        print(f"error: {err}", file=sys.stderr)
+    finally:  # also on unexpected errors, whose traceback then follows
+        if settings["status"] == "running":
+            settings["status"] = "failed"
+        write_json_atomic(settings_path, settings)
+    return status
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    normalize_run_args(args)
+    prompts = list(args.prompt)
+    device = resolve_device(args.device)
+    dtype, dtype_name = resolve_dtype(args.dtype, device)
+    methods = build_methods(args.method)
+    specs = parse_token_groups(args.token_groups, len(prompts))
+    pipe = load_pipeline(args.model, device, dtype, args.quiet)
+    try:  # bad groups fail here, before the output folder exists
+        resolved = resolve_prompt_groups(pipe, prompts, specs, methods)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+    run = ImageRun(
+        pipe=pipe,
+        methods=methods,
+        options=generation_options(
+            pipe, args.height, args.width, args.steps, args.guidance_scale, args.negative_prompt
+        ),
+        attn_res=tuple(args.attn_res) if args.attn_res else None,
+        heatmaps=not args.no_heatmaps,
+        out_dir=args.output_dir or default_output_dir(),
+    )
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    settings_path = run.out_dir / "settings.json"
+    settings = initial_settings(args, run, device, dtype_name, specs, resolved)
+    write_json_atomic(settings_path, settings)
+
+    jobs = [
+        Job(name, i, prompt, seed, specs[i])
+        for name in methods
+        for i, prompt in enumerate(prompts)
+        for seed in args.seeds
+    ]
+    status = run_jobs(run, jobs, settings, settings_path)
+    if not args.quiet and settings["images"]:
+        print_summary(settings["images"], run.out_dir)
+    return status

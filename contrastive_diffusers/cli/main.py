@@ -1,0 +1,61 @@
+"""The entry point: ``contrastive-diffusers`` / ``cdiff`` / ``python -m contrastive_diffusers``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .. import __version__
+from ..models.loading import LoadError
+from ..training.cli import add_train_parser
+from .bench import add_bench_parser, add_score_parser
+from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliError
+from .generate import add_generate_parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors: return the code instead of exiting
+        return EXIT_OK if exit_.code is None else exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    if getattr(args, "run", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args.argv = argv
+    try:
+        return args.run(args)
+    except (CliError, LoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before any image (a run in progress handles its own)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_prog_name(),
+        description="Attention-map guidance (Attend-and-Excite, CONFORM, EBAMA, SynGen) for "
+        "Stable Diffusion and SDXL.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    add_generate_parser(subparsers)
+    add_bench_parser(subparsers)
+    add_score_parser(subparsers)
+    add_train_parser(subparsers)
+    return parser
+
+
+def _prog_name() -> str:
+    """The command as invoked, for usage lines; the package's command name when run from Python."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name == "__main__.py":
+        return "python -m contrastive_diffusers"
+    return name if name in ("cdiff", PROG) else PROG
+

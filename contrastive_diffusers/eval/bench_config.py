@@ -1,0 +1,81 @@
+"""What a benchmark run is asked to do (:class:`BenchConfig`) and what it returns (:class:`BenchResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..models.names import EMBEDDED_MODEL, default_clip_model
+from ..records import jsonable
+from .run_folder import BenchInputError
+
+AUTO = "auto"  # clip_model: the world's CLIP for the embedded model, DEFAULT_CLIP_MODEL otherwise
+
+
+def default_prompt_set(model) -> str:
+    return "shapes" if model == EMBEDDED_MODEL else "attend_and_excite"
+
+
+@dataclass
+class BenchConfig:
+    """What to run. ``prompt_set``: a built-in set name, a prompt file, or a list of
+    :class:`PromptItem` (``None``: ``"shapes"`` for the embedded model, else
+    ``"attend_and_excite"``). ``clip_model``: hub id, folder, ``"tiny-clip"``,
+    ``"embedded-clip"``, ``"auto"`` (:func:`default_clip_model`), a ``ClipScorer``, or
+    ``None`` to skip scoring. ``captioner``: hub id or folder of a BLIP captioning model, a
+    ``Captioner``, or ``None``."""
+
+    output_dir: Path
+    model: str = "embedded"
+    methods: Sequence[str] = ("none", "conform")
+    prompt_set: Any = None
+    seeds: Sequence[int] = (0,)
+    num_prompts: int | None = None  # the first N prompts of the set
+    steps: int = 50
+    guidance_scale: float | None = None  # None: 7.5 for SD, 5.0 for SDXL
+    height: int | None = None
+    width: int | None = None
+    attn_res: tuple[int, int] | None = None
+    negative_prompt: str | None = None
+    device: str = "auto"
+    dtype: str | None = None  # None: float16 on CUDA, float32 elsewhere
+    clip_model: Any = AUTO
+    captioner: Any = None
+    contrast: bool = True
+    heatmaps: bool = True
+    report_max_prompts: int | None = 100
+    progress: bool = True
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        if self.prompt_set is None:
+            self.prompt_set = default_prompt_set(self.model)
+        if isinstance(self.clip_model, str) and self.clip_model == AUTO:
+            self.clip_model = default_clip_model(self.model)
+        self.methods = list(dict.fromkeys(self.methods))
+        self.seeds = list(dict.fromkeys(int(s) for s in self.seeds))
+        if not self.methods:
+            raise BenchInputError("BenchConfig needs at least one method (e.g. ['none', 'conform']).")
+        if not self.seeds:
+            raise BenchInputError("BenchConfig needs at least one seed.")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise BenchInputError(f"num_prompts must be at least 1, got {self.num_prompts}.")
+        if self.steps < 1:
+            raise BenchInputError(f"steps must be at least 1, got {self.steps}.")
+
+    def settings(self) -> dict:
+        """The plain settings (no scorer or captioner objects: those are named, not copied)."""
+        skip = ("clip_model", "captioner", "prompt_set")
+        return jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip})
+
+
+@dataclass
+class BenchResult:
+    run_dir: Path
+    records: list[dict]  # every record of the folder (main process; empty elsewhere)
+    summary: dict | None  # None on the other processes
+    generated: int  # images this process made in this call (0 on a finished re-run)
+    scored: int  # records this process scored in this call
+    failed: int = 0
+    files: dict = field(default_factory=dict)

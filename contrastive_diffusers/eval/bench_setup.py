@@ -1,0 +1,191 @@
+"""A benchmark run's set-up: everything that can fail on the user's input (prompt set, model,
+CLIP model, captioner, token groups, the folder's earlier settings), checked before anything
+is written."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..models.loading import load_pipeline, resolve_device, resolve_dtype
+from ..models.names import EMBEDDED_CLIP, TINY_CLIP
+from ..prompts import PromptItem, contrast_set
+from ..runs import ImageRun, build_methods, generation_options, inapplicable_methods, resolve_token_groups
+from .bench_config import BenchConfig
+from .prompt_sets import load_prompt_set
+from .run_folder import BenchInputError, Ledger
+
+# Processes wait for each other at the end of generation; a long share must not time out.
+_PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
+
+
+@dataclass
+class BenchItem:
+    """A prompt of the run with what its images need."""
+
+    prompt: PromptItem
+    spec: Any  # token groups as the pipelines take them: word lists or "auto"
+    words: list[list[str]] | None  # the resolved groups' words (resolved once); None when they did not resolve
+    errors: dict  # method -> why its token groups failed to resolve (a failure)
+    not_applicable: dict  # method -> why it cannot apply to this prompt (e.g. one object for CONFORM)
+    contrast: dict | None  # perturbation -> caption
+
+
+@dataclass
+class BenchSetup:
+    state: Any  # accelerate's PartialState: this process's index and the number of processes
+    items: list[BenchItem]
+    methods: dict  # name -> GuidanceMethod, or None for "none"
+    images: ImageRun | None  # how images are made (None once generation is done, to free the pipeline)
+    scorer: Any
+    captioner: Any
+    scorer_key: dict
+    ledger: Ledger
+    run_info: dict
+
+
+def load_items(config: BenchConfig) -> list[PromptItem]:
+    source = config.prompt_set
+    items = list(load_prompt_set(str(source)) if isinstance(source, (str, os.PathLike)) else source)
+    if not items:
+        raise BenchInputError(f"The prompt set {source!r} holds no prompts.")
+    ids = [item.id for item in items]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise BenchInputError(f"Prompt ids must be unique in a run; repeated: {', '.join(duplicates[:5])}.")
+    if config.num_prompts and config.num_prompts > len(items):
+        print(f"warning: the prompt set has {len(items)} prompts; --num-prompts {config.num_prompts} uses all of them",
+              file=sys.stderr)
+    return items[: config.num_prompts] if config.num_prompts else items
+
+
+def prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: bool) -> list[BenchItem]:
+    """Resolve each prompt's token groups once; a prompt whose groups fail is recorded per method, not dropped."""
+    prepared = []
+    for item in items:
+        spec = item.token_groups or "auto"
+        errors, not_applicable, words = {}, {}, None
+        try:
+            groups = resolve_token_groups(pipe, item.prompt, spec)
+        except ValueError as err:
+            errors = {name: str(err) for name, method in methods.items() if method is not None}
+        else:
+            words = [list(g.words) for g in groups]
+            not_applicable = inapplicable_methods(groups, item.prompt, methods)
+        contrast = _contrast_captions(item, words) if want_contrast else None
+        prepared.append(BenchItem(item, spec, words, errors, not_applicable, contrast))
+    return prepared
+
+
+def _contrast_captions(item: PromptItem, words) -> dict | None:
+    if not words:
+        return None
+    try:
+        variants = contrast_set(PromptItem(item.id, item.prompt, item.category, words))
+    except ValueError:  # a group word not found as a whole word: no contrast captions for it
+        return None
+    return {v.metadata["perturbation"]: v.prompt for v in variants} or None
+
+
+def _name_of(model) -> str | None:
+    """How records name a scorer or captioner: the id or folder, or the loaded object's name."""
+    if model is None:
+        return None
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    return getattr(model, "name", None) or type(model).__name__
+
+
+def load_scorer(clip_model, device: str):
+    from .clip_score import ClipScorer
+
+    if clip_model is None or not isinstance(clip_model, (str, os.PathLike)):
+        return clip_model
+    if clip_model == TINY_CLIP:
+        from ..models.tiny import tiny_clip
+
+        return ClipScorer(*tiny_clip(), device=device, name=TINY_CLIP)
+    if clip_model == EMBEDDED_CLIP:
+        from ..models.embedded import embedded_clip_dir
+
+        try:
+            folder = embedded_clip_dir()
+        except FileNotFoundError as err:
+            raise OSError(str(err)) from None
+        # the name, not the install path, goes into the records
+        return ClipScorer.from_pretrained(folder, device=device, name=EMBEDDED_CLIP)
+    return ClipScorer.from_pretrained(clip_model, device=device)
+
+
+def load_captioner(captioner, device: str):
+    if captioner is None or not isinstance(captioner, (str, os.PathLike)):
+        return captioner
+    from .captioner import Captioner
+
+    return Captioner.from_pretrained(captioner, device=device)
+
+
+def scorer_key(clip_model, captioner) -> dict:
+    """What a record's metrics depend on besides the image: re-score when it changes."""
+    return {"clip": _name_of(clip_model), "captioner": _name_of(captioner) if clip_model is not None else None}
+
+
+def process_state():
+    """accelerate's view of the processes a launcher started (one when run directly)."""
+    from accelerate import PartialState
+
+    from ..distributed import needs_cpu_process_group
+
+    return PartialState(cpu=needs_cpu_process_group(), timeout=_PROCESS_GROUP_TIMEOUT)
+
+
+def device_for(config_device: str, state) -> str:
+    if config_device == "auto" and state.num_processes > 1:
+        return str(state.device)  # accelerate gave each process its own GPU (or the CPU)
+    return resolve_device(config_device)
+
+
+def setup_run(config: BenchConfig) -> BenchSetup:
+    """Everything that can fail on the user's input, before anything is written."""
+    state = process_state()
+    try:
+        items = load_items(config)
+        methods = build_methods(config.methods)
+        device = device_for(config.device, state)
+        dtype, dtype_name = resolve_dtype(config.dtype, device)
+        pipe = load_pipeline(config.model, device, dtype, quiet=True)
+        scorer = load_scorer(config.clip_model, device)
+        captioner = load_captioner(config.captioner, device) if scorer is not None else None
+    except OSError as err:  # missing prompt file, CLIP or captioner folder
+        raise BenchInputError(str(err)) from None
+    options = generation_options(
+        pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt
+    )
+    fingerprint = {
+        "model": config.model,
+        "pipeline": type(pipe).__name__,
+        "dtype": dtype_name,
+        "generation": {**options, "attn_res": list(config.attn_res) if config.attn_res else None},
+    }
+    ledger = Ledger.load(config.output_dir)
+    ledger.merge(
+        fingerprint,
+        {name: (m.config() if m is not None else None) for name, m in methods.items()},
+        {item.id: item.prompt for item in items},
+        {item.id: item.category for item in items},
+        config.seeds,
+    )
+    prepared = prepare_items(pipe, items, methods, config.contrast)
+    key = scorer_key(config.clip_model, config.captioner)
+    run_info = {
+        "model": config.model,
+        "prompt_set": str(config.prompt_set) if isinstance(config.prompt_set, (str, os.PathLike)) else "(items)",
+        "clip_model": key["clip"],
+        "captioner": key["captioner"],
+        "device": device,
+    }
+    images = ImageRun(pipe, methods, options, config.attn_res, config.heatmaps, config.output_dir)
+    return BenchSetup(state, prepared, methods, images, scorer, captioner, key, ledger, run_info)

@@ -1,0 +1,168 @@
+"""The summary of a benchmark run, from its per-image records (``metrics.jsonl``):
+:func:`summarize` gives, per method and per category, every metric's mean with a t confidence
+interval over images; every method's paired difference from the baseline (same prompt, same
+seed); CLIP's agreement with the ShapesWorld oracle; the failures. A JSON-serialisable dict
+(``None`` where a number is undefined).
+
+A record is a dict with ``method``, ``prompt_id``, ``prompt``, ``category``, ``seed``,
+``image`` / ``attention`` (paths relative to the run folder), ``status`` ("ok", "failed", or
+"not_applicable": the method cannot apply to that prompt, e.g. CONFORM to a single object),
+``error`` and ``metrics`` (name -> number or None); see :mod:`contrastive_diffusers.eval.bench`.
+Any number in ``metrics`` counts as a metric, so new metrics need no change here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from .metrics import METRIC_NAMES
+from .stats import mean_ci, metric_value, paired_differences
+
+__all__ = ["CANONICAL_METRICS", "NOT_APPLICABLE", "summarize", "unique"]
+
+# Metrics known to the runner, in the order tables show them; others follow alphabetically.
+CANONICAL_METRICS = METRIC_NAMES
+NOT_APPLICABLE = "not_applicable"
+
+
+def summarize(records: Sequence[dict], baseline: str | None = None, confidence: float = 0.95) -> dict:
+    """Means, confidence intervals, paired deltas and failures of a run's records.
+
+    ``baseline`` defaults to ``"none"`` (plain generation) when present, else the first
+    method; it is None when the run has a single method.
+    """
+    records = list(records)
+    methods = unique(r.get("method") for r in records)
+    metrics = _metric_names(records)
+    baseline = _choose_baseline(methods, baseline)
+    return {
+        "confidence": confidence,
+        "methods": methods,
+        "metrics": metrics,
+        "baseline": baseline,
+        "per_method": {m: _method_summary(records, m, metrics, confidence) for m in methods},
+        "per_category": _category_summary(records, methods, metrics, confidence),
+        "deltas": _delta_summary(records, methods, metrics, baseline, confidence),
+        "agreement": _agreement(records, methods, metrics),
+        "failures": _listed(records, "failed"),
+        "not_applicable": _listed(records, NOT_APPLICABLE),
+    }
+
+
+def _listed(records, status: str) -> list[dict]:
+    return [
+        {"method": r.get("method"), "prompt_id": r.get("prompt_id"), "seed": r.get("seed"), "error": r.get("error")}
+        for r in records
+        if r.get("status") == status
+    ]
+
+
+def unique(items) -> list:
+    """Items in order of first appearance, without repeats."""
+    return list(dict.fromkeys(items))
+
+
+def _metric_names(records: Sequence[dict]) -> list[str]:
+    names = {name for r in records if isinstance(r.get("metrics"), dict) for name in r["metrics"]}
+    present = {name for name in names if any(metric_value(r, name) is not None for r in records)}
+    return [m for m in CANONICAL_METRICS if m in present] + sorted(present - set(CANONICAL_METRICS))
+
+
+def _choose_baseline(methods: list, baseline: str | None) -> str | None:
+    if baseline is not None and baseline not in methods:
+        raise ValueError(f"Baseline method {baseline!r} is not in the records (methods: {methods}).")
+    if len(methods) < 2:
+        return None
+    if baseline is not None:
+        return baseline
+    return "none" if "none" in methods else methods[0]
+
+
+def _stat(values: list[float], confidence: float) -> dict:
+    ci = mean_ci(values, confidence)
+    return {"mean": _finite_or_none(ci.mean), "half_width": _finite_or_none(ci.half_width), "n": ci.n}
+
+
+def _finite_or_none(x: float) -> float | None:
+    # JSON has no NaN; None reads as "undefined" in every consumer.
+    return x if math.isfinite(x) else None
+
+
+def _metric_stats(records: list[dict], metrics: list[str], confidence: float) -> dict:
+    stats = {}
+    for metric in metrics:
+        values = [metric_value(r, metric) for r in records]
+        stats[metric] = _stat([v for v in values if v is not None], confidence)
+    return stats
+
+
+def _method_summary(records: Sequence[dict], method: str, metrics: list[str], confidence: float) -> dict:
+    own = [r for r in records if r.get("method") == method]
+    return {
+        "n_images": len(own),
+        "n_failed": sum(r.get("status") == "failed" for r in own),
+        "n_not_applicable": sum(r.get("status") == NOT_APPLICABLE for r in own),
+        "n_scored": sum(r.get("status") == "ok" and isinstance(r.get("metrics"), dict) for r in own),
+        "metrics": _metric_stats(own, metrics, confidence),
+    }
+
+
+def _category_summary(records, methods, metrics, confidence) -> dict:
+    """{category: {method: {metric: stat}}}; records without a category are only in the totals."""
+    categories = unique(r.get("category") for r in records if r.get("category") is not None)
+    return {
+        category: {
+            method: _metric_stats(
+                [r for r in records if r.get("category") == category and r.get("method") == method],
+                metrics,
+                confidence,
+            )
+            for method in methods
+        }
+        for category in categories
+    }
+
+
+def _delta_summary(records, methods, metrics, baseline, confidence) -> dict:
+    if baseline is None or not metrics:  # nothing to compare (one method, or nothing scored)
+        return {}
+    deltas = {}
+    for method in methods:
+        if method == baseline:
+            continue
+        deltas[method] = {}
+        for metric in metrics:
+            differences = paired_differences(records, metric, method, baseline)
+            deltas[method][metric] = {**_stat(differences, confidence), "wins": sum(d > 0 for d in differences)}
+    return deltas
+
+
+# Does CLIP's judgement follow the exact one? Only where both exist (ShapesWorld prompts).
+_AGREEMENT_PAIR = ("min_object_similarity", "oracle_success")
+
+
+def _agreement(records, methods, metrics) -> dict:
+    """Pearson correlation (point-biserial: the oracle is 0/1) between CLIP minimum-object
+    similarity and oracle success over images, per method and over all; ``{}`` without both."""
+    a, b = _AGREEMENT_PAIR
+    if a not in metrics or b not in metrics:
+        return {}
+    groups = {m: [r for r in records if r.get("method") == m] for m in methods}
+    groups["all methods"] = list(records)
+    out = {}
+    for name, group in groups.items():
+        pairs = [(metric_value(r, a), metric_value(r, b)) for r in group]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        out[name] = {"r": _finite_or_none(_pearson(pairs)), "n": len(pairs)}
+    return out
+
+
+def _pearson(pairs: list[tuple[float, float]]) -> float:
+    if len(pairs) < 2:
+        return math.nan
+    xs, ys = zip(*pairs)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in pairs)
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan

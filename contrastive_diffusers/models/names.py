@@ -1,0 +1,23 @@
+"""The model names the command line, the benchmark runner and the pair builder accept besides
+hub ids and folders, and the CLIP that scores each kind of model. Plain constants: importing
+them loads no library, so ``--help`` can quote them."""
+
+from __future__ import annotations
+
+#: The shipped ShapesWorld pipeline and its CLIP (see :mod:`.embedded`).
+EMBEDDED_MODEL = "embedded"
+EMBEDDED_CLIP = "embedded-clip"
+
+#: Random-weight pipelines that only exercise the machinery (see :mod:`.tiny`): name -> kind.
+TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+#: A random-weight CLIP, offline: exercises the scoring machinery only.
+TINY_CLIP = "tiny-clip"
+
+#: The Attend-and-Excite protocol's CLIP (ViT-B/16).
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
+
+
+def default_clip_model(model) -> str:
+    """The CLIP that means something for ``model``: the world's own for the embedded ShapesWorld
+    model (an OpenAI CLIP has never seen 32 px flat shapes), the A&E protocol's otherwise."""
+    return EMBEDDED_CLIP if model == EMBEDDED_MODEL else DEFAULT_CLIP_MODEL
