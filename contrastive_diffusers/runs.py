@@ -59,9 +59,12 @@ def resolve_token_groups(pipe, prompt: str, spec) -> list:
     return resolve_groups(tokenizer, prompt, spec)
 
 
-def inapplicable_methods(groups: list, prompt: str, methods: dict) -> dict:
+def inapplicable_methods(groups: list, prompt: str, methods: dict, spec="auto") -> dict:
     """``{name: why}`` for each guided method that cannot guide these groups (CONFORM with a
-    single object, SynGen without a modifier, ...)."""
+    single object, SynGen without a modifier, ...). When the groups came from ``spec="auto"``,
+    the reason also shows what the automatic parser made of the prompt."""
+    from .guidance.tokens import describe_auto_groups
+
     problems = {}
     for name, method in methods.items():
         if method is None:
@@ -69,7 +72,7 @@ def inapplicable_methods(groups: list, prompt: str, methods: dict) -> dict:
         try:
             method.validate_groups(groups, prompt)
         except ValueError as err:
-            problems[name] = str(err)
+            problems[name] = f"{err} {describe_auto_groups(prompt)}" if spec == "auto" else str(err)
     return problems
 
 
@@ -138,7 +141,7 @@ class MadeImage:
 def make_image(run: ImageRun, method_name: str, prompt: str, seed: int, token_groups, stem: str) -> MadeImage:
     """Draw one image with ``run.methods[method_name]`` and write it as ``<stem>.png`` (and its
     heatmap as ``<stem>-attention.png``) under ``run.out_dir``, each file whole or not at all.
-    ``token_groups``: the prompt's group spec. The pipeline's ``ValueError`` (bad size,
+    ``token_groups``: the prompt's resolved groups (or a group spec). The pipeline's ``ValueError`` (bad size,
     ``attn_res``, ...) propagates."""
     from .guidance.visualize import save_output_heatmaps
 

@@ -15,7 +15,7 @@ import pytest
 from contrastive_diffusers.guidance import lexicon, parse_prompt, resolve_groups
 from contrastive_diffusers.guidance.parsing import tokenize
 from contrastive_diffusers.guidance.tokens import describe_auto_groups
-from contrastive_diffusers.testing import tiny_tokenizer
+from contrastive_diffusers.models.tiny import tiny_tokenizer
 
 DEV_SET = Path(__file__).parent / "data" / "token_groups_dev.jsonl"
 ROWS = [json.loads(line) for line in DEV_SET.read_text().splitlines() if line.strip()]

@@ -106,7 +106,7 @@ class Job:
     prompt_index: int
     prompt: str
     seed: int
-    token_groups: object  # the prompt's group spec ("auto", or a group list)
+    token_groups: object  # the prompt's resolved TokenGroups (None for plain generation)
 
     @property
     def stem(self) -> str:
@@ -161,7 +161,7 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict) 
     resolved = []
     for prompt, spec in zip(prompts, specs, strict=True):
         groups = resolve_token_groups(pipe, prompt, spec)
-        problems = inapplicable_methods(groups, prompt, methods)
+        problems = inapplicable_methods(groups, prompt, methods, spec)
         if problems:
             raise ValueError(next(iter(problems.values())))
         resolved.append(groups)
@@ -279,7 +279,7 @@ def run_generate(args: argparse.Namespace) -> int:
     write_json_atomic(settings_path, settings)
 
     jobs = [
-        Job(name, i, prompt, seed, specs[i])
+        Job(name, i, prompt, seed, resolved[i] if resolved is not None else None)
         for name in methods
         for i, prompt in enumerate(prompts)
         for seed in args.seeds

@@ -32,7 +32,7 @@ def _make_image(setup: BenchSetup, name: str, item: BenchItem, seed: int) -> dic
         return record
     stem = f"{name}/{item.prompt.id}/{seed}"
     try:
-        made = make_image(setup.images, name, item.prompt.prompt, seed, item.spec, stem)
+        made = make_image(setup.images, name, item.prompt.prompt, seed, item.groups, stem)
     except ValueError as err:  # the pipeline rejecting this input: record it, go on with the others
         record["error"] = str(err)
         return record

@@ -28,7 +28,8 @@ class BenchItem:
 
     prompt: PromptItem
     spec: Any  # token groups as the pipelines take them: word lists or "auto"
-    words: list[list[str]] | None  # the resolved groups' words (resolved once); None when they did not resolve
+    groups: list | None  # the TokenGroups, resolved once (the pipelines take them); None when they did not resolve
+    words: list[list[str]] | None  # their words
     errors: dict  # method -> why its token groups failed to resolve (a failure)
     not_applicable: dict  # method -> why it cannot apply to this prompt (e.g. one object for CONFORM)
     contrast: dict | None  # perturbation -> caption
@@ -67,16 +68,16 @@ def prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: b
     prepared = []
     for item in items:
         spec = item.token_groups or "auto"
-        errors, not_applicable, words = {}, {}, None
+        errors, not_applicable, groups, words = {}, {}, None, None
         try:
             groups = resolve_token_groups(pipe, item.prompt, spec)
         except ValueError as err:
             errors = {name: str(err) for name, method in methods.items() if method is not None}
         else:
             words = [list(g.words) for g in groups]
-            not_applicable = inapplicable_methods(groups, item.prompt, methods)
+            not_applicable = inapplicable_methods(groups, item.prompt, methods, spec)
         contrast = _contrast_captions(item, words) if want_contrast else None
-        prepared.append(BenchItem(item, spec, words, errors, not_applicable, contrast))
+        prepared.append(BenchItem(item, spec, groups, words, errors, not_applicable, contrast))
     return prepared
 
 

@@ -95,6 +95,16 @@ class GuidedPipelineMixin:
             kwargs.update(dtype_kwarg(pipeline.dtype))
         return super().from_pipe(pipeline, **kwargs)
 
+    def _dispatch(self, passed: dict, prepared: dict, return_dict: bool, guidance, token_groups, **options):
+        """A pipeline ``__call__``'s body: the stock call without guidance, else the guided one.
+        ``passed`` go to the stock call as given; ``prepared`` are what the guided path replaces."""
+        if guidance is None:
+            return self._call_stock(passed, prepared, return_dict)
+        session = self._start_guidance(
+            guidance, prepared["prompt"], token_groups, prepared["num_images_per_prompt"], passed, **options
+        )
+        return self._call_guided(session, passed, prepared, return_dict)
+
     def _call_stock(self, passed: dict, prepared: dict, return_dict: bool):
         """The unguided call: exactly diffusers' output."""
         prepared = dict(prepared)

@@ -87,20 +87,17 @@ class GuidedStableDiffusionPipeline(GuidedPipelineMixin, StableDiffusionPipeline
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        if guidance is None:
-            return self._call_stock(passed, prepared, return_dict)
-        session = self._start_guidance(
-            guidance,
-            prompt,
-            token_groups,
-            num_images_per_prompt,
+        return self._dispatch(
             passed,
+            prepared,
+            return_dict,
+            guidance,
+            token_groups,
             attn_res=attn_res,
             return_attention_maps=return_attention_maps,
             record_loss_after_update=record_loss_after_update,
             truncate_forward=truncate_guidance_forward,
         )
-        return self._call_guided(session, passed, prepared, return_dict)
 
     def _default_image_size(self) -> tuple[int, int]:
         sample_size = self.unet.config.sample_size
