@@ -63,7 +63,7 @@ def write_html(
     esc = html.escape
     pct = f"{summary['confidence'] * 100:g}%"  # 0.975 -> 97.5%, not 98%
     body = [f"<h1>{esc(title)}</h1>"]
-    body += _html_overview(records, summary, Path(run_dir), pct)
+    body += _html_overview(records, summary, Path(run_dir), pct, max_prompts)
     if run_info:
         body += ["<h2>Run</h2>", _html_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()])]
     body += [f"<h2>Results (mean ± {pct} CI)</h2>", _html_table(*main_table(summary))]
@@ -91,7 +91,7 @@ def chart_metric(summary: dict) -> str | None:
     return next((m for m in _CHART_METRICS if m in summary["metrics"]), summary["metrics"][0] if summary["metrics"] else None)
 
 
-def _html_overview(records, summary: dict, run_dir: Path, pct: str) -> list[str]:
+def _html_overview(records, summary: dict, run_dir: Path, pct: str, max_prompts: int | None) -> list[str]:
     """The pictures above the tables: the chart and the grid of the same prompts across methods."""
     parts = []
     metric = chart_metric(summary)
@@ -99,7 +99,8 @@ def _html_overview(records, summary: dict, run_dir: Path, pct: str) -> list[str]
         label = "per category" if summary.get("per_category") else "over all images"
         parts += [f"<h2>{html.escape(metric)} {label} (mean, {pct} interval)</h2>",
                   chart_svg(series_from_summary(summary, metric), metric=metric)]
-    sample = _grid_sample(records)
+    shown = unique(r.get("prompt_id") for r in records)[:max_prompts]  # the prompts the page shows
+    sample = _grid_sample([r for r in records if r.get("prompt_id") in shown])
     if sample:
         parts += ["<h2>The same prompts and seeds across methods</h2>",
                   comparison_grid(records, summary["methods"], sample, run_dir)]
