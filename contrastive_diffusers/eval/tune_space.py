@@ -103,13 +103,14 @@ class Plan:
 
 
 def _rungs(candidates: int, first: int, available: int) -> tuple[int, ...]:
+    """Prompts per rung: ``first``, doubling, while two candidates or more are left to compare."""
     prompts, k = [], 0
-    while True:
-        n = min(first * HALVING_RATE**k, available)
-        prompts.append(n)
-        if math.ceil(candidates / HALVING_RATE**k) <= 1 or n == available:
-            return tuple(prompts)
+    while math.ceil(candidates / HALVING_RATE**k) >= 2:
+        prompts.append(min(first * HALVING_RATE**k, available))
+        if prompts[-1] == available:
+            break
         k += 1
+    return tuple(prompts)
 
 
 def plan_halving(budget: int, space_size: int, train_prompts: int, seeds: int) -> Plan:
