@@ -20,11 +20,56 @@ from .atomic_io import atomic_path, save_image_atomic
 from .models.loading import default_size, is_sdxl
 
 
-def build_methods(names: Sequence[str]) -> dict:
-    """``{name: GuidanceMethod or None}`` in the given order, duplicates dropped; ``"none"`` is plain generation."""
+def is_method_file(entry) -> bool:
+    """Whether a ``--method`` entry names a method config file rather than a built-in method."""
+    return str(entry).lower().endswith(".json")
+
+
+def method_file_name(path) -> str:
+    """The name a method config file's method has in run folders: the file's stem
+    (``outputs/conform-tuned.json`` -> ``conform-tuned``). Built-in names are refused, so
+    that a folder's ``conform`` always means the paper defaults."""
+    from .guidance.methods import ALIASES, METHODS
+
+    name = Path(path).stem
+    reserved = {"none", *METHODS, *ALIASES}
+    if name.lower() in reserved or not name or name.startswith("."):
+        raise ValueError(
+            f"The method config file {path} would be named {name!r} in the run folder, which is a built-in "
+            f"method name ({', '.join(sorted(reserved))}); rename the file, e.g. to {name or 'method'}-custom.json."
+        )
+    return name
+
+
+def load_method_file(path):
+    """``(name, method)`` of a method config file (see :func:`method_file_name`); ``ValueError``
+    naming the problem when the file is missing or not a method config."""
+    from .guidance.methods import load_method
+
+    name = method_file_name(path)
+    if not Path(path).is_file():
+        raise ValueError(f"No method config file {path}; pass a JSON file written by `tune` or method.save_config.")
+    return name, load_method(path)
+
+
+def build_methods(entries: Sequence[str]) -> dict:
+    """``{name: GuidanceMethod or None}`` in the given order, duplicates dropped. An entry is
+    ``"none"`` (plain generation), a built-in method name, or a method config file
+    (``*.json``, as ``tune`` writes and :func:`~contrastive_diffusers.guidance.load_method`
+    reads), named by its stem (:func:`method_file_name`). Two entries with one name raise
+    ``ValueError``."""
     from .guidance.methods import get_method
 
-    return {name: (None if name == "none" else get_method(name)) for name in dict.fromkeys(names)}
+    methods: dict = {}
+    for entry in dict.fromkeys(str(e) for e in entries):
+        if is_method_file(entry):
+            name, method = load_method_file(entry)
+        else:
+            name, method = entry, (None if entry == "none" else get_method(entry))
+        if name in methods:
+            raise ValueError(f"Two methods are named {name!r} ({entry} and an earlier one); rename a config file.")
+        methods[name] = method
+    return methods
 
 
 def generation_options(
@@ -156,7 +201,8 @@ def make_image(run: ImageRun, method_name: str, prompt: str, seed: int, token_gr
     if method is not None and run.heatmaps and output.attention_maps:
         attention = f"{stem}-attention.png"
         with atomic_path(run.out_dir / attention) as tmp:
-            save_output_heatmaps(output, tmp)
+            # the image is written beside the strip (and shown beside it in reports): no copy in it
+            save_output_heatmaps(output, tmp, include_image=False)
     nsfw = output.nsfw_content_detected
     return MadeImage(
         image=image,

@@ -94,7 +94,8 @@ def test_layout_records_and_reports(bench_run):
     for method in METHODS:
         assert method in markdown
     # Every image and every heatmap embedded; nothing fetched from outside the file.
-    assert html.count("<img") == 12 + 6 and "src=\"http" not in html
+    # + the overview grid above the tables: 3 prompts at seed 0 x 2 methods.
+    assert html.count("<img") == 12 + 6 + 6 and "src=\"http" not in html
     assert summary == first.summary
 
 

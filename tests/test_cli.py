@@ -68,8 +68,8 @@ def test_run_writes_images_heatmaps_and_settings(first_run):
         "settings.json",
     ]  # no temporary settings file left behind either
     assert Image.open(out / "none/0-0.png").size == (128, 128)
-    # The heatmap grid: the image plus one tile per group word (red, car, blue, bench).
-    assert Image.open(out / "conform/0-0-attention.png").width == 5 * 128
+    # The heatmap strip: one tile per group word (red, car, blue, bench); the image is not repeated in it.
+    assert Image.open(out / "conform/0-0-attention.png").width == 4 * 128
 
 
 def test_settings_describe_the_run(first_run):

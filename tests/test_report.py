@@ -351,8 +351,9 @@ def test_html_page(records, run_dir, tmp_path):
     )
     text = path.read_text(encoding="utf-8")
     page = parse(path)
-    # 16 images on disk (18 records - 1 failed - 1 missing file) + 1 heatmap.
-    assert len(page.sources) == 17
+    # 16 images on disk (18 records - 1 failed - 1 missing file) + 1 heatmap, and above the
+    # tables the overview grid's 8 (3 prompts at seed 0 x 3 methods - ebama's failed one).
+    assert len(page.sources) == 17 + 8
     assert all(s.startswith("data:image/") for s in page.sources)  # self-contained
     assert "http" not in " ".join(page.sources) and "link" not in page.tags and "script" not in page.tags
     sizes = [decode(s).size for s in page.sources]
@@ -387,8 +388,9 @@ def test_html_max_prompts(records, run_dir, tmp_path):
     assert text.count("<section>") == 2
     assert "a bird and a bear" not in text
     assert "1 more prompt(s) not shown (max_prompts=2)" in text
-    # Prompts 1-2: none 4, conform 3 (one file missing), ebama 3 (one failed), + the heatmap.
-    assert len(parse(path).sources) == 11
+    # Prompts 1-2: none 4, conform 3 (one file missing), ebama 3 (one failed), + the heatmap;
+    # + the overview grid's 5 (the same two prompts at seed 0, ebama's first failed).
+    assert len(parse(path).sources) == 11 + 5
 
 
 def test_image_cells_show_the_oracle_verdict_and_enlarge_small_images(tmp_path):

@@ -32,11 +32,20 @@ def method_list(text: str) -> list[str]:
     """``--method`` value: comma-separated method names, canonicalised (``ae`` -> ``attend_and_excite``)."""
     from ..guidance.methods import ALIASES, METHODS
 
+    from ..runs import is_method_file, load_method_file
+
     choices = ("none", *METHODS)
     names = []
     for raw in text.split(","):
         name = raw.strip().lower()
         if not name:
+            continue
+        if is_method_file(name):  # a method config file (tune's output): named by its stem in run folders
+            try:
+                load_method_file(raw.strip())
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+            names.append(raw.strip())
             continue
         name = ALIASES.get(name, name)
         if name not in choices:
@@ -89,7 +98,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         type=method_list,
         metavar="NAME[,NAME...]",
         help="guidance methods, comma-separated or repeated: none, attend_and_excite (ae), conform, "
-        f"ebama, syngen. Default: {','.join(DEFAULT_METHODS)}",
+        "ebama, syngen, or a method config FILE.json (as `tune` writes it; named by the file's stem in "
+        f"the output folder). Default: {','.join(DEFAULT_METHODS)}",
     )
     p.add_argument(
         "--seeds",

@@ -13,6 +13,7 @@ from ..training.cli import add_train_parser
 from .bench import add_bench_parser, add_score_parser
 from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliError
 from .generate import add_generate_parser
+from .tune import add_tune_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(subparsers)
     add_bench_parser(subparsers)
     add_score_parser(subparsers)
+    add_tune_parser(subparsers)
     add_train_parser(subparsers)
     return parser
 

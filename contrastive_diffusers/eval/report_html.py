@@ -1,5 +1,7 @@
 """The benchmark report as one self-contained HTML page (images embedded as base64 thumbnails):
-the summary tables and, per prompt, the methods' images side by side with their heatmaps."""
+first the pictures (the main metric per category and method as a chart with its intervals,
+:mod:`.report_charts`, and a grid of the same prompts and seeds across methods), then the
+summary tables and, per prompt, the methods' images side by side with their heatmaps."""
 
 from __future__ import annotations
 
@@ -22,10 +24,15 @@ from .report import (
     not_applicable_text,
     write_report_file,
 )
+from .report_charts import chart_svg, series_from_summary
 from .stats import metric_value
 from .summary import NOT_APPLICABLE, unique
 
-__all__ = ["write_html"]
+__all__ = ["chart_metric", "comparison_grid", "image_tag", "write_html"]
+
+# The metric the chart shows: the first of these the run has.
+_CHART_METRICS = ("oracle_success", "binding_accuracy", "min_object_similarity", "clip_score")
+_GRID_PROMPTS = 8  # prompts in the overview grid, taken in turn from each category
 
 _CSS = """
 body { font-family: sans-serif; margin: 1.5em; }
@@ -56,6 +63,7 @@ def write_html(
     esc = html.escape
     pct = f"{summary['confidence'] * 100:g}%"  # 0.975 -> 97.5%, not 98%
     body = [f"<h1>{esc(title)}</h1>"]
+    body += _html_overview(records, summary, Path(run_dir), pct, max_prompts)
     if run_info:
         body += ["<h2>Run</h2>", _html_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()])]
     body += [f"<h2>Results (mean ± {pct} CI)</h2>", _html_table(*main_table(summary))]
@@ -76,6 +84,70 @@ def write_html(
         f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
     return write_report_file(path, page)
+
+
+def chart_metric(summary: dict) -> str | None:
+    """The metric the report's chart shows: the oracle where there is one, else a CLIP metric."""
+    return next((m for m in _CHART_METRICS if m in summary["metrics"]), summary["metrics"][0] if summary["metrics"] else None)
+
+
+def _html_overview(records, summary: dict, run_dir: Path, pct: str, max_prompts: int | None) -> list[str]:
+    """The pictures above the tables: the chart and the grid of the same prompts across methods."""
+    parts = []
+    metric = chart_metric(summary)
+    if metric is not None:
+        label = "per category" if summary.get("per_category") else "over all images"
+        parts += [f"<h2>{html.escape(metric)} {label} (mean, {pct} interval)</h2>",
+                  chart_svg(series_from_summary(summary, metric), metric=metric)]
+    shown = unique(r.get("prompt_id") for r in records)[:max_prompts]  # the prompts the page shows
+    sample = _grid_sample([r for r in records if r.get("prompt_id") in shown])
+    if sample:
+        parts += ["<h2>The same prompts and seeds across methods</h2>",
+                  comparison_grid(records, summary["methods"], sample, run_dir)]
+    return parts
+
+
+def _grid_sample(records) -> list[tuple[str, int]]:
+    """Up to ``_GRID_PROMPTS`` (prompt id, first seed) pairs, taking prompts from each category in turn."""
+    by_category: dict = {}
+    for r in records:
+        by_category.setdefault(r.get("category"), [])
+        if r.get("prompt_id") not in by_category[r.get("category")]:
+            by_category[r.get("category")].append(r.get("prompt_id"))
+    seeds = unique(r.get("seed") for r in records)
+    if not seeds:
+        return []
+    chosen, queues = [], [list(ids) for ids in by_category.values()]
+    while len(chosen) < _GRID_PROMPTS and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < _GRID_PROMPTS:
+                chosen.append((queue.pop(0), seeds[0]))
+    return chosen
+
+
+def comparison_grid(records, methods: Sequence[str], pairs: Sequence[tuple[str, int]], run_dir: Path,
+                    thumb_size: int = 96, labels: dict | None = None) -> str:
+    """An HTML table: one row per (prompt id, seed), one column per method, each cell the image
+    (no heatmap) with the oracle's verdict where there is one. ``labels``: column titles."""
+    by_key = {(r.get("method"), r.get("prompt_id"), r.get("seed")): r for r in records}
+    rows = []
+    for prompt_id, seed in pairs:
+        first = next((r for r in records if r.get("prompt_id") == prompt_id), {})
+        head = f"{html.escape(str(first.get('prompt', prompt_id)))}<br><span class=\"note\">seed {seed}</span>"
+        cells = []
+        for method in methods:
+            record = by_key.get((method, prompt_id, seed))
+            if record is None or record.get("status") != "ok":
+                status = "not run" if record is None else str(record.get("status")).replace("_", " ")
+                cells.append(f'<span class="note">{html.escape(status)}</span>')
+                continue
+            verdict = ""
+            if record.get("oracle") is not None:
+                verdict = "<div>correct</div>" if record["oracle"].get("success") else '<div class="error">wrong</div>'
+            cells.append(image_tag(record.get("image"), run_dir, thumb_size) + verdict)
+        rows.append([head, *cells])
+    header = ["prompt", *[str((labels or {}).get(m, m)) for m in methods]]
+    return _html_table(header, rows, escape=False).replace("<table>", '<table class="grid">', 1)
 
 
 def _html_table(header: list[str], rows: list[list[str]], escape: bool = True) -> str:
@@ -132,14 +204,16 @@ def _html_cell(record: dict | None, run_dir: Path, thumb_size: int) -> str:
         return f'<div class="note">not applicable: {html.escape(str(record.get("error") or ""))}</div>'
     if record.get("status") != "ok":
         return f'<div class="error">failed: {html.escape(str(record.get("error") or "no error message"))}</div>'
-    parts = [_html_image(record.get("image"), run_dir, thumb_size, "image")]
+    parts = [image_tag(record.get("image"), run_dir, thumb_size)]
     if record.get("attention"):
-        parts.append(_html_image(record["attention"], run_dir, thumb_size, "attention"))
+        parts.append(image_tag(record["attention"], run_dir, thumb_size, "attention"))
     parts.append(_html_metrics_line(record))
     return "".join(parts)
 
 
-def _html_image(relative: str | None, run_dir: Path, thumb_size: int, kind: str) -> str:
+def image_tag(relative: str | None, run_dir: Path, thumb_size: int, kind: str = "image") -> str:
+    """An ``<img>`` with the file (relative to ``run_dir``) embedded as a thumbnail; ``kind``
+    "attention" scales a heatmap strip to the thumbnail's height."""
     if not relative:
         return '<div class="note">no image</div>'
     file = run_dir / relative

@@ -235,8 +235,11 @@ def attention_grid(
     labels: list[str],
     alpha: float = 0.5,
     tile_size: int | None = None,
+    include_image: bool = True,
 ) -> Image.Image:
     """One row of tiles: the image, then the image overlaid with each map, labelled underneath.
+    ``include_image=False`` leaves out the plain image tile (where the image is shown beside
+    the strip anyway, as in the benchmark report).
 
     ``maps``: an (h, w, k) tensor/array or a list of k (h, w) maps; ``labels``: k strings
     (e.g. the tokens), drawn under the overlay tiles with PIL's default font (the image tile
@@ -259,8 +262,10 @@ def attention_grid(
     base = rgb if rgb.size == (tile_w, tile_h) else rgb.resize(
         (tile_w, tile_h), resample=Image.Resampling.BICUBIC
     )
-    tiles = [base] + [overlay_heatmap(base, array, alpha) for array in arrays]
-    texts = ["image"] + labels
+    tiles = [overlay_heatmap(base, array, alpha) for array in arrays]
+    texts = list(labels)
+    if include_image:
+        tiles, texts = [base, *tiles], ["image", *texts]
 
     font = _load_font()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -281,10 +286,10 @@ def attention_grid(
     return grid
 
 
-def save_attention_heatmaps(image, maps, labels, path, alpha: float = 0.5) -> pathlib.Path:
+def save_attention_heatmaps(image, maps, labels, path, alpha: float = 0.5, include_image: bool = True) -> pathlib.Path:
     """Write :func:`attention_grid` as a PNG to ``path`` (parent folders are created);
     returns the path."""
-    grid = attention_grid(image, maps, labels, alpha=alpha)
+    grid = attention_grid(image, maps, labels, alpha=alpha, include_image=include_image)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path, format="PNG")
@@ -304,9 +309,11 @@ def word_maps(maps, groups) -> tuple[list, list[str]]:
     return tiles, labels
 
 
-def save_output_heatmaps(output, path, image_index: int = 0, step: int | None = None, alpha: float = 0.5):
+def save_output_heatmaps(output, path, image_index: int = 0, step: int | None = None, alpha: float = 0.5,
+                         include_image: bool = True):
     """Heatmaps of one image of a guided call made with ``return_attention_maps=True``: one
-    tile per group word, from guided step ``step`` (default: the last guided step)."""
+    tile per group word, from guided step ``step`` (default: the last guided step), after a
+    tile of the image itself unless ``include_image=False``."""
     if not output.attention_maps:
         raise ValueError("The output holds no attention maps; call the pipeline with return_attention_maps=True.")
     step = max(output.attention_maps) if step is None else step
@@ -317,4 +324,4 @@ def save_output_heatmaps(output, path, image_index: int = 0, step: int | None = 
         raise ValueError(f"image_index {image_index} is out of range for {maps.shape[0]} images.")
     per_prompt = maps.shape[0] // len(output.token_groups)
     tiles, labels = word_maps(maps[image_index], output.token_groups[image_index // per_prompt])
-    return save_attention_heatmaps(output.images[image_index], tiles, labels, path, alpha)
+    return save_attention_heatmaps(output.images[image_index], tiles, labels, path, alpha, include_image)

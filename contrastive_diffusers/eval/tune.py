@@ -1,0 +1,319 @@
+"""``tune``: calibrate a guidance method's settings for a model, then confirm the choice.
+
+:func:`run_tuning` searches the method's settings (:func:`~.tune_space.search_space`: step
+size, last guided step as a fraction, refinement on/off, the method's own weights such as
+CONFORM's temperature or EBAMA's intensity weight, and the map size where the model has
+several) on the *train* split of a prompt set, then runs the chosen setting, the paper
+defaults and plain generation on a disjoint *test* split, paired by prompt and seed.
+
+- **Split**: ShapesWorld sets use the world's own splits (train prompts whose text is a test
+  prompt are dropped); other sets are split by a hash of each prompt id
+  (:func:`~.tune_space.split_by_hash`). Prompts the method cannot apply to (CONFORM: one
+  object; SynGen: no modifier) are left out of both.
+- **Metric**: ``oracle_success`` (the ShapesWorld oracle; the embedded model) or a CLIP metric
+  of the benchmark (``min_object_similarity``, ``binding_accuracy``, ...).
+- **Search**: successive halving (Jamieson and Talwalkar, 2016) with rate 2: every candidate
+  draws the first few train prompts, the better half (by mean metric; ties keep the earlier
+  candidate, the paper defaults first) goes on to twice the prompts, until one is left or
+  the train split is used up. ``budget`` counts images: a third goes to the confirmation
+  (3 arms x test prompts x seeds), the rest to the search (:func:`~.tune_space.plan_halving`).
+- **Folders**: every image is made by the benchmark runner (:mod:`.tune_runs`) in bench
+  folders under ``output_dir/search`` and ``output_dir/confirm``, so a re-run resumes;
+  ``tune.json`` holds the settings, and a different tune configuration in an existing folder
+  is refused. The chosen setting is written as ``<method>-tuned.json`` (a method config that
+  :func:`~contrastive_diffusers.guidance.load_method` and ``--method FILE.json`` load), and
+  ``report.md`` / ``report.html`` show the search and confirmation tables and the images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..atomic_io import read_json, write_json_atomic, write_text_atomic
+from ..guidance.methods import method_class
+from ..models.names import EMBEDDED_MODEL, default_clip_model
+from ..records import jsonable
+from .prompt_sets import load_prompt_set
+from .tune_runs import Arm, arm_tables, run_arms
+from .tune_space import Plan, build_candidate, candidate_label, plan_halving, search_space, split_by_hash
+
+__all__ = ["TUNE_METRICS", "TuneConfig", "TuneResult", "run_tuning"]
+
+TUNE_METRICS = ("oracle_success", "min_object_similarity", "binding_accuracy", "binding_text_score", "clip_score")
+TUNE_FILE = "tune.json"
+TEST_SHARE = 1 / 3  # of the budget, for the confirmation
+MIN_TEST_PROMPTS = 2  # an interval needs two pairs
+SHAPES_TUNE_CATEGORIES = ("two_object", "relation", "single")
+
+
+@dataclass
+class TuneConfig:
+    """What to tune. ``prompt_set``: a set name, a file or a list of PromptItems (``None``:
+    ``"shapes"`` for the embedded model, else ``"attend_and_excite"``); ``metric``: ``None``
+    picks ``oracle_success`` for the embedded model, ``min_object_similarity`` otherwise;
+    ``categories``: only prompts of these categories (ShapesWorld default: two-object,
+    relation and single-object); ``confirm=False`` stops after the search."""
+
+    output_dir: Path
+    method: str
+    model: str = EMBEDDED_MODEL
+    prompt_set: Any = None
+    metric: str | None = None
+    budget: int = 120
+    seeds: Sequence[int] = (0,)
+    steps: int = 50
+    categories: Sequence[str] | None = None
+    clip_model: Any = "auto"
+    device: str = "auto"
+    dtype: str | None = None
+    confirm: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        self.method = method_class(self.method).name  # unknown names fail here
+        self.seeds = list(dict.fromkeys(int(s) for s in self.seeds))
+        if self.prompt_set is None:
+            self.prompt_set = "shapes" if self.model == EMBEDDED_MODEL else "attend_and_excite"
+        if self.metric is None:
+            self.metric = "oracle_success" if self.model == EMBEDDED_MODEL else "min_object_similarity"
+        if self.metric not in TUNE_METRICS:
+            raise ValueError(f"Unknown tuning metric {self.metric!r}; choose one of {', '.join(TUNE_METRICS)}.")
+        if self.metric == "oracle_success" and self.model != EMBEDDED_MODEL:
+            raise ValueError(
+                f"The metric oracle_success is the ShapesWorld oracle, which judges only the embedded model's "
+                f"images; model {self.model!r} cannot have it. Choose --metric min_object_similarity, "
+                "binding_accuracy, binding_text_score or clip_score (CLIP metrics)."
+            )
+        if self.metric != "oracle_success":
+            if isinstance(self.clip_model, str) and self.clip_model == "auto":
+                self.clip_model = default_clip_model(self.model)
+            if self.clip_model is None:
+                raise ValueError(f"The metric {self.metric} is a CLIP metric; pass a CLIP model (--clip-model).")
+        if not self.seeds:
+            raise ValueError("tune needs at least one seed.")
+        if self.budget < 1 or self.steps < 1:
+            raise ValueError(f"budget and steps must be positive, got {self.budget} and {self.steps}.")
+
+    def key(self) -> dict:
+        """What a tune folder fixes: every setting but the progress display."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("output_dir", "progress")}
+        if not isinstance(shown["prompt_set"], (str, os.PathLike)):
+            shown["prompt_set"] = [item.id for item in shown["prompt_set"]]
+        if not isinstance(shown["clip_model"], (str, os.PathLike, type(None))):
+            shown["clip_model"] = getattr(shown["clip_model"], "name", type(shown["clip_model"]).__name__)
+        return jsonable(shown)
+
+    def bench_settings(self, heatmaps: bool) -> dict:
+        clip = None if self.metric == "oracle_success" else self.clip_model  # the oracle needs no CLIP
+        return dict(model=self.model, steps=self.steps, device=self.device, dtype=self.dtype, clip_model=clip,
+                    heatmaps=heatmaps, progress=self.progress, report_max_prompts=20)
+
+
+@dataclass
+class TuneResult:
+    output_dir: Path
+    chosen: dict  # the chosen candidate's changes to the defaults ({} = the defaults)
+    method_file: Path  # <method>-tuned.json
+    attn_res: tuple[int, int] | None  # the chosen map size (None: the pipeline's default)
+    search: list[dict]  # one row per candidate
+    confirmation: dict | None  # arm_tables of the test split; None with confirm=False
+    files: dict = field(default_factory=dict)
+
+
+# ============================================================================ prompts
+
+
+def _is_shapes(items) -> bool:
+    return bool(items) and all((item.metadata or {}).get("world") == "shapes" for item in items)
+
+
+def split_prompts(config: TuneConfig) -> tuple[list, list]:
+    """Train and test prompts (before the method's applicability filter)."""
+    source = config.prompt_set
+    items = list(load_prompt_set(str(source)) if isinstance(source, (str, os.PathLike)) else source)
+    if not items:
+        raise ValueError(f"The prompt set {source!r} holds no prompts.")
+    if _is_shapes(items):
+        from ..shapes.prompts import shapes_prompts
+
+        test = shapes_prompts("test")
+        test_texts = {item.prompt for item in test}
+        train = [item for item in shapes_prompts("train") if item.prompt not in test_texts]
+        categories = config.categories or SHAPES_TUNE_CATEGORIES
+        test_categories = {*categories, "held_out"} if "two_object" in categories else set(categories)
+        train = [i for i in train if i.category in categories]
+        test = [i for i in test if i.category in test_categories]
+    else:
+        if config.categories:
+            items = [i for i in items if i.category in config.categories]
+        train, test = split_by_hash(items)
+    random.Random(0).shuffle(train)  # any prefix mixes the categories
+    random.Random(1).shuffle(test)
+    return train, test
+
+
+def applicable(pipe, method, items: list, split: str) -> list:
+    """The items whose token groups resolve and suit ``method``; ``ValueError`` naming the
+    problem when none do (e.g. CONFORM on a set without two-object prompts)."""
+    from ..runs import inapplicable_methods, resolve_token_groups
+
+    kept, reasons = [], []
+    for item in items:
+        spec = item.token_groups or "auto"
+        try:
+            groups = resolve_token_groups(pipe, item.prompt, spec)
+        except ValueError as err:
+            reasons.append(str(err))
+            continue
+        problems = inapplicable_methods(groups, item.prompt, {method.name: method}, spec)
+        if problems:
+            reasons.append(problems[method.name])
+        else:
+            kept.append(item)
+    if not kept:
+        why = reasons[0] if reasons else "the split is empty"
+        raise ValueError(f"No prompt of the {split} split suits {method.name} ({len(items)} tried); for example: {why}")
+    return kept
+
+
+def map_sizes(pipe, config: TuneConfig) -> list[tuple[int, int]]:
+    """The model's cross-attention map sizes other than its default, at the default image size."""
+    from ..guidance.attention import default_attn_res, layer_resolutions
+    from ..runs import generation_options
+
+    options = generation_options(pipe, steps=config.steps)
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    latent = (options["height"] // scale, options["width"] // scale)
+    default = tuple(default_attn_res(pipe.unet, latent))
+    return sorted({tuple(s) for s in layer_resolutions(pipe.unet, latent).values()} - {default})
+
+
+# ============================================================================ the search
+
+
+def _budgets(config: TuneConfig, test_prompts: int) -> tuple[int, int]:
+    """(search images, test prompts used) from the budget."""
+    if not config.confirm:
+        return config.budget, 0
+    per_prompt = 3 * len(config.seeds)  # plain, defaults, tuned
+    n_test = min(test_prompts, math.floor(config.budget * TEST_SHARE / per_prompt))
+    if n_test < MIN_TEST_PROMPTS:
+        need = math.ceil(MIN_TEST_PROMPTS * per_prompt / TEST_SHARE)
+        raise ValueError(
+            f"A budget of {config.budget} images is too small for a test split: the confirmation runs plain, "
+            f"the defaults and the tuned setting on at least {MIN_TEST_PROMPTS} test prompts x "
+            f"{len(config.seeds)} seed(s) from a third of the budget; use --budget {need} or more."
+        )
+    return config.budget - n_test * per_prompt, n_test
+
+
+def _write_candidates(config: TuneConfig, candidates: list[dict]) -> list[Arm]:
+    folder = config.output_dir / "candidates"
+    folder.mkdir(parents=True, exist_ok=True)
+    arms = []
+    for index, candidate in enumerate(candidates):
+        method, attn_res = build_candidate(config.method, candidate)
+        path = folder / f"{config.method}-c{index:02d}.json"
+        write_text_atomic(path, method.to_json_string())
+        arms.append(Arm(path.stem, str(path), attn_res))
+    return arms
+
+
+def _mean(records: list[dict], name: str, metric: str) -> tuple[float | None, int]:
+    from .stats import metric_value
+
+    values = [metric_value(r, metric) for r in records if r["method"] == name]
+    values = [v for v in values if v is not None]
+    return (sum(values) / len(values) if values else None), len(values)
+
+
+def successive_halving(config: TuneConfig, plan: Plan, candidates: list[dict], train: list) -> tuple[int, list[dict]]:
+    """Run the plan; returns the winner's index and one table row per candidate."""
+    arms = _write_candidates(config, candidates[: plan.candidates])
+    rows = [{"candidate": i, "name": a.name, "settings": candidates[i], "label": candidate_label(candidates[i]),
+             "rung": 0, "prompts": 0, "images": 0, "mean": None, "status": "running"} for i, a in enumerate(arms)]
+    alive = list(range(len(arms)))
+    for rung, n_prompts in enumerate(plan.prompts):
+        records = run_arms(config.output_dir / "search", [arms[i] for i in alive], train[:n_prompts], config.seeds,
+                           config.bench_settings(heatmaps=False))
+        for i in alive:
+            mean, n = _mean(records, arms[i].name, config.metric)
+            rows[i].update(rung=rung, prompts=n_prompts, images=n, mean=mean)
+        ranked = sorted(alive, key=lambda i: (-(rows[i]["mean"] if rows[i]["mean"] is not None else -math.inf), i))
+        keep = ranked[: plan.survivors(rung + 1)] if rung + 1 < len(plan.prompts) else ranked[:1]
+        for i in alive:
+            if i not in keep:
+                rows[i]["status"] = f"stopped after rung {rung}"
+        alive = keep
+    rows[alive[0]]["status"] = "chosen"
+    return alive[0], rows
+
+
+# ============================================================================ the run
+
+
+def _check_folder(config: TuneConfig) -> dict:
+    path = config.output_dir / TUNE_FILE
+    if not path.exists():
+        return {}
+    state = read_json(path)
+    if state.get("config") != config.key():
+        changed = sorted(k for k in config.key() if state.get("config", {}).get(k) != config.key()[k])
+        raise ValueError(
+            f"{config.output_dir} holds a tune run with other settings ({', '.join(changed)} differ); resume with "
+            "the same settings, or choose another --output-dir."
+        )
+    return state
+
+
+def run_tuning(config: TuneConfig) -> TuneResult:
+    """Search, choose, confirm and report; see the module docstring. Bad input (unknown metric
+    for the model, a budget too small for a test split, no prompt the method suits) raises
+    ``ValueError`` before any image is made."""
+    from ..guidance.methods import get_method
+    from ..models.loading import load_pipeline, resolve_device, resolve_dtype
+    from .tune_report import write_tune_report
+
+    state = _check_folder(config)
+    train, test = split_prompts(config)
+    device = resolve_device(config.device)
+    pipe = load_pipeline(config.model, device, resolve_dtype(config.dtype, device)[0], quiet=True)
+    defaults = get_method(config.method)
+    train, test = applicable(pipe, defaults, train, "train"), applicable(pipe, defaults, test, "test")
+    candidates = search_space(config.method, map_sizes(pipe, config))
+    del pipe
+    search_images, n_test = _budgets(config, len(test))
+    plan = plan_halving(search_images, len(candidates), len(train), len(config.seeds))
+
+    state = {"config": config.key(), "status": "searching", **{k: v for k, v in state.items() if k == "history"}}
+    state["plan"] = {"candidates": plan.candidates, "prompts_per_rung": list(plan.prompts), "images": plan.images,
+                     "test_prompts": n_test, "rule": "successive halving, rate 2"}
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config.output_dir / TUNE_FILE, state)
+
+    best, rows = successive_halving(config, plan, candidates, train)
+    method, attn_res = build_candidate(config.method, candidates[best])
+    method_file = config.output_dir / f"{config.method}-tuned.json"
+    write_text_atomic(method_file, method.to_json_string())
+    state.update(search=rows, chosen=candidates[best], attn_res=list(attn_res) if attn_res else None,
+                 method_file=method_file.name, status="confirming" if config.confirm else "finished")
+    write_json_atomic(config.output_dir / TUNE_FILE, state)
+
+    confirmation, records = None, []
+    if config.confirm:
+        arms = [Arm("none", "none"), Arm(config.method, config.method), Arm(method_file.stem, str(method_file), attn_res)]
+        records = run_arms(config.output_dir / "confirm", arms, test[:n_test], config.seeds,
+                           config.bench_settings(heatmaps=True))
+        confirmation = arm_tables(records, config.metric, [a.name for a in arms], overall=True,
+                                  pairs=[(method_file.stem, config.method)])
+        state.update(confirmation=confirmation, status="finished")
+    files = write_tune_report(config, state, records)
+    state["files"] = {k: Path(v).name for k, v in files.items()}
+    write_json_atomic(config.output_dir / TUNE_FILE, state)
+    return TuneResult(config.output_dir, candidates[best], method_file, attn_res, rows, confirmation, files)

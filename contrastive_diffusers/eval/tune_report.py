@@ -1,0 +1,110 @@
+"""The report of a ``tune`` run: ``report.md`` (the search table, the confirmation tables)
+and ``report.html`` (the same, with the confirmation as a chart and the test images of
+plain generation, the paper defaults and the tuned setting side by side)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .report import write_report_file
+from .report_charts import chart_svg
+from .report_html import comparison_grid
+
+__all__ = ["confirmation_rows", "search_rows", "write_tune_report"]
+
+_GRID_PROMPTS = 12
+
+
+def _number(value, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def search_rows(state: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["#", "settings (changes to the paper defaults)", "last rung", "images", "mean", "status"]
+    rows = [[str(r["candidate"]), r["label"], str(r["rung"]), str(r["images"]), _number(r["mean"]), r["status"]]
+            for r in state.get("search", [])]
+    return header, rows
+
+
+def _interval(stat: dict, key: str = "mean", signed: bool = False) -> str:
+    if stat.get(key) is None:
+        return "-"
+    if stat.get("ci_low") is None:
+        return f"{_number(stat[key], signed)} (n={stat['n']})"
+    return f"{_number(stat[key], signed)} [{_number(stat['ci_low'], signed)}, {_number(stat['ci_high'], signed)}] (n={stat['n']})"
+
+
+def confirmation_rows(confirmation: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Two tables: each arm's mean per category, and the paired differences."""
+    methods, paired = confirmation["methods"], confirmation["paired"]
+    categories = list(next(iter(methods.values())))
+    means = [[arm, *[_interval(methods[arm][c]) for c in categories]] for arm in methods]
+    deltas = [[name, *[_interval(paired[name][c], "delta", signed=True) for c in categories]] for name in paired]
+    return [
+        ("Test split: mean with 95% interval", ["arm", *categories], means),
+        ("Test split: difference, paired by prompt and seed (95% interval)", ["comparison", *categories], deltas),
+    ]
+
+
+def _md_table(header, rows) -> list[str]:
+    def cell(text):
+        return str(text).replace("|", "\\|")
+
+    return ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(map(cell, row)) + " |" for row in rows]]
+
+
+def _html_table(header, rows) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _summary_lines(config, state: dict) -> list[str]:
+    plan = state.get("plan", {})
+    chosen = state.get("chosen")
+    lines = [
+        f"model {config.model}, method {config.method}, metric {config.metric}, {config.steps} steps, "
+        f"seeds {', '.join(map(str, config.seeds))}, budget {config.budget} images.",
+        f"Search: {plan.get('rule')}; {plan.get('candidates')} candidates, train prompts per rung "
+        f"{plan.get('prompts_per_rung')}, {plan.get('images')} images; confirmation on {plan.get('test_prompts')} "
+        "test prompts.",
+    ]
+    if chosen is not None:
+        from .tune_space import candidate_label
+
+        maps = state.get("attn_res")
+        lines.append(f"Chosen: {candidate_label(chosen)}, written to {state.get('method_file')}"
+                     + (f"; generate with --attn-res {maps[0]} {maps[1]}" if maps else "") + ".")
+    return lines
+
+
+def write_tune_report(config, state: dict, records: list[dict]) -> dict:
+    """Write ``report.md`` and ``report.html`` into the tune folder; returns their paths."""
+    out = Path(config.output_dir)
+    title = f"Tuning {config.method} for {config.model}"
+    md = [f"# {title}", "", *_summary_lines(config, state), "", "## Search (train split)", "",
+          *_md_table(*search_rows(state)), ""]
+    page = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{html.escape(x)}</p>" for x in _summary_lines(config, state)]]
+    confirmation = state.get("confirmation")
+    if confirmation:
+        arms = list(confirmation["methods"])
+        page += ["<h2>Test split: plain, paper defaults and tuned</h2>",
+                 chart_svg(confirmation["methods"], metric=config.metric)]
+        pairs = list(dict.fromkeys((r["prompt_id"], r["seed"]) for r in records))[:_GRID_PROMPTS]
+        labels = {arms[0]: "plain", arms[1]: f"{arms[1]} (paper defaults)", arms[2]: f"{arms[2]} (tuned)"}
+        page += [comparison_grid(records, arms, pairs, out / "confirm", labels=labels)]
+        for heading, header, rows in confirmation_rows(confirmation):
+            md += [f"## {heading}", "", *_md_table(header, rows), ""]
+            page += [f"<h2>{html.escape(heading)}</h2>", _html_table(header, rows)]
+    page += ["<h2>Search (train split)</h2>", _html_table(*search_rows(state))]
+    css = "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:.5em 0 1.5em}" \
+          "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.note{color:#666}.error{color:#b00}"
+    document = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+                f"<style>{css}</style>\n</head>\n<body>\n" + "\n".join(page) + "\n</body>\n</html>\n")
+    return {"markdown": write_report_file(out / "report.md", "\n".join(md) + "\n"),
+            "html": write_report_file(out / "report.html", document)}

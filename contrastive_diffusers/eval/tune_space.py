@@ -1,0 +1,135 @@
+"""What ``tune`` searches, and on which prompts: the candidate settings of a method, the
+train/test split of a prompt set, and the successive-halving plan that fits a budget.
+
+A candidate is a dict of changes to the paper defaults (``{}`` is the defaults): fields of
+:class:`~contrastive_diffusers.guidance.GuidanceSchedule` (``step_size``, ``max_update_step``
+as a fraction of the trajectory, ``refinement_iterations``), constructor arguments of the
+method (CONFORM's ``temperature``, EBAMA's ``intensity_weight``) and ``attn_res`` (the map
+size, where the model has several).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import random
+from dataclasses import dataclass
+
+from ..guidance.methods import SCHEDULE_FIELDS, get_method, method_class
+
+__all__ = ["Plan", "build_candidate", "candidate_label", "plan_halving", "search_space", "split_by_hash"]
+
+# Multiples of the paper's step size (set for SD's 64x64 latents; smaller latents may want less).
+STEP_SCALES = (0.25, 0.5, 1.0, 2.0)
+# Last guided step as a fraction of the trajectory (the papers: about 0.5).
+LAST_STEP_FRACTIONS = (0.25, 0.5, 0.75)
+# The method's own weights.
+OWN_WEIGHTS = {
+    "conform": {"temperature": (0.25, 0.5, 1.0)},
+    "ebama": {"intensity_weight": (0.25, 0.5, 1.0)},
+}
+# Methods with refinement: the paper's refinement, or none at all.
+REFINING = ("attend_and_excite", "conform")
+HALVING_RATE = 2  # successive halving keeps the best 1/2 of the candidates at each rung
+MAX_CANDIDATES = 16
+
+
+def search_space(method_name: str, map_sizes=(), shuffle_seed: int = 0) -> list[dict]:
+    """Every candidate for ``method_name``: the paper defaults (``{}``) first, then the grid of
+    step-size multiples x last guided step x refinement on/off x the method's own weights x
+    the other map sizes (``map_sizes``: ``(h, w)`` besides the default), in a fixed shuffled
+    order so that any prefix spreads over the grid."""
+    cls = method_class(method_name)
+    name = cls.name
+    default_step = get_method(name).schedule.step_size
+    axes: dict = {
+        "step_size": [default_step * s for s in STEP_SCALES],
+        "max_update_step": list(LAST_STEP_FRACTIONS),
+    }
+    if name in REFINING:
+        axes["refinement_iterations"] = [0, get_method(name).schedule.refinement_iterations]
+    axes.update({k: list(v) for k, v in OWN_WEIGHTS.get(name, {}).items()})
+    axes["attn_res"] = [None, *[tuple(int(v) for v in s) for s in map_sizes]]
+    grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    grid = [{k: v for k, v in c.items() if v is not None} for c in grid]
+    random.Random(shuffle_seed).shuffle(grid)
+    return [{}] + grid
+
+
+def candidate_label(candidate: dict) -> str:
+    """``"defaults"`` or ``"step_size=10 max_update_step=0.5 ..."``."""
+    if not candidate:
+        return "defaults"
+    return " ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in candidate.items())
+
+
+def build_candidate(method_name: str, candidate: dict):
+    """``(method, attn_res)`` for a candidate: the method with its changes applied."""
+    changes = dict(candidate)
+    attn_res = changes.pop("attn_res", None)
+    schedule = {k: changes.pop(k) for k in list(changes) if k in SCHEDULE_FIELDS}
+    method = get_method(method_name, **changes)
+    if schedule:
+        method = method.with_schedule(**schedule)
+    return method, (tuple(attn_res) if attn_res else None)
+
+
+def split_by_hash(items, test_fraction: float = 0.5) -> tuple[list, list]:
+    """A deterministic train/test split by the SHA-256 of each prompt id: the same prompt lands
+    on the same side in every run and on every machine, whatever else is in the set."""
+    train, test = [], []
+    for item in items:
+        value = int.from_bytes(hashlib.sha256(item.id.encode("utf-8")).digest()[:8], "big") / 2**64
+        (test if value < test_fraction else train).append(item)
+    return train, test
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Successive halving: ``candidates`` start; rung k runs the survivors on the first
+    ``prompts[k]`` train prompts (at every seed), then keeps the best ``1/HALVING_RATE``."""
+
+    candidates: int
+    prompts: tuple[int, ...]
+    seeds: int
+
+    def survivors(self, rung: int) -> int:
+        return max(1, math.ceil(self.candidates / HALVING_RATE**rung))
+
+    @property
+    def images(self) -> int:
+        return sum(self.survivors(k) * p * self.seeds for k, p in enumerate(self.prompts))
+
+
+def _rungs(candidates: int, first: int, available: int) -> tuple[int, ...]:
+    """Prompts per rung: ``first``, doubling, while two candidates or more are left to compare."""
+    prompts, k = [], 0
+    while math.ceil(candidates / HALVING_RATE**k) >= 2:
+        prompts.append(min(first * HALVING_RATE**k, available))
+        if prompts[-1] == available:
+            break
+        k += 1
+    return tuple(prompts)
+
+
+def plan_halving(budget: int, space_size: int, train_prompts: int, seeds: int) -> Plan:
+    """The plan with the most candidates (up to ``MAX_CANDIDATES``) whose first rung gives each
+    at least two prompts (one when the budget allows no more) and whose images fit ``budget``;
+    then the largest first rung that still fits. ``ValueError`` when not even two candidates
+    on one prompt fit."""
+    for min_first in (2, 1):
+        for n in range(min(space_size, MAX_CANDIDATES), 1, -1):
+            if min_first > train_prompts:
+                continue
+            if Plan(n, _rungs(n, min_first, train_prompts), seeds).images > budget:
+                continue
+            first = min_first
+            while first < train_prompts and Plan(n, _rungs(n, first + 1, train_prompts), seeds).images <= budget:
+                first += 1
+            return Plan(n, _rungs(n, first, train_prompts), seeds)
+    need = Plan(2, _rungs(2, 1, max(train_prompts, 1)), seeds).images
+    raise ValueError(
+        f"A search budget of {budget} images cannot compare two settings ({need} images at least with "
+        f"{seeds} seed(s)); raise --budget."
+    )

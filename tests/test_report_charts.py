@@ -1,0 +1,53 @@
+"""The report pictures: the chart with intervals (SVG and PNG from one layout) and heatmap
+strips without a copy of the image."""
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contrastive_diffusers.eval.report_charts import chart_layout, chart_svg, series_from_summary, write_chart
+from contrastive_diffusers.guidance.visualize import attention_grid
+
+SERIES = {
+    "none": {"two_object": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 48}},
+    "conform": {"two_object": {"mean": 0.75, "ci_low": 0.5, "ci_high": 1.0, "n": 48}},
+}
+
+
+def test_bars_and_whiskers_sit_at_their_values():
+    width, height, shapes = chart_layout(SERIES)
+    bars = [s for s in shapes if s.kind == "rect" and s.w == 14]
+    assert len(bars) == 2
+    zero = bars[0].y + bars[0].h  # a rate: the scale is [0, 1], 180 px high
+    assert bars[0].h == pytest.approx(0.5 * 180) and bars[1].h == pytest.approx(0.75 * 180)
+    whisker = [s for s in shapes if s.kind == "line" and s.x == s.w == bars[1].x + 7][0]
+    assert {round(zero - whisker.y, 6), round(zero - whisker.h, 6)} == {round(0.5 * 180, 6), round(1.0 * 180, 6)}
+    assert any(s.kind == "text" and s.text == "n=48" for s in shapes)
+
+
+def test_svg_and_png(tmp_path):
+    svg = chart_svg(SERIES, title="t <1>", metric="oracle_success")
+    root = ET.fromstring(svg)  # well-formed, the title escaped
+    assert root.tag.endswith("svg") and "t &lt;1&gt; (oracle_success)" in svg
+    png = write_chart(SERIES, tmp_path / "c.png")
+    width, height, _ = chart_layout(SERIES)
+    assert Image.open(png).size == (2 * width, 2 * height)
+    with pytest.raises(ValueError, match=".svg or .png"):
+        write_chart(SERIES, tmp_path / "c.jpg")
+
+
+def test_series_from_summary_reads_half_widths():
+    summary = {"methods": ["none"], "per_category": {"a": {"none": {"m": {"mean": 0.5, "half_width": 0.1, "n": 4}}}}}
+    assert series_from_summary(summary, "m") == {"none": {"a": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 4}}}
+
+
+def test_heatmap_strip_without_the_image():
+    image = Image.new("RGB", (32, 32), (255, 0, 0))
+    maps = [np.eye(4), np.ones((4, 4))]
+    with_image = attention_grid(image, maps, ["red", "car"])
+    without = attention_grid(image, maps, ["red", "car"], include_image=False)
+    assert with_image.width == 3 * 128 and without.width == 2 * 128
+    # the strip without the image is the one with it, less its first tile
+    assert np.array_equal(np.asarray(with_image)[:, 128:], np.asarray(without))

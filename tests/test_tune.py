@@ -1,0 +1,228 @@
+"""`tune`: the search space and plan, the train/test split, the search and confirmation on the
+embedded and tiny models, resuming, the errors, and its output in generate / bench."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from contrastive_diffusers.cli import main
+from contrastive_diffusers.eval import PromptItem
+from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
+from contrastive_diffusers.eval.tune import TuneConfig, run_tuning, split_prompts
+from contrastive_diffusers.eval.tune_runs import arm_tables
+from contrastive_diffusers.eval.tune_space import Plan, build_candidate, plan_halving, search_space, split_by_hash
+from contrastive_diffusers.guidance import load_method
+from contrastive_diffusers.runs import build_methods
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+REPO = Path(__file__).resolve().parents[1]
+TINY_PROMPTS = [PromptItem(f"p{i}", text, "objects", groups) for i, (text, groups) in enumerate([
+    ("a red car and a blue bench", [["red", "car"], ["blue", "bench"]]),
+    ("a cat and a dog", [["cat"], ["dog"]]),
+    ("a green apple and a bowl", [["green", "apple"], ["bowl"]]),
+    ("a red cat and a blue dog", [["red", "cat"], ["blue", "dog"]]),
+    ("a car and a bench", [["car"], ["bench"]]),
+    ("a blue apple and a red bowl", [["blue", "apple"], ["red", "bowl"]]),
+    ("a dog and a bench", [["dog"], ["bench"]]),
+    ("a green cat and a red car", [["green", "cat"], ["red", "car"]]),
+])]
+
+
+# ============================================================================ space, plan, split
+
+
+def test_search_space_starts_with_the_defaults_and_builds_every_candidate():
+    space = search_space("conform", map_sizes=[(16, 16)])
+    assert space[0] == {} and len(space) == 1 + 4 * 3 * 2 * 3 * 2  # steps x last step x refinement x temperature x maps
+    assert search_space("conform", [(16, 16)]) == space  # a fixed order: resuming finds the same candidates
+    steps = {c["step_size"] for c in space[1:]}
+    assert steps == {5.0, 10.0, 20.0, 40.0}  # x0.25 .. x2 of the paper's 20
+    method, attn_res = build_candidate("ebama", {"step_size": 5.0, "max_update_step": 0.5, "intensity_weight": 1.0,
+                                                 "attn_res": (16, 16)})
+    assert method.intensity_weight == 1.0 and attn_res == (16, 16)
+    assert method.schedule.step_size == 5.0 and method.schedule.resolve(20).max_update_step == 10
+    assert load_method(json.loads(method.to_json_string())).config() == method.config()
+    assert build_candidate("syngen", {}) [0].config() == build_candidate("syngen", {})[0].config()
+
+
+def test_plan_halves_the_candidates_and_fits_the_budget():
+    plan = plan_halving(96, 100, 300, 1)
+    assert plan == Plan(10, (2, 4, 8, 16), 1)
+    assert plan.images == 10 * 2 + 5 * 4 + 3 * 8 + 2 * 16 == 96
+    assert plan_halving(4, 100, 300, 1) == Plan(2, (2,), 1)
+    assert plan_halving(24, 100, 3, 2).prompts[-1] <= 3  # never more prompts than the split has
+    with pytest.raises(ValueError, match="cannot compare two settings"):
+        plan_halving(1, 100, 300, 1)
+
+
+def test_hash_split_is_deterministic_and_disjoint():
+    train, test = split_by_hash(TINY_PROMPTS)
+    assert {i.id for i in train}.isdisjoint({i.id for i in test}) and len(train) + len(test) == len(TINY_PROMPTS)
+    again = split_by_hash(list(reversed(TINY_PROMPTS)))
+    assert {i.id for i in again[1]} == {i.id for i in test}
+
+
+def test_shapes_split_uses_the_world_splits(tmp_path):
+    train, test = split_prompts(TuneConfig(tmp_path, "conform"))
+    assert {i.metadata["split"] for i in train} == {"train"} and {i.metadata["split"] for i in test} == {"test"}
+    assert not {i.prompt for i in train} & {i.prompt for i in test}
+    # every single-object caption of the train split is also a test prompt, so none is left to tune on
+    assert {i.category for i in train} == {"two_object", "relation"}
+    assert "held_out" in {i.category for i in test}
+
+
+def test_arm_tables_pair_by_prompt_and_seed():
+    def rec(method, prompt, seed, value, category="c"):
+        return {"method": method, "prompt_id": prompt, "seed": seed, "category": category, "status": "ok",
+                "metrics": {"oracle_success": value}}
+
+    records = [rec("none", "a", 0, 0.0), rec("none", "b", 0, 1.0), rec("none", "c", 0, 0.0),
+               rec("m", "c", 0, 1.0), rec("m", "a", 0, 1.0), rec("m", "b", 0, 1.0)]
+    tables = arm_tables(records, "oracle_success", ["none", "m"])
+    assert tables["methods"]["m"]["c"] == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3}
+    delta = tables["paired"]["m"]["c"]  # differences 1, 0, 1: mean 2/3, s = 0.57735, t(0.975, 2) = 4.302653
+    half = 4.302653 * 0.5773503 / math.sqrt(3)
+    assert delta["delta"] == pytest.approx(2 / 3) and delta["n"] == 3
+    assert delta["ci_low"] == pytest.approx(2 / 3 - half, abs=1e-5) and delta["ci_high"] == pytest.approx(2 / 3 + half, abs=1e-5)
+
+
+# ============================================================================ errors
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="Unknown tuning metric 'sharpness'"):
+        TuneConfig(tmp_path, "conform", metric="sharpness")
+    with pytest.raises(ValueError, match="tiny-sd1.*cannot have it"):
+        TuneConfig(tmp_path, "conform", model="tiny-sd1", metric="oracle_success")
+    with pytest.raises(ValueError, match="Unknown guidance method"):
+        TuneConfig(tmp_path, "nothing")
+    with pytest.raises(ValueError, match="too small for a test split.*--budget 18"):
+        run_tuning(TuneConfig(tmp_path / "small", "attend_and_excite", budget=10, steps=1, progress=False))
+    singles = [PromptItem(f"s{i}", f"a {c} cat", "single", [[c, "cat"]]) for i, c in enumerate(["red", "blue", "green", "white"])]
+    with pytest.raises(ValueError, match="CONFORM needs at least two token groups"):
+        run_tuning(TuneConfig(tmp_path / "one", "conform", model="tiny-sd1", prompt_set=singles, clip_model="tiny-clip",
+                              steps=1, progress=False))
+    assert not (tmp_path / "small").exists() and not (tmp_path / "one").exists()  # nothing written
+
+
+# ============================================================================ runs
+
+
+@pytest.fixture(scope="module")
+def embedded_tune(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune") / "ae"
+    config = TuneConfig(out, "attend_and_excite", budget=24, steps=1, progress=False)
+    return config, run_tuning(config)
+
+
+def test_tune_on_the_embedded_model(embedded_tune):
+    config, result = embedded_tune
+    state = json.loads((config.output_dir / "tune.json").read_text())
+    assert state["status"] == "finished" and state["plan"]["rule"] == "successive halving, rate 2"
+    # 24 images: 3 arms x 2 test prompts for the confirmation, 18 for the search: 4 x 2 + 2 x 4 = 16
+    assert state["plan"] == {"candidates": 4, "prompts_per_rung": [2, 4], "images": 16, "test_prompts": 2,
+                             "rule": "successive halving, rate 2"}
+    rows = result.search
+    assert [r["status"] for r in rows].count("chosen") == 1 and rows[0]["settings"] == {}
+    assert sum(r["images"] for r in rows) <= 16  # the plan's images (a row holds its last rung's count)
+    method = load_method(result.method_file)
+    assert method.config() == build_candidate("attend_and_excite", result.chosen)[0].config()
+    conf = result.confirmation
+    assert set(conf["methods"]) == {"none", "attend_and_excite", "attend_and_excite-tuned"}
+    assert conf["methods"]["none"]["all"]["n"] == 2 and "attend_and_excite-tuned vs attend_and_excite" in conf["paired"]
+    report = (config.output_dir / "report.md").read_text()
+    assert "## Search (train split)" in report and "paired by prompt and seed" in report
+    page = (config.output_dir / "report.html").read_text()
+    assert page.index("<svg") < page.index("<img") < page.index("Search (train split)</h2>")
+    assert "(paper defaults)" in page and "(tuned)" in page
+
+
+def test_tune_resumes_and_refuses_other_settings(embedded_tune):
+    config, result = embedded_tune
+    images = sorted((config.output_dir / "search").rglob("*.png"))
+    stamps = [p.stat().st_mtime_ns for p in images]
+    again = run_tuning(config)
+    assert again.chosen == result.chosen and again.search == result.search
+    assert [p.stat().st_mtime_ns for p in images] == stamps  # nothing made twice
+    with pytest.raises(ValueError, match="other settings \\(budget differ\\)"):
+        run_tuning(TuneConfig(config.output_dir, "attend_and_excite", budget=30, steps=1, progress=False))
+
+
+@pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sdxl"])
+def test_tune_mechanics_on_tiny_models(tmp_path, model):
+    config = TuneConfig(tmp_path / model, "conform", model=model, prompt_set=TINY_PROMPTS, clip_model="tiny-clip",
+                        budget=18, steps=1, progress=False)
+    assert config.metric == "min_object_similarity"
+    result = run_tuning(config)
+    assert load_method(result.method_file).name == "conform"
+    assert result.confirmation["methods"]["none"]["all"]["n"] >= 2
+    from contrastive_diffusers.eval.tune import map_sizes
+    import torch
+
+    from contrastive_diffusers.models.loading import load_pipeline
+
+    # the maps besides the default (4x4 at 128 px on both) are a search axis
+    others = map_sizes(load_pipeline(model, "cpu", torch.float32, quiet=True), config)
+    assert others == {"tiny-sd1": [(2, 2), (8, 8), (16, 16)], "tiny-sdxl": [(8, 8)]}[model]
+
+
+# ============================================================================ the output in generate / bench
+
+
+def test_method_files_in_generate_and_bench(embedded_tune, tmp_path):
+    _, result = embedded_tune
+    file = str(result.method_file)
+    assert list(build_methods(["none", file])) == ["none", "attend_and_excite-tuned"]
+    out = tmp_path / "gen"
+    assert main(["generate", "a red circle and a blue square", "--method", f"none,{file}", "--steps", "2",
+                 "--output-dir", str(out), "--quiet"]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["methods"]["attend_and_excite-tuned"] == load_method(file).config()
+    assert (out / "attend_and_excite-tuned" / "0-0.png").is_file()
+
+    bench = tmp_path / "bench"
+    items = [PromptItem("x", "a red circle and a blue square", "two_object", [["red", "circle"], ["blue", "square"]])]
+    run_benchmark(BenchConfig(bench, methods=["none", file], prompt_set=items, steps=2, clip_model=None, progress=False))
+    assert (bench / "attend_and_excite-tuned" / "x" / "0.png").is_file()
+    changed = tmp_path / "attend_and_excite-tuned.json"  # the same name, another configuration
+    changed.write_text(json.dumps({"method": "attend_and_excite", "scale_factor": 1.0}))
+    with pytest.raises(ValueError, match="another configuration"):
+        run_benchmark(BenchConfig(bench, methods=[str(changed)], prompt_set=items, steps=2, clip_model=None,
+                                  progress=False))
+
+
+def test_method_file_names(tmp_path):
+    reserved = tmp_path / "conform.json"
+    reserved.write_text(json.dumps({"method": "conform"}))
+    with pytest.raises(ValueError, match="built-in method name.*rename the file"):
+        build_methods([str(reserved)])
+    with pytest.raises(ValueError, match="No method config file"):
+        build_methods([str(tmp_path / "missing.json")])
+    assert main(["generate", "a cat", "--method", str(reserved), "--output-dir", str(tmp_path / "g")]) == 2
+
+
+def test_tune_command(tmp_path, capsys):
+    assert main(["tune", "--method", "conform", "--budget", "5", "--steps", "1", "--quiet",
+                 "--output-dir", str(tmp_path / "t")]) == 2
+    assert "too small for a test split" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evidence_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("shapes_evidence", REPO / "benchmarks" / "shapes_evidence.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--output-dir", str(tmp_path), "--smoke", "--methods", "attend_and_excite", "conform"]) == 0
+    data = json.loads((tmp_path / "evidence.json").read_text())
+    assert set(data) == {"n_seeds", "methods", "paired"} and data["n_seeds"] == 1
+    assert set(data["methods"]) == {"none", "attend_and_excite", "conform", "attend_and_excite:tuned", "conform:tuned"}
+    assert set(data["paired"]) == set(data["methods"]) - {"none"}
+    assert set(data["methods"]["none"]) == {"two_object", "relation", "held_out", "single"}
+    stat = data["methods"]["none"]["two_object"]
+    assert set(stat) == {"mean", "ci_low", "ci_high", "n"} and stat["n"] == 2
+    assert set(data["paired"]["conform"]["two_object"]) == {"delta", "ci_low", "ci_high", "n"}
+    assert (tmp_path / "evidence.png").is_file() and (tmp_path / "evidence.md").is_file()
+    assert script.main(["--output-dir", str(tmp_path), "--smoke", "--methods", "attend_and_excite", "conform"]) == 0
