@@ -100,14 +100,9 @@ class Config:
         return f"{self.group}/{self.name}{suffix}"
 
 
-#: The training configurations' labels: ``training.benchmark`` names -> what the issue calls them.
-TRAINING_LABELS = {
-    "textual_inversion": "textual inversion",
-    "reversion": "ReVersion",
-    "mcpl": "MCPL",
-    "denoise": "LoRA (evogen --objective denoise)",
-    "contrastive": "EvoGen (--objective contrastive)",
-}
+#: The training configurations: ``training.benchmark`` names -> what the issue calls them.
+TRAINING_LABELS = {"textual_inversion": "textual inversion", "reversion": "ReVersion", "mcpl": "MCPL",
+                   "denoise": "LoRA (evogen --objective denoise)", "contrastive": "EvoGen (--objective contrastive)"}
 PENDING = "pending: attention guidance for {} (MMDiT joint attention) does not exist in this package yet"
 BUILD_ESTIMATE_S = {"sd15": 15.0, "sdxl": 35.0}
 CONFIGS: tuple[Config, ...] = (
@@ -159,16 +154,12 @@ class Suite:
                  min_limit_s: float, only: list[str] | None = None, argv: list[str] | None = None):
         self.profile, self.output_dir, self.work_dir = profile, output_dir, work_dir
         self.budget_s, self.limit_factor, self.min_limit_s = budget_s, limit_factor, min_limit_s
-        self.only = only
-        self.argv = argv or []
+        self.only, self.argv, self.environment = only, argv or [], None
         self.started = time.perf_counter()
-        self.rows: dict[str, dict] = {}
         self.log = output_dir / "results.jsonl"
-        if self.log.exists():
-            for line in self.log.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.rows[row["key"]] = row  # later lines replace earlier ones
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        rows = [json.loads(line) for line in lines if line.strip()]
+        self.rows: dict[str, dict] = {row["key"]: row for row in rows}  # later lines replace earlier ones
 
     # ------------------------------------------------------------------ selection
     def selected(self) -> list[Config]:
@@ -273,7 +264,7 @@ class Suite:
 
     # ------------------------------------------------------------------ results
     def write(self) -> dict:
-        self.environment = getattr(self, "environment", None) or environment(self.argv)
+        self.environment = self.environment or environment(self.argv)
         report = summarize(self.rows, self.work_dir / "images", self.profile, self.environment)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -445,10 +436,10 @@ def environment(argv: list[str]) -> dict:
         spec = importlib.util.find_spec(name)
         env[name] = __import__(name).__version__ if spec is not None else None
     env["attention_non_recording"] = gb.attention_backend("auto", "cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                                           timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
+    try:  # none where the tree travelled without .git, or git is not installed
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
+                                           text=True).stdout.strip() or None
+    except OSError:
         env["git_commit"] = None
     return env
 
