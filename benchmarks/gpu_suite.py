@@ -381,11 +381,11 @@ def _status(entry) -> str:
 
 def markdown(report: dict) -> str:
     env, st = report["environment"], report["settings"]
-    lines = [f"# GPU suite results ({report['profile']})", "",
-             f"{env['date']} · {env.get('gpu') or env['cpu']} · torch {env['torch']} (CUDA {env.get('cuda')}) · "
-             f"diffusers {env['diffusers']} · transformers {env['transformers']} · accelerate {env['accelerate']} · "
-             f"peft {env['peft']} · xformers {env['xformers'] or 'not installed'} · attention of the layers that do "
-             f"not record: {env['attention_non_recording']} · commit {env.get('git_commit')}", "",
+    machine = (f"{env['date']} · {env.get('gpu') or env['cpu']} · torch {env['torch']} (CUDA {env.get('cuda')}) · "
+               f"diffusers {env['diffusers']} · transformers {env['transformers']} · accelerate {env['accelerate']} · "
+               f"peft {env['peft']} · xformers {env['xformers'] or 'not installed'} · attention of the layers that "
+               f"do not record: {env['attention_non_recording']} · commit {env.get('git_commit')}")
+    lines = [f"# GPU suite results ({report['profile']})", "", machine, "",
              f"`{env['command']}`", "", "Peak memory: CUDA peak allocated (CPU: peak RSS); times after a warm-up call.",
              ""]
     head = "| method | attention | s/image | x plain | x diffusers A&E | fwd+bwd passes | peak GiB | over loaded GiB | NaN | status |"
@@ -398,15 +398,16 @@ def markdown(report: dict) -> str:
         lines.append("")
     ae = report["ae_vs_diffusers"]
     if ae:
-        lines += [f"Our A&E against diffusers' pipeline (pixels in [0, 1]): max |Δ| {ae['max_abs']:.2e}, mean |Δ| "
-                  f"{ae['mean_abs']:.2e}; tolerance {ae['tolerance']}: **{'equal' if ae['equal_within_tolerance'] else 'NOT equal'}**"
-                  f". For scale: mean |diffusers' A&E − plain| {_f(ae.get('guidance_effect_mean_abs'), 3)}; max |plain "
-                  f"SDPA − plain explicit attention| {_f(ae.get('plain_sdpa_vs_explicit_max_abs'), 4)}.", ""]
+        verdict = "equal" if ae["equal_within_tolerance"] else "NOT equal"
+        lines += [(f"Our A&E against diffusers' pipeline (pixels in [0, 1]): max |Δ| {ae['max_abs']:.2e}, mean |Δ| "
+                   f"{ae['mean_abs']:.2e}; tolerance {ae['tolerance']}: **{verdict}**. For scale: mean |diffusers' "
+                   f"A&E − plain| {_f(ae.get('guidance_effect_mean_abs'), 3)}; max |plain SDPA − plain explicit "
+                   f"attention| {_f(ae.get('plain_sdpa_vs_explicit_max_abs'), 4)}."), ""]
     h = report["memory_headline"]
-    lines += [f"**Memory headline.** Users: “{h['user_report']}”. Here: diffusers' A&E "
-              f"{_f(h['diffusers_ae_sd15_peak_gib'])} GiB and ours {_f(h['ours_ae_sd15_peak_gib'])} GiB at "
-              f"{st['sd15'][1]} px; ours on SDXL at {st['sdxl'][1]} px: A&E {_f(h['ours_ae_sdxl_peak_gib'])} GiB, "
-              f"every method ≤ {_f(h['ours_sdxl_max_peak_gib'])} GiB. NaN in any image: {_f(h['nan_anywhere'])}.", "",
+    lines += [(f"**Memory headline.** Users: “{h['user_report']}”. Here: diffusers' A&E "
+               f"{_f(h['diffusers_ae_sd15_peak_gib'])} GiB and ours {_f(h['ours_ae_sd15_peak_gib'])} GiB at "
+               f"{st['sd15'][1]} px; ours on SDXL at {st['sdxl'][1]} px: A&E {_f(h['ours_ae_sdxl_peak_gib'])} GiB, "
+               f"every method ≤ {_f(h['ours_sdxl_max_peak_gib'])} GiB. NaN in any image: {_f(h['nan_anywhere'])}."), "",
               f"## Training: one step at {st['training'][1]} px, mixed precision {st['mixed_precision']}, batch 1", "",
               "| method | grad. checkpointing | attention | s/step | x baseline | peak GiB | x no-ckpt | status |",
               "|---|---|---|---|---|---|---|---|"]
@@ -414,8 +415,8 @@ def markdown(report: dict) -> str:
               f"{_f(r.get('x_baseline'))} ({r['baseline']}) | {_f(r.get('peak_gib'))} | "
               f"{_f(r.get('x_peak_no_checkpointing'))} | {_status(r)} |" for r in report["training"]]
     goal = report["mcpl_goal"]
-    lines += ["", f"MCPL with gradient checkpointing: {_f(goal['x_ti_with_checkpointing'])}x textual inversion's step "
-              f"time (goal ≤ {goal['goal']}).", "", "## Pending", ""]
+    lines += ["", (f"MCPL with gradient checkpointing: {_f(goal['x_ti_with_checkpointing'])}x textual inversion's "
+                   f"step time (goal ≤ {goal['goal']})."), "", "## Pending", ""]
     lines += [f"- {r['group']}: {r['reason']}" for r in report["pending"]] or ["- none"]
     return "\n".join(lines) + "\n"
 
@@ -438,7 +439,7 @@ def environment(argv: list[str]) -> dict:
     env["attention_non_recording"] = gb.attention_backend("auto", "cuda" if torch.cuda.is_available() else "cpu")
     try:  # none where the tree travelled without .git, or git is not installed
         env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                                           text=True).stdout.strip() or None
+                                           text=True, check=False).stdout.strip() or None
     except OSError:
         env["git_commit"] = None
     return env

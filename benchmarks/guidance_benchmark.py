@@ -317,7 +317,7 @@ def worker_command(args, folder: Path, images: Path, method: str) -> list[str]:
 
 
 def measure(args, folder: Path, images: Path, method: str) -> dict:
-    done = subprocess.run(worker_command(args, folder, images, method), capture_output=True, text=True)
+    done = subprocess.run(worker_command(args, folder, images, method), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -169,7 +169,8 @@ def train_command(method: str, model: Path, data: tuple[Path, Path], out: Path, 
 
 
 def run_one(method: str, model: Path, data: tuple[Path, Path], out: Path, args, checkpointing: bool) -> dict:
-    done = subprocess.run(train_command(method, model, data, out, args, checkpointing), capture_output=True, text=True)
+    cmd = train_command(method, model, data, out, args, checkpointing)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
     return read_result(method, out, args.warmup, checkpointing)
