@@ -14,6 +14,12 @@ Attend-and-Excite; seconds per guided step; peak memory (CUDA peak allocated on 
 RSS sampled every 2 ms on the CPU) and the extra over plain generation; and the floor:
 the guided forward+backward passes (updates plus refinement iterations) times the measured
 cost of one truncated forward+backward, plus the CFG forwards times their measured cost.
+
+``--warmup-steps N`` first runs the same call with N steps in the worker (kernels, cuDNN
+autotuning and allocator pools settle), so the timed call measures the steady state;
+``--attention auto`` runs the layers that do not record with xformers where it is installed
+(on CUDA), SDPA otherwise. ``benchmarks/gpu_suite.py`` drives the workers of this script
+for the full-size fp16 GPU figures.
 """
 
 from __future__ import annotations
@@ -84,17 +90,28 @@ def sdxl_components():
     )
 
 
-def save_model(shape: str, folder: Path) -> None:
+SHAPES = ("tiny", "tiny-sdxl", "sd15", "sdxl")
+
+
+def save_model(shape: str, folder: Path, dtype=None) -> None:
+    """Build the ``shape`` pipeline with random weights and save it; ``dtype`` (e.g.
+    ``torch.float16``) stores the weights so, which halves the writing and every load."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from contrastive_diffusers.models.tiny import sd15_components, tiny_pipeline
 
     if shape == "tiny":
         pipe = tiny_pipeline("sd1")
+    elif shape == "tiny-sdxl":
+        pipe = tiny_pipeline("sdxl")
     elif shape == "sd15":
         pipe = StableDiffusionPipeline(**sd15_components())
-    else:
+    elif shape == "sdxl":
         pipe = StableDiffusionXLPipeline(**sdxl_components())
+    else:
+        raise ValueError(f"Unknown model shape {shape!r}; choose one of {', '.join(SHAPES)}.")
+    if dtype is not None:
+        pipe.to(dtype=dtype)
     pipe.save_pretrained(folder)
 
 
@@ -138,17 +155,38 @@ class PeakMemory:
             self.peak = max(self.peak, self._process.memory_info().rss)
 
 
-def load(folder: str, device: str, dtype):
+def load(folder: str, device: str, dtype, attention: str = "default"):
     from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
 
     from contrastive_diffusers._compat import dtype_kwarg
     from contrastive_diffusers.pipelines import GuidedStableDiffusionPipeline, GuidedStableDiffusionXLPipeline
 
     pipe = DiffusionPipeline.from_pretrained(folder, **dtype_kwarg(dtype)).to(device)
+    backend = attention_backend(attention, device)
+    if backend == "xformers":
+        pipe.enable_xformers_memory_efficient_attention()
+    elif backend == "explicit":  # diffusers' AttnProcessor: softmax(QK^T)V written out, no fused kernel
+        from diffusers.models.attention_processor import AttnProcessor
+
+        pipe.unet.set_attn_processor(AttnProcessor())
     guided_cls = GuidedStableDiffusionXLPipeline if isinstance(pipe, StableDiffusionXLPipeline) else GuidedStableDiffusionPipeline
     pipe = guided_cls.from_pipe(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def attention_backend(choice: str, device: str) -> str:
+    """The attention of the layers that do not record: ``"xformers"`` (``auto`` picks it on
+    CUDA where it is installed), ``"explicit"``, or diffusers' default, SDPA."""
+    import importlib.util
+
+    if choice == "explicit":
+        return "explicit"
+    if choice == "xformers" or (
+        choice == "auto" and device.startswith("cuda") and importlib.util.find_spec("xformers") is not None
+    ):
+        return "xformers"
+    return "sdpa"
 
 
 def floor_costs(pipe, args) -> dict:
@@ -207,7 +245,7 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads) if args.threads else None
     dtype = getattr(torch, args.dtype)
-    pipe = load(args.folder, args.device, dtype)
+    pipe = load(args.folder, args.device, dtype, args.attention)
     if args.method == "floor":
         return floor_costs(pipe, args)
     generator = torch.Generator().manual_seed(0)
@@ -221,27 +259,40 @@ def worker(args) -> dict:
         reference.set_progress_bar_config(disable=True)
         res = (args.size // 32, args.size // 32)
 
-        def run():
-            return reference(PROMPT, token_indices=[3, 7], attn_res=res, generator=generator, **common).images
+        def run(**kwargs):
+            return reference(PROMPT, token_indices=[3, 7], attn_res=res, generator=generator,
+                             **{**common, **kwargs}).images
     else:
         guidance = None if args.method == "none" else args.method
         groups = [["car"], ["bench"]] if args.method == "attend_and_excite" else GROUPS
 
-        def run():
-            out = pipe(PROMPT, guidance=guidance, token_groups=groups, generator=generator, **common)
+        def run(**kwargs):
+            out = pipe(PROMPT, guidance=guidance, token_groups=groups, generator=generator, **{**common, **kwargs})
             if out.guidance_records:
                 summary.update(guidance_counts(out.guidance_records))
             return out.images
 
+    if args.warmup_steps:
+        run(num_inference_steps=args.warmup_steps)
+        generator.manual_seed(0)  # the timed call draws the same latents as without a warm-up
     with PeakMemory(args.device) as memory:
         start = time.perf_counter()
         images = run()
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    np.save(Path(args.images) / f"{args.method}.npy", images)
+    np.save(Path(args.images) / image_name(args.method, args.attention), images)
+    vae = pipe.vae
+    upcast = args.dtype == "float16" and bool(vae.config.get("force_upcast", False))
     return {"seconds": seconds, "memory_before": memory.before, "memory_peak": memory.peak,
-            "cfg_forwards": len(pipe.scheduler.timesteps), **summary}
+            "cfg_forwards": len(pipe.scheduler.timesteps), "nan": bool(np.isnan(images).any()),
+            "attention": attention_backend(args.attention, args.device),
+            "vae_decode_dtype": "float32" if upcast else args.dtype, **summary}
+
+
+def image_name(method: str, attention: str = "default") -> str:
+    """The file a worker saves its images to (``.npy``, float in [0, 1])."""
+    return f"{method}-explicit.npy" if attention == "explicit" else f"{method}.npy"
 
 
 def guidance_counts(records) -> dict:
@@ -249,17 +300,24 @@ def guidance_counts(records) -> dict:
         "guided_steps": len(records),
         "updates": sum(sum(r.updated) for r in records),
         "refinement_iterations": sum(sum(r.refinement_iterations) for r in records),
+        "skipped_nonfinite": sum(sum(r.skipped_nonfinite) for r in records),
     }
 
 
 # ----------------------------------------------------------------------------- driver
-def measure(args, folder: Path, images: Path, method: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--folder", str(folder), "--images", str(images),
-           "--method", method, "--size", str(args.size), "--steps", str(args.steps),
-           "--device", args.device, "--dtype", args.dtype]
+def worker_command(args, folder: Path, images: Path, method: str) -> list[str]:
+    """The command line of one measurement (its own process); it prints one JSON line."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--folder", str(folder), "--images",
+           str(images), "--method", method, "--size", str(args.size), "--steps", str(args.steps),
+           "--device", args.device, "--dtype", args.dtype, "--warmup-steps", str(args.warmup_steps),
+           "--attention", args.attention]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    return cmd
+
+
+def measure(args, folder: Path, images: Path, method: str) -> dict:
+    done = subprocess.run(worker_command(args, folder, images, method), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -355,13 +413,18 @@ def environment(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=["tiny", "sd15", "sdxl"], default="tiny")
+    parser.add_argument("--shape", choices=SHAPES, default="tiny")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="run the call with this many steps first, untimed (0: no warm-up)")
+    parser.add_argument("--attention", choices=["default", "auto", "xformers", "explicit"], default="default",
+                        help="layers that do not record: diffusers' default (SDPA), xformers, auto (xformers "
+                             "on CUDA where installed), or explicit (diffusers' AttnProcessor)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -375,7 +438,7 @@ def main(argv=None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if "none" not in methods:
         methods.insert(0, "none")
-    if args.shape == "sdxl" and "diffusers_attend_and_excite" in methods:
+    if args.shape in ("sdxl", "tiny-sdxl") and "diffusers_attend_and_excite" in methods:
         methods.remove("diffusers_attend_and_excite")  # diffusers has no SDXL A&E pipeline
     with tempfile.TemporaryDirectory() as tmp:
         folder, images = Path(tmp) / "model", Path(tmp) / "images"

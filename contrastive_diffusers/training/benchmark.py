@@ -139,7 +139,9 @@ def command(method: str, model: Path, data: tuple[Path, Path]) -> list[str]:
     ]
 
 
-def run_one(method: str, model: Path, data: tuple[Path, Path], out: Path, args, checkpointing: bool) -> dict:
+def train_command(method: str, model: Path, data: tuple[Path, Path], out: Path, args, checkpointing: bool) -> list[str]:
+    """The command line of one configuration: batch 1, no accumulation, checkpoints or validation;
+    ``args.extra`` (if any) is appended (e.g. ``--enable_xformers_memory_efficient_attention``)."""
     cmd = [
         *command(method, model, data),
         "--output_dir",
@@ -163,11 +165,22 @@ def run_one(method: str, model: Path, data: tuple[Path, Path], out: Path, args, 
         cmd += ["--mixed_precision", args.mixed_precision]
     if checkpointing:
         cmd.append("--gradient_checkpointing")
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    return cmd + list(getattr(args, "extra", None) or [])
+
+
+def run_one(method: str, model: Path, data: tuple[Path, Path], out: Path, args, checkpointing: bool) -> dict:
+    cmd = train_command(method, model, data, out, args, checkpointing)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
+    return read_result(method, out, args.warmup, checkpointing)
+
+
+def read_result(method: str, out: Path, warmup: int, checkpointing: bool) -> dict:
+    """The row of a finished run from its ``training_run.json``: the median step time after
+    ``warmup`` steps, every step's time, peak memory, device and last loss."""
     run = json.loads((out / "training_run.json").read_text())
-    times = [r["step_time_s"] for r in run["metrics"][args.warmup :]]
+    times = [r["step_time_s"] for r in run["metrics"][warmup:]]
     return {
         "method": method,
         "gradient_checkpointing": checkpointing,

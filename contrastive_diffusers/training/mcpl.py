@@ -191,7 +191,7 @@ class MCPL(TokenMethod):
             latent = args.resolution // scale
             self.attn_res = args.attn_res or default_attn_res(m.unet, (latent, latent))[0]
             self.layers = select_layers(m.unet, (latent, latent), (self.attn_res, self.attn_res))
-            self.recorder = AttentionRecorder((self.attn_res, self.attn_res))
+            self.recorder = StepRecorder((self.attn_res, self.attn_res))
             self._stack.enter_context(recording_processors(m.unet, self.layers, self.recorder))
             # Active for the whole step (forward and backward), so that gradient checkpointing
             # recomputes the recorded layers with the same explicit attention.
@@ -234,7 +234,7 @@ class MCPL(TokenMethod):
         learned = torch.isin(ids[0], self.placeholder_ids)  # (B*V, L)
         if self.recorder is not None:
             maps = self.recorder.aggregate()
-            self.recorder.clear()
+            self.recorder.seal()
             threshold = args.attn_mask_threshold if args.attn_mask == "hard" else None
             mask = attention_mask(maps, learned[:size], tuple(pred.shape[-2:]), threshold)
             denoise = masked_denoising_loss(pred, target, mask)
@@ -259,6 +259,34 @@ class MCPL(TokenMethod):
             "attn_res": getattr(self, "attn_res", None),
             "attn_layers": getattr(self, "layers", []),
         }
+
+
+class StepRecorder(AttentionRecorder):
+    """The recorder of MCPL's training step: maps are recorded in the forward and read once.
+
+    With gradient checkpointing the backward re-runs the forward of every checkpointed block;
+    the recorded layers then compute the same explicit attention again (the recomputed tensors
+    must match the forward's) but, once the step's maps are read (:meth:`seal`), record
+    nothing. Maps recorded in the recomputation would be a second copy per layer per step,
+    kept with the autograd graph of their block until the next step's :meth:`clear`.
+    """
+
+    def __init__(self, attn_res: tuple[int, int]):
+        super().__init__(attn_res)
+        self.sealed = False
+
+    def record(self, name: str, probs: torch.Tensor, batch: int, heads: int) -> None:
+        if not self.sealed:
+            super().record(name, probs, batch, heads)
+
+    def seal(self) -> None:
+        """Drop the maps (read already) and record nothing until :meth:`clear`."""
+        self.maps = {}
+        self.sealed = True
+
+    def clear(self) -> None:
+        super().clear()
+        self.sealed = False
 
 
 class _Paused:

@@ -1,0 +1,160 @@
+"""benchmarks/gpu_suite.py: the configurations the GPU run must cover, its budget, time
+limits, resuming, the tables, and (slow) a smoke run through the same code paths on the CPU."""
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_suite"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("gpu_suite", None)
+
+
+def test_the_configurations_cover_the_issue(suite):
+    keys = {c.key for c in suite.CONFIGS}
+    sd15 = {"none", "diffusers_attend_and_excite", "attend_and_excite", "conform", "ebama", "syngen"}
+    assert {f"sd15/{m}" for m in sd15} <= keys
+    assert {f"sdxl/{m}" for m in sd15 - {"diffusers_attend_and_excite"}} <= keys
+    training = {"textual_inversion", "reversion", "mcpl", "denoise", "contrastive"}
+    assert {f"training/{m}{c}" for m in training for c in ("", "+checkpointing")} <= keys
+    pending = {c.group: c.pending for c in suite.CONFIGS if c.pending}
+    assert set(pending) == {"sd3", "flux"} and all("pending" in reason for reason in pending.values())
+    assert suite.FULL.sd15 == ("sd15", 512, 50) and suite.FULL.sdxl == ("sdxl", 1024, 50)
+    assert suite.FULL.training[:2] == ("sd15", 512) and suite.FULL.mixed_precision == "fp16"
+    assert suite.FULL.dtype == "float16"
+
+
+def test_the_estimate_fits_eight_minutes_with_a_margin(suite):
+    total = suite.estimated_total_s()
+    assert total == pytest.approx(sum(suite.BUILD_ESTIMATE_S.values())
+                                  + sum(c.estimate_s for c in suite.CONFIGS if not c.pending))
+    assert total <= 0.8 * 480  # a fifth of the budget left for estimates that are off
+    assert suite.DEFAULT_BUDGET_S == 480
+
+
+def test_a_process_over_its_limit_is_killed_and_reported(suite):
+    start = time.perf_counter()
+    status, _, _, seconds = suite.run_process([sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
+    assert status == "timeout" and seconds < 10 and time.perf_counter() - start < 10
+    status, out, _, _ = suite.run_process([sys.executable, "-c", "print('{\"x\": 1}')"], 30)
+    assert status == "ok" and json.loads(out) == {"x": 1}
+    assert suite.run_process([sys.executable, "-c", "raise SystemExit(3)"], 30)[0] == "failed"
+
+
+def _fake_rows(suite, calls, fail=()):
+    """Replace the processes by rows made up here: seconds and memory per configuration."""
+
+    def prepare(self, config):
+        calls.append(config.key)
+        if config.group == "training":
+            row = {"step_time_s": 2.0 if config.name == "mcpl" else 1.0, "step_times_s": [1.0],
+                   "peak_memory_mb": 2048.0 if config.checkpointing else 4096.0}
+        else:
+            row = {"seconds": {"none": 2.0, "diffusers_attend_and_excite": 8.0}.get(config.name, 4.0),
+                   "memory_before": 2**30, "memory_peak": (3 if config.name == "diffusers_attend_and_excite" else 2)
+                   * 2**30, "nan": False, "vae_decode_dtype": "float32", "cfg_forwards": 51}
+        code = "raise SystemExit(1)" if config.key in fail else "pass"
+        return [sys.executable, "-c", code], None, lambda out: row
+
+    return prepare
+
+
+def test_rows_are_appended_and_a_second_run_resumes(suite, tmp_path, monkeypatch):
+    calls = []
+    only = ["sd15/none", "sd15/diffusers_attend_and_excite", "sd15/attend_and_excite", "training/textual_inversion",
+            "training/mcpl", "training/textual_inversion+checkpointing", "training/mcpl+checkpointing", "sd3/all"]
+    monkeypatch.setattr(suite.Suite, "prepare", _fake_rows(suite, calls, fail={"sd15/attend_and_excite"}))
+    run = suite.Suite(suite.SMOKE, tmp_path / "out", tmp_path / "work", 100, 3, 30, only)
+    report = run.run()
+    assert calls == only[:-1]
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == len(only)
+    rows = {r["key"]: r for r in report["sd15"] + report["training"]}
+    assert rows["sd15/diffusers_attend_and_excite"]["x_plain"] == pytest.approx(4.0)
+    assert rows["sd15/diffusers_attend_and_excite"]["extra_gib"] == pytest.approx(2.0)
+    assert rows["sd15/attend_and_excite"]["status"] == "failed"
+    assert rows["training/mcpl+checkpointing"]["x_baseline"] == pytest.approx(2.0)
+    assert rows["training/mcpl+checkpointing"]["x_peak_no_checkpointing"] == pytest.approx(0.5)
+    assert report["mcpl_goal"]["x_ti_with_checkpointing"] == pytest.approx(2.0)
+    assert report["memory_headline"]["diffusers_ae_sd15_peak_gib"] == pytest.approx(3.0)
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| diffusers_attend_and_excite | sdpa | 8.00 | 4.00 | 1.00 |" in table
+    assert "sd3: pending" in table and "| MCPL | yes | sdpa | 2.000 | 2.00 (textual_inversion) |" in table
+
+    calls.clear()  # the same command again: only the failed configuration runs
+    monkeypatch.setattr(suite.Suite, "prepare", _fake_rows(suite, calls))
+    suite.Suite(suite.SMOKE, tmp_path / "out", tmp_path / "work", 100, 3, 30, only).run()
+    assert calls == ["sd15/attend_and_excite"]
+    final = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert all(r["status"] in ("ok", "pending") for r in final["rows"])
+
+
+def test_configurations_over_the_budget_are_deferred(suite, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(suite.Suite, "prepare", _fake_rows(suite, calls))
+    report = suite.Suite(suite.FULL, tmp_path / "out", tmp_path / "work", 0, 3, 30, ["sd15/none", "sdxl/none"]).run()
+    assert calls == ["sd15/none", "sdxl/none"]  # prepared (models built) but not run
+    assert [r["status"] for r in report["rows"]] == ["deferred", "deferred"]
+    assert "run the command again" in report["rows"][0]["reason"]
+
+
+def test_unknown_configurations_are_refused(suite, tmp_path):
+    with pytest.raises(SystemExit):
+        suite.main(["--output-dir", str(tmp_path), "--smoke", "--only", "sd15/nonsense"])
+
+
+def test_ae_comparison_against_hand_made_images(suite, tmp_path):
+    theirs = np.zeros((1, 4, 4, 3), dtype=np.float32)
+    ours = theirs.copy()
+    ours[0, 0, 0, 0] = 0.05  # max 0.05, mean 0.05 / 48
+    plain = np.full_like(theirs, 0.5)
+    explicit = plain.copy()
+    explicit[0, 1, 1, 1] = 0.501
+    for name, images in [("attend_and_excite.npy", ours), ("diffusers_attend_and_excite.npy", theirs),
+                         ("none.npy", plain), ("none-explicit.npy", explicit)]:
+        np.save(tmp_path / name, images)
+    result = suite.compare_ae(tmp_path)
+    assert result["max_abs"] == pytest.approx(0.05) and result["mean_abs"] == pytest.approx(0.05 / 48)
+    assert result["equal_within_tolerance"] is True
+    assert result["guidance_effect_mean_abs"] == pytest.approx(0.5)
+    assert result["plain_sdpa_vs_explicit_max_abs"] == pytest.approx(0.001, abs=1e-6)
+    ours[0, 1] = 0.5  # mean 0.5 * 12 / 48 > 0.01
+    np.save(tmp_path / "attend_and_excite.npy", ours)
+    assert suite.compare_ae(tmp_path)["equal_within_tolerance"] is False
+
+
+@pytest.mark.slow
+def test_smoke_run_on_the_cpu(suite, tmp_path):
+    """Tiny models, each configuration in its own process, through the GPU run's code paths:
+    plain, diffusers' A&E and ours (same images), SDXL guidance and an MCPL step with
+    gradient checkpointing; then the same command again resumes without running anything."""
+    only = ("sd15/none,sd15/diffusers_attend_and_excite,sd15/attend_and_excite,sdxl/syngen,"
+            "training/mcpl+checkpointing,flux/all")
+    argv = ["--smoke", "--output-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--only", only]
+    assert suite.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["status"] for r in report["rows"]] == ["ok"] * 5 + ["pending"]
+    assert report["ae_vs_diffusers"]["equal_within_tolerance"] and report["ae_vs_diffusers"]["max_abs"] < 1e-4
+    sdxl = report["sdxl"][0]
+    assert sdxl["nan"] is False and sdxl["passes"] >= 1 and sdxl["vae_decode_dtype"] == "float32"
+    assert report["training"][0]["step_time_s"] > 0 and report["training"][0]["attention"] == "sdpa"
+    assert report["environment"]["attention_non_recording"] == "sdpa"
+    assert "## Pending" in (tmp_path / "out" / "results.md").read_text()
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    start = time.perf_counter()
+    assert suite.main(argv) == 0
+    assert (tmp_path / "out" / "results.jsonl").read_text().splitlines() == lines
+    assert time.perf_counter() - start < 15  # nothing ran again
