@@ -21,21 +21,18 @@ skips the points already there.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import time
 from pathlib import Path
 
 from contrastive_diffusers.atomic_io import write_json_atomic
+from contrastive_diffusers.eval.tune_space import build_candidate
 from contrastive_diffusers.guidance.methods import get_method
-from contrastive_diffusers.guidance.schedule import GuidanceSchedule
 from contrastive_diffusers.models.loading import load_pipeline, resolve_dtype
 from contrastive_diffusers.runs import generate_image, generation_options
 from contrastive_diffusers.shapes import shapes_prompts
 from contrastive_diffusers.shapes.oracle import check
-
-SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(GuidanceSchedule)}
 
 
 def parse_value(text: str):
@@ -59,14 +56,11 @@ def parse_grid(entries: list[str]) -> list[dict]:
 
 
 def build(method_name: str, setting: dict):
-    """The method with ``setting`` applied, and the ``attn_res`` to generate with."""
+    """The method with ``setting`` applied, and the ``attn_res`` to generate with (``tune``'s
+    candidate builder; this script's ``attn_res`` is one side of a square map)."""
     setting = dict(setting)
-    attn_res = setting.pop("attn_res", None)
-    schedule = {k: setting.pop(k) for k in list(setting) if k in SCHEDULE_FIELDS}
-    method = get_method(method_name, **setting)
-    if schedule:
-        method = method.with_schedule(**schedule)
-    return method, (attn_res, attn_res) if attn_res else None
+    side = setting.pop("attn_res", None)
+    return build_candidate(method_name, {**setting, **({"attn_res": (side, side)} if side else {})})
 
 
 def prompt_sets(tune_prompts: int, test_prompts: int) -> tuple[list, list]:
