@@ -176,3 +176,15 @@ def test_a_resumed_batch_draws_only_the_missing_seeds(tmp_path):
     resumed, unbatched = _records(tmp_path / "run"), _records(tmp_path / "reference")
     for key, record in unbatched.items():
         _same_record(record, resumed[key])
+
+
+def test_the_bench_command_passes_the_seed_batch(tmp_path):
+    from contrastive_diffusers.cli import main
+
+    args = ["bench", "--model", "tiny-sd1", "--steps", "1", "--height", "64", "--width", "64", "--method", "none",
+            "--prompts", "attend_and_excite:animals", "--num-prompts", "1", "--seeds", "0", "1", "2",
+            "--seed-batch", "2", "--clip-model", "none", "--output-dir", str(tmp_path / "run"), "--quiet"]
+    assert main(args) == 0
+    ledger = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert ledger["runs"][-1]["settings"]["seed_batch"] == 2
+    assert len(list((tmp_path / "run" / "none").rglob("*.png"))) == 3
