@@ -22,10 +22,20 @@ not noise; paired differences from plain generation with 95% intervals.
    README's tables) and ``evidence.png`` / ``evidence.svg`` (the chart).
 
 Every stage resumes: re-running the command keeps every image and tuning step already made.
+The test images are drawn ``--seed-batch`` seeds of a method and prompt per pipeline call
+(default 8, the two-object seeds; the bench runner's ``seed_batch``): each image from its own
+seeded generator, equal to the one-image call's up to float rounding (which Attend-and-Excite's
+long refinement can amplify into visibly different pixels). Tuning draws one seed per prompt,
+so it gains nothing from batching.
+
 Runtime: about 5,400 images (480 for tuning, 3,600 two-object, about 1,300 others). Measured
-on 2 CPU cores at 50 steps (one thread): 1.6 s per plain image, 2.5-4.2 s per guided one, so
-about 4 hours as sized here. ``--estimate`` times a few images of each method on this machine
-and prints the projection before anything else runs.
+on 2 CPU cores at 50 steps (OMP_NUM_THREADS=2, machine otherwise idle), seconds per image,
+one per call / 8 per call: plain 1.42 / 0.85, CONFORM 4.52 / 1.88, A&E 3.71 / 1.69, EBAMA
+2.96 / 1.31, SynGen 2.87 / 1.30 (CONFORM 2.47 at 4 per call, 1.78 at 16). Projected: tuning
+about 28 minutes, two-object about 90, others at most about 40, so about 2.6 hours (about 5
+hours one image per call). Not run yet. ``--estimate`` times a few images of each method on
+this machine, one per call and ``--seed-batch`` per call, and prints the projection before
+anything else runs.
 """
 
 from __future__ import annotations
@@ -59,9 +69,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tune-budget", type=int, default=120, help="tuning images per method (train split)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--seed-batch", type=int, default=8,
+                        help="seeds of a method and prompt per pipeline call (1: one image per call)")
     parser.add_argument("--smoke", action="store_true", help="2 prompts per category, 1 seed, a tiny tuning budget, 3 steps")
     parser.add_argument("--estimate", action="store_true", help="time a few images and print the projected runtime")
     args = parser.parse_args(argv)
+    if args.seed_batch < 1:
+        parser.error(f"--seed-batch must be at least 1, got {args.seed_batch}")
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
@@ -86,34 +100,44 @@ def image_count(args) -> dict:
 
 
 def estimate(args) -> None:
-    """Time three images per method (plain and each method's defaults) and project the run."""
+    """Time each method (plain and each method's defaults) one image per call, as tuning draws
+    them, and ``--seed-batch`` images per call, as the test stage draws them; project the run."""
     import torch
 
     from contrastive_diffusers.guidance.methods import get_method
     from contrastive_diffusers.models.loading import load_pipeline
-    from contrastive_diffusers.runs import generate_image, generation_options
+    from contrastive_diffusers.runs import generate_images, generation_options
 
     pipe = load_pipeline("embedded", "cpu", torch.float32, quiet=True)
     pipe.set_progress_bar_config(disable=True)
     options = generation_options(pipe, steps=args.steps)
     prompt = [i for i in shapes_prompts("test") if i.category == "two_object"][0]
-    seconds = {}
+    single, batched = {}, {}
     for name in ("none", *args.methods):
         method = None if name == "none" else get_method(name)
-        generate_image(pipe, prompt.prompt, 0, options, method, prompt.token_groups)  # warm-up
-        start = time.perf_counter()
-        for seed in range(3):
-            generate_image(pipe, prompt.prompt, seed, options, method, prompt.token_groups)
-        seconds[name] = (time.perf_counter() - start) / 3
-    guided = sum(seconds[m] for m in args.methods) / len(args.methods)
+
+        def seconds_per_image(seeds, method=method):
+            start = time.perf_counter()
+            generate_images(pipe, prompt.prompt, seeds, options, method, prompt.token_groups)
+            return (time.perf_counter() - start) / len(seeds)
+
+        seconds_per_image([0])  # warm-up
+        single[name] = (seconds_per_image([1]) + seconds_per_image([2])) / 2
+        batched[name] = seconds_per_image(list(range(args.seed_batch))) if args.seed_batch > 1 else single[name]
     counts = image_count(args)
     arms = 1 + 2 * len(args.methods)
-    plain_share = 1 / arms
-    per_image = plain_share * seconds["none"] + (1 - plain_share) * guided
-    total = sum(counts.values()) * per_image
-    print("seconds per image:", ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()), f"(torch threads: {torch.get_num_threads()})")
+
+    def per_arm_image(seconds):  # plain is one arm of 1 + 2 x methods; the tuned arms cost as the defaults
+        guided = sum(seconds[m] for m in args.methods) / len(args.methods)
+        return seconds["none"] / arms + guided * (arms - 1) / arms
+
+    tuning = counts["tuning"] * sum(single[m] for m in args.methods) / len(args.methods)
+    test = (counts["two_object"] + counts["others (at most)"]) * per_arm_image(batched)
+    print(f"seconds per image (torch threads: {torch.get_num_threads()}), one per call / {args.seed_batch} per call:",
+          ", ".join(f"{k} {single[k]:.2f} / {batched[k]:.2f}" for k in single))
     print("images:", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"projected: {total / 60:.0f} minutes (at most; not-applicable images take no time)")
+    print(f"projected: {(tuning + test) / 60:.0f} minutes (tuning {tuning / 60:.0f}, test {test / 60:.0f}; at most: "
+          "not-applicable images take no time, and the other categories' fewer seeds batch less)")
 
 
 def tune_all(args) -> dict[str, Path]:
@@ -121,7 +145,8 @@ def tune_all(args) -> dict[str, Path]:
     files = {}
     for method in args.methods:
         result = run_tuning(TuneConfig(output_dir=args.output_dir / "tune" / method, method=method, budget=args.tune_budget,
-                                       steps=args.steps, device="cpu", confirm=False, progress=False))
+                                       steps=args.steps, device="cpu", confirm=False, progress=False,
+                                       seed_batch=args.seed_batch))
         files[method] = (result.method_file, result.attn_res)
         chosen = next(row for row in result.search if row["status"] == "chosen")
         print(f"tuned {method}: {chosen['label']}", flush=True)
@@ -166,7 +191,7 @@ def main(argv=None) -> int:
     arms = [Arm("none", "none"), *[Arm(m, m) for m in args.methods],
             *[Arm(path.stem, str(path), attn_res) for path, attn_res in tuned.values()]]
     bench = dict(model="embedded", steps=args.steps, device="cpu", clip_model=None, heatmaps=False, progress=False,
-                 report_max_prompts=20)
+                 report_max_prompts=20, seed_batch=args.seed_batch)
     two, others = test_items(args)
     records = run_arms(args.output_dir / "test", arms, two, range(args.seeds), bench)
     records += run_arms(args.output_dir / "test", arms, others, range(args.other_seeds), bench)

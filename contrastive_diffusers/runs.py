@@ -5,7 +5,8 @@ resolved (:func:`generation_options`) and, per prompt, token groups resolved onc
 (:func:`resolve_token_groups`) and checked against every guided method
 (:func:`inapplicable_methods`), so that bad groups are known before any image is made.
 :func:`make_image` then draws one seeded image, writes it and its attention heatmap, and
-says what guidance did (:func:`guidance_summary`). Callers decide what a failure means:
+says what guidance did (:func:`guidance_summary`); :func:`make_images` draws several seeds of
+one prompt in one pipeline call, each image as :func:`make_image` would draw it. Callers decide what a failure means:
 ``generate`` stops, the benchmark records it and goes on.
 """
 
@@ -135,12 +136,24 @@ def groups_record(groups) -> list[dict]:
 def generate_image(pipe, prompt: str, seed: int, options: dict, method=None, token_groups="auto", attn_res=None,
                    heatmaps: bool = False):
     """The pipeline's output for one prompt and seed, plain (``method=None``) or guided."""
+    return generate_images(pipe, prompt, [seed], options, method, token_groups, attn_res, heatmaps)
+
+
+def generate_images(pipe, prompt: str, seeds: Sequence[int], options: dict, method=None, token_groups="auto",
+                    attn_res=None, heatmaps: bool = False):
+    """The pipeline's output for one prompt at several seeds in one call (image ``i`` at
+    ``seeds[i]``), plain (``method=None``) or guided."""
     import torch
 
-    # A CPU generator draws the same initial noise on every device and in every process,
-    # so a seed means one image.
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    kwargs = dict(options, generator=generator, output_type="pil")
+    if not seeds:
+        raise ValueError("generate_images needs at least one seed.")
+    # A CPU generator draws the same initial noise on every device and in every process, so a
+    # seed means one image; with one generator per image, diffusers draws each image's noise
+    # from its own generator, so an image does not depend on the batch it was drawn in.
+    generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
+    kwargs = dict(options, generator=generators[0] if len(seeds) == 1 else generators, output_type="pil")
+    if len(seeds) > 1:
+        kwargs["num_images_per_prompt"] = len(seeds)
     negative = kwargs.pop("negative_prompt", None)
     if method is not None:
         kwargs.update(guidance=method, token_groups=token_groups, attn_res=attn_res, return_attention_maps=heatmaps)
@@ -149,14 +162,14 @@ def generate_image(pipe, prompt: str, seed: int, options: dict, method=None, tok
     return pipe([prompt], negative_prompt=[negative] if negative is not None else None, **kwargs)
 
 
-def guidance_summary(records) -> dict:
-    """Totals of what guidance did for one image (a batch of one)."""
+def guidance_summary(records, index: int = 0) -> dict:
+    """Totals of what guidance did for image ``index`` of a call."""
     return {
         "guided_steps": len(records),
-        "updates": int(sum(sum(r.updated) for r in records)),
-        "refinement_iterations": int(sum(sum(r.refinement_iterations) for r in records)),
-        "skipped_nonfinite": int(sum(sum(r.skipped_nonfinite) for r in records)),
-        "first_step_loss": float(records[0].loss[0]) if records else None,
+        "updates": int(sum(bool(r.updated[index]) for r in records)),
+        "refinement_iterations": int(sum(r.refinement_iterations[index] for r in records)),
+        "skipped_nonfinite": int(sum(bool(r.skipped_nonfinite[index]) for r in records)),
+        "first_step_loss": float(records[0].loss[index]) if records else None,
     }
 
 
@@ -188,26 +201,39 @@ def make_image(run: ImageRun, method_name: str, prompt: str, seed: int, token_gr
     heatmap as ``<stem>-attention.png``) under ``run.out_dir``, each file whole or not at all.
     ``token_groups``: the prompt's resolved groups (or a group spec). The pipeline's ``ValueError`` (bad size,
     ``attn_res``, ...) propagates."""
+    return make_images(run, method_name, prompt, [seed], token_groups, [stem])[0]
+
+
+def make_images(run: ImageRun, method_name: str, prompt: str, seeds: Sequence[int], token_groups,
+                stems: Sequence[str]) -> list[MadeImage]:
+    """:func:`make_image` for several seeds of one prompt, drawn in one pipeline call (image
+    ``i`` at ``seeds[i]``, written as ``stems[i]``); each image's ``seconds`` is its share of
+    the call's time."""
     from .guidance.visualize import save_output_heatmaps
 
+    if len(seeds) != len(stems):
+        raise ValueError(f"Got {len(seeds)} seeds and {len(stems)} file stems; pass one stem per seed.")
     method = run.methods[method_name]
     start = time.perf_counter()
-    output = generate_image(run.pipe, prompt, seed, run.options, method, token_groups, run.attn_res, run.heatmaps)
-    seconds = round(time.perf_counter() - start, 3)
-    image = f"{stem}.png"
-    (run.out_dir / image).parent.mkdir(parents=True, exist_ok=True)
-    save_image_atomic(output.images[0], run.out_dir / image)
-    attention = None
-    if method is not None and run.heatmaps and output.attention_maps:
-        attention = f"{stem}-attention.png"
-        with atomic_path(run.out_dir / attention) as tmp:
-            # the image is written beside the strip (and shown beside it in reports): no copy in it
-            save_output_heatmaps(output, tmp, include_image=False)
+    output = generate_images(run.pipe, prompt, seeds, run.options, method, token_groups, run.attn_res, run.heatmaps)
+    seconds = round((time.perf_counter() - start) / len(seeds), 3)
     nsfw = output.nsfw_content_detected
-    return MadeImage(
-        image=image,
-        attention=attention,
-        seconds=seconds,
-        guidance=guidance_summary(output.guidance_records or []) if method is not None else None,
-        nsfw_content_detected=bool(nsfw[0]) if nsfw else None,
-    )
+    made = []
+    for index, stem in enumerate(stems):
+        image = f"{stem}.png"
+        (run.out_dir / image).parent.mkdir(parents=True, exist_ok=True)
+        save_image_atomic(output.images[index], run.out_dir / image)
+        attention = None
+        if method is not None and run.heatmaps and output.attention_maps:
+            attention = f"{stem}-attention.png"
+            with atomic_path(run.out_dir / attention) as tmp:
+                # the image is written beside the strip (and shown beside it in reports): no copy in it
+                save_output_heatmaps(output, tmp, image_index=index, include_image=False)
+        made.append(MadeImage(
+            image=image,
+            attention=attention,
+            seconds=seconds,
+            guidance=guidance_summary(output.guidance_records or [], index) if method is not None else None,
+            nsfw_content_detected=bool(nsfw[index]) if nsfw else None,
+        ))
+    return made

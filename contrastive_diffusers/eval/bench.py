@@ -8,7 +8,8 @@ token groups, the folder's earlier settings), then works in three stages, each r
    process. Each image is written as ``<run>/<method>/<prompt-id>/<seed>.png`` (and
    ``<seed>-attention.png``, the last guided step's maps) and then described by a record
    ``<seed>.json`` beside it. A re-run skips every image whose record says ``"ok"`` for the
-   same prompt and token groups.
+   same prompt and token groups. With ``seed_batch`` > 1 the missing seeds of one method and
+   prompt are drawn up to that many per pipeline call, each from its own generator.
 2. **score**: the records without metrics, or scored by another CLIP model or captioner, are
    scored in batches with :func:`~.metrics.image_metrics` and rewritten; prompts that carry
    a ShapesWorld spec (``metadata["spec"]``) are also checked by the world's oracle
@@ -155,7 +156,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
 
     pairs = [(item, seed) for item in setup.items for seed in config.seeds]
     shard = pairs[state.process_index :: state.num_processes]
-    generated = generate_stage(run_dir, setup, shard, progress)
+    generated = generate_stage(run_dir, setup, shard, progress, config.seed_batch)
     setup.images = None  # free the generator's memory before scoring
 
     paths = [record_path(run_dir, name, item.prompt.id, seed) for item, seed in shard for name in setup.methods]

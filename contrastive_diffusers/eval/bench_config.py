@@ -24,7 +24,10 @@ class BenchConfig:
     ``"attend_and_excite"``). ``clip_model``: hub id, folder, ``"tiny-clip"``,
     ``"embedded-clip"``, ``"auto"`` (:func:`default_clip_model`), a ``ClipScorer``, or
     ``None`` to skip scoring. ``captioner``: hub id or folder of a BLIP captioning model, a
-    ``Captioner``, or ``None``."""
+    ``Captioner``, or ``None``. ``seed_batch``: how many seeds of one method and prompt one
+    pipeline call draws (each image as a call of its own would draw it, up to rounding: see
+    :func:`~contrastive_diffusers.runs.make_images`); more is faster where per-call overhead
+    dominates (small images, CPU) and needs that many times the memory."""
 
     output_dir: Path
     model: str = "embedded"
@@ -46,6 +49,7 @@ class BenchConfig:
     heatmaps: bool = True
     report_max_prompts: int | None = 100
     progress: bool = True
+    seed_batch: int = 1
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -63,6 +67,8 @@ class BenchConfig:
             raise BenchInputError(f"num_prompts must be at least 1, got {self.num_prompts}.")
         if self.steps < 1:
             raise BenchInputError(f"steps must be at least 1, got {self.steps}.")
+        if self.seed_batch < 1:
+            raise BenchInputError(f"seed_batch must be at least 1 (1: one image per pipeline call), got {self.seed_batch}.")
 
     def settings(self) -> dict:
         """The plain settings (no scorer or captioner objects: those are named, not copied)."""

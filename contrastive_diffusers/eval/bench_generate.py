@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..atomic_io import write_json_atomic
-from ..runs import make_image
+from ..runs import make_images
 from .bench_setup import BenchItem, BenchSetup
 from .run_folder import new_record, read_record, record_path
 from .summary import NOT_APPLICABLE
@@ -20,34 +20,60 @@ def _record_for(name: str, item: BenchItem, seed: int) -> dict:
     return record
 
 
-def _make_image(setup: BenchSetup, name: str, item: BenchItem, seed: int) -> dict:
+def _make_images(setup: BenchSetup, name: str, item: BenchItem, seeds: list[int]) -> list[dict]:
+    """The records of this method's images of this prompt at ``seeds``, drawn in one pipeline
+    call; a method with an error, or one that does not apply to the prompt, draws nothing."""
     import torch
 
-    record = _record_for(name, item, seed)
+    records = [_record_for(name, item, seed) for seed in seeds]
     if name in item.errors:
-        record["error"] = item.errors[name]
-        return record
+        for record in records:
+            record["error"] = item.errors[name]
+        return records
     if name in item.not_applicable:
-        record.update(status=NOT_APPLICABLE, error=item.not_applicable[name])
-        return record
-    stem = f"{name}/{item.prompt.id}/{seed}"
+        for record in records:
+            record.update(status=NOT_APPLICABLE, error=item.not_applicable[name])
+        return records
+    stems = [f"{name}/{item.prompt.id}/{seed}" for seed in seeds]
     try:
-        made = make_image(setup.images, name, item.prompt.prompt, seed, item.groups, stem)
+        made = make_images(setup.images, name, item.prompt.prompt, seeds, item.groups, stems)
     except ValueError as err:  # the pipeline rejecting this input: record it, go on with the others
-        record["error"] = str(err)
-        return record
+        for record in records:
+            record["error"] = str(err)
+        return records
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
-        record["error"] = "out of GPU memory: use a smaller --height/--width or --dtype float16"
-        return record
-    record["seconds"] = made.seconds
-    record["process"] = f"{setup.state.process_index}/{setup.state.num_processes}"
-    record.update(image=made.image, status="ok")
-    if made.guidance is not None:
-        record["guidance"] = made.guidance
-        if made.attention is not None:
-            record["attention"] = made.attention
-    return record
+        error = "out of GPU memory: use a smaller --height/--width or --dtype float16"
+        if len(seeds) > 1:
+            error += ", or a smaller --seed-batch"
+        for record in records:
+            record["error"] = error
+        return records
+    for record, image in zip(records, made):
+        record["seconds"] = image.seconds
+        record["process"] = f"{setup.state.process_index}/{setup.state.num_processes}"
+        record.update(image=image.image, status="ok")
+        if image.guidance is not None:
+            record["guidance"] = image.guidance
+            if image.attention is not None:
+                record["attention"] = image.attention
+    return records
+
+
+def seed_batches(todo: list, size: int) -> list[tuple[str, BenchItem, list[int]]]:
+    """``(method, item, seeds)`` calls for the ``(method, item, seed)`` images to draw: the
+    seeds of one method and prompt in groups of at most ``size``, in the order their first
+    image comes in ``todo`` (with ``size=1``, one call per image in ``todo``'s order)."""
+    if size == 1:
+        return [(name, item, [seed]) for name, item, seed in todo]
+    groups: dict = {}
+    for name, item, seed in todo:
+        groups.setdefault((name, item.prompt.id), (name, item, []))[2].append(seed)
+    return [
+        (name, item, seeds[i : i + size])
+        for name, item, seeds in groups.values()
+        for i in range(0, len(seeds), size)
+    ]
 
 
 def _still_valid(run_dir: Path, record: dict | None, name: str, item: BenchItem) -> bool:
@@ -68,9 +94,10 @@ def _refresh(path: Path, record: dict, item: BenchItem) -> None:
         write_json_atomic(path, record)
 
 
-def generate_stage(run_dir: Path, setup: BenchSetup, shard, progress) -> int:
-    """Make the images of this process's (prompt, seed) pairs that have no valid record yet;
-    returns how many were made."""
+def generate_stage(run_dir: Path, setup: BenchSetup, shard, progress, seed_batch: int = 1) -> int:
+    """Make the images of this process's (prompt, seed) pairs that have no valid record yet,
+    up to ``seed_batch`` seeds of a method and prompt per pipeline call; returns how many
+    were made."""
     todo = []
     for item, seed in shard:
         for name in setup.methods:
@@ -82,15 +109,20 @@ def generate_stage(run_dir: Path, setup: BenchSetup, shard, progress) -> int:
                 todo.append((name, item, seed))
     bar = progress(total=len(todo), desc="generate", unit="img")
     generated = 0
-    for name, item, seed in todo:
-        path = record_path(run_dir, name, item.prompt.id, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = _make_image(setup, name, item, seed)
-        write_json_atomic(path, record)
-        if record["status"] == "ok":
-            generated += 1
-        elif record["status"] == "failed":
-            print(f"warning: {name} / {item.prompt.id} / seed {seed} failed: {record['error']}", file=sys.stderr)
-        bar.update(1)
+    for name, item, seeds in seed_batches(todo, seed_batch):
+        for record in _make_images(setup, name, item, seeds):
+            generated += _write(run_dir, record, bar)
     bar.close()
     return generated
+
+
+def _write(run_dir: Path, record: dict, bar) -> bool:
+    """Write a record beside its image; whether it is a made image."""
+    path = record_path(run_dir, record["method"], record["prompt_id"], record["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+    if record["status"] == "failed":
+        print(f"warning: {record['method']} / {record['prompt_id']} / seed {record['seed']} failed: {record['error']}",
+              file=sys.stderr)
+    bar.update(1)
+    return record["status"] == "ok"

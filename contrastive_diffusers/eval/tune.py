@@ -57,7 +57,9 @@ class TuneConfig:
     ``"shapes"`` for the embedded model, else ``"attend_and_excite"``); ``metric``: ``None``
     picks ``oracle_success`` for the embedded model, ``min_object_similarity`` otherwise;
     ``categories``: only prompts of these categories (ShapesWorld default: two-object,
-    relation and single-object); ``confirm=False`` stops after the search."""
+    relation and single-object); ``confirm=False`` stops after the search; ``seed_batch``: the
+    bench runs' :attr:`BenchConfig.seed_batch` (seeds of a prompt per pipeline call; a speed
+    setting, not part of what the folder fixes)."""
 
     output_dir: Path
     method: str
@@ -73,6 +75,7 @@ class TuneConfig:
     dtype: str | None = None
     confirm: bool = True
     progress: bool = True
+    seed_batch: int = 1
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -101,8 +104,9 @@ class TuneConfig:
             raise ValueError(f"budget and steps must be positive, got {self.budget} and {self.steps}.")
 
     def key(self) -> dict:
-        """What a tune folder fixes: every setting but the progress display."""
-        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("output_dir", "progress")}
+        """What a tune folder fixes: every setting but the progress display and the seed batch."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self)
+                 if f.name not in ("output_dir", "progress", "seed_batch")}
         if not isinstance(shown["prompt_set"], (str, os.PathLike)):
             shown["prompt_set"] = [item.id for item in shown["prompt_set"]]
         if not isinstance(shown["clip_model"], (str, os.PathLike, type(None))):
@@ -112,7 +116,7 @@ class TuneConfig:
     def bench_settings(self, heatmaps: bool) -> dict:
         clip = None if self.metric == "oracle_success" else self.clip_model  # the oracle needs no CLIP
         return dict(model=self.model, steps=self.steps, device=self.device, dtype=self.dtype, clip_model=clip,
-                    heatmaps=heatmaps, progress=self.progress, report_max_prompts=20)
+                    heatmaps=heatmaps, progress=self.progress, report_max_prompts=20, seed_batch=self.seed_batch)
 
 
 @dataclass
