@@ -127,25 +127,19 @@ def parse_token_groups(spec: str, num_prompts: int) -> list:
 
 
 def _json_token_groups(spec: str, num_prompts: int) -> list:
+    from ..guidance.tokens import is_per_prompt  # the library's rule; imported here to keep --help free of torch
+
     try:
         value = json.loads(spec)
     except json.JSONDecodeError as err:
         raise CliError(f"--token-groups is not valid JSON ({err.msg} at character {err.pos}): {spec}") from None
     if not isinstance(value, list) or not value:
         raise CliError("--token-groups JSON must be a non-empty list of groups, or one list per prompt")
-    if not _is_per_prompt(value):
+    if not is_per_prompt(value):
         return [value] * num_prompts
     if len(value) != num_prompts:
         raise CliError(f"--token-groups JSON gives {len(value)} group lists for {num_prompts} prompt(s)")
     return value
-
-
-def _is_per_prompt(value: list) -> bool:
-    # The library's rule (tokens.resolve_batch_groups): one list per prompt nests a level
-    # deeper than a group list, or holds "auto" entries.
-    return any(
-        entry == "auto" or (isinstance(entry, list) and entry and isinstance(entry[0], list)) for entry in value
-    )
 
 
 def _word_or_position(word: str):

@@ -352,8 +352,9 @@ def resolve_groups(tokenizer, prompt: str, groups) -> list[TokenGroup]:
     return _resolve(tokenize_prompt(tokenizer, prompt), groups)
 
 
-def _is_per_prompt(token_groups: Sequence) -> bool:
-    # One group list per prompt nests one level deeper than a single prompt's group list.
+def is_per_prompt(token_groups: Sequence) -> bool:
+    """Whether ``token_groups`` holds one group list (or ``"auto"``) per prompt: it nests one
+    level deeper than a single prompt's group list."""
     return any(
         (isinstance(entry, str) and entry == "auto")
         or (isinstance(entry, (list, tuple)) and len(entry) > 0 and isinstance(entry[0], (list, tuple)))
@@ -372,7 +373,7 @@ def resolve_batch_groups(tokenizer, prompts: list[str], token_groups) -> list[li
     prompts = list(prompts)
     if isinstance(token_groups, str) and token_groups == "auto":
         per_prompt = ["auto"] * len(prompts)
-    elif isinstance(token_groups, (list, tuple)) and _is_per_prompt(token_groups):
+    elif isinstance(token_groups, (list, tuple)) and is_per_prompt(token_groups):
         per_prompt = list(token_groups)
         if len(per_prompt) != len(prompts):
             raise ValueError(
