@@ -86,7 +86,18 @@ def test_arm_tables_pair_by_prompt_and_seed():
     delta = tables["paired"]["m"]["c"]  # differences 1, 0, 1: mean 2/3, s = 0.57735, t(0.975, 2) = 4.302653
     half = 4.302653 * 0.5773503 / math.sqrt(3)
     assert delta["delta"] == pytest.approx(2 / 3) and delta["n"] == 3
-    assert delta["ci_low"] == pytest.approx(2 / 3 - half, abs=1e-5) and delta["ci_high"] == pytest.approx(2 / 3 + half, abs=1e-5)
+    assert delta["ci_low"] == pytest.approx(2 / 3 - half, abs=1e-5)
+    assert 2 / 3 + half > 1 and delta["ci_high"] == 1.0  # a 0/1 metric's difference cannot exceed 1
+    none = tables["methods"]["none"]["c"]  # 0, 1, 0: 1/3 -+ the same half-width, past both ends
+    assert none["mean"] == pytest.approx(1 / 3, abs=1e-6) and (none["ci_low"], none["ci_high"]) == (0.0, 1.0)
+
+
+def test_arm_tables_do_not_clip_unbounded_metrics():
+    records = [{"method": "none", "prompt_id": p, "seed": 0, "category": "c", "status": "ok",
+                "metrics": {"clip_score": v}} for p, v in (("a", 20.0), ("b", 30.0))]
+    stat = arm_tables(records, "clip_score", ["none"])["methods"]["none"]["c"]
+    half = 12.706205 * math.sqrt(50.0) / math.sqrt(2)  # t(0.975, 1) x s / sqrt(n)
+    assert stat["ci_low"] == pytest.approx(25 - half, abs=1e-4) and stat["ci_high"] == pytest.approx(25 + half, abs=1e-4)
 
 
 # ============================================================================ errors

@@ -62,19 +62,32 @@ def run_arms(root, arms: Sequence[Arm], items: list, seeds: Sequence[int], bench
     return records
 
 
-def _stat(values: list[float]) -> dict:
+def _stat(values: list[float], bounds: tuple[float, float] | None = None) -> dict:
+    """Mean and 95% t-interval; ``bounds`` clip the interval to the values a mean can take
+    (a t-interval over few 0/1 values can reach past 0 or 1, which no success rate can)."""
     ci = mean_ci(values)
+    low, high = ci.low, ci.high
+    if bounds is not None and ci.n > 1:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
 
     def finite(x):
         return round(x, 6) if math.isfinite(x) else None
 
-    return {"mean": finite(ci.mean), "ci_low": finite(ci.low), "ci_high": finite(ci.high), "n": ci.n}
+    return {"mean": finite(ci.mean), "ci_low": finite(low), "ci_high": finite(high), "n": ci.n}
+
+
+def _is_binary(records: list[dict], metric: str) -> bool:
+    """Whether every scored value of ``metric`` is 0 or 1 (a success rate, e.g. the oracle's)."""
+    values = [metric_value(r, metric) for r in records]
+    scored = [v for v in values if v is not None]
+    return bool(scored) and all(v in (0.0, 1.0) for v in scored)
 
 
 def arm_tables(records: list[dict], metric: str, arms: Sequence[str], baseline: str = "none",
                overall: bool = False, pairs: Sequence[tuple[str, str]] = ()) -> dict:
     """``{"methods": {arm: {category: {mean, ci_low, ci_high, n}}}, "paired": {arm: {category:
-    {delta, ci_low, ci_high, n}}}}``: each arm's mean of ``metric`` with its 95% t-interval, and
+    {delta, ci_low, ci_high, n}}}}``: each arm's mean of ``metric`` with its 95% t-interval
+    (clipped to [0, 1], and differences to [-1, 1], when the metric is a 0/1 success), and
     its difference from ``baseline`` paired by prompt and seed (images where either is not
     applicable or failed are left out). ``overall`` adds a category ``"all"``; ``pairs`` adds
     ``"<arm> vs <other>"`` entries to ``paired`` (e.g. tuned against the paper defaults)."""
@@ -82,18 +95,20 @@ def arm_tables(records: list[dict], metric: str, arms: Sequence[str], baseline: 
     groups = {c: [r for r in records if r.get("category") == c] for c in categories}
     if overall or not categories:
         groups["all"] = list(records)
+    binary = _is_binary(records, metric)
+    mean_bounds, delta_bounds = ((0.0, 1.0), (-1.0, 1.0)) if binary else (None, None)
     methods = {}
     for arm in arms:
         methods[arm] = {}
         for category, group in groups.items():
             values = [metric_value(r, metric) for r in group if r.get("method") == arm]
-            methods[arm][category] = _stat([v for v in values if v is not None])
+            methods[arm][category] = _stat([v for v in values if v is not None], mean_bounds)
     comparisons = [(arm, baseline) for arm in arms if arm != baseline] + list(pairs)
     paired = {}
     for arm, other in comparisons:
         key = arm if other == baseline else f"{arm} vs {other}"
         paired[key] = {}
         for category, group in groups.items():
-            stat = _stat(paired_differences(group, metric, arm, other))
+            stat = _stat(paired_differences(group, metric, arm, other), delta_bounds)
             paired[key][category] = {"delta": stat.pop("mean"), **stat}
     return {"methods": methods, "paired": paired}
