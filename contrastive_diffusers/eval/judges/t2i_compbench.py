@@ -59,8 +59,8 @@ def product_score(answers: list[float], decimals: int = 4) -> float:
     (``'{:.4f}'``), multiplied (an empty list: 1), and the product rounded the same way."""
     score = 1.0
     for answer in answers:
-        score *= round(float(answer), decimals)
-    return round(score, decimals)
+        score *= float(f"{answer:.{decimals}f}")
+    return float(f"{score:.{decimals}f}")
 
 
 class T2ICompBenchJudge(Judge):
@@ -72,14 +72,17 @@ class T2ICompBenchJudge(Judge):
                  batch_size: int = 16, image_size: int | None = 480, phrase_splitter: str = "auto",
                  max_phrases: int = MAX_PHRASES):
         super().__init__(device, dtype, batch_size)
+        import os
+
         from .blip_vqa import BlipYesNo
 
         if max_phrases < 1:
             raise ValueError(f"max_phrases must be at least 1 (the official script asks up to 8), got {max_phrases}.")
         self.max_phrases = max_phrases
         self.splitter = PhraseSplitter(phrase_splitter)
-        self.vqa = vqa_model if isinstance(vqa_model, BlipYesNo) else BlipYesNo.from_pretrained(
-            vqa_model, self.device, self.dtype, batch_size, image_size)
+        # a hub id or folder; or a loaded model with yes_probability() and settings() (a BlipYesNo)
+        self.vqa = BlipYesNo.from_pretrained(vqa_model, self.device, self.dtype, batch_size, image_size) if isinstance(
+            vqa_model, (str, os.PathLike)) else vqa_model
         self.clip_model = clip_model
         self._clip = None  # loaded at the first non-spatial prompt: most runs never need it
 
