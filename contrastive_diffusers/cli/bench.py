@@ -49,6 +49,13 @@ scoring (--clip-model): embedded-clip (the world's CLIP) for the embedded model,
 CLIPScore's; any CLIP hub id or folder; tiny-clip (random, offline, machinery only); none
 (no scoring).
 
+benchmarks' own judges (--judge, repeatable or a comma list), beside the CLIP metrics:
+  t2i-compbench   T2I-CompBench: B-VQA (BLIP VQA, --vqa-model; default
+                  Salesforce/blip-vqa-capfilt-large, the official checkpoint) for color, shape,
+                  texture and prompts of other sets; CLIP ViT-B/32 (--judge-clip-model) for
+                  non_spatial; spatial, numeracy, complex are not covered (UniDet)
+  geneval         GenEval's detector protocol (--detector, --judge-clip-model)
+
 example:
   contrastive-diffusers bench --model stabilityai/stable-diffusion-2-1-base \\
       --prompts attend_and_excite:animals --method none,conform --seeds 0 1 2 3
@@ -58,7 +65,7 @@ example:
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench",
-        help="benchmark guidance methods on a prompt set (images, CLIP metrics, reports)",
+        help="benchmark guidance methods on a prompt set (images, CLIP metrics, benchmark judges, reports)",
         description="Generate every prompt of a set with every method and seed, score the images with\n"
         "CLIP, and write per-image metrics and summary reports. Resumable and shardable.",
         epilog=BENCH_EPILOG,
@@ -106,8 +113,23 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--captioner", metavar="ID_OR_DIR",
                    help="a BLIP captioning model (e.g. Salesforce/blip-image-captioning-base) for the "
                    "prompt-caption text similarity. Default: none")
+    p.add_argument("--judge", action="append", default=[], metavar="NAME[,NAME]",
+                   help="a benchmark's own judge: t2i-compbench, geneval (repeatable or a comma list)")
+    p.add_argument("--vqa-model", metavar="ID_OR_DIR",
+                   help="the BLIP VQA model of --judge t2i-compbench. Default: Salesforce/blip-vqa-capfilt-large")
+    p.add_argument("--detector", metavar="ID_OR_DIR", help="the object detector of --judge geneval")
+    p.add_argument("--judge-clip-model", metavar="ID_OR_DIR",
+                   help="the CLIP model of the judges that use one (t2i-compbench: non-spatial, default "
+                   "openai/clip-vit-base-patch32; geneval: colours). Not the --clip-model of the CLIP metrics")
     p.add_argument("--report-max-prompts", type=positive_int, default=100, metavar="N",
                    help="prompts shown with images in report.html. Default: %(default)s")
+
+
+def judge_arguments(args: argparse.Namespace) -> tuple[list[str], dict]:
+    """The judges (``--judge a --judge b,c``, each named once) and their model options."""
+    names = [n.strip() for value in args.judge for n in value.split(",") if n.strip()]
+    options = {"vqa_model": args.vqa_model, "detector": args.detector, "clip_model": args.judge_clip_model}
+    return list(dict.fromkeys(names)), options
 
 
 def _optional_model(name: str | None):
@@ -127,7 +149,10 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.output_dir is None and launched_processes() > 1:
         raise CliError("--output-dir is required with several processes: every process must write to the same folder")
     try:
+        judges, judge_options = judge_arguments(args)
         config = BenchConfig(
+            judges=judges,
+            judge_options=judge_options,
             output_dir=args.output_dir or default_output_dir("bench"),
             model=args.model,
             methods=args.method,
@@ -169,8 +194,10 @@ def run_score(args: argparse.Namespace) -> int:
     if clip_model is None:
         raise CliError("score needs a CLIP model; --clip-model none only makes sense for bench")
     try:
+        judges, judge_options = judge_arguments(args)
         result = score_run(args.run_dir, clip_model, _optional_model(args.captioner), force=args.force,
-                           device=args.device, progress=not args.quiet, report_max_prompts=args.report_max_prompts)
+                           device=args.device, progress=not args.quiet, report_max_prompts=args.report_max_prompts,
+                           judges=judges, judge_options=judge_options)
     except KeyboardInterrupt:
         return _interrupted("the metrics written so far")
     except ValueError as err:

@@ -13,9 +13,12 @@ token groups, the folder's earlier settings), then works in three stages, each r
 2. **score**: the records without metrics, or scored by another CLIP model or captioner, are
    scored in batches with :func:`~.metrics.image_metrics` and rewritten; prompts that carry
    a ShapesWorld spec (``metadata["spec"]``) are also checked by the world's oracle
-   (``oracle_success``, exact), with or without a CLIP model.
+   (``oracle_success``, exact), with or without a CLIP model. Then each of the benchmarks'
+   own judges named in ``judges`` (:mod:`.judges`: T2I-CompBench's B-VQA, GenEval) scores
+   the images it has not judged with its present settings; its metrics join the CLIP ones.
 3. **report** (main process only): every record of the folder gathered into ``metrics.jsonl``,
-   ``summary.json``, ``summary.md`` and a self-contained ``report.html``.
+   ``summary.json``, ``summary.md`` and a self-contained ``report.html``, with each judge's
+   own table (its paper's per-category numbers) under ``summary["judges"]``.
 
 Every file is written to a temporary name and renamed, so killing the run at any moment
 loses at most the image in progress. Several runs may fill one folder (more methods, prompts
@@ -43,6 +46,7 @@ from .bench_config import AUTO, BenchConfig, BenchResult
 from .bench_generate import generate_stage
 from .bench_score import score_stage
 from .bench_setup import device_for, load_captioner, load_scorer, process_state, scorer_key, setup_run
+from .judges import load_judges
 from .report import format_summary_table, write_markdown
 from .report_html import write_html
 from .run_folder import BenchInputError, Ledger, gather, record_path, remove_stale_temporaries
@@ -54,8 +58,21 @@ __all__ = ["BenchConfig", "BenchResult", "BenchInputError", "run_benchmark", "sc
 # ============================================================================ stage 3: report
 
 
-def _write_reports(run_dir: Path, records: list[dict], ledger: Ledger, run_info: dict, max_prompts, quiet: bool):
+def _judge_tables(records: list[dict], judges) -> dict:
+    """Each judge's own table; a judge whose results the folder holds but that this call did not
+    load (``--judge`` left out) gets a note instead."""
+    tables = {judge.name: judge.summarize(records) for judge in judges}
+    for name in dict.fromkeys(n for r in records for n in (r.get("judges") or {})):
+        if name not in tables:
+            tables[name] = {"title": name, "columns": [], "rows": [], "notes": [
+                f"the folder holds {name} results; run again with --judge {name} to print its table"]}
+    return tables
+
+
+def _write_reports(run_dir: Path, records: list[dict], ledger: Ledger, run_info: dict, max_prompts, quiet: bool,
+                   judges=()):
     summary = summarize(records)
+    summary["judges"] = _judge_tables(records, judges)
     files = {
         "metrics": run_dir / "metrics.jsonl",
         "summary": run_dir / "summary.json",
@@ -88,6 +105,8 @@ def _display_info(ledger: Ledger, run_info: dict) -> dict:
         "guidance scale": generation.get("guidance_scale"),
         "CLIP model": run_info.get("clip_model") or "none (not scored)",
         "captioner": run_info.get("captioner") or "none",
+        "judges": ", ".join(f"{name} ({', '.join(f'{k}: {v}' for k, v in settings.items() if k != 'name')})"
+                            for name, settings in (run_info.get("judges") or {}).items()) or "none",
         "device": f"{run_info.get('device')}, {data['fingerprint'].get('dtype')}",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
     }
@@ -107,13 +126,14 @@ def _requested(ledger: Ledger) -> set:
     }
 
 
-def _finish(run_dir: Path, state, ledger: Ledger, run_info: dict, key, counts, max_prompts, quiet) -> BenchResult:
+def _finish(run_dir: Path, state, ledger: Ledger, run_info: dict, key, counts, max_prompts, quiet,
+            judges=()) -> BenchResult:
     """Main process: gather every record of the folder, write the reports and the final status."""
     generated, scored = counts
     if not state.is_main_process:
         return BenchResult(run_dir, [], None, generated, scored)
     records = gather(run_dir, ledger, _requested(ledger), key)
-    summary, files = _write_reports(run_dir, records, ledger, run_info, max_prompts, quiet)
+    summary, files = _write_reports(run_dir, records, ledger, run_info, max_prompts, quiet, judges)
     failed = sum(r["status"] == "failed" for r in records)
     ledger.save(status="finished" if not failed else "finished with failures", failed=failed, last_run=run_info)
     return BenchResult(run_dir, records, summary, generated, scored, failed, files)
@@ -139,6 +159,8 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     anything is written."""
     setup = setup_run(config)
     state, ledger, run_dir = setup.state, setup.ledger, config.output_dir
+    judges = _load_judges(config.judges, config.judge_options, setup.run_info["device"])
+    setup.run_info["judges"] = {judge.name: judge.settings() for judge in judges}
     progress = _progress_factory(config.progress, state)
     if state.is_main_process:
         if run_dir.exists():
@@ -160,10 +182,19 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     setup.images = None  # free the generator's memory before scoring
 
     paths = [record_path(run_dir, name, item.prompt.id, seed) for item, seed in shard for name in setup.methods]
-    scored = score_stage(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress)
+    scored = score_stage(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress, judges)
     state.wait_for_everyone()
     return _finish(run_dir, state, ledger, setup.run_info, setup.scorer_key, (generated, scored),
-                   config.report_max_prompts, not config.progress)
+                   config.report_max_prompts, not config.progress, judges)
+
+
+def _load_judges(names, options: dict, device: str) -> list:
+    """The run's judges, loaded before anything is written; a model that cannot be loaded is the
+    user's input error."""
+    try:
+        return load_judges(names, options, device)
+    except OSError as err:
+        raise BenchInputError(str(err)) from None
 
 
 def score_run(
@@ -174,10 +205,12 @@ def score_run(
     device: str = "auto",
     progress: bool = True,
     report_max_prompts: int | None = 100,
+    judges=(),
+    judge_options: dict | None = None,
 ) -> BenchResult:
     """Score (or, with ``force``, re-score) the images of an existing benchmark folder and
-    rewrite its reports. Images that cannot be read become failed records, listed in the
-    reports; nothing is generated."""
+    rewrite its reports; ``judges`` / ``judge_options`` as in :class:`BenchConfig`. Images that
+    cannot be read become failed records, listed in the reports; nothing is generated."""
     run_dir = Path(run_dir)
     ledger = Ledger.load(run_dir)
     if not ledger.exists:
@@ -194,12 +227,15 @@ def score_run(
         scorer, captioner_model = load_scorer(clip_model, device), load_captioner(captioner, device)
     except OSError as err:
         raise BenchInputError(str(err)) from None
+    judges = _load_judges(judges, judge_options or {}, device)
     key = scorer_key(clip_model, captioner)
     pairs = list(dict.fromkeys((prompt_id, seed) for _, prompt_id, seed in ledger.all_jobs()))
     shard = pairs[state.process_index :: state.num_processes]
     paths = [record_path(run_dir, m, prompt_id, seed) for prompt_id, seed in shard for m in ledger.data["methods"]]
-    scored = score_stage(run_dir, paths, scorer, captioner_model, key, force, _progress_factory(progress, state))
+    scored = score_stage(run_dir, paths, scorer, captioner_model, key, force, _progress_factory(progress, state),
+                         judges)
     state.wait_for_everyone()
     last = ledger.data.get("last_run", {})
-    run_info = {**last, "clip_model": key["clip"], "captioner": key["captioner"], "device": device}
-    return _finish(run_dir, state, ledger, run_info, key, (0, scored), report_max_prompts, not progress)
+    run_info = {**last, "clip_model": key["clip"], "captioner": key["captioner"], "device": device,
+                "judges": {judge.name: judge.settings() for judge in judges}}
+    return _finish(run_dir, state, ledger, run_info, key, (0, scored), report_max_prompts, not progress, judges)

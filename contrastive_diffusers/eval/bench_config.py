@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from ..models.names import EMBEDDED_MODEL, default_clip_model
 from ..records import jsonable
+from .judges import JUDGES
 from .run_folder import BenchInputError
 
 AUTO = "auto"  # clip_model: the world's CLIP for the embedded model, DEFAULT_CLIP_MODEL otherwise
@@ -27,7 +28,10 @@ class BenchConfig:
     ``Captioner``, or ``None``. ``seed_batch``: how many seeds of one method and prompt one
     pipeline call draws (each image as a call of its own would draw it, up to rounding: see
     :func:`~contrastive_diffusers.runs.make_images`); more is faster where per-call overhead
-    dominates (small images, CPU) and needs that many times the memory."""
+    dominates (small images, CPU) and needs that many times the memory. ``judges``: the
+    benchmarks' own judges (:mod:`.judges`) by name (``"t2i-compbench"``, ``"geneval"``) or as
+    :class:`~.judges.Judge` objects, scored after the CLIP metrics; ``judge_options``: their
+    models (``vqa_model``, ``detector``, ``clip_model``), each given to the judges that take it."""
 
     output_dir: Path
     model: str = "embedded"
@@ -50,6 +54,8 @@ class BenchConfig:
     report_max_prompts: int | None = 100
     progress: bool = True
     seed_batch: int = 1
+    judges: Sequence[Any] = ()
+    judge_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -67,13 +73,18 @@ class BenchConfig:
             raise BenchInputError(f"num_prompts must be at least 1, got {self.num_prompts}.")
         if self.steps < 1:
             raise BenchInputError(f"steps must be at least 1, got {self.steps}.")
+        for judge in self.judges:
+            if isinstance(judge, str) and judge not in JUDGES:
+                raise BenchInputError(f"unknown judge {judge!r}; the known judges are: {', '.join(sorted(JUDGES))}.")
         if self.seed_batch < 1:
             raise BenchInputError(f"seed_batch must be at least 1 (1: one image per pipeline call), got {self.seed_batch}.")
 
     def settings(self) -> dict:
         """The plain settings (no scorer or captioner objects: those are named, not copied)."""
-        skip = ("clip_model", "captioner", "prompt_set")
-        return jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip})
+        skip = ("clip_model", "captioner", "prompt_set", "judges")
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        settings["judges"] = [j if isinstance(j, str) else getattr(j, "name", type(j).__name__) for j in self.judges]
+        return jsonable(settings)
 
 
 @dataclass

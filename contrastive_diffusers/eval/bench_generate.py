@@ -17,6 +17,8 @@ def _record_for(name: str, item: BenchItem, seed: int) -> dict:
     p = item.prompt
     record = new_record(name, p.id, p.prompt, p.category, seed, item.words, item.contrast)
     record["spec"] = p.metadata.get("spec")  # ShapesWorld: what the oracle checks
+    # what a benchmark's judge reads besides the prompt (GenEval: tag, include, exclude)
+    record["judge_metadata"] = {k: v for k, v in p.metadata.items() if k != "spec"} or None
     return record
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from ..atomic_io import write_text_atomic
 
-__all__ = ["format_summary_table", "write_markdown"]
+__all__ = ["format_summary_table", "judge_tables", "write_markdown"]
 
-_DECIMALS = {"clip_score": 2, "full_similarity": 4, "min_object_similarity": 4, "text_text_similarity": 4}
+_DECIMALS = {"clip_score": 2, "full_similarity": 4, "min_object_similarity": 4, "text_text_similarity": 4,
+             "bvqa": 4, "t2i_clip": 4}
 _DEFAULT_DECIMALS = 3  # probabilities and accuracies (quality, binding_*) and unknown metrics
-_CATEGORY_METRICS = ("oracle_success", "clip_score", "min_object_similarity")
+_CATEGORY_METRICS = ("oracle_success", "clip_score", "min_object_similarity", "bvqa", "geneval_correct")
 HOW_TO_READ = (
     "Each cell is the mean over images with the half-width of its {pct} t-interval "
     "(mean ± t · s/√n; \"n/a\" when only one image). Differences from the baseline are paired: "
@@ -29,6 +30,7 @@ HOW_TO_READ = (
     "and listed under Failures."
 )
 AGREEMENT_TITLE = "Agreement of CLIP with the oracle"
+JUDGE_AGREEMENT_TITLE = "Agreement of the benchmarks' judges with the oracle"
 
 
 def agreement_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -37,6 +39,34 @@ def agreement_table(summary: dict) -> tuple[list[str], list[list[str]]]:
         for name, v in summary.get("agreement", {}).items()
     ]
     return ["method", "r (CLIP min-object similarity vs oracle success)", "n"], rows
+
+
+def judge_agreement_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Per judge metric and method: correlation with the oracle, accuracy of the judge's
+    verdict (score >= 0.5) against it, images."""
+    rows = []
+    for metric, per_group in summary.get("judge_agreement", {}).items():
+        for name, v in per_group.items():
+            r = "n/a" if v["r"] is None else f"{v['r']:+.3f}"
+            accuracy = "n/a" if v["accuracy"] is None else f"{v['accuracy']:.3f}"
+            rows.append([metric, name, r, accuracy, str(v["n"])])
+    return ["judge metric", "method", "r (vs oracle success)", "accuracy (score >= 0.5 vs oracle)", "n"], rows
+
+
+def judge_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]], list[str]]]:
+    """Each judge's own table (:meth:`~.judges.Judge.summarize`) as (title, header, rows, notes),
+    numbers with 4 decimals as the benchmarks print them."""
+    tables = []
+    for name, table in summary.get("judges", {}).items():
+        rows = [[_judge_cell(c) for c in row] for row in table["rows"]]
+        tables.append((table.get("title") or name, list(table["columns"]), rows, list(table.get("notes") or [])))
+    return tables
+
+
+def _judge_cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 # --- table building (shared by the text, Markdown and HTML renderers) ---------------------------
@@ -141,6 +171,12 @@ def write_markdown(
         lines += [f"## By category: {metric}", "", *_md_table(header, rows), ""]
     if summary.get("agreement"):
         lines += [f"## {AGREEMENT_TITLE}", "", *_md_table(*agreement_table(summary)), ""]
+    for title, header, rows, notes in judge_tables(summary):
+        lines += [f"## {_md_text(title)} (the benchmark's own judge)", ""]
+        lines += [*_md_table(header, rows), ""] if rows else []
+        lines += [*(f"- {_md_text(note)}" for note in notes), ""] if notes else []
+    if summary.get("judge_agreement"):
+        lines += [f"## {JUDGE_AGREEMENT_TITLE}", "", *_md_table(*judge_agreement_table(summary)), ""]
     lines += ["## How to read this", "", HOW_TO_READ.format(pct=pct), ""]
     lines += ["## Failures", ""]
     failures = summary["failures"]

@@ -15,11 +15,14 @@ from typing import Sequence
 from .report import (
     AGREEMENT_TITLE,
     HOW_TO_READ,
+    JUDGE_AGREEMENT_TITLE,
     agreement_table,
     category_tables,
     delta_table,
     delta_title,
     format_number,
+    judge_agreement_table,
+    judge_tables,
     main_table,
     not_applicable_text,
     write_report_file,
@@ -73,6 +76,12 @@ def write_html(
         body += [f"<h2>By category: {esc(metric)}</h2>", _html_table(header, rows)]
     if summary.get("agreement"):
         body += [f"<h2>{AGREEMENT_TITLE}</h2>", _html_table(*agreement_table(summary))]
+    for judge_title, header, rows, notes in judge_tables(summary):
+        body += [f"<h2>{esc(judge_title)} (the benchmark's own judge)</h2>"]
+        body += [_html_table(header, rows)] if rows else []
+        body += [f'<p class="note">{esc(note)}</p>' for note in notes]
+    if summary.get("judge_agreement"):
+        body += [f"<h2>{JUDGE_AGREEMENT_TITLE}</h2>", _html_table(*judge_agreement_table(summary))]
     body += ["<h2>How to read this</h2>", f"<p>{esc(HOW_TO_READ.format(pct=pct)).replace('*', '')}</p>"]
     body += _html_failures(summary["failures"])
     if summary.get("not_applicable"):
@@ -248,7 +257,8 @@ def _thumbnail_uri(file: Path, thumb_size: int, heatmap: bool) -> str:
 
 
 def _html_metrics_line(record: dict) -> str:
-    shown = [("CLIP", "clip_score"), ("min-obj", "min_object_similarity"), ("binding", "binding_text_score")]
+    shown = [("CLIP", "clip_score"), ("min-obj", "min_object_similarity"), ("binding", "binding_text_score"),
+             ("B-VQA", "bvqa"), ("GenEval", "geneval_correct")]
     values = [(label, metric, metric_value(record, metric)) for label, metric in shown]
     text = " · ".join(f"{label} {format_number(metric, v)}" for label, metric, v in values if v is not None)
     oracle = record.get("oracle")

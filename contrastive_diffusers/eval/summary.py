@@ -45,6 +45,7 @@ def summarize(records: Sequence[dict], baseline: str | None = None, confidence: 
         "per_category": _category_summary(records, methods, metrics, confidence),
         "deltas": _delta_summary(records, methods, metrics, baseline, confidence),
         "agreement": _agreement(records, methods, metrics),
+        "judge_agreement": _judge_agreement(records, methods, metrics),
         "failures": _listed(records, "failed"),
         "not_applicable": _listed(records, NOT_APPLICABLE),
     }
@@ -155,6 +156,30 @@ def _agreement(records, methods, metrics) -> dict:
         pairs = [(metric_value(r, a), metric_value(r, b)) for r in group]
         pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
         out[name] = {"r": _finite_or_none(_pearson(pairs)), "n": len(pairs)}
+    return out
+
+
+# The benchmarks' judges whose per-image score is a verdict in [0, 1] (see .judges).
+JUDGE_VERDICTS = ("bvqa", "geneval_correct")
+
+
+def _judge_agreement(records, methods, metrics) -> dict:
+    """{judge metric: {method or "all methods": {r, accuracy, n}}} where the oracle judged the
+    same images: Pearson r with oracle success, and the accuracy of "score >= 0.5" as a verdict."""
+    oracle = "oracle_success"
+    if oracle not in metrics:
+        return {}
+    out = {}
+    for metric in (m for m in JUDGE_VERDICTS if m in metrics):
+        groups = {m: [r for r in records if r.get("method") == m] for m in methods}
+        groups["all methods"] = list(records)
+        out[metric] = {}
+        for name, group in groups.items():
+            pairs = [(metric_value(r, metric), metric_value(r, oracle)) for r in group]
+            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+            hits = [(x >= 0.5) == (y >= 0.5) for x, y in pairs]
+            out[metric][name] = {"r": _finite_or_none(_pearson(pairs)),
+                                 "accuracy": sum(hits) / len(hits) if hits else None, "n": len(pairs)}
     return out
 
 

@@ -1,0 +1,165 @@
+"""The judge framework: the registry, the Judge interface, and the bench plumbing (judging in
+the score stage, re-judging on changed settings, the summary's judge agreement with the oracle),
+with a small deterministic judge of our own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contrastive_diffusers.atomic_io import write_json_atomic
+from contrastive_diffusers.cli.bench import add_bench_parser, judge_arguments
+from contrastive_diffusers.eval.bench import BenchConfig
+from contrastive_diffusers.eval.bench_score import score_stage
+from contrastive_diffusers.eval.judges import JUDGES, Judge, judge_class, judge_table, load_judge, load_judges
+from contrastive_diffusers.eval.run_folder import BenchInputError, new_record, read_record
+from contrastive_diffusers.eval.summary import summarize
+
+
+class RednessJudge(Judge):
+    """Scores an image by its mean red channel (0..1); ``threshold`` is a setting."""
+
+    name = "redness"
+    metric_names = ("redness",)
+    options = ("clip_model",)
+
+    def __init__(self, clip_model=None, threshold: float = 0.5, device="cpu", dtype=None, batch_size: int = 16):
+        super().__init__(device, dtype, batch_size)
+        self.clip_model, self.threshold, self.calls = clip_model, threshold, 0
+
+    def settings(self):
+        return {**super().settings(), "threshold": self.threshold}
+
+    def score(self, images, records):
+        self.calls += 1
+        values = [float(np.asarray(image)[..., 0].mean() / 255) for image in images]
+        return [{"metrics": {"redness": v}, "details": {"red": v > self.threshold}} for v in values]
+
+    def summarize(self, records):
+        rows = [[m, float(np.mean([r["metrics"]["redness"] for r in records if r["method"] == m]))]
+                for m in dict.fromkeys(r["method"] for r in records)]
+        return judge_table("Redness", ["method", "redness"], rows)
+
+
+def _progress(total, desc, unit):
+    class Bar:
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    return Bar()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three records with images of known redness (0.2, 0.6, 1.0)."""
+    paths = []
+    for seed, red in enumerate((51, 153, 255)):
+        image = tmp_path / "none" / "p" / f"{seed}.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (red, 0, 0)).save(image)
+        record = new_record("none", "p", "a red square", "color", seed)
+        record.update(status="ok", image=f"none/p/{seed}.png")
+        path = tmp_path / "none" / "p" / f"{seed}.json"
+        write_json_atomic(path, record)
+        paths.append(path)
+    return tmp_path, paths
+
+
+KEY = {"clip": None, "captioner": None}
+
+
+def test_registry():
+    assert set(JUDGES) >= {"t2i-compbench", "geneval"}
+    assert judge_class("t2i-compbench").metric_names == ("bvqa", "t2i_clip")
+    with pytest.raises(ValueError, match="unknown judge 'vqa'; the known judges are: geneval, t2i-compbench"):
+        load_judge("vqa")
+    with pytest.raises(ValueError, match="unknown judge option"):
+        load_judges([], {"vqa_modle": "x"})
+    judge = RednessJudge()
+    # objects pass through; an option goes only to judges that take it
+    assert load_judges([judge], {"vqa_model": "unused", "clip_model": None}) == [judge]
+    with pytest.raises(ValueError, match="named twice"):
+        load_judges([judge, RednessJudge()])
+
+
+def test_judge_interface():
+    with pytest.raises(ValueError, match="batch_size"):
+        RednessJudge(batch_size=0)
+    assert RednessJudge().empty_result("why") == {"metrics": {"redness": None}, "details": {"skipped": "why"}}
+    assert RednessJudge().dtype is not None and str(RednessJudge().device) == "cpu"
+    with pytest.raises(ValueError, match="needs 2 cells"):
+        judge_table("t", ["a", "b"], [["x"]])
+    with pytest.raises(TypeError):
+        Judge()  # abstract
+
+
+def test_score_stage_judges_and_rejudges_on_changed_settings(folder):
+    run_dir, paths = folder
+    judge = RednessJudge()
+    assert score_stage(run_dir, paths, None, None, KEY, False, _progress, [judge]) == 3
+    records = [read_record(p) for p in paths]
+    assert [r["metrics"]["redness"] for r in records] == pytest.approx([0.2, 0.6, 1.0])
+    assert [r["judges"]["redness"]["details"]["red"] for r in records] == [False, True, True]
+    assert all(r["judges"]["redness"]["settings"] == {"name": "redness", "threshold": 0.5} for r in records)
+    assert all(r["scorer"] == KEY for r in records)
+    # nothing to do on a second call; a changed setting re-judges every image
+    assert score_stage(run_dir, paths, None, None, KEY, False, _progress, [judge]) == 0 and judge.calls == 1
+    stricter = RednessJudge(threshold=0.8)
+    assert score_stage(run_dir, paths, None, None, KEY, False, _progress, [stricter]) == 3
+    assert [read_record(p)["judges"]["redness"]["details"]["red"] for p in paths] == [False, False, True]
+
+
+def test_judge_metrics_survive_a_clip_rescore(folder, tiny_clip_dir):
+    from contrastive_diffusers.eval import ClipScorer
+
+    run_dir, paths = folder
+    judge = RednessJudge()
+    score_stage(run_dir, paths, None, None, KEY, False, _progress, [judge])
+    # CLIP scores the records afterwards (a new scorer key): its metrics replace the record's,
+    # the judge's are merged back without judging again
+    scorer, key = ClipScorer.from_pretrained(tiny_clip_dir, device="cpu"), {"clip": "tiny", "captioner": None}
+    assert score_stage(run_dir, paths, scorer, None, key, False, _progress, [judge]) == 3 and judge.calls == 1
+    records = [read_record(p) for p in paths]
+    assert [r["metrics"]["redness"] for r in records] == pytest.approx([0.2, 0.6, 1.0])
+    assert all("clip_score" in r["metrics"] and r["scorer"] == key for r in records)
+
+
+def test_summary_judge_agreement_with_the_oracle():
+    # bvqa vs oracle: pairs (0.9, 1), (0.6, 0), (0.2, 0), (0.4, 1) for "none"; (0.7, 1) for "x"
+    rows = [("none", 0.9, 1.0), ("none", 0.6, 0.0), ("none", 0.2, 0.0), ("none", 0.4, 1.0), ("x", 0.7, 1.0)]
+    records = [{"method": m, "prompt_id": f"p{i}", "seed": 0, "status": "ok", "category": None,
+                "metrics": {"oracle_success": o, "bvqa": b}} for i, (m, b, o) in enumerate(rows)]
+    agreement = summarize(records)["judge_agreement"]["bvqa"]
+    xs, ys = [0.9, 0.6, 0.2, 0.4], [1, 0, 0, 1]
+    mx, my = sum(xs) / 4, sum(ys) / 4
+    r = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / math.sqrt(
+        sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys))
+    assert agreement["none"]["r"] == pytest.approx(r) and agreement["none"]["n"] == 4
+    assert agreement["none"]["accuracy"] == pytest.approx(0.5)  # 0.9 right, 0.6 wrong, 0.2 right, 0.4 wrong
+    assert agreement["x"] == {"r": None, "accuracy": 1.0, "n": 1}
+    assert agreement["all methods"]["accuracy"] == pytest.approx(0.6)
+    assert summarize([{**r, "metrics": {"bvqa": 0.5}} for r in records])["judge_agreement"] == {}
+
+
+def test_bench_config_and_cli_arguments(tmp_path):
+    with pytest.raises(BenchInputError, match="unknown judge 'vqa'"):
+        BenchConfig(output_dir=tmp_path, judges=["vqa"])
+    config = BenchConfig(output_dir=tmp_path, judges=["t2i-compbench", RednessJudge()],
+                         judge_options={"vqa_model": "some/model"})
+    settings = config.settings()
+    assert settings["judges"] == ["t2i-compbench", "redness"] and settings["judge_options"] == {"vqa_model": "some/model"}
+    json.dumps(settings)
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--judge", "t2i-compbench,geneval", "--judge", "t2i-compbench",
+                              "--vqa-model", "v", "--judge-clip-model", "c"])
+    assert judge_arguments(args) == (["t2i-compbench", "geneval"], {"vqa_model": "v", "detector": None,
+                                                                    "clip_model": "c"})
