@@ -145,12 +145,10 @@ class Mask2FormerDetector:
         masks = logits > 0
         mask_scores = (logits.sigmoid() * masks).flatten(1).sum(1) / (masks.flatten(1).sum(1) + 1e-6)
         final = top_scores * mask_scores
-        boxes = mask_boxes(masks)
-        keep = [k for k in range(len(final))
-                if self.classes[int(labels[k])] is not None and float(final[k]) > self.min_score]
-        keep_masks = masks[keep].cpu().numpy()
-        return [
-            Detection(self.classes[int(labels[k])], float(final[k]), tuple(float(v) for v in boxes[k].tolist()),
-                      np.ascontiguousarray(keep_masks[j]))
-            for j, k in enumerate(keep)
-        ]
+        known = torch.tensor([c is not None for c in self.classes], device=labels.device)
+        keep = (known[labels] & (final > self.min_score)).nonzero().flatten()
+        boxes, scores = mask_boxes(masks[keep]).tolist(), final[keep].tolist()
+        names = [self.classes[k] for k in labels[keep].tolist()]
+        kept_masks = masks[keep].cpu().numpy()
+        return [Detection(name, score, tuple(box), np.ascontiguousarray(mask))
+                for name, score, box, mask in zip(names, scores, boxes, kept_masks)]
