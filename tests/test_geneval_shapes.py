@@ -71,6 +71,12 @@ def test_where_geneval_decides_differently():
     plus_blue = scene(("square", "red", "small", 0.2, 0.2), ("square", "red", "small", 0.8, 0.2),
                       ("square", "blue", "small", 0.5, 0.8))
     assert both(plus_blue, TWO_RED_SQUARES) == (False, True)
+    # A relation must be the main direction: up-left by (0.35, 0.5) of the side is "left of" only
+    # (shrunk offset 0.46 vs 0.70 of its length), though the circle is 0.35 of the side higher.
+    diagonal = scene(("circle", "red", "large", 0.25, 0.3), ("square", "blue", "large", 0.75, 0.65))
+    above = CaptionSpec((ObjectSpec("circle", "red"), ObjectSpec("square", "blue")), (0, "above", 1))
+    assert both(diagonal, above) == (False, True)
+    assert both(diagonal, CIRCLE_LEFT_OF_SQUARE) == (True, True)
 
 
 def test_oracle_agreement_hand_computed():

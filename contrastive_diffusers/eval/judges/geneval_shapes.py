@@ -10,8 +10,10 @@ where GenEval decides differently from the oracle:
 - colour is checked on the ``count`` best objects of the class, not on any object of the class
   (with equal scores the reader's order, largest first, decides);
 - counting counts the class, whatever its colour, and forbids ``count + 1`` of them;
-- position compares boxes with GenEval's margin (0.1 of the two boxes' sizes), the oracle
-  compares centres with 0.1 of the image side;
+- position: the relation must be the main direction between the boxes (GenEval's margin, 0.1
+  of the two boxes' sizes, then more than half the offset), between the best object of each
+  class; the oracle needs a centre offset of 0.1 of the image side along the relation's axis,
+  between any objects of the right shape and colour;
 - sizes ("a small circle") have no GenEval row: such captions are skipped.
 """
 
