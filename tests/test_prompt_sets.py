@@ -18,6 +18,7 @@ from contrastive_diffusers.prompts import (
     contrast_set,
     load_prompt_file,
 )
+from contrastive_diffusers.prompts.geneval import GENEVAL_TAGS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"
 needs_shared = pytest.mark.skipif(
@@ -242,7 +243,7 @@ def test_load_prompt_set(tmp_path):
     assert load_prompt_set("attend_and_excite:animals") == attend_and_excite_prompts("animals")
     assert set(BUILTIN_PROMPT_SETS) == {"attend_and_excite", "shapes", "shapes:test", "shapes:sample", "shapes:train"} | {
         f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS
-    }
+    } | {"geneval"} | {f"geneval:{t}" for t in GENEVAL_TAGS}
     shapes = load_prompt_set("shapes")
     assert shapes == load_prompt_set("shapes:test") and all("spec" in item.metadata for item in shapes)
     assert {item.metadata["split"] for item in load_prompt_set("shapes:train")} == {"train"}

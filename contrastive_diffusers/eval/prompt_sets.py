@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..prompts import ATTEND_AND_EXCITE_SUBSETS, PromptItem, attend_and_excite_prompts, load_prompt_file
+from ..prompts.geneval import GENEVAL_TAGS, geneval_prompts
 from ..shapes.prompts import shapes_prompts
 
 __all__ = ["BUILTIN_PROMPT_SETS", "load_prompt_set"]
@@ -17,13 +18,15 @@ BUILTIN_PROMPT_SETS = (
     ("attend_and_excite",)
     + tuple(f"attend_and_excite:{s}" for s in ATTEND_AND_EXCITE_SUBSETS)
     + ("shapes", "shapes:test", "shapes:sample", "shapes:train")
+    + ("geneval",) + tuple(f"geneval:{t}" for t in GENEVAL_TAGS)
 )
 
 
 def load_prompt_set(name_or_path: str) -> list[PromptItem]:
     """A built-in set (``"attend_and_excite"``, ``"attend_and_excite:<subset>"``, ``"shapes"`` =
     ``"shapes:test"``, ``"shapes:sample"`` (its first two prompts per category),
-    ``"shapes:train"``: the ShapesWorld sets) or a prompt file path (read with
+    ``"shapes:train"``: the ShapesWorld sets; ``"geneval"``, ``"geneval:<task>"``: GenEval's
+    553 prompts with their evaluation rows) or a prompt file path (read with
     :func:`~contrastive_diffusers.prompts.load_prompt_file`, format picked from the name)."""
     name = str(name_or_path)
     if name in ("shapes", "shapes:test", "shapes:sample", "shapes:train"):
@@ -31,6 +34,8 @@ def load_prompt_set(name_or_path: str) -> list[PromptItem]:
         if name == "shapes:sample":
             return shapes_prompts("test", per_category=2)
         return shapes_prompts("train" if name == "shapes:train" else "test")
+    if name == "geneval" or name.startswith("geneval:"):
+        return geneval_prompts(name.split(":", 1)[1] if ":" in name else None)
     if name == "attend_and_excite":
         return attend_and_excite_prompts()
     if name.startswith("attend_and_excite:"):
