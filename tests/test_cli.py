@@ -252,3 +252,15 @@ def test_python_m_version():
     )
     assert result.returncode == 0, result.stderr
     assert __version__ in result.stdout
+
+
+def test_seed_ranges_are_inclusive_and_checked():
+    import argparse
+
+    from contrastive_diffusers.cli.common import int_list
+
+    assert int_list("42-51") == list(range(42, 52)) and int_list("0,3-5") == [0, 3, 4, 5]
+    assert int_list("-1") == [-1]  # a leading minus is a negative seed, not a range
+    for bad, message in (("5-3", "runs backwards"), ("a-b", "integers or ranges")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            int_list(bad)

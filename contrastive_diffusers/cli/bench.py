@@ -165,6 +165,7 @@ def run_bench(args: argparse.Namespace) -> int:
             width=args.width,
             attn_res=tuple(args.attn_res) if args.attn_res else None,
             negative_prompt=args.negative_prompt,
+            scheduler=args.scheduler,
             device=args.device,
             dtype=args.dtype,
             clip_model=_optional_model(args.clip_model),

@@ -59,11 +59,21 @@ def method_list(text: str) -> list[str]:
 
 
 def int_list(text: str) -> list[int]:
-    """``--seeds`` value: one integer, or several separated by commas."""
+    """``--seeds`` value: one integer, several separated by commas, or an inclusive range ``A-B``
+    (``42-51``: the ten seeds a benchmark's protocol names)."""
+    values = []
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        for part in (p.strip() for p in text.split(",")):
+            first, dash, last = part.partition("-")
+            if dash and first:  # "A-B"; a leading "-" is a negative number
+                if int(last) < int(first):
+                    raise argparse.ArgumentTypeError(f"seed range {part!r} runs backwards; write it low-high")
+                values.extend(range(int(first), int(last) + 1))
+            elif part:
+                values.append(int(part))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"seeds must be integers or ranges such as 0-9, got {text!r}") from None
+    return values
 
 
 def positive_int(text: str) -> int:
@@ -107,7 +117,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         action="extend",
         type=int_list,
         metavar="SEED",
-        help="random seeds (space- or comma-separated). Default: 0",
+        help="random seeds (space- or comma-separated, or ranges such as 0-9). Default: 0",
     )
     p.add_argument("--steps", type=positive_int, default=50, metavar="N", help="denoising steps. Default: %(default)s")
     p.add_argument(
@@ -126,6 +136,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="size of the attention maps the guidance loss reads. Default: latent size / 4 (image / 32 on SD)",
     )
     p.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt, used for every prompt")
+    p.add_argument("--scheduler", metavar="CLASS",
+                   help="a diffusers scheduler class to sample with instead of the model's own, built from its "
+                   "config (e.g. DDIMScheduler, as T2I-CompBench draws). Default: the model's")
     p.add_argument(
         "--dtype",
         choices=DTYPES,

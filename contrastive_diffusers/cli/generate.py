@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..atomic_io import write_json_atomic
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
+from ..models.schedulers import use_scheduler
 from ..records import versions
 from ..runs import (
     ImageRun,
@@ -208,6 +209,7 @@ def initial_settings(args, run: ImageRun, device: str, dtype_name: str, specs: l
         "args": {k: v for k, v in vars(args).items() if k not in ("run", "argv")},
         "model": args.model,
         "pipeline": type(run.pipe).__name__,
+        "scheduler": type(run.pipe.scheduler).__name__,
         "device": device,
         "dtype": dtype_name,
         "output_dir": str(run.out_dir.resolve()),
@@ -252,7 +254,8 @@ def run_generate(args: argparse.Namespace) -> int:
     methods = build_methods(args.method)
     specs = parse_token_groups(args.token_groups, len(prompts))
     pipe = load_pipeline(args.model, device, dtype, args.quiet)
-    try:  # bad groups fail here, before the output folder exists
+    try:  # a bad scheduler or bad groups fail here, before the output folder exists
+        use_scheduler(pipe, args.scheduler)
         resolved = resolve_prompt_groups(pipe, prompts, specs, methods)
     except ValueError as err:
         raise CliError(str(err)) from None

@@ -101,6 +101,7 @@ def _display_info(ledger: Ledger, run_info: dict) -> dict:
         "methods": ", ".join(data["methods"]),
         "seeds": ", ".join(str(s) for s in data["seeds"]),
         "steps": generation.get("num_inference_steps"),
+        "scheduler": data["fingerprint"].get("scheduler") or "the model's own",
         "size": f"{generation.get('height')} x {generation.get('width')}",
         "guidance scale": generation.get("guidance_scale"),
         "CLIP model": run_info.get("clip_model") or "none (not scored)",

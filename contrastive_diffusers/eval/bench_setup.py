@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
+from ..models.schedulers import use_scheduler
 from ..models.names import EMBEDDED_CLIP, TINY_CLIP
 from ..prompts import PromptItem, contrast_set
 from ..runs import ImageRun, build_methods, generation_options, inapplicable_methods, resolve_token_groups
@@ -162,6 +163,10 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         captioner = load_captioner(config.captioner, device) if scorer is not None else None
     except OSError as err:  # missing prompt file, CLIP or captioner folder
         raise BenchInputError(str(err)) from None
+    try:
+        use_scheduler(pipe, config.scheduler)
+    except ValueError as err:  # not a scheduler class, or not one for this model
+        raise BenchInputError(str(err)) from None
     options = generation_options(
         pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt
     )
@@ -171,6 +176,8 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         "dtype": dtype_name,
         "generation": {**options, "attn_res": list(config.attn_res) if config.attn_res else None},
     }
+    if config.scheduler is not None:  # only when asked: folders made before the option still resume
+        fingerprint["scheduler"] = type(pipe.scheduler).__name__
     ledger = Ledger.load(config.output_dir)
     ledger.merge(
         fingerprint,

@@ -98,7 +98,8 @@ class Ledger:
         fingerprint, methods = jsonable(fingerprint), jsonable(methods)
         old = self.data["fingerprint"]
         if old is not None:
-            for key, value in fingerprint.items():
+            for key in dict.fromkeys([*fingerprint, *old]):  # a setting only one side has differs too
+                value = fingerprint.get(key)
                 if old.get(key) != value:
                     raise BenchInputError(
                         f"{self.run_dir} holds a run made with different settings ({key}: {old.get(key)!r} "
