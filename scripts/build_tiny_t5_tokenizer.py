@@ -43,6 +43,7 @@ from contrastive_diffusers.shapes.captions import NUMBER_WORDS  # noqa: E402
 from contrastive_diffusers.shapes.world import COLORS, PLURALS, RELATION_PHRASES, SHAPES, SIZES  # noqa: E402
 
 SPECIALS = ["<pad>", "</s>", "<unk>"]
+ALPHABET = string.ascii_letters + string.digits + string.punctuation
 VOCAB_SIZE = 600
 #: Sub-word pieces score this much below their learned log-probability: below any whole word.
 SUBWORD_PENALTY = 12.0
@@ -87,7 +88,7 @@ def main() -> None:
         vocab_size=VOCAB_SIZE,
         special_tokens=SPECIALS,
         unk_token="<unk>",
-        initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation),
+        initial_alphabet=list(ALPHABET),
         show_progress=False,
     )
     learner = Tokenizer(models.Unigram())
@@ -97,9 +98,17 @@ def main() -> None:
 
     counts = Counter("▁" + word for sentence in sentences for word in sentence.split())
     total = sum(counts.values())
-    scores = {piece: math.log(n / total) for piece, n in counts.items()}
+    # Rounded: the trainer (threads, hash maps) gives the same pieces every run, but their scores
+    # differ by a few thousandths; rounded to hundredths, repeated runs wrote the same file.
+    scores = {piece: round(math.log(n / total), 4) for piece, n in counts.items()}
+    seen_chars = set("".join(sentences))
     for piece, score in learned[len(SPECIALS):]:
-        scores.setdefault(piece, score - SUBWORD_PENALTY)
+        if piece not in seen_chars and len(piece) == 1:
+            continue  # alphabet characters absent from the corpus: the trainer orders them at random
+        scores.setdefault(piece, round(score - SUBWORD_PENALTY, 2))
+    unseen_score = min(scores.values()) - 1.0
+    for char in ALPHABET:
+        scores.setdefault(char, unseen_score)
     pieces = [(s, 0.0) for s in SPECIALS] + sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=SPECIALS.index("<unk>")))
