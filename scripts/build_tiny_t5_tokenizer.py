@@ -101,9 +101,9 @@ def main() -> None:
     # Rounded: the trainer (threads, hash maps) gives the same pieces every run, but their scores
     # differ by a few thousandths; rounded to hundredths, repeated runs wrote the same file.
     scores = {piece: round(math.log(n / total), 4) for piece, n in counts.items()}
-    seen_chars = set("".join(sentences))
+    unseen_chars = set(ALPHABET) - set("".join(sentences))
     for piece, score in learned[len(SPECIALS):]:
-        if piece not in seen_chars and len(piece) == 1:
+        if piece in unseen_chars:
             continue  # alphabet characters absent from the corpus: the trainer orders them at random
         scores.setdefault(piece, round(score - SUBWORD_PENALTY, 2))
     unseen_score = min(scores.values()) - 1.0
