@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--vae_lr", type=float, default=1e-3)
     add("--unet_lr", type=float, default=1e-3)
     add("--clip_lr", type=float, default=5e-4)
-    add("--transformer_steps", type=int, default=600, help="--format mmdit: steps of the transformer phase")
+    add("--transformer_steps", type=int, default=1200, help="--format mmdit: steps of the transformer phase")
     add("--transformer_lr", type=float, default=5e-4, help="--format mmdit: its learning rate")
     add("--flow_shift", type=float, default=1.0,
         help="--format mmdit: the flow-matching scheduler's shift (SD3: 3.0 at 4096 image tokens)")
