@@ -82,7 +82,9 @@ def load_pretrained(model: str, dtype):
 
 
 #: Stock diffusers pipeline class -> the guided pipeline of :mod:`contrastive_diffusers.pipelines`
-#: that wraps it, most specific first (a guided pipeline is a subclass of its stock one).
+#: that wraps it (matched with ``isinstance``, so a guided pipeline maps to its own class). A
+#: guided class this version's :mod:`~contrastive_diffusers.pipelines` lacks makes
+#: :func:`to_guided` raise a :class:`LoadError` listing the supported ones.
 GUIDED_CLASSES = (
     ("StableDiffusionXLPipeline", "GuidedStableDiffusionXLPipeline"),
     ("StableDiffusionPipeline", "GuidedStableDiffusionPipeline"),
