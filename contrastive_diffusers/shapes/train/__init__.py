@@ -31,12 +31,20 @@ Output folder: a ``StableDiffusionPipeline`` (``model_index.json``, ``vae/``, ``
 world's CLIP in ``clip/`` (``CLIPModel`` + ``CLIPProcessor``), ``training_log.json`` and a
 model card ``README.md`` written from the log.
 
+``--format mmdit`` trains a Stable Diffusion 3-format model instead (the UNet recipe above is
+``--format unet``, the default, unchanged): phase 3 becomes ``transformer``, an
+``SD3Transformer2DModel`` trained jointly with two CLIP text encoders and a T5 encoder with SD3's
+rectified-flow loss (:mod:`.flow`; architecture in :mod:`.mmdit`; ``--transformer_steps``,
+``--transformer_lr``, ``--flow_shift``), the VAE gets a ``shift_factor`` as SD3's has, and the
+folder is a ``StableDiffusion3Pipeline`` with a ``FlowMatchEulerDiscreteScheduler``.
+
 Plain torch, not accelerate: one process on one device; accelerate's value (multi-process,
 mixed precision, state checkpointing) does not apply to runs of minutes, and ``--device cuda``
 is all a lent GPU needs. The architectures are data in :mod:`contrastive_diffusers.shapes.model`.
 
 Modules, one per job: ``data`` (scenes and captions), ``optim`` (the loop every phase
-shares), ``autoencoder``, ``denoiser`` and ``world_clip`` (the phases), ``finalize`` (stored
+shares), ``autoencoder``, ``denoiser``, ``flow`` and ``world_clip`` (the phases), ``mmdit`` (the
+MMDiT format's architecture and pipeline), ``finalize`` (stored
 weights and evaluation), ``card`` (the model card), ``run`` (command line and driver).
 """
 

@@ -27,37 +27,66 @@ def _curve_table(curve: list[dict], rows: int = 8) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unet_line(args: dict, params: dict) -> str:
+    return (f"- UNet ({params['unet']:,} params) + text encoder ({params['text_encoder']:,} params): {args['unet_steps']} "
+            f"steps, batch {args['batch_size']}, AdamW lr {args['unet_lr']} (warm-up, cosine), "
+            f"{_SCHEDULE_WORDS[args.get('noise_schedule', 'sd')]} with min-SNR gamma {args['snr_gamma']}"
+            f"{_v_form(args)}, caption dropout {args['caption_dropout']}, "
+            f"EMA {args['ema_decay']}, {args.get('mixed_precision', 'no')} autocast; DDIM scheduler for inference.\n")
+
+
+def _mmdit_lines(log: dict) -> dict:
+    """The lines of the card that differ for ``--format mmdit`` (an SD3-format pipeline)."""
+    args, phases, params = log["arguments"], log["phases"], log["parameters"]
+    encoders = " + ".join(f"{params[name]:,}" for name in ("text_encoder", "text_encoder_2", "text_encoder_3"))
+    return dict(
+        title="# ShapesWorld tiny Stable Diffusion 3 (MMDiT)\n",
+        kind=("A Stable Diffusion 3-format pipeline (`StableDiffusion3Pipeline`: joint-attention "
+              "`SD3Transformer2DModel`, two CLIP text encoders and T5, rectified flow)"),
+        pipeline_class="StableDiffusion3Pipeline",
+        in_package=("Load it with `--model <this folder>` in `contrastive-diffusers generate/bench`, or "
+                    "`contrastive_diffusers.models.loading.load_pipeline`.\n"),
+        vae_extra=f", shift_factor {phases.get('vae', {}).get('shift_factor', 0):.4f}",
+        denoiser=(f"- Transformer ({params['transformer']:,} params) + text encoders ({encoders} params): "
+                  f"{args['transformer_steps']} steps, batch {args['batch_size']}, AdamW lr {args['transformer_lr']} "
+                  "(warm-up, cosine), SD3's rectified-flow velocity loss with logit-normal noise levels, "
+                  f"shift {args['flow_shift']}, caption dropout {args['caption_dropout']}, EMA {args['ema_decay']}, "
+                  f"{args.get('mixed_precision', 'no')} autocast; flow-matching Euler scheduler for inference.\n"),
+        sampler="Euler",
+    )
+
+
 def model_card(log: dict) -> str:
     """The model card (``README.md``) written from the training log."""
     args, phases = log["arguments"], log["phases"]
     params = log["parameters"]
+    mmdit = _mmdit_lines(log) if args.get("format") == "mmdit" else {}
+    pipeline_class = mmdit.get("pipeline_class", "StableDiffusionPipeline")
     out = [
         "---\nlibrary_name: diffusers\npipeline_tag: text-to-image\ntags: [shapesworld, synthetic, tiny]\n---\n",
-        "# ShapesWorld tiny Stable Diffusion\n",
-        ("A Stable Diffusion 1.x-format pipeline trained from scratch on ShapesWorld "
+        mmdit.get("title", "# ShapesWorld tiny Stable Diffusion\n"),
+        (mmdit.get("kind", "A Stable Diffusion 1.x-format pipeline") + " trained from scratch on ShapesWorld "
          "(`contrastive_diffusers.shapes`): flat coloured shapes on a dark background, 32x32 px, "
          "captions such as \"a red circle and a cyan square\". The colour-shape pairs "
          f"{', '.join(f'{c} {s}' for c, s in held_out_pairs())} were never shown in training. "
          "The world's CLIP (`CLIPModel` + `CLIPProcessor`) is in `clip/`.\n"),
         "## Usage\n",
-        ("```python\nfrom diffusers import StableDiffusionPipeline\npipe = StableDiffusionPipeline.from_pretrained(folder)\n"
+        (f"```python\nfrom diffusers import {pipeline_class}\npipe = {pipeline_class}.from_pretrained(folder)\n"
          f"image = pipe(\"a red circle\", num_inference_steps={log.get('eval', {}).get('steps', 50)}, "
          f"guidance_scale={log.get('eval', {}).get('guidance_scale', 7.5)}).images[0]\n```\n"),
-        ("In this package: `contrastive_diffusers.shapes.embedded_model_dir()` is this folder and "
-         "`embedded_clip_dir()` its `clip/`; `contrastive-diffusers generate/bench` use it when no "
-         "`--model` is given.\n"),
+        mmdit.get("in_package", (
+            "In this package: `contrastive_diffusers.shapes.embedded_model_dir()` is this folder and "
+            "`embedded_clip_dir()` its `clip/`; `contrastive-diffusers generate/bench` use it when no "
+            "`--model` is given.\n")),
         "## Recipe\n",
         (f"Command: `python -m contrastive_diffusers.shapes.train {log['command']}` (seed {args['seed']}, "
          f"device {args['device']}, torch {log['versions']['torch']}, diffusers {log['versions']['diffusers']}).\n"),
         (f"- Data: {args['num_scenes']} scenes of the training split (kinds {json.dumps(log['kind_weights'])}), "
          "each drawn to match its caption and rendered once.\n"),
         (f"- VAE ({params['vae']:,} params): {args['vae_steps']} steps, batch {args['batch_size']}, lr {args['vae_lr']}, "
-         f"L1 + L2 + {args['vae_kl_weight']} KL; scaling_factor {phases.get('vae', {}).get('scaling_factor', 0):.4f}.\n"),
-        (f"- UNet ({params['unet']:,} params) + text encoder ({params['text_encoder']:,} params): {args['unet_steps']} "
-         f"steps, batch {args['batch_size']}, AdamW lr {args['unet_lr']} (warm-up, cosine), "
-         f"{_SCHEDULE_WORDS[args.get('noise_schedule', 'sd')]} with min-SNR gamma {args['snr_gamma']}"
-         f"{_v_form(args)}, caption dropout {args['caption_dropout']}, "
-         f"EMA {args['ema_decay']}, {args.get('mixed_precision', 'no')} autocast; DDIM scheduler for inference.\n"),
+         f"L1 + L2 + {args['vae_kl_weight']} KL; scaling_factor {phases.get('vae', {}).get('scaling_factor', 0):.4f}"
+         f"{mmdit.get('vae_extra', '')}.\n"),
+        mmdit.get("denoiser") or _unet_line(args, params),
         (f"- CLIP ({params['clip']:,} params): {args['clip_steps']} steps, InfoNCE with {args['clip_negatives']} hard "
          "negatives per image (swapped colours / shapes, replaced colour / shape, wrong relation / count).\n"),
         (f"Stored weights: {json.dumps(log.get('stored_dtype', {}))}, "
@@ -70,7 +99,7 @@ def model_card(log: dict) -> str:
          for name, p in phases.items())),
         "## Training curves\n",
     ]
-    for name in ("vae", "unet", "clip"):
+    for name in ("vae", "unet", "transformer", "clip"):
         if name in phases:
             out.append(f"### {name}\n\n" + _curve_table(phases[name]["curve"]))
     if "clip_retrieval" in log:
@@ -79,7 +108,8 @@ def model_card(log: dict) -> str:
             f"| {name} | {r['accuracy']:.3f} | {r['n']} |\n" for name, r in log["clip_retrieval"].items()))
     if "eval" in log:
         ev = log["eval"]
-        out.append(f"## Oracle success of the plain model (test split, seeds {ev['seeds']}, {ev['steps']} DDIM steps, "
+        out.append(f"## Oracle success of the plain model (test split, seeds {ev['seeds']}, {ev['steps']} "
+                   f"{mmdit.get('sampler', 'DDIM')} steps, "
                    f"guidance scale {ev['guidance_scale']})\n")
         out.append("| category | success | n | rate |\n|---|---:|---:|---:|\n" + "".join(
             f"| {c} | {r['success']} | {r['n']} | {r['rate']:.3f} |\n" for c, r in ev["per_category"].items()))

@@ -1,5 +1,5 @@
-"""The output folder: the ``StableDiffusionPipeline`` built from the trained components, its
-weights stored as ``--save_dtype``, the oracle evaluation of those stored weights, and the
+"""The output folder: the ``StableDiffusionPipeline`` (``StableDiffusion3Pipeline`` for
+``--format mmdit``) built from the trained components, its weights stored as ``--save_dtype``, the oracle evaluation of those stored weights, and the
 model card (:mod:`.card`)."""
 
 from __future__ import annotations
@@ -50,14 +50,22 @@ def evaluate_pipeline(pipe, items, seeds: Sequence[int], steps: int, guidance_sc
     return {c: {"success": sum(v), "n": len(v), "rate": sum(v) / len(v)} for c, v in results.items()}
 
 
-def store_half(folder: Path) -> None:
-    """Re-save the UNet and the VAE of a saved pipeline in float16 (half the bytes; diffusers
-    loads them back as float32 unless told otherwise). The text encoder and the CLIP stay
-    float32: transformers >= 5 loads a checkpoint in its stored dtype, and a float16 text
-    encoder would feed float16 states to the float32 UNet of a plain ``from_pretrained``."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def _denoiser(folder: Path) -> str:
+    """``unet`` or ``transformer``: the denoiser a saved pipeline folder holds."""
+    return "transformer" if (Path(folder) / "transformer").is_dir() else "unet"
 
-    for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+
+def store_half(folder: Path) -> None:
+    """Re-save the UNet (or the MMDiT transformer) and the VAE of a saved pipeline in float16
+    (half the bytes; diffusers loads them back as float32 unless told otherwise). The text
+    encoders and the CLIP stay float32: transformers >= 5 loads a checkpoint in its stored
+    dtype, and a float16 text encoder would feed float16 states to the float32 denoiser of a
+    plain ``from_pretrained``."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
+
+    denoiser = _denoiser(folder)
+    denoiser_class = SD3Transformer2DModel if denoiser == "transformer" else UNet2DConditionModel
+    for name, cls in ((denoiser, denoiser_class), ("vae", AutoencoderKL)):
         model = cls.from_pretrained(folder / name)
         model.to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
 
@@ -66,18 +74,24 @@ def finalize(folder: Path, args) -> dict:
     """What makes a trained folder the shippable one: weights stored as ``--save_dtype``, the
     oracle evaluation of the weights *as stored* (loaded back with stock ``from_pretrained``,
     float32 compute), and the model card. Re-runnable on a folder (``--finalize_only``)."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
 
     folder = Path(folder)
     log = json.loads((folder / "training_log.json").read_text())
     if args.save_dtype == "float16":
         store_half(folder)
-    log["stored_dtype"] = {"unet": args.save_dtype, "vae": args.save_dtype, "text_encoder": "float32",
-                           "clip": "float32"}
+    denoiser = _denoiser(folder)
+    if denoiser == "transformer":
+        log["stored_dtype"] = {"transformer": args.save_dtype, "vae": args.save_dtype, "text_encoders": "float32",
+                               "clip": "float32"}
+    else:
+        log["stored_dtype"] = {"unet": args.save_dtype, "vae": args.save_dtype, "text_encoder": "float32",
+                               "clip": "float32"}
     log["weights_bytes"] = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     if args.eval:
         t0 = time.perf_counter()
-        pipe = StableDiffusionPipeline.from_pretrained(folder).to(args.device)
+        pipeline_class = StableDiffusion3Pipeline if denoiser == "transformer" else StableDiffusionPipeline
+        pipe = pipeline_class.from_pretrained(folder).to(args.device)
         pipe.set_progress_bar_config(disable=True)
         items = shapes_prompts("test", per_category=args.eval_per_category)
         seeds = list(range(args.eval_seeds))

@@ -25,6 +25,8 @@ from .autoencoder import encode_all, train_vae
 from .data import DEFAULT_KIND_WEIGHTS, make_data, seed_of
 from .denoiser import train_unet
 from .finalize import build_pipeline, finalize
+from .flow import train_transformer
+from .mmdit import MMDiTShapesConfig, build_mmdit_components, build_mmdit_pipeline
 from .world_clip import clip_retrieval, train_clip
 
 PROG = "python -m contrastive_diffusers.shapes.train"
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--output_dir", required=True, type=Path)
     add("--seed", type=int, default=0)
+    add("--format", choices=("unet", "mmdit"), default="unet",
+        help="unet: a StableDiffusionPipeline (UNet, DDPM schedule; the shipped model); mmdit: a "
+             "StableDiffusion3Pipeline (SD3 joint transformer, three text encoders, rectified flow)")
     add("--device", default="cpu", help="cpu or cuda (fp32 either way)")
     add("--resolution", type=int, default=32)
     add("--num_scenes", type=int, default=30000)
@@ -65,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--vae_lr", type=float, default=1e-3)
     add("--unet_lr", type=float, default=1e-3)
     add("--clip_lr", type=float, default=5e-4)
+    add("--transformer_steps", type=int, default=1200, help="--format mmdit: steps of the transformer phase")
+    add("--transformer_lr", type=float, default=5e-4, help="--format mmdit: its learning rate")
+    add("--flow_shift", type=float, default=1.0,
+        help="--format mmdit: the flow-matching scheduler's shift (SD3: 3.0 at 4096 image tokens)")
     add("--vae_kl_weight", type=float, default=1e-3)
     add("--caption_dropout", type=float, default=0.1)
     add("--noise_schedule", choices=tuple(NOISE_SCHEDULES), default="zero_snr",
@@ -83,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--clip_negatives", type=int, default=2, help="hard negatives per image in the CLIP loss")
     add("--log_every", type=int, default=25)
     add("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    add("--probe", type=int, default=0, help="time N UNet steps at --batch_size, print the full run's estimate, exit")
+    add("--probe", type=int, default=0,
+        help="time N steps of each phase at --batch_size, print the full run's estimate, exit")
     add("--eval", action="store_true", help="score the test split's prompts with the oracle after training")
     add("--eval_seeds", type=int, default=4)
     add("--eval_per_category", type=int, default=20)
@@ -101,13 +111,15 @@ def _check_args(parser, args) -> None:
     for name in ("num_scenes", "batch_size", "log_every", "eval_seeds", "eval_per_category", "eval_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
-    for name in ("vae_steps", "unet_steps", "clip_steps", "probe", "clip_negatives"):
+    for name in ("vae_steps", "unet_steps", "clip_steps", "transformer_steps", "probe", "clip_negatives"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
     if not 0 <= args.caption_dropout < 1:
         parser.error(f"--caption_dropout must be in [0, 1), got {args.caption_dropout}.")
     if args.resolution % 8 or args.resolution < 16:
         parser.error(f"--resolution must be a multiple of 8 of at least 16, got {args.resolution}.")
+    if args.flow_shift <= 0:
+        parser.error(f"--flow_shift must be positive, got {args.flow_shift}.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda given but no CUDA device is available.")
 
@@ -125,27 +137,57 @@ def probe(args, config: ShapesModelConfig) -> dict:
     import copy
 
     data = make_data(256, seed_of(args.seed, "data"), args.resolution, args.kind_weights)
-    components = build_components(config, args.seed)
+    components = _components(args, config)
     clip, processor = build_clip(config, components["tokenizer"], args.seed + 3)
     short = copy.copy(args)
-    short.vae_steps = short.unet_steps = short.clip_steps = args.probe + 1
+    short.vae_steps = short.unet_steps = short.clip_steps = short.transformer_steps = args.probe + 1
     short.log_every = 1
     log: dict = {"phases": {}}
-    scale = train_vae(components["vae"], data, short, log)
-    latents = encode_all(components["vae"], data.images, short)
-    train_unet(components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data, short, log)
+    denoiser = _train_denoiser(components, data, short, log)
     train_clip(clip, processor, data, short, log)
     per_step = {}
-    for phase in ("vae", "unet", "clip"):
+    for phase in ("vae", denoiser, "clip"):
         curve = log["phases"][phase]["curve"]
         per_step[phase] = (curve[-1]["seconds"] - curve[0]["seconds"]) / max(len(curve) - 1, 1)
     data_seconds = 0.0003 * args.num_scenes  # measured: ~0.3 ms per scene
     estimate = data_seconds + sum(per_step[p] * getattr(args, f"{p}_steps") for p in per_step)
-    result = {"seconds_per_step": per_step, "unet_steps_per_second": 1 / per_step["unet"],
-              "estimated_total_minutes": estimate / 60, "batch_size": args.batch_size,
+    result = {"format": args.format, "seconds_per_step": per_step,
+              f"{denoiser}_steps_per_second": 1 / per_step[denoiser], "estimated_total_minutes": estimate / 60, "batch_size": args.batch_size,
               "threads": torch.get_num_threads(), "device": args.device}
     print(json.dumps(result, indent=1), flush=True)
     return result
+
+
+def _train_denoiser(components: dict, data, args, log: dict) -> str:
+    """The VAE phase, then the denoiser phase of ``args.format`` (``unet``: UNet + CLIP text
+    encoder on the DDPM schedule; ``mmdit``: SD3 transformer + three text encoders with the flow
+    loss); returns the denoiser phase's name."""
+    scale = train_vae(components["vae"], data, args, log)
+    latents = encode_all(components["vae"], data.images, args)
+    if args.format == "unet":
+        train_unet(components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data,
+                   args, log)
+        return "unet"
+    # SD3's VAE standardises latents with a shift as well as a scale: (z - shift) * scale.
+    shift = float(latents[0].mean())
+    components["vae"].register_to_config(shift_factor=shift)
+    log["phases"]["vae"]["shift_factor"] = shift
+    pipe = build_mmdit_pipeline(components, args.flow_shift)
+    train_transformer(pipe, latents, scale, shift, data, args, log)
+    return "transformer"
+
+
+def _components(args, config: ShapesModelConfig) -> dict:
+    """The untrained pipeline components of ``args.format``, each module seeded on its own."""
+    if args.format == "mmdit":
+        return build_mmdit_components(config.vae, config.latent_size, MMDiTShapesConfig(), args.seed)
+    return build_components(config, args.seed)
+
+
+def _parameters(components: dict, clip) -> dict:
+    names = ("vae", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3") \
+        if "transformer" in components else ("vae", "unet", "text_encoder")
+    return {**{name: parameter_count(components[name]) for name in names}, "clip": parameter_count(clip)}
 
 
 def train(args) -> dict:
@@ -164,17 +206,18 @@ def train(args) -> dict:
                              "kinds": {k: data.kinds.count(k) for k in args.kind_weights}}
     print(f"[data] {len(data.captions)} scenes in {log['phases']['data']['seconds']:.1f} s", flush=True)
 
-    components = build_components(config, args.seed)
+    components = _components(args, config)
     clip, processor = build_clip(config, components["tokenizer"], args.seed + 3)
-    log["parameters"] = {name: parameter_count(m) for name, m in
-                         [("vae", components["vae"]), ("unet", components["unet"]),
-                          ("text_encoder", components["text_encoder"]), ("clip", clip)]}
+    log["parameters"] = _parameters(components, clip)
+    if args.format == "mmdit":
+        log["mmdit_config"] = MMDiTShapesConfig().to_dict()
     print(f"[model] parameters {log['parameters']}", flush=True)
 
-    scale = train_vae(components["vae"], data, args, log)
-    latents = encode_all(components["vae"], data.images, args)
-    train_unet(components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data, args, log)
-    build_pipeline(components, args.noise_schedule).save_pretrained(out, safe_serialization=True)
+    _train_denoiser(components, data, args, log)
+    if args.format == "mmdit":
+        build_mmdit_pipeline(components, args.flow_shift).save_pretrained(out, safe_serialization=True)
+    else:
+        build_pipeline(components, args.noise_schedule).save_pretrained(out, safe_serialization=True)
 
     train_clip(clip, processor, data, args, log)
     clip.save_pretrained(out / "clip", safe_serialization=True)

@@ -1,0 +1,117 @@
+"""The ShapesWorld trainer's MMDiT format (``--format mmdit``) with a micro config: an SD3-format
+folder that the project's loader and stock diffusers load and sample, the flow loss's numbers,
+and the probe."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from contrastive_diffusers.shapes.train import main
+
+MICRO = ["--format", "mmdit", "--seed", "0", "--vae_steps", "2", "--transformer_steps", "3", "--clip_steps", "1",
+         "--batch_size", "4", "--num_scenes", "16", "--retrieval_scenes", "8", "--log_every", "1",
+         "--num_threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shapes_mmdit")
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--output_dir", str(folder), *MICRO]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return folder
+
+
+def test_folder_is_an_sd3_pipeline_the_loader_detects_and_samples(trained):
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    from contrastive_diffusers.models.loading import load_pretrained
+
+    pipe = load_pretrained(str(trained), torch.float32)
+    assert type(pipe) is StableDiffusion3Pipeline
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) and pipe.scheduler.config.shift == 1.0
+    assert type(pipe.tokenizer_3).__name__.startswith("T5Tokenizer") and pipe.tokenizer_2.pad_token == "!"
+    log = json.loads((trained / "training_log.json").read_text())
+    vae = log["phases"]["vae"]
+    assert pipe.vae.config.scaling_factor == pytest.approx(vae["scaling_factor"])
+    assert pipe.vae.config.shift_factor == pytest.approx(vae["shift_factor"]) and vae["shift_factor"] != 0
+    assert log["phases"]["transformer"]["steps"] == 3 and "unet" not in log["phases"]
+    assert set(log["parameters"]) == {"vae", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "clip"}
+    image = pipe("a red circle", num_inference_steps=2, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+
+
+def test_stored_dtypes_and_card(trained):
+    transformer = load_file(trained / "transformer/diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in transformer.values()} == {torch.float16}
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        assert {t.dtype for t in load_file(trained / name / "model.safetensors").values()} == {torch.float32}
+    card = (trained / "README.md").read_text()
+    assert card.startswith("---") and "# ShapesWorld tiny Stable Diffusion 3 (MMDiT)" in card
+    assert "StableDiffusion3Pipeline.from_pretrained(folder)" in card
+    assert "rectified-flow velocity loss" in card and "### transformer" in card
+
+
+def test_flow_targets_match_hand_computed_rectified_flow():
+    from contrastive_diffusers.shapes.train.flow import flow_targets
+    from contrastive_diffusers.shapes.train.mmdit import flow_scheduler
+
+    gen = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
+    u = torch.tensor([0.0, 0.5, 0.9995])
+    timesteps, noisy, target, weights = flow_targets(flow_scheduler(1.0), latents, noise, u)
+    # shift 1: sigma_i = 1 - i / 1000 at index i = floor(1000 u); timestep = 1000 sigma
+    sigmas = torch.tensor([1.0, 0.5, 0.001]).view(-1, 1, 1, 1)
+    assert timesteps.tolist() == pytest.approx([1000.0, 500.0, 1.0])
+    torch.testing.assert_close(noisy, (1 - sigmas) * latents + sigmas * noise)
+    torch.testing.assert_close(target, noise - latents)
+    torch.testing.assert_close(noisy - sigmas * target, latents)  # one Euler step with the true velocity
+    assert torch.equal(weights, torch.ones_like(weights))  # logit-normal: unit weights
+    # shift 3 (SD3): sigma = 3 s / (1 + 2 s) of the unshifted s = 0.5
+    t3, noisy3, _, _ = flow_targets(flow_scheduler(3.0), latents[1:2], noise[1:2], torch.tensor([0.5]))
+    assert float(t3[0]) == pytest.approx(1000 * 1.5 / 2.0)
+    torch.testing.assert_close(noisy3, 0.25 * latents[1:2] + 0.75 * noise[1:2])
+
+
+def test_training_encodes_prompts_at_the_pipelines_default_t5_length():
+    from diffusers import StableDiffusion3Pipeline
+
+    from contrastive_diffusers.shapes.train.mmdit import T5_SEQUENCE_LENGTH
+
+    default = inspect.signature(StableDiffusion3Pipeline.__call__).parameters["max_sequence_length"].default
+    assert T5_SEQUENCE_LENGTH == default
+
+
+def test_config_checks_name_the_fix():
+    from contrastive_diffusers.shapes.train.mmdit import MMDiTShapesConfig
+
+    with pytest.raises(ValueError, match="must not exceed T5's d_model"):
+        MMDiTShapesConfig(text_encoder_3={**MMDiTShapesConfig().text_encoder_3, "d_model": 64})
+    with pytest.raises(ValueError, match=r"pooled_projection_dim must be the CLIP projections' sum \(128\)"):
+        MMDiTShapesConfig(transformer={**MMDiTShapesConfig().transformer, "pooled_projection_dim": 64})
+
+
+def test_probe_estimates_the_transformer_phase(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--output_dir", str(tmp_path), *MICRO, "--probe", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert result["format"] == "mmdit" and set(result["seconds_per_step"]) == {"vae", "transformer", "clip"}
+    assert result["estimated_total_minutes"] > 0 and not list(tmp_path.iterdir())  # nothing trained or saved
+
+
+def test_flow_shift_must_be_positive(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path), *MICRO, "--flow_shift", "0"])
