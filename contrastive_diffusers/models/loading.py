@@ -2,7 +2,10 @@
 
 ``load_pipeline(model, device, dtype)`` returns a guided pipeline for the shipped ShapesWorld
 model (``embedded``, the default), a tiny offline model kind with random weights
-(``tiny-sd1`` / ``tiny-sd2`` / ``tiny-sdxl``), a hub id or a local folder. Problems
+(``tiny-sd1`` / ``tiny-sd2`` / ``tiny-sdxl`` / ``tiny-sd3`` / ``tiny-sd35`` / ``tiny-flux`` /
+``tiny-flux-schnell``), a hub id or a local folder. A folder's pipeline class is the one its
+``model_index.json`` names (diffusers' ``DiffusionPipeline.from_pretrained`` picks it), and
+:data:`GUIDED_CLASSES` says which guided pipeline wraps it. Problems
 the user can fix (missing folder, unloadable model, unsupported pipeline, absent device)
 raise :class:`LoadError` with the fix in the message.
 """
@@ -78,20 +81,37 @@ def load_pretrained(model: str, dtype):
         raise LoadError(f"cannot load model {model!r}: {first_line}") from None
 
 
+#: Stock diffusers pipeline class -> the guided pipeline of :mod:`contrastive_diffusers.pipelines`
+#: that wraps it, most specific first (a guided pipeline is a subclass of its stock one).
+GUIDED_CLASSES = (
+    ("StableDiffusionXLPipeline", "GuidedStableDiffusionXLPipeline"),
+    ("StableDiffusionPipeline", "GuidedStableDiffusionPipeline"),
+    ("StableDiffusion3Pipeline", "GuidedStableDiffusion3Pipeline"),
+    ("FluxPipeline", "GuidedFluxPipeline"),
+)
+
+
+def guided_class_name(pipe) -> str | None:
+    """The name of the guided pipeline class for ``pipe`` (see :data:`GUIDED_CLASSES`), or None."""
+    import diffusers
+
+    for stock_name, guided_name in GUIDED_CLASSES:
+        if isinstance(pipe, getattr(diffusers, stock_name)):
+            return guided_name
+    return None
+
+
 def to_guided(pipe, dtype):
     """The guided pipeline sharing ``pipe``'s components, in ``dtype``."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from .. import pipelines
 
-    from ..pipelines import GuidedStableDiffusionPipeline, GuidedStableDiffusionXLPipeline
-
-    if isinstance(pipe, StableDiffusionXLPipeline):
-        guided_class = GuidedStableDiffusionXLPipeline
-    elif isinstance(pipe, StableDiffusionPipeline):
-        guided_class = GuidedStableDiffusionPipeline
-    else:
+    guided_name = guided_class_name(pipe)
+    guided_class = getattr(pipelines, guided_name, None) if guided_name else None
+    if guided_class is None:
+        available = [stock for stock, guided in GUIDED_CLASSES if hasattr(pipelines, guided)]
         raise LoadError(
-            f"the model loads as {type(pipe).__name__}; guidance supports StableDiffusionPipeline "
-            "(SD 1.x / 2.x) and StableDiffusionXLPipeline models"
+            f"the model loads as {type(pipe).__name__}; this version's guided pipelines support "
+            f"{', '.join(available)} models"
         )
     # The dtype must be passed: without it diffusers 0.42's from_pipe casts everything to float32.
     with _diffusers_errors_only():
@@ -126,9 +146,19 @@ def is_sdxl(pipe) -> bool:
     return isinstance(pipe, StableDiffusionXLPipeline)
 
 
+def is_flux(pipe) -> bool:
+    from diffusers import FluxPipeline
+
+    return isinstance(pipe, FluxPipeline)
+
+
 def default_size(pipe) -> tuple[int, int]:
-    """The pipeline's own default (height, width), as its ``__call__`` would pick."""
-    if is_sdxl(pipe):
+    """The model's native (height, width): the pipeline's own default, as its ``__call__`` would
+    pick, except for Flux, whose pipeline defaults to 1024 px whatever the model; there the
+    VAE's ``sample_size`` (1024 on FLUX.1, 128 on the tiny Flux) says the model's size."""
+    if is_flux(pipe):
+        side = pipe.vae.config.sample_size
+    elif is_sdxl(pipe) or hasattr(pipe, "transformer"):  # SDXL, SD3: default_sample_size in latents
         side = pipe.default_sample_size * pipe.vae_scale_factor
     else:
         side = pipe.unet.config.sample_size * pipe.vae_scale_factor

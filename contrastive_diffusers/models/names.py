@@ -9,7 +9,15 @@ EMBEDDED_MODEL = "embedded"
 EMBEDDED_CLIP = "embedded-clip"
 
 #: Random-weight pipelines that only exercise the machinery (see :mod:`.tiny`): name -> kind.
-TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+TINY_MODELS = {
+    "tiny-sd1": "sd1",
+    "tiny-sd2": "sd2",
+    "tiny-sdxl": "sdxl",
+    "tiny-sd3": "sd3",
+    "tiny-sd35": "sd35",
+    "tiny-flux": "flux",
+    "tiny-flux-schnell": "flux-schnell",
+}
 #: A random-weight CLIP, offline: exercises the scoring machinery only.
 TINY_CLIP = "tiny-clip"
 

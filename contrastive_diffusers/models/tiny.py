@@ -18,6 +18,10 @@ downloading anything:
           conditioning (time ids), Euler scheduler.
 ========  ==========================================================================
 
+``sd3``, ``sd35``, ``flux`` and ``flux-schnell`` give ``StableDiffusion3Pipeline`` and
+``FluxPipeline`` with tiny MMDiT transformers, CLIP and T5 text stacks and flow-matching
+schedulers; :mod:`.tiny_mmdit` describes them.
+
 The VAE has four levels like SD's, so ``vae_scale_factor`` is 8 and image sizes mean the
 same thing as on the real models. The default image size is 128 px (16x16 latents), which
 gives cross-attention maps of 16x16, 8x8, 4x4 (and 2x2 at the SD mid block).
@@ -25,24 +29,14 @@ gives cross-attention maps of 16x16, 8x8, 4x4 (and 2x2 at the SD mid block).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny_clip_tokenizer"
-KINDS = ("sd1", "sd2", "sdxl")
+from .tiny_tokenizers import CLIP_MAX_LENGTH as _MAX_LENGTH
+from .tiny_tokenizers import tiny_tokenizer
+
+UNET_KINDS = ("sd1", "sd2", "sdxl")
+KINDS = UNET_KINDS + ("sd3", "sd35", "flux", "flux-schnell")
 _TEXT_WIDTH = 32
-_MAX_LENGTH = 77
-
-
-def tiny_tokenizer(pad_token: str = "<|endoftext|>"):
-    """The project's small CLIP-compatible BPE tokenizer (see ``scripts/build_tiny_tokenizer.py``).
-
-    ``pad_token="!"`` gives the OpenCLIP-style tokenizer of SD 2.x / SDXL's second encoder.
-    """
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token=pad_token, model_max_length=_MAX_LENGTH)
 
 
 def _text_config(tokenizer, hidden_act: str = "quick_gelu"):
@@ -142,6 +136,10 @@ def tiny_components(kind: str, seed: int = 0) -> dict:
     """The components of :func:`tiny_pipeline`, as a dict ready for the pipeline class."""
     if kind not in KINDS:
         raise ValueError(f"Unknown tiny pipeline kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    if kind not in UNET_KINDS:
+        from .tiny_mmdit import mmdit_components
+
+        return mmdit_components(kind, seed, gain=CROSS_ATTENTION_GAIN)
     from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -195,12 +193,18 @@ def tiny_components(kind: str, seed: int = 0) -> dict:
 
 
 def tiny_pipeline(kind: str = "sd1", seed: int = 0):
-    """A stock diffusers pipeline (``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``)
-    with tiny random weights, deterministic for ``seed``; see the module docstring."""
+    """A stock diffusers pipeline (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``,
+    ``StableDiffusion3Pipeline`` or ``FluxPipeline``) with tiny random weights, deterministic
+    for ``seed``; see the module docstring."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     components = tiny_components(kind, seed)
-    cls = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+    if kind in UNET_KINDS:
+        cls = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+    else:
+        from .tiny_mmdit import mmdit_pipeline_class
+
+        cls = mmdit_pipeline_class(kind)
     for component in components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()  # as from_pretrained leaves them
