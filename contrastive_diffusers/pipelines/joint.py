@@ -21,6 +21,8 @@ Each pipeline provides what differs:
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from ..guidance.joint_attention import TextSequence
@@ -74,6 +76,14 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
             return_dict=False,
         )
         return _output(out, session, guider) if return_dict else out
+
+    def token_lookup(self, max_sequence_length: int | None = None, text_sequence: str = "clip"):
+        """The tokenizer (or T5 word lookup) whose positions token groups name in a call with
+        these settings (``None``: the call's default ``max_sequence_length``); resolve groups
+        on it with :func:`~contrastive_diffusers.guidance.tokens.resolve_groups`."""
+        if max_sequence_length is None:
+            max_sequence_length = inspect.signature(self.__call__).parameters["max_sequence_length"].default
+        return self._word_lookup({"max_sequence_length": max_sequence_length}, {"text_sequence": text_sequence})
 
     def _default_image_size(self) -> tuple[int, int]:
         size = self.default_sample_size * self.vae_scale_factor
