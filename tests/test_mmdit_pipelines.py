@@ -145,3 +145,14 @@ def test_bad_input_is_refused_with_the_fix(pipes):
         _call(pipes["sd3"], "sd3", guidance="ae", blocks=[9])
     with pytest.raises(ValueError, match="text_sequence must be"):
         _call(pipes["sd3"], "sd3", guidance="ae", text_sequence="clip-g")
+
+
+@pytest.mark.parametrize("variant", ["sd35", "flux-schnell"])
+def test_sd35_dual_attention_and_flux_schnell_are_guided(variant):
+    kind = "flux" if variant.startswith("flux") else "sd3"
+    pipe = KINDS[kind].from_pipe(tiny_pipeline(variant))
+    plain = _call(pipe, kind, num_inference_steps=4).images
+    out = _call(pipe, kind, num_inference_steps=4, guidance="syngen", token_groups=GROUPS, record_loss_after_update=True)
+    assert [r.step for r in out.guidance_records] == [0, 1]
+    assert all(after < before for r in out.guidance_records for before, after in zip(r.loss, r.loss_after_update))
+    assert (out.images - plain).abs().max() > 1e-3
