@@ -73,7 +73,7 @@ class JointGuider(Guider):
     ):
         # Guider.__init__ selects UNet layers; the rest of its state is set the same way here.
         self.method = method
-        self.unet = self.transformer = transformer
+        self.transformer = transformer
         self.run_transformer = run_transformer
         self.cond = conditioning
         self.text = text
