@@ -87,9 +87,19 @@ def generation_options(
         "height": height or default_h,
         "width": width or default_w,
         "num_inference_steps": steps,
-        "guidance_scale": guidance_scale if guidance_scale is not None else (5.0 if is_sdxl(pipe) else 7.5),
+        "guidance_scale": guidance_scale if guidance_scale is not None else default_guidance_scale(pipe),
         "negative_prompt": negative_prompt,
     }
+
+
+def default_guidance_scale(pipe) -> float:
+    """The CFG scale of a run that sets none: the stock pipeline's default for SDXL (5.0) and
+    the MMDiT pipelines (SD3 7.0, Flux 3.5, its distilled guidance), 7.5 for SD 1.x / 2.x."""
+    import inspect
+
+    if is_sdxl(pipe) or hasattr(pipe, "transformer"):
+        return float(inspect.signature(pipe.__call__).parameters["guidance_scale"].default)
+    return 7.5
 
 
 # ============================================================================ token groups
@@ -101,6 +111,8 @@ def resolve_token_groups(pipe, prompt: str, spec) -> list:
     naming the problem when they do not resolve."""
     from .guidance.tokens import resolve_groups
 
+    if hasattr(pipe, "token_lookup"):  # MMDiT: the text sequence the loss reads (Flux: T5)
+        return resolve_groups(pipe.token_lookup(), prompt, spec)
     tokenizer = getattr(pipe, "tokenizer", None) or getattr(pipe, "tokenizer_2", None)
     return resolve_groups(tokenizer, prompt, spec)
 
@@ -156,7 +168,15 @@ def generate_images(pipe, prompt: str, seeds: Sequence[int], options: dict, meth
         kwargs["num_images_per_prompt"] = len(seeds)
     negative = kwargs.pop("negative_prompt", None)
     if method is not None:
-        kwargs.update(guidance=method, token_groups=token_groups, attn_res=attn_res, return_attention_maps=heatmaps)
+        kwargs.update(guidance=method, token_groups=token_groups, return_attention_maps=heatmaps)
+        if hasattr(pipe, "token_lookup"):  # MMDiT pipelines read blocks, not a map size
+            if attn_res is not None:
+                raise ValueError(
+                    f"attn_res selects UNet cross-attention layers; {type(pipe).__name__} has joint-attention "
+                    "blocks instead (its `blocks` argument). Drop attn_res for this model."
+                )
+        else:
+            kwargs["attn_res"] = attn_res
     # Prompt and negative prompt as one-item lists: diffusers wants both of the same type, and
     # the guided path turns the prompt into a list.
     return pipe([prompt], negative_prompt=[negative] if negative is not None else None, **kwargs)

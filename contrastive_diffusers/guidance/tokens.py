@@ -98,7 +98,11 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
     Raises ``ValueError`` if the prompt does not fit the tokenizer (truncated tokens are
     invisible to guidance), or if tokenizing word by word does not reproduce the prompt's
     ids (a tokenizer that is not CLIP-compatible; pass integer positions then).
+    ``tokenizer`` may also be a word lookup with a ``prompt_tokens(prompt)`` method
+    (:class:`~.t5_tokens.T5WordLookup`), which then does the work.
     """
+    if hasattr(tokenizer, "prompt_tokens"):  # a word lookup of another tokenizer family (T5: .t5_tokens)
+        return tokenizer.prompt_tokens(prompt)
     if not isinstance(prompt, str):
         raise ValueError(f"The prompt must be a string, got {type(prompt).__name__}.")
     word_texts = _pre_tokenize(prompt)

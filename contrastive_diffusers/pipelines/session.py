@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..guidance.engine import GuidanceConditioning, Guider, resolve_window_mode
+from ..guidance.joint_engine import JointGuider
 from ..guidance.methods import GuidanceMethod, get_method
 from ..guidance.tokens import TokenGroup, resolve_batch_groups, resolve_groups, tokenize_prompt
 
@@ -97,6 +98,10 @@ class GuidanceSession:
     - ``attn_res`` (``None``: :func:`~contrastive_diffusers.guidance.attention.default_attn_res`),
       ``return_attention_maps``, ``record_loss_after_update``, ``truncate_forward``: the
       options of the :class:`~contrastive_diffusers.guidance.engine.Guider`.
+    - MMDiT pipelines only: ``blocks`` (the joint-attention blocks the loss reads, ``None``:
+      the default), ``text_sequence`` (SD3: ``"clip"`` or ``"t5"``), ``absolute_steps``
+      (read the method's int steps as loop indices instead of fractions of 50): the options
+      of the :class:`~contrastive_diffusers.guidance.joint_engine.JointGuider`.
     """
 
     method: GuidanceMethod
@@ -108,10 +113,15 @@ class GuidanceSession:
     return_attention_maps: bool = False
     record_loss_after_update: bool = False
     truncate_forward: bool = True
+    blocks: Sequence[int | str] | None = None
+    text_sequence: str | None = None
+    absolute_steps: bool = False
 
     def __post_init__(self):
         if self.attn_res is not None:
             self.attn_res = tuple(int(s) for s in self.attn_res)
+        if self.text_sequence not in (None, "clip", "t5"):
+            raise ValueError(f"text_sequence must be 'clip' or 't5', got {self.text_sequence!r}.")
 
     @classmethod
     def start(cls, tokenizer, guidance, prompt, token_groups="auto", num_images_per_prompt: int = 1, **options):
@@ -152,6 +162,29 @@ class GuidanceSession:
             record_loss_after_update=self.record_loss_after_update,
             keep_attention_maps=self.return_attention_maps,
             truncate_forward=self.truncate_forward,
+        )
+
+    def joint_guider(
+        self, transformer, run_transformer, conditioning: GuidanceConditioning, grid_hw, text, text_len: int,
+        num_steps: int, tokenizers: Sequence,
+    ) -> JointGuider:
+        """A :class:`JointGuider` for an MMDiT ``transformer``; ``run_transformer(latents, t)``
+        is the pipeline's conditional forward."""
+        return JointGuider(
+            self.method,
+            transformer,
+            run_transformer,
+            conditioning,
+            grid_hw=grid_hw,
+            blocks=self.blocks,
+            text=text,
+            text_len=text_len,
+            num_inference_steps=num_steps,
+            window_mode=resolve_window_mode(self.method, tokenizers),
+            record_loss_after_update=self.record_loss_after_update,
+            keep_attention_maps=self.return_attention_maps,
+            truncate_forward=self.truncate_forward,
+            absolute_steps=self.absolute_steps,
         )
 
 

@@ -1,0 +1,114 @@
+"""The guidance engine for MMDiT transformers (SD3 / SD3.5, Flux.1).
+
+:class:`JointGuider` is the UNet :class:`~.engine.Guider` with another forward: the
+pipeline gives a function that runs the transformer on the conditional branch, the maps
+come from the joint-attention blocks of :mod:`.joint_attention`, and the schedule is read
+as fractions of the trajectory (flow models run 4 to 50 steps). Losses, updates,
+refinement, skipped non-finite updates and records are the UNet engine's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from typing import Callable, Sequence
+
+import torch
+
+from .engine import ForwardComplete, GuidanceConditioning, Guider, _frozen_parameters
+from .joint_attention import JointAttentionRecorder, TextSequence, joint_recording_processors, select_blocks
+from .maps import token_window
+from .methods import GuidanceMethod
+from .schedule import GuidanceSchedule
+
+#: The step count the papers' step indices were published for.
+PAPER_STEPS = 50
+
+
+def as_fractions(schedule: GuidanceSchedule, paper_steps: int = PAPER_STEPS) -> GuidanceSchedule:
+    """``schedule`` with every absolute step index ``i`` read as the fraction ``i / paper_steps``
+    of the trajectory (fractions stay as given): the papers' presets, published for 50 steps,
+    then guide the same share of a 4-, 28- or 50-step flow-matching run."""
+
+    def fraction(position):
+        return position if isinstance(position, float) else min(position / paper_steps, 1.0)
+
+    return dataclasses.replace(
+        schedule,
+        max_update_step=fraction(schedule.max_update_step),
+        start_step=fraction(schedule.start_step),
+        refinement={fraction(step): target for step, target in schedule.refinement.items()},
+    )
+
+
+class JointGuider(Guider):
+    """Applies ``method`` during one MMDiT generation.
+
+    - ``run_transformer(latents, t)``: runs the transformer on the conditional branch of the
+      whole batch (the pipeline knows its inputs: pooled embeddings, Flux's ids and
+      distilled guidance, ...); its output is not read.
+    - ``grid_hw``: the patch grid of the image tokens; ``blocks``: block names or ints
+      (:func:`~.joint_attention.select_blocks`, ``None`` for the default); ``text``: the
+      text sequence the loss reads; ``text_len``: the model's whole text sequence length.
+    - ``absolute_steps=False`` (default) reads the method's int step indices as fractions
+      of 50 steps (:func:`as_fractions`); ``True`` keeps them as loop indices.
+    """
+
+    def __init__(
+        self,
+        method: GuidanceMethod,
+        transformer,
+        run_transformer: Callable[[torch.Tensor, torch.Tensor], object],
+        conditioning: GuidanceConditioning,
+        grid_hw: tuple[int, int],
+        blocks: Sequence[int | str] | None,
+        text: TextSequence,
+        text_len: int,
+        num_inference_steps: int,
+        window_mode: str = "prompt",
+        record_loss_after_update: bool = False,
+        keep_attention_maps: bool = False,
+        truncate_forward: bool = True,
+        absolute_steps: bool = False,
+    ):
+        # Guider.__init__ selects UNet layers; the rest of its state is set the same way here.
+        self.method = method
+        self.transformer = transformer
+        self.run_transformer = run_transformer
+        self.cond = conditioning
+        self.text = text
+        self.attn_res = tuple(int(s) for s in grid_hw)
+        self.layer_names = select_blocks(transformer, blocks)
+        self.truncate_forward = truncate_forward and not any(hasattr(m, "_hf_hook") for m in transformer.modules())
+        self.recorder = JointAttentionRecorder(
+            self.attn_res, text_len, stop_after=len(self.layer_names) if self.truncate_forward else None
+        )
+        schedule = method.schedule if absolute_steps else as_fractions(method.schedule)
+        self.schedule = schedule.resolve(num_inference_steps)
+        self.step_sizes = self.schedule.step_sizes(num_inference_steps)
+        self.window_mode = window_mode
+        self.record_loss_after_update = record_loss_after_update
+        self.keep_attention_maps = keep_attention_maps
+        self.records = []
+        self.attention_maps = {}
+        self.previous_maps = None
+        self.windows = [token_window(window_mode, n, text.map_tokens) for n in conditioning.prompt_lengths]
+        for groups, prompt in zip(conditioning.groups, conditioning.prompts, strict=True):
+            method.validate_groups(groups, prompt)
+
+    def _forward_maps(self, latents: torch.Tensor, t) -> torch.Tensor:
+        with self.recorder.recording():
+            try:
+                self.run_transformer(latents, t)
+            except ForwardComplete:
+                pass
+            return self.recorder.aggregate()
+
+    @contextmanager
+    def _guiding(self):
+        with (
+            torch.enable_grad(),
+            _frozen_parameters(self.transformer),
+            joint_recording_processors(self.transformer, self.layer_names, self.recorder, self.text),
+        ):
+            yield

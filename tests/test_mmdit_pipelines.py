@@ -1,0 +1,158 @@
+"""The guided SD3 and Flux pipelines on tiny random models: plain equals stock, every method
+lowers its loss in the large majority of updates and changes the output, batches,
+num_images_per_prompt, fractions of the trajectory, low precision, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+from contrastive_diffusers.guidance import AttendAndExcite, Conform, get_method
+from contrastive_diffusers.models.tiny import tiny_pipeline
+from contrastive_diffusers.pipelines import GuidedFluxPipeline, GuidedStableDiffusion3Pipeline
+
+PROMPT = "a red car and a blue bench"
+GROUPS = [["red", "car"], ["blue", "bench"]]
+STEPS = 8
+KINDS = {"sd3": GuidedStableDiffusion3Pipeline, "flux": GuidedFluxPipeline}
+# Flux always defaults to 1024 px; 128 px keeps the tiny model's 8x8 patch grid. A short T5
+# sequence keeps the tiny forward cheap; both are ordinary arguments of the stock call.
+SIZE = {"sd3": {}, "flux": {"height": 128, "width": 128, "max_sequence_length": 32}}
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {kind: cls.from_pipe(tiny_pipeline(kind)) for kind, cls in KINDS.items()}
+
+
+def _call(pipe, kind, seed=0, **kwargs):
+    kwargs = {"prompt": PROMPT, "num_inference_steps": STEPS, **SIZE[kind], **kwargs}
+    kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
+    return pipe(output_type="latent", **kwargs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plain_call_equals_the_stock_pipeline(pipes, kind):
+    stock_class = StableDiffusion3Pipeline if kind == "sd3" else FluxPipeline
+    stock = stock_class(**pipes[kind].components)
+    prompts = [PROMPT, "a green cat"]
+    expected = _call(stock, kind, prompt=prompts, num_images_per_prompt=2,
+                     generator=torch.Generator().manual_seed(3)).images
+    out = _call(pipes[kind], kind, prompt=prompts, num_images_per_prompt=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out.images, expected)
+    assert out.guidance_records is None and out.token_groups is None
+
+
+@pytest.mark.parametrize("method", ["attend_and_excite", "conform", "ebama", "syngen"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_method_lowers_its_loss_and_changes_the_output(pipes, kind, method):
+    # The descent direction is under test, so a step (5) that does not overshoot on these
+    # tiny models. Their sharpened maps saturate A&E's softmax of 100 x maps (a one-hot
+    # softmax has no gradient: the loss stays put), so A&E reads them at 25 x here.
+    extra = {"softmax_temperature": 25.0} if method == "attend_and_excite" else {}
+    # Two refinement iterations instead of 20 keep the test fast; every update is counted.
+    guidance = get_method(method, **extra).with_schedule(step_size=5.0, refinement_iterations=2)
+    prompts = [PROMPT, "a yellow dog and a black hat"]
+    groups = [GROUPS, [["yellow", "dog"], ["black", "hat"]]]
+    plain = _call(pipes[kind], kind, prompt=prompts).images
+    out = _call(pipes[kind], kind, prompt=prompts, guidance=guidance, token_groups=groups,
+                record_loss_after_update=True)
+    pairs = [
+        (before, after)
+        for record in out.guidance_records
+        for before, after, updated in zip(record.loss, record.loss_after_update, record.updated)
+        if updated
+    ]
+    lower = sum(after < before for before, after in pairs)
+    assert len(pairs) >= 6 and lower >= 0.8 * len(pairs), (lower, len(pairs))
+    assert not any(s for record in out.guidance_records for s in record.skipped_nonfinite)
+    assert (out.images - plain).abs().amax(dim=(1, 2, 3) if kind == "sd3" else (1, 2)).min() > 1e-3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batches_and_images_per_prompt(pipes, kind):
+    prompts = [PROMPT, "a yellow dog and a black hat"]
+    out = _call(pipes[kind], kind, prompt=prompts, num_images_per_prompt=2, guidance="ebama",
+                token_groups=[GROUPS, "auto"], return_attention_maps=True)
+    assert out.images.shape[0] == 4
+    assert [[g.words for g in groups] for groups in out.token_groups] == [
+        [("red", "car"), ("blue", "bench")], [("yellow", "dog"), ("black", "hat")]
+    ]
+    first = out.attention_maps[0]
+    tokens = 77 if kind == "sd3" else 33  # SD3 reads CLIP's 77; Flux T5's 32 after a placeholder slot
+    assert first.shape == (4, 8, 8, tokens) and first.dtype == torch.float32
+    torch.testing.assert_close(first.sum(-1), torch.ones(4, 8, 8), atol=1e-5, rtol=0)  # a softmax per image token
+    assert all(len(record.loss) == 4 for record in out.guidance_records)
+    # A prompt's two images start from different noise, so guidance moves them differently.
+    assert not torch.allclose(out.images[0], out.images[1])
+
+
+def test_token_positions_are_per_sequence(pipes):
+    sd3, flux = pipes["sd3"], pipes["flux"]
+    clip = _call(sd3, "sd3", guidance="syngen", token_groups=GROUPS, num_inference_steps=2)
+    assert [g.word_positions for g in clip.token_groups[0]] == [((2,), (3,)), ((6,), (7,))]
+    t5 = _call(sd3, "sd3", guidance="syngen", token_groups=GROUPS, text_sequence="t5", max_sequence_length=32,
+               return_attention_maps=True)
+    assert t5.attention_maps[0].shape[-1] == 33 and torch.all(t5.attention_maps[0][..., 0] == 0)
+    pieces = flux.tokenizer_2.convert_ids_to_tokens(flux.tokenizer_2(PROMPT).input_ids)
+    out = _call(flux, "flux", guidance="syngen", token_groups=GROUPS)
+    for group in out.token_groups[0]:
+        for word, positions in zip(group.words, group.word_positions):
+            assert "".join(pieces[p - 1] for p in positions).lstrip("▁") == word
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schedule_is_a_fraction_of_the_trajectory(pipes, kind):
+    out = _call(pipes[kind], kind, guidance=AttendAndExcite(max_refinement_steps=0))
+    # max_iter_to_alter=25 of the paper's 50 steps is half the trajectory: steps 0-3 of 8.
+    assert [r.step for r in out.guidance_records] == [0, 1, 2, 3]
+    absolute = _call(pipes[kind], kind, guidance=AttendAndExcite(max_refinement_steps=0, max_iter_to_alter=2),
+                     absolute_steps=True)
+    assert [r.step for r in absolute.guidance_records] == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", KINDS)
+def test_low_precision_stays_finite_with_float32_losses(pipes, kind, dtype):
+    pipe = KINDS[kind].from_pipe(pipes[kind], torch_dtype=dtype)
+    out = _call(pipe, kind, guidance=Conform(refinement_iterations=2), token_groups=GROUPS, return_attention_maps=True)
+    assert out.images.dtype == dtype and torch.isfinite(out.images.float()).all()
+    assert out.attention_maps[0].dtype == torch.float32
+    assert all(torch.isfinite(torch.tensor(r.loss)).all() for r in out.guidance_records)
+
+
+def test_flux_true_cfg_and_blocks_and_user_callback(pipes):
+    steps = []
+
+    def callback(pipe, i, t, kwargs):
+        steps.append(i)
+        return kwargs
+
+    out = _call(pipes["flux"], "flux", guidance="ebama", token_groups=GROUPS, negative_prompt="blurry",
+                true_cfg_scale=2.0, blocks=["transformer_blocks.1", "single_transformer_blocks.0"],
+                callback_on_step_end=callback)
+    assert steps == list(range(STEPS)) and len(out.guidance_records) == 4
+    assert torch.isfinite(out.images).all()
+
+
+def test_bad_input_is_refused_with_the_fix(pipes):
+    with pytest.raises(ValueError, match="Word 'truck'.*not in the prompt"):
+        _call(pipes["flux"], "flux", guidance="ae", token_groups=[["truck"]])
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        _call(pipes["flux"], "flux", guidance="ae", prompt=" ".join(["red"] * 40))
+    with pytest.raises(ValueError, match="No joint-attention block 9"):
+        _call(pipes["sd3"], "sd3", guidance="ae", blocks=[9])
+    with pytest.raises(ValueError, match="text_sequence must be"):
+        _call(pipes["sd3"], "sd3", guidance="ae", text_sequence="clip-g")
+
+
+@pytest.mark.parametrize("variant", ["sd35", "flux-schnell"])
+def test_sd35_dual_attention_and_flux_schnell_are_guided(variant):
+    kind = "flux" if variant.startswith("flux") else "sd3"
+    pipe = KINDS[kind].from_pipe(tiny_pipeline(variant))
+    plain = _call(pipe, kind, num_inference_steps=4).images
+    out = _call(pipe, kind, num_inference_steps=4, guidance="syngen", token_groups=GROUPS, record_loss_after_update=True)
+    assert [r.step for r in out.guidance_records] == [0, 1]
+    assert all(after < before for r in out.guidance_records for before, after in zip(r.loss, r.loss_after_update))
+    assert (out.images - plain).abs().max() > 1e-3

@@ -1,0 +1,38 @@
+"""`generate` / `bench` make MMDiT images through runs.py: groups on the text sequence the
+loss reads (Flux: T5), the stock CFG defaults, heatmaps, and attn_res refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contrastive_diffusers.guidance import get_method
+from contrastive_diffusers.models.loading import load_pipeline
+from contrastive_diffusers.pipelines import GuidedFluxPipeline
+from contrastive_diffusers.runs import ImageRun, generate_image, generation_options, make_image, resolve_token_groups
+
+PROMPT = "a red car and a blue bench"
+
+
+@pytest.fixture(scope="module")
+def flux():
+    return load_pipeline("tiny-flux", "cpu", None, quiet=True)
+
+
+def test_flux_run_resolves_on_t5_and_writes_image_and_heatmap(flux, tmp_path: Path):
+    assert isinstance(flux, GuidedFluxPipeline)
+    options = generation_options(flux, steps=4)
+    assert options["guidance_scale"] == 3.5  # FluxPipeline's own default
+    groups = resolve_token_groups(flux, PROMPT, "auto")
+    lookup = flux.token_lookup()
+    assert lookup.max_length == 512 and [g.words for g in groups] == [("red", "car"), ("blue", "bench")]
+    run = ImageRun(flux, {"syngen": get_method("syngen")}, options, None, True, tmp_path)
+    made = make_image(run, "syngen", PROMPT, 0, groups, "syngen/0")
+    assert (tmp_path / made.image).is_file() and (tmp_path / made.attention).is_file()
+    assert made.guidance["updates"] == 2  # half of 4 steps: the paper's 25 of 50
+
+
+def test_attn_res_is_refused_for_mmdit(flux):
+    with pytest.raises(ValueError, match="joint-attention blocks"):
+        generate_image(flux, PROMPT, 0, generation_options(flux, steps=2), get_method("syngen"), "auto", (8, 8))
