@@ -145,6 +145,10 @@ def test_bad_input_is_refused_with_the_fix(pipes):
         _call(pipes["sd3"], "sd3", guidance="ae", blocks=[9])
     with pytest.raises(ValueError, match="text_sequence must be"):
         _call(pipes["sd3"], "sd3", guidance="ae", text_sequence="clip-g")
+    from contrastive_diffusers.pipelines import GuidanceCallback
+
+    with pytest.raises(ValueError, match="has no UNet.*GuidedStableDiffusion3Pipeline.from_pipe"):
+        GuidanceCallback(pipes["sd3"], "ae", PROMPT, token_groups=GROUPS)
 
 
 @pytest.mark.parametrize("variant", ["sd35", "flux-schnell"])

@@ -99,7 +99,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default="embedded",
         metavar="MODEL",
         help="embedded (the shipped ShapesWorld model: coloured shapes, 32 px), a hub id or local "
-        "pipeline folder, or tiny-sd1 / tiny-sd2 / tiny-sdxl (random weights, offline; they draw noise "
+        "pipeline folder, or tiny-sd1 / -sd2 / -sdxl / -sd3 / -sd35 / -flux / -flux-schnell (random weights, offline; they draw noise "
         "and only exercise the machinery). Default: %(default)s",
     )
     p.add_argument(

@@ -49,10 +49,12 @@ models (--model):
                                  coloured circles, squares, triangles, diamonds, crosses;
                                  32 px), shipped with the package; prompts like
                                  "a red circle and a blue triangle"
-  tiny-sd1, tiny-sd2, tiny-sdxl  offline tiny pipelines with RANDOM weights: they draw
-                                 noise and only exercise the machinery (tests, demos).
+  tiny-sd1, tiny-sd2, tiny-sdxl, offline tiny pipelines with RANDOM weights: they draw
+  tiny-sd3, tiny-sd35,           noise and only exercise the machinery (tests, demos).
+  tiny-flux, tiny-flux-schnell
   a hub id or a local folder     loaded with diffusers' DiffusionPipeline.from_pretrained;
-                                 Stable Diffusion 1.x/2.x and SDXL pipelines are supported.
+                                 Stable Diffusion 1.x/2.x, SDXL, SD3/3.5 and Flux.1
+                                 pipelines are supported.
 
 outputs (--output-dir):
   <method>/<prompt-index>-<seed>.png              the image (prompt index from 0)

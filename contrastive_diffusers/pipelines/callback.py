@@ -59,6 +59,11 @@ class GuidanceCallback(PipelineCallback):
         return_attention_maps: bool = False,
     ):
         super().__init__(cutoff_step_ratio=1.0)
+        if getattr(pipeline, "unet", None) is None:  # SD3 / Flux: joint attention in a transformer
+            raise ValueError(
+                f"GuidanceCallback guides UNet pipelines; {type(pipeline).__name__} has no UNet. For SD3 and Flux "
+                "use GuidedStableDiffusion3Pipeline.from_pipe(pipe) or GuidedFluxPipeline.from_pipe(pipe)."
+            )
         self.session = GuidanceSession.start(
             pipeline.tokenizer,
             guidance,
