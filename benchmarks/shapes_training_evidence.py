@@ -20,9 +20,18 @@ import sys
 import time
 from pathlib import Path
 
-from contrastive_diffusers.eval.train_experiments import EXPERIMENTS, FULL, SMOKE, run_experiment
-from contrastive_diffusers.eval.train_report import format_stat, merge_results, write_report
 from contrastive_diffusers.atomic_io import write_json_atomic
+from contrastive_diffusers.eval.train_experiments import (
+    EXPERIMENTS,
+    FULL,
+    SMOKE,
+    run_experiment,
+)
+from contrastive_diffusers.eval.train_report import (
+    format_stat,
+    merge_results,
+    write_report,
+)
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "shapesworld"
 
@@ -41,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="Tiny steps and prompts: checks the code path in minutes.")
     parser.add_argument("--only", type=_experiments, default=list(EXPERIMENTS), help="Comma-separated experiments.")
     parser.add_argument("--results-dir", type=Path, default=None, help="Where training.json and the report go.")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
                         help="torch CPU threads.")
     args = parser.parse_args(argv)
     import torch

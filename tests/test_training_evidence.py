@@ -19,7 +19,11 @@ from contrastive_diffusers.eval.train_experiments import (
     _reversion_prompts,
 )
 from contrastive_diffusers.eval.train_report import training_markdown
-from contrastive_diffusers.shapes.export import DCO_SUBJECT, export_dco, export_reversion
+from contrastive_diffusers.shapes.export import (
+    DCO_SUBJECT,
+    export_dco,
+    export_reversion,
+)
 from contrastive_diffusers.shapes.oracle import detect
 from contrastive_diffusers.shapes.render import render
 from contrastive_diffusers.shapes.spec import CaptionSpec, ObjectSpec

@@ -14,19 +14,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic_io import save_image_atomic, write_jsonl_atomic
 from ..models.embedded import embedded_model_dir
-from ..shapes.captions import caption_text
-from ..shapes.export import DCO_SUBJECT, export_dco, export_evogen, export_reversion, relation_folder
+from ..shapes.captions import caption_text, scenes_for
+from ..shapes.export import (
+    DCO_SUBJECT,
+    export_dco,
+    export_evogen,
+    export_reversion,
+    relation_folder,
+)
 from ..shapes.prompts import shapes_prompts, training_pairs
 from ..shapes.render import render
 from ..shapes.spec import CaptionSpec, ObjectSpec
-from ..shapes.captions import scenes_for
 from ..shapes.world import RELATION_PHRASES, RELATIONS
 from .stats import metric_value
 from .train_evidence import (
@@ -71,7 +76,7 @@ class Sizes:
     dco_prompts: int = 8
     batch: int = 4
     seeds: tuple[int, ...] = (0, 1, 2)
-    generation: GenerationSettings = GenerationSettings()
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
 
 
 FULL = Sizes()
