@@ -146,7 +146,6 @@ def run_reversion(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     if not (data / relation_folder(RELATIONS[-1]) / "text.json").exists():
         shutil.rmtree(data, ignore_errors=True)
         export_reversion(data, per_relation=sizes.reversion_images, size=sizes.generation.resolution)
-    records = []
     for relation in RELATIONS:
         name = relation_folder(relation)
         exemplars = json.loads((data / name / "text.json").read_text())
@@ -157,8 +156,9 @@ def run_reversion(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
         arms = [Arm("reversion", (trained["reversion"],), "tokens", {"{R}": "<R>"}),
                 Arm("textual_inversion", (trained["textual_inversion"],), "tokens", {"{R}": "<R>"}),
                 Arm("plain_words", rewrite={"{R}": RELATION_PHRASES[relation]})]
-        records += _score(arms, prompts, sizes, folder)
+        _score(arms, prompts, sizes, folder)
         timer.save()
+    records = read_records(folder / "records.jsonl")  # every relation's, each image once
     entry = comparison(records, "success", "reversion", ["textual_inversion", "plain_words"], timer.save(),
                        "oracle relation success (both objects right and the relation holds)")
     return entry, {"arms": _arm_rates(records, ("success", "objects"))}
