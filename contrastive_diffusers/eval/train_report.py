@@ -60,6 +60,8 @@ def training_markdown(results: dict, details: dict, header: str = "") -> str:
             for arm, rates in arms.items():
                 cells = [f"{rates[k]['mean']:.3f}" if k in rates and rates[k]["n"] else "" for k in keys]
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+            lines += ["", f"Examples (`training-{name}-examples.png`, first seed): one row per arm, top to bottom: "
+                      + ", ".join(sorted(arms)) + "."]
         lines.append("")
     return "\n".join(lines)
 
