@@ -126,6 +126,7 @@ def test_reversion_end_to_end(models, relation_data, tmp_path):
             "learned_embeds-steps-2",
             "learned_embeds.json",
             "learned_embeds.safetensors",
+            "README.md",
             "training_run.json",
             "validation",
         ]

@@ -21,7 +21,11 @@ by default so the held-out combinations stay unseen).
   checked with the ground truth (:func:`spec.evaluate`): caption true of the positive, false of
   the negative.
 
-Run ``python -m contrastive_diffusers.shapes.export {reversion,mcpl,evogen} OUT_DIR``.
+- :func:`export_dco`: a personalisation subject - ``n`` images of one colour-shape object
+  (the subject, at varied places and sizes) and ``metadata.jsonl`` captions naming it with a
+  rare word instead of its colour (``"a sks diamond"``), for DCO and DreamBooth-style LoRA.
+
+Run ``python -m contrastive_diffusers.shapes.export {reversion,mcpl,evogen,dco} OUT_DIR``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,13 @@ from .world import (
     layout_problems,
 )
 
-__all__ = ["EVOGEN_STAGES", "export_evogen", "export_mcpl", "export_reversion", "relation_folder"]
+__all__ = ["DCO_SUBJECT", "EVOGEN_STAGES", "export_dco", "export_evogen", "export_mcpl", "export_reversion",
+           "relation_folder"]
+
+#: The default DCO subject: (word, colour, shape) - "a sks diamond" is a purple diamond.
+DCO_SUBJECT: tuple[str, str, str] = ("sks", "purple", "diamond")
+#: Caption templates of the subject images; ``{}`` is "<word> <shape>".
+DCO_TEMPLATES: tuple[str, ...] = ("a {}", "a photo of a {}", "an image of a {}")
 
 #: stage -> categories of its pairs, in the order they are cycled.
 EVOGEN_STAGES: dict[int, tuple[str, ...]] = {
@@ -209,12 +219,31 @@ def export_evogen(out_dir, per_stage: int = 30, seed: int = 0, size: int = 64,
     return out
 
 
+def export_dco(out_dir, n: int = 8, seed: int = 0, size: int = 64,
+               subject: tuple[str, str, str] = DCO_SUBJECT) -> Path:
+    """``n`` images of the subject alone, captioned with its word (templates in turn); returns the folder."""
+    word, color, shape = subject
+    if color not in COLORS or shape not in SHAPES:
+        raise ValueError(f"The DCO subject must be a world colour and shape, got {color!r} {shape!r}.")
+    out = _empty_folder(out_dir)
+    rng = np.random.default_rng([seed, 0xDC0])
+    spec = CaptionSpec((ObjectSpec(shape, color),))
+    rows = []
+    for k in range(n):
+        name = f"{k:03d}.png"
+        save_image_atomic(render(scenes_for(spec, rng), size), out / name)
+        rows.append({"file_name": name, "text": DCO_TEMPLATES[k % len(DCO_TEMPLATES)].format(f"{word} {shape}")})
+    write_jsonl_atomic(out / "metadata.jsonl", rows)
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Export ShapesWorld training data.")
-    parser.add_argument("format", choices=("reversion", "mcpl", "evogen"))
+    parser.add_argument("format", choices=("reversion", "mcpl", "evogen", "dco"))
     parser.add_argument("out_dir")
     parser.add_argument("--n", type=int, default=None,
-                        help="Images per relation (reversion, 10), images (mcpl, 100) or pairs per stage (evogen, 30).")
+                        help="Images per relation (reversion, 10), images (mcpl, 100), pairs per stage (evogen, 30) "
+                        "or subject images (dco, 8).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--learned", default="none", choices=("none", "nouns", "all"), help="MCPL placeholder words.")
@@ -223,8 +252,10 @@ def main(argv=None) -> None:
         print(export_reversion(args.out_dir, args.n or 10, args.seed, args.size)[RELATIONS[0]].parent)
     elif args.format == "mcpl":
         print(export_mcpl(args.out_dir, args.n or 100, args.seed, args.size, args.learned))
-    else:
+    elif args.format == "evogen":
         print(export_evogen(args.out_dir, args.n or 30, args.seed, args.size))
+    else:
+        print(export_dco(args.out_dir, args.n or 8, args.seed, args.size))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -199,7 +200,10 @@ def build_method_parser(method: TrainingMethod, prog: str) -> argparse.ArgumentP
 def parse_method_args(method: TrainingMethod, argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     """Parse and validate a method's command line (the common checks, then the method's)."""
     parser = build_method_parser(method, prog)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    # the command as given, for the model card beside the weights
+    args.command = [*prog.split(), *argv]
     if args.output_dir is None:
         args.output_dir = f"{method.name}-output"
     args = validate_args(parser, args)

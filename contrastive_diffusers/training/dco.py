@@ -13,7 +13,8 @@ fine-tuned model consistent with the reference images RELATIVE to the frozen bas
     −log σ(−β·(‖ε_θ(x_t, c) − ε‖² − ‖ε_ref(x_t, c) − ε‖²))     (β = ``--dco_beta``, 1000)
 
 with the reference ε_ref the same UNet with its LoRA adapters disabled, under
-``torch.no_grad()`` (one UNet pass with gradients and one without per sample). Output: LoRA
+``torch.no_grad()`` (one UNet pass with gradients and one without per sample).
+``--objective denoise`` is the DreamBooth-style LoRA baseline (denoising MSE only). Output: LoRA
 weights for stock ``pipe.load_lora_weights``.
 """
 
@@ -48,6 +49,13 @@ class DCO(LoraMethod):
         super().add_arguments(parser)
         g = parser.add_argument_group("DCO")
         g.add_argument("--dco_beta", type=float, default=1000.0, help="β of the consistency loss.")
+        g.add_argument(
+            "--objective",
+            default="dco",
+            choices=("dco", "denoise"),
+            help="dco: the consistency loss; denoise: DreamBooth-style LoRA (the denoising MSE only, no "
+            "reference pass), the baseline DCO is compared with.",
+        )
 
     def validate(self, parser, args) -> None:
         super().validate(parser, args)
@@ -64,6 +72,9 @@ class DCO(LoraMethod):
         hidden, pooled = self.encode(trainer, captions)
         noisy, timesteps, target, kwargs = trainer.noisy_latents(batch, pooled)
         e_model = per_sample_error(self.forward(trainer, noisy, timesteps, hidden, kwargs), target)
+        if trainer.args.objective == "denoise":
+            loss = denoising_mse(e_model)
+            return loss, {"loss": loss.detach(), "denoise_loss": loss.detach()}
         e_ref = per_sample_error(self.reference(trainer, captions, hidden, noisy, timesteps, kwargs), target)
         loss = consistency_dco(e_model, e_ref, trainer.args.dco_beta)
         return loss, {

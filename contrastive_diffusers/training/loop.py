@@ -69,7 +69,7 @@ def train(args: argparse.Namespace, method: TrainingMethod, on_step: StepCallbac
 def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
     args, acc, method = trainer.args, trainer.accelerator, trainer.method
     trainer.setup_optimization()
-    global_step = resume(trainer)
+    global_step = trainer.global_step = resume(trainer)
     if global_step > args.max_train_steps:
         raise ValueError(f"The checkpoint is at step {global_step}, beyond --max_train_steps {args.max_train_steps}.")
     trainer.setup_timesteps()
@@ -88,6 +88,7 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
             started = time.perf_counter()
             logs = _optimizer_step(trainer, global_step)
             global_step += 1
+            trainer.global_step = global_step
             record = {
                 "step": global_step,
                 **logs,

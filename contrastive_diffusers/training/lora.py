@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .card import lora_usage, write_run_card
 from .data import mix_seed
 from .method import TrainingMethod
 from .trainer import Trainer
@@ -223,7 +224,8 @@ class LoraMethod(TrainingMethod):
         folder.mkdir(parents=True, exist_ok=True)
         pipeline_class = StableDiffusionXLPipeline if m.sdxl else StableDiffusionPipeline
         pipeline_class.save_lora_weights(folder, safe_serialization=True, **kwargs)
-        return [folder / "pytorch_lora_weights.safetensors"]
+        card = write_run_card(trainer, folder, lora_usage(trainer.args.pretrained_model_name_or_path, folder))
+        return [folder / "pytorch_lora_weights.safetensors", card]
 
     def intermediate_folder(self, step: int) -> str:
         return f"lora-steps-{step}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .card import token_usage, write_run_card
 from .data import ImageCaptions, fill_placeholders, load_examples
 from .embeddings import (
     LearnedEmbeddings,
@@ -78,7 +79,8 @@ class TokenMethod(TrainingMethod):
     def save_output(self, trainer: Trainer, folder: Path, final: bool) -> list[Path]:
         args = trainer.args
         rows = self.embeddings(trainer).learned()
-        return save_learned_embeds(folder, args.placeholder_tokens, rows, args.initializer_tokens)
+        files = save_learned_embeds(folder, args.placeholder_tokens, rows, args.initializer_tokens)
+        return files + [write_run_card(trainer, folder, token_usage(args.pretrained_model_name_or_path, folder))]
 
     def learned_rows(self, trainer: Trainer) -> list[torch.Tensor]:
         return self.embeddings(trainer).learned()

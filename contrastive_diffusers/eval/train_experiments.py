@@ -1,0 +1,338 @@
+"""The four ShapesWorld training experiments of the evidence command: ReVersion, MCPL, EvoGen
+and DCO, each trained from the embedded model on data exported from the world and measured
+with the oracle against the baselines its paper compares with (same data, steps and
+learning rate; images paired by prompt and seed).
+
+:func:`run_experiment` returns ``(entry, details)``: the experiment's ``training.json`` entry
+(:func:`.train_evidence.comparison`) and the secondary numbers the report shows (other
+metrics, per-category rates, per arm). :class:`Sizes` holds every size; :data:`FULL` and
+:data:`SMOKE` are the command's two presets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import save_image_atomic, write_jsonl_atomic
+from ..models.embedded import embedded_model_dir
+from ..shapes.captions import caption_text, scenes_for
+from ..shapes.export import (
+    DCO_SUBJECT,
+    export_dco,
+    export_evogen,
+    export_reversion,
+    relation_folder,
+)
+from ..shapes.prompts import shapes_prompts, training_pairs
+from ..shapes.render import render
+from ..shapes.spec import CaptionSpec, ObjectSpec
+from ..shapes.world import RELATION_PHRASES, RELATIONS
+from .stats import metric_value
+from .train_evidence import (
+    Arm,
+    EvalPrompt,
+    GenerationSettings,
+    Timer,
+    comparison,
+    read_records,
+    score_arm,
+    stat,
+    train_once,
+)
+
+__all__ = ["EXPERIMENTS", "FULL", "SMOKE", "Sizes", "run_experiment"]
+
+EXPERIMENTS = ("reversion", "mcpl", "evogen", "dco")
+#: MCPL's two concepts: (token, initializer word, colour, shape).
+MCPL_CONCEPTS = (("<c1>", "square", "orange", "square"), ("<c2>", "triangle", "cyan", "triangle"))
+#: Other objects the MCPL tokens are combined with at test time (never in its training images).
+MCPL_PARTNERS = (("white", "circle"), ("yellow", "diamond"))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size of the experiments (steps are optimizer steps per training run)."""
+
+    reversion_images: int = 8  # per relation
+    reversion_steps: int = 30
+    reversion_lr: float = 5e-3
+    reversion_prompts: int = 4  # per relation
+    mcpl_images: int = 10
+    mcpl_steps: int = 40
+    mcpl_lr: float = 5e-3
+    evogen_pairs: int = 8  # per stage
+    evogen_steps: int = 36  # split evenly over the three stages
+    evogen_lr: float = 1e-3
+    evogen_prompts: int = 3  # per test category
+    dco_images: int = 6
+    dco_steps: int = 40
+    dco_lr: float = 1e-3
+    dco_prompts: int = 8
+    batch: int = 4
+    seeds: tuple[int, ...] = (0, 1, 2)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+FULL = Sizes()
+SMOKE = Sizes(reversion_images=2, reversion_steps=1, reversion_prompts=1, mcpl_images=2, mcpl_steps=1,
+              evogen_pairs=2, evogen_steps=3, evogen_prompts=1, dco_images=2, dco_steps=1, dco_prompts=2,
+              batch=1, seeds=(0,), generation=GenerationSettings(steps=1, batch=8))
+
+
+def _common(data: Path, steps: int, lr: float, sizes: Sizes, seed: int = 0) -> list[str]:
+    return ["--pretrained_model_name_or_path", str(embedded_model_dir()), "--train_data_dir", str(data),
+            "--resolution", str(sizes.generation.resolution), "--max_train_steps", str(steps),
+            "--train_batch_size", str(sizes.batch), "--gradient_accumulation_steps", "1",
+            "--learning_rate", str(lr), "--no_scale_lr", "--flip_p", "0", "--seed", str(seed),
+            "--checkpointing_steps", str(max(1, steps // 2)), "--checkpoints_total_limit", "1",
+            "--save_steps", str(steps + 1), "--mixed_precision", "no"]
+
+
+def _arm_rates(records: list[dict], metrics=("success", "objects", "clean")) -> dict:
+    """``{arm: {metric or metric/category: {mean, ci_low, ci_high, n}}}`` for the report."""
+    out: dict = {}
+    for arm in dict.fromkeys(r["method"] for r in records):
+        rows = [r for r in records if r["method"] == arm]
+        entry = {}
+        for metric in metrics:
+            for category in [None, *sorted({r.get("category", "all") for r in rows})]:
+                values = [metric_value(r, metric) for r in rows if category is None or r.get("category") == category]
+                key = metric if category is None else f"{metric}/{category}"
+                entry[key] = stat([v for v in values if v is not None])
+        out[arm] = entry
+    return out
+
+
+def _score(arms: list[Arm], prompts, sizes: Sizes, folder: Path) -> list[dict]:
+    records = []
+    for arm in arms:
+        records += score_arm(arm, prompts, sizes.seeds, folder / "records.jsonl", sizes.generation,
+                             folder / "examples")
+    return records
+
+
+# ---------------------------------------------------------------- ReVersion
+def _reversion_prompts(relation: str, exemplar_text: dict, n: int, seed: int) -> list[EvalPrompt]:
+    """Relation prompts whose object pair appears in none of the relation's exemplar captions."""
+    seen = {t.replace("{}", "_") for texts in exemplar_text.values() for t in texts}
+    pool = training_pairs()
+    rng = np.random.default_rng([seed, RELATIONS.index(relation), 0x8E1])
+    prompts, texts = [], set()
+    while len(prompts) < n:
+        (c1, s1), (c2, s2) = (pool[int(k)] for k in rng.choice(len(pool), size=2, replace=False))
+        if s1 == s2:
+            continue
+        spec = CaptionSpec((ObjectSpec(s1, c1), ObjectSpec(s2, c2)), (0, relation, 1))
+        text = caption_text(spec, "relation").text
+        phrase = RELATION_PHRASES[relation]
+        template = text.replace(f" {phrase} ", " _ ", 1)
+        if template in seen or text in texts:
+            continue
+        texts.add(text)
+        prompts.append(EvalPrompt(f"{relation_folder(relation)}-{len(prompts):02d}",
+                                  text.replace(f" {phrase} ", " {R} ", 1), spec.to_dict(), relation_folder(relation)))
+    return prompts
+
+
+def run_reversion(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
+    timer = Timer(folder / "time.json")
+    data = folder / "data"
+    if not (data / relation_folder(RELATIONS[-1]) / "text.json").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        export_reversion(data, per_relation=sizes.reversion_images, size=sizes.generation.resolution)
+    for relation in RELATIONS:
+        name = relation_folder(relation)
+        exemplars = json.loads((data / name / "text.json").read_text())
+        prompts = _reversion_prompts(relation, exemplars, sizes.reversion_prompts, 0)
+        argv = _common(data / name, sizes.reversion_steps, sizes.reversion_lr, sizes) + [
+            "--placeholder_token", "<R>", "--initializer_token", "and"]
+        trained = {m: train_once(m, argv, folder / "runs" / f"{m}-{name}") for m in ("reversion", "textual_inversion")}
+        arms = [Arm("reversion", (trained["reversion"],), "tokens", {"{R}": "<R>"}),
+                Arm("textual_inversion", (trained["textual_inversion"],), "tokens", {"{R}": "<R>"}),
+                Arm("plain_words", rewrite={"{R}": RELATION_PHRASES[relation]})]
+        _score(arms, prompts, sizes, folder)
+        timer.save()
+    records = read_records(folder / "records.jsonl")  # every relation's, each image once
+    entry = comparison(records, "success", "reversion", ["textual_inversion", "plain_words"], timer.save(),
+                       "oracle relation success (both objects right and the relation holds)")
+    return entry, {"arms": _arm_rates(records, ("success", "objects"))}
+
+
+# ---------------------------------------------------------------- MCPL
+def _mcpl_data(folder: Path, n: int, size: int) -> tuple[Path, Path]:
+    """Two-object scenes of the two concepts; ``mcpl/`` captioned "a <c1> and a <c2>" (both
+    orders), ``images/`` the same images without captions (textual inversion's generic ones)."""
+    mcpl, images = folder / "mcpl", folder / "images"
+    if (mcpl / "metadata.jsonl").exists() and images.exists():
+        return mcpl, images
+    shutil.rmtree(folder, ignore_errors=True)
+    mcpl.mkdir(parents=True)
+    images.mkdir()
+    rng = np.random.default_rng([0, 0x3C1])
+    (t1, _, c1, s1), (t2, _, c2, s2) = MCPL_CONCEPTS
+    spec = CaptionSpec((ObjectSpec(s1, c1), ObjectSpec(s2, c2)))
+    rows = []
+    for k in range(n):
+        image = render(scenes_for(spec, rng), size)
+        name = f"{k:03d}.png"
+        save_image_atomic(image, mcpl / name)
+        save_image_atomic(image, images / name)
+        rows.append({"file_name": name, "text": f"a {t1} and a {t2}" if k % 2 == 0 else f"a {t2} and a {t1}"})
+    write_jsonl_atomic(mcpl / "metadata.jsonl", rows)
+    return mcpl, images
+
+
+def _mcpl_prompts() -> list[EvalPrompt]:
+    concepts = [(t, ObjectSpec(s, c).to_dict()) for t, _, c, s in MCPL_CONCEPTS]
+    prompts = []
+    for k, (token, obj) in enumerate(concepts):
+        other = concepts[1 - k][1]
+        spec = {"objects": [obj], "relation": None}
+        prompts.append(EvalPrompt(f"alone-{k + 1}", f"a {token}", spec, "alone", (other,)))
+        for color, shape in MCPL_PARTNERS:
+            partner = ObjectSpec(shape, color).to_dict()
+            prompts.append(EvalPrompt(f"with-{k + 1}-{color}-{shape}", f"a {token} and a {color} {shape}",
+                                      {"objects": [obj, partner], "relation": None}, "combination", (other,)))
+    return prompts
+
+
+def run_mcpl(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
+    timer = Timer(folder / "time.json")
+    mcpl_data, ti_data = _mcpl_data(folder / "data", sizes.mcpl_images, sizes.generation.resolution)
+    tokens = [t for t, *_ in MCPL_CONCEPTS]
+    inits = [w for _, w, *_ in MCPL_CONCEPTS]
+    base = _common(mcpl_data, sizes.mcpl_steps, sizes.mcpl_lr, sizes) + [
+        "--placeholder_tokens", ",".join(tokens), "--initializer_tokens", ",".join(inits)]
+    variants = {"mcpl": [], "mcpl_no_promptcl": ["--promptcl_weight", "0"], "mcpl_no_attnmask": ["--attn_mask", "none"]}
+    arms = [Arm(name, (train_once("mcpl", base + extra, folder / "runs" / name),), "tokens")
+            for name, extra in variants.items()]
+    ti_runs = tuple(
+        train_once("textual_inversion",
+                   _common(ti_data, sizes.mcpl_steps, sizes.mcpl_lr, sizes) + [
+                       "--placeholder_token", token, "--initializer_token", init],
+                   folder / "runs" / f"textual_inversion-{k + 1}")
+        for k, (token, init) in enumerate(zip(tokens, inits)))
+    arms.append(Arm("textual_inversion", ti_runs, "tokens"))
+    timer.save()
+    records = _score(arms, _mcpl_prompts(), sizes, folder)
+    entry = comparison(records, "success", "mcpl", ["textual_inversion", "mcpl_no_promptcl", "mcpl_no_attnmask"],
+                       timer.save(), "oracle concept success (the token's object right, the other concept absent)")
+    return entry, {"arms": _arm_rates(records)}
+
+
+# ---------------------------------------------------------------- EvoGen
+def _evogen_prompts(n: int) -> list[EvalPrompt]:
+    wanted = ("two_object", "relation", "count", "held_out")
+    items = [i for i in shapes_prompts("test", per_category=max(n, 1)) if i.category in wanted]
+    picked = []
+    for category in wanted:
+        picked += [i for i in items if i.category == category][:n]
+    return [EvalPrompt(i.id, i.prompt, i.metadata["spec"], i.category) for i in picked]
+
+
+def _flat_copy(pairs: Path, out: Path) -> Path:
+    """The pair folder as one stage (no curriculum): same pairs, images linked."""
+    if (out / "pairs.jsonl").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [dict(json.loads(line), stage=1) for line in (pairs / "pairs.jsonl").read_text().splitlines() if line.strip()]
+    if not (out / "images").exists():
+        os.symlink((pairs / "images").resolve(), out / "images", target_is_directory=True)
+    write_jsonl_atomic(out / "pairs.jsonl", rows)
+    return out
+
+
+def run_evogen(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
+    timer = Timer(folder / "time.json")
+    data = folder / "data"
+    if not (data / "pairs.jsonl").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        export_evogen(data, per_stage=sizes.evogen_pairs, size=sizes.generation.resolution)
+    flat = _flat_copy(data, folder / "data-flat")
+    steps = max(3, sizes.evogen_steps - sizes.evogen_steps % 3)
+    staged = ["--stage_steps", ",".join([str(steps // 3)] * 3)]
+    variants = {
+        "evogen": (data, staged + ["--objective", "contrastive"]),
+        "lora_positives": (data, staged + ["--objective", "denoise"]),
+        "evogen_margin": (data, staged + ["--objective", "margin"]),
+        "evogen_no_curriculum": (flat, ["--objective", "contrastive"]),
+    }
+    arms = []
+    for name, (pairs, extra) in variants.items():
+        argv = _common(pairs, steps, sizes.evogen_lr, sizes) + extra
+        arms.append(Arm(name, (train_once("evogen", argv, folder / "runs" / name),), "lora"))
+    arms.append(Arm("untrained"))
+    timer.save()
+    records = _score(arms, _evogen_prompts(sizes.evogen_prompts), sizes, folder)
+    entry = comparison(records, "success", "evogen", ["lora_positives", "untrained", "evogen_margin",
+                                                      "evogen_no_curriculum"], timer.save(),
+                       "oracle success on test two_object, relation, count and held_out prompts")
+    return entry, {"arms": _arm_rates(records, ("success",))}
+
+
+# ---------------------------------------------------------------- DCO
+def _dco_prompts(n: int) -> list[EvalPrompt]:
+    word, color, shape = DCO_SUBJECT
+    subject = ObjectSpec(shape, color)
+    prompts = [EvalPrompt("alone", f"a {word} {shape}", {"objects": [subject.to_dict()], "relation": None}, "fidelity")]
+    pool = [(c, s) for c, s in training_pairs() if s != shape and c != color]
+    rng = np.random.default_rng([0, 0xDC1])
+    for k in range(n):
+        c, s = pool[int(rng.integers(len(pool)))]
+        other = ObjectSpec(s, c)
+        if k % 2 == 0:
+            text, relation = f"a {word} {shape} and a {c} {s}", None
+        else:
+            relation = RELATIONS[(k // 2) % len(RELATIONS)]
+            text = f"a {word} {shape} {RELATION_PHRASES[relation]} a {c} {s}"
+        spec = CaptionSpec((subject, other), None if relation is None else (0, relation, 1))
+        prompts.append(EvalPrompt(f"compose-{k:02d}", text, spec.to_dict(), "composition"))
+    return prompts
+
+
+def run_dco(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
+    timer = Timer(folder / "time.json")
+    data = folder / "data"
+    if not (data / "metadata.jsonl").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        export_dco(data, n=sizes.dco_images, size=sizes.generation.resolution)
+    base = _common(data, sizes.dco_steps, sizes.dco_lr, sizes)
+    arms = [Arm("dco", (train_once("dco", base + ["--objective", "dco"], folder / "runs" / "dco"),), "lora"),
+            Arm("dreambooth_lora", (train_once("dco", base + ["--objective", "denoise"], folder / "runs" / "dreambooth"),),
+                "lora")]
+    timer.save()
+    prompts = _dco_prompts(sizes.dco_prompts)
+    # the one fidelity prompt is drawn with as many seeds as there are composition images
+    fidelity_seeds = tuple(range(1000, 1000 + max(1, sizes.dco_prompts) * len(sizes.seeds)))
+    records = []
+    for arm in arms:
+        score_arm(arm, prompts[:1], fidelity_seeds, folder / "records.jsonl", sizes.generation, folder / "examples")
+        records = score_arm(arm, prompts[1:], sizes.seeds, folder / "records.jsonl", sizes.generation,
+                            folder / "examples")
+    records = read_records(folder / "records.jsonl")
+    composition = [r for r in records if r.get("category") == "composition"]
+    entry = comparison(composition, "success", "dco", ["dreambooth_lora"], timer.save(),
+                       "oracle composition success (the subject and the other object right, and the relation)")
+    return entry, {"arms": _arm_rates(records, ("success",))}
+
+
+_RUNNERS = {"reversion": run_reversion, "mcpl": run_mcpl, "evogen": run_evogen, "dco": run_dco}
+
+
+def run_experiment(name: str, output_dir, sizes: Sizes = FULL) -> tuple[dict, dict]:
+    """Run (or resume) one experiment in ``output_dir/<name>``."""
+    if name not in _RUNNERS:
+        raise ValueError(f"Unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}.")
+    folder = Path(output_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return _RUNNERS[name](folder, sizes)
+
+
+def existing_records(output_dir, name: str) -> list[dict]:
+    return read_records(Path(output_dir) / name / "records.jsonl")

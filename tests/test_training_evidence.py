@@ -1,0 +1,154 @@
+"""The ShapesWorld training evidence: oracle judgement, paired comparisons, the experiments'
+data and prompts, the report, and the command end to end on smoke sizes."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contrastive_diffusers.eval.stats import t_quantile
+from contrastive_diffusers.eval.train_evidence import EvalPrompt, comparison, judge
+from contrastive_diffusers.eval.train_experiments import (
+    MCPL_CONCEPTS,
+    _dco_prompts,
+    _evogen_prompts,
+    _mcpl_prompts,
+    _reversion_prompts,
+)
+from contrastive_diffusers.eval.train_report import training_markdown
+from contrastive_diffusers.shapes.export import (
+    DCO_SUBJECT,
+    export_dco,
+    export_reversion,
+)
+from contrastive_diffusers.shapes.oracle import detect
+from contrastive_diffusers.shapes.render import render
+from contrastive_diffusers.shapes.spec import CaptionSpec, ObjectSpec
+from contrastive_diffusers.shapes.world import Scene, ShapeObject
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _scene():
+    return Scene((ShapeObject("circle", "red", "large", "solid", 0.25, 0.5),
+                  ShapeObject("square", "blue", "large", "solid", 0.75, 0.5)), (0, "left of", 1))
+
+
+def test_judge_reads_objects_relation_and_absent_concepts():
+    image = render(_scene(), 32)
+    red_circle, blue_square = ObjectSpec("circle", "red"), ObjectSpec("square", "blue")
+    left = CaptionSpec((red_circle, blue_square), (0, "left of", 1)).to_dict()
+    right = CaptionSpec((red_circle, blue_square), (0, "right of", 1)).to_dict()
+    assert judge(image, EvalPrompt("a", "", left)) == {"success": 1.0, "objects": 1.0, "clean": 1.0}
+    assert judge(image, EvalPrompt("b", "", right)) == {"success": 0.0, "objects": 1.0, "clean": 1.0}
+    alone = {"objects": [red_circle.to_dict()], "relation": None}
+    # the red circle is there, but so is the concept that must be absent
+    assert judge(image, EvalPrompt("c", "", alone, absent=(blue_square.to_dict(),))) == {
+        "success": 0.0, "objects": 1.0, "clean": 0.0}
+
+
+def _record(method, prompt, seed, value):
+    return {"method": method, "prompt_id": prompt, "seed": seed, "status": "ok", "metrics": {"success": value}}
+
+
+def test_comparison_pairs_by_prompt_and_seed_with_t_intervals():
+    method = [1, 1, 0, 1]
+    baseline = [0, 1, 0, 0]
+    keys = [("p", 0), ("p", 1), ("q", 0), ("q", 1)]
+    records = [_record("m", p, s, v) for (p, s), v in zip(keys, method)]
+    records += [_record("b", p, s, v) for (p, s), v in zip(reversed(keys), reversed(baseline))]  # other order
+    records.append(_record("b", "r", 0, 1.0))  # unpaired: counts in b's mean, not in the pairs
+    entry = comparison(records, "success", "m", ["b"], 1.234, "label")
+    assert entry["metric"] == "label" and entry["minutes"] == 1.23
+    assert entry["method"]["mean"] == 0.75 and entry["method"]["n"] == 4
+    assert entry["baselines"]["b"]["mean"] == pytest.approx(2 / 5) and entry["baselines"]["b"]["n"] == 5
+    # differences 1, 0, 0, 1: mean 0.5, s = sqrt(1/3), half-width t(0.975, 3) s / 2
+    half = t_quantile(0.975, 3) * math.sqrt(1 / 3) / 2
+    assert half == pytest.approx(0.918694, abs=1e-6)
+    assert entry["paired"]["b"] == pytest.approx({"delta": 0.5, "ci_low": 0.5 - half, "ci_high": 0.5 + half, "n": 4})
+    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes"}
+    text = training_markdown({"x": entry}, {})
+    assert "| b | 0.400 [" in text and "(n=5)" in text and "+0.500 [" in text
+
+
+def test_comparison_without_spread_has_no_interval():
+    entry = comparison([_record("m", "p", 0, 1.0), _record("b", "p", 0, 0.0)], "success", "m", ["b"], 0.0)
+    assert entry["method"] == {"mean": 1.0, "ci_low": None, "ci_high": None, "n": 1}
+    assert entry["paired"]["b"]["delta"] == 1.0 and entry["paired"]["b"]["ci_low"] is None
+    json.dumps(entry, allow_nan=False)  # valid JSON: no NaN
+
+
+def test_reversion_prompts_use_object_pairs_the_exemplars_never_show(tmp_path):
+    folders = export_reversion(tmp_path / "r", per_relation=6, size=32)
+    exemplars = json.loads((folders["above"] / "text.json").read_text())
+    templates = {t for texts in exemplars.values() for t in texts}
+    prompts = _reversion_prompts("above", exemplars, 5, 0)
+    assert len({p.text for p in prompts}) == 5
+    for p in prompts:
+        assert "{R}" in p.text and p.spec["relation"] == [0, "above", 1]
+        assert p.text.replace("{R}", "{}") not in templates
+
+
+def test_mcpl_prompts_require_each_concept_without_the_other():
+    prompts = _mcpl_prompts()
+    (t1, _, c1, s1), (t2, _, c2, s2) = MCPL_CONCEPTS
+    alone = {p.text: p for p in prompts if p.category == "alone"}
+    assert set(alone) == {f"a {t1}", f"a {t2}"}
+    assert alone[f"a {t1}"].spec["objects"] == [ObjectSpec(s1, c1).to_dict()]
+    assert alone[f"a {t1}"].absent == (ObjectSpec(s2, c2).to_dict(),)
+    assert all(p.absent for p in prompts)
+
+
+def test_dco_export_draws_the_subject_and_prompts_compose_it(tmp_path):
+    from PIL import Image
+
+    word, color, shape = DCO_SUBJECT
+    folder = export_dco(tmp_path / "d", n=3, size=32)
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [f"a {word} {shape}", f"a photo of a {word} {shape}",
+                                         f"an image of a {word} {shape}"]
+    for row in rows:  # the oracle reads the subject back from every image
+        found = detect(Image.open(folder / row["file_name"]))
+        assert [(o.color, o.shape) for o in found] == [(color, shape)]
+    prompts = _dco_prompts(4)
+    assert prompts[0].category == "fidelity" and all(p.category == "composition" for p in prompts[1:])
+    assert all(p.spec["objects"][0] == ObjectSpec(shape, color).to_dict() for p in prompts)
+    assert sum(p.spec["relation"] is not None for p in prompts) == 2
+
+
+def test_evogen_prompts_come_from_the_test_split_categories():
+    prompts = _evogen_prompts(2)
+    assert [p.category for p in prompts] == ["two_object"] * 2 + ["relation"] * 2 + ["count"] * 2 + ["held_out"] * 2
+    assert all(p.id.startswith("shapes-test-") for p in prompts)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("shapes_training_evidence", ROOT / "benchmarks" / "shapes_training_evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread):
+    script = _script()
+    out, results = tmp_path / "work", tmp_path / "results"
+    argv = ["--output-dir", str(out), "--smoke", "--only", "dco", "--results-dir", str(results), "--threads", "1"]
+    assert script.main(argv) == 0
+    data = json.loads((results / "training.json").read_text())
+    entry = data["dco"]
+    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes"}
+    assert set(entry["baselines"]) == set(entry["paired"]) == {"dreambooth_lora"}
+    assert entry["method"]["n"] == 2 and entry["paired"]["dreambooth_lora"]["n"] == 2
+    for name in ("training.md", "training-dco.png", "training-dco-examples.png"):
+        assert (results / name).stat().st_size > 0
+    assert (out / "dco" / "runs" / "dco" / "README.md").exists()  # the model card beside the weights
+    records = (out / "dco" / "records.jsonl").read_text()
+    run = json.loads((out / "dco" / "runs" / "dco" / "training_run.json").read_text())
+    assert script.main(argv) == 0  # resumed: nothing trained or drawn again
+    assert (out / "dco" / "records.jsonl").read_text() == records
+    assert json.loads((out / "dco" / "runs" / "dco" / "training_run.json").read_text()) == run
+    assert np.isfinite(json.loads((results / "training.json").read_text())["dco"]["minutes"])
