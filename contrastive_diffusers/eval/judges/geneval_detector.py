@@ -90,9 +90,15 @@ class Mask2FormerDetector:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device, dtype, **kwargs) -> Mask2FormerDetector:
-        from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
+        try:  # transformers' Mask2Former module imports scipy (for its training loss) on first use
+            from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
 
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(name_or_path)
+            model = Mask2FormerForUniversalSegmentation.from_pretrained(name_or_path)
+        except ImportError as err:
+            if "scipy" not in str(err):
+                raise
+            raise ImportError("GenEval's detector (transformers' Mask2Former) needs scipy: pip install scipy, or "
+                              "pip install 'contrastive-diffusers[judges]'.") from None
         return cls(model, AutoImageProcessor.from_pretrained(name_or_path), device, dtype, **kwargs)
 
     @torch.no_grad()
