@@ -19,7 +19,8 @@ not noise; paired differences from plain generation with 95% intervals.
    ``benchmarks/results/shapesworld/evidence.json``): ``{"n_seeds", "methods": {"<method>[:tuned]":
    {category: {mean, ci_low, ci_high, n}}}, "paired": {"<method>[:tuned]": {category: {delta,
    ci_low, ci_high, n}}}}`` with ``none`` as the baseline, and beside it ``evidence.md`` (the
-   README's tables) and ``evidence.png`` / ``evidence.svg`` (the chart).
+   README's tables), ``evidence.png`` / ``evidence.svg`` (the chart) and ``evidence-grid.png``
+   (the same prompts and seeds across every arm, framed by the oracle's verdict).
 
 Every stage resumes: re-running the command keeps every image and tuning step already made.
 The test images are drawn ``--seed-batch`` seeds of a method and prompt per pipeline call
@@ -47,6 +48,7 @@ from pathlib import Path
 
 from contrastive_diffusers.atomic_io import write_json_atomic, write_text_atomic
 from contrastive_diffusers.eval.report_charts import write_chart
+from contrastive_diffusers.eval.report_grid import comparison_png, grid_sample
 from contrastive_diffusers.eval.tune import TuneConfig, run_tuning
 from contrastive_diffusers.eval.tune_runs import Arm, arm_tables, run_arms
 from contrastive_diffusers.shapes import shapes_prompts
@@ -54,6 +56,7 @@ from contrastive_diffusers.shapes import shapes_prompts
 METHODS = ("attend_and_excite", "conform", "ebama", "syngen")
 OTHER_CATEGORIES = ("relation", "held_out", "single")
 RESULTS = Path(__file__).resolve().parent / "results" / "shapesworld" / "evidence.json"
+GRID_PROMPTS = 8  # rows of evidence-grid.png: prompts taken in turn from each category, seed 0
 SMOKE = dict(two_object_prompts=2, seeds=1, other_prompts=2, other_seeds=1, tune_budget=4, steps=3)
 
 
@@ -162,6 +165,13 @@ def evidence(records: list[dict], arms: list[Arm], n_seeds: int) -> dict:
             "paired": {public[k]: v for k, v in tables["paired"].items()}}
 
 
+def _short(arm: str) -> str:
+    """A grid column title: "A&E", "CONFORM tuned", ..."""
+    names = {"none": "plain", "attend_and_excite": "A&E", "conform": "CONFORM", "ebama": "EBAMA", "syngen": "SynGen"}
+    base = arm.removesuffix("-tuned")
+    return names.get(base, base) + (" tuned" if arm.endswith("-tuned") else "")
+
+
 def evidence_markdown(data: dict) -> str:
     """The README's tables: success per method and category, and the paired differences."""
     categories = list(next(iter(data["methods"].values())))
@@ -202,6 +212,9 @@ def main(argv=None) -> int:
     for suffix in (".svg", ".png"):
         write_chart(data["methods"], args.results.with_suffix(suffix), title="ShapesWorld test split",
                     metric="oracle success")
+    grid = args.results.with_name(args.results.stem + "-grid.png")
+    comparison_png(records, [a.name for a in arms], grid_sample(records, GRID_PROMPTS), args.output_dir / "test", grid,
+                   labels={a.name: _short(a.name) for a in arms}, cell=64)
     print(evidence_markdown(data))
     print(f"wrote {args.results} in {(time.perf_counter() - start) / 60:.1f} minutes")
     print(json.dumps({k: v for k, v in image_count(args).items()}))

@@ -236,4 +236,5 @@ def test_evidence_smoke(tmp_path):
     assert set(stat) == {"mean", "ci_low", "ci_high", "n"} and stat["n"] == 2
     assert set(data["paired"]["conform"]["two_object"]) == {"delta", "ci_low", "ci_high", "n"}
     assert (tmp_path / "evidence.png").is_file() and (tmp_path / "evidence.md").is_file()
+    assert (tmp_path / "evidence-grid.png").is_file()
     assert script.main(["--output-dir", str(tmp_path), "--smoke", "--methods", "attend_and_excite", "conform"]) == 0

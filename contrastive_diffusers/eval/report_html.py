@@ -28,6 +28,7 @@ from .report import (
     write_report_file,
 )
 from .report_charts import chart_svg, series_from_summary
+from .report_grid import comparison_cells, grid_sample, verdict
 from .stats import metric_value
 from .summary import NOT_APPLICABLE, unique
 
@@ -35,7 +36,6 @@ __all__ = ["chart_metric", "comparison_grid", "image_tag", "write_html"]
 
 # The metric the chart shows: the first of these the run has.
 _CHART_METRICS = ("oracle_success", "binding_accuracy", "min_object_similarity", "clip_score")
-_GRID_PROMPTS = 8  # prompts in the overview grid, taken in turn from each category
 
 _CSS = """
 body { font-family: sans-serif; margin: 1.5em; }
@@ -109,52 +109,32 @@ def _html_overview(records, summary: dict, run_dir: Path, pct: str, max_prompts:
         parts += [f"<h2>{html.escape(metric)} {label} (mean, {pct} interval)</h2>",
                   chart_svg(series_from_summary(summary, metric), metric=metric)]
     shown = unique(r.get("prompt_id") for r in records)[:max_prompts]  # the prompts the page shows
-    sample = _grid_sample([r for r in records if r.get("prompt_id") in shown])
+    sample = grid_sample([r for r in records if r.get("prompt_id") in shown])
     if sample:
         parts += ["<h2>The same prompts and seeds across methods</h2>",
                   comparison_grid(records, summary["methods"], sample, run_dir)]
     return parts
 
 
-def _grid_sample(records) -> list[tuple[str, int]]:
-    """Up to ``_GRID_PROMPTS`` (prompt id, first seed) pairs, taking prompts from each category in turn."""
-    by_category: dict = {}
-    for r in records:
-        by_category.setdefault(r.get("category"), [])
-        if r.get("prompt_id") not in by_category[r.get("category")]:
-            by_category[r.get("category")].append(r.get("prompt_id"))
-    seeds = unique(r.get("seed") for r in records)
-    if not seeds:
-        return []
-    chosen, queues = [], [list(ids) for ids in by_category.values()]
-    while len(chosen) < _GRID_PROMPTS and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < _GRID_PROMPTS:
-                chosen.append((queue.pop(0), seeds[0]))
-    return chosen
-
-
 def comparison_grid(records, methods: Sequence[str], pairs: Sequence[tuple[str, int]], run_dir: Path,
                     thumb_size: int = 96, labels: dict | None = None) -> str:
     """An HTML table: one row per (prompt id, seed), one column per method, each cell the image
-    (no heatmap) with the oracle's verdict where there is one. ``labels``: column titles."""
-    by_key = {(r.get("method"), r.get("prompt_id"), r.get("seed")): r for r in records}
+    (no heatmap) with the oracle's verdict where there is one. ``labels``: column titles.
+    The same cells as :func:`.report_grid.comparison_png`."""
     rows = []
-    for prompt_id, seed in pairs:
-        first = next((r for r in records if r.get("prompt_id") == prompt_id), {})
-        head = f"{html.escape(str(first.get('prompt', prompt_id)))}<br><span class=\"note\">seed {seed}</span>"
-        cells = []
-        for method in methods:
-            record = by_key.get((method, prompt_id, seed))
+    for first, cells in comparison_cells(records, methods, pairs):
+        head = (f"{html.escape(str(first.get('prompt', first.get('prompt_id'))))}<br>"
+                f"<span class=\"note\">seed {first['seed']}</span>")
+        shown = []
+        for record in cells:
             if record is None or record.get("status") != "ok":
                 status = "not run" if record is None else str(record.get("status")).replace("_", " ")
-                cells.append(f'<span class="note">{html.escape(status)}</span>')
+                shown.append(f'<span class="note">{html.escape(status)}</span>')
                 continue
-            verdict = ""
-            if record.get("oracle") is not None:
-                verdict = "<div>correct</div>" if record["oracle"].get("success") else '<div class="error">wrong</div>'
-            cells.append(image_tag(record.get("image"), run_dir, thumb_size) + verdict)
-        rows.append([head, *cells])
+            judged = verdict(record)
+            mark = "" if judged is None else "<div>correct</div>" if judged else '<div class="error">wrong</div>'
+            shown.append(image_tag(record.get("image"), run_dir, thumb_size) + mark)
+        rows.append([head, *shown])
     header = ["prompt", *[str((labels or {}).get(m, m)) for m in methods]]
     return _html_table(header, rows, escape=False).replace("<table>", '<table class="grid">', 1)
 
