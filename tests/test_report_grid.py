@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from contrastive_diffusers.eval.report_grid import comparison_cells, comparison_png, grid_sample, verdict
+from contrastive_diffusers.eval.report_grid import (
+    comparison_cells,
+    comparison_png,
+    grid_sample,
+    verdict,
+)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ Drawn with PIL (already a dependency through diffusers), no plotting library.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .summary import unique
 
