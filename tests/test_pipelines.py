@@ -442,3 +442,25 @@ def test_already_resolved_token_groups_give_the_same_call():
         run(pipe, PROMPTS[0], guidance=Conform(), token_groups=longer, num_inference_steps=2)
     with pytest.raises(ValueError, match="one TokenGroup list per prompt"):
         run(pipe, PROMPTS, guidance=Conform(), token_groups=resolved[0], num_inference_steps=2)
+
+
+def test_mcpl_mask_maps_are_latent_over_4_but_never_coarser_than_16():
+    from diffusers import UNet2DConditionModel
+
+    from contrastive_diffusers.models.tiny import tiny_pipeline
+    from contrastive_diffusers.training.mcpl import mask_attn_res
+
+    unet = tiny_pipeline("sd1").unet  # maps at latent, /2, /4
+    assert mask_attn_res(unet, 64) == 16  # SD at 512 px: the paper's 16x16, as the guidance default
+    assert mask_attn_res(unet, 128) == 32  # latent / 4 above 16
+    assert mask_attn_res(unet, 32) == 16  # latent / 4 = 8 would be coarser than the paper's maps
+    assert mask_attn_res(unet, 16) == 16  # never finer than the latent itself
+    # the embedded model's layout: maps at 16x16 and 8x8 of a 16x16 latent -> 16x16 (guidance: 8x8)
+    small = UNet2DConditionModel(
+        sample_size=16, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8, attention_head_dim=4,
+    )
+    assert mask_attn_res(small, 16) == 16
+    # SDXL's layout lacks latent-size maps: 16x16 on a 16x16 latent falls to the nearest, 8x8
+    assert mask_attn_res(tiny_pipeline("sdxl").unet, 16) == 8

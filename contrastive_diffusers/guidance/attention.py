@@ -60,9 +60,15 @@ def default_attn_res(unet, latent_hw: tuple[int, int]) -> tuple[int, int]:
     That gives 16x16 for SD 1.x at 512 px (diffusers' Attend-and-Excite default), 24x24
     for SD 2.x at 768 px, and for SDXL at 1024 px 32x32, the coarser of its two
     cross-attention resolutions, where its 10-layer transformer blocks are. The guided
-    pipelines and MCPL's attention mask both take their default from here.
+    pipelines take their default from here.
     """
-    target = tuple(math.ceil(int(s) / 4) for s in latent_hw)
+    return nearest_attn_res(unet, latent_hw, tuple(math.ceil(int(s) / 4) for s in latent_hw))
+
+
+def nearest_attn_res(unet, latent_hw: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """``target`` when some cross-attention layer has maps of that size, else the nearest size
+    that one has, measured in scale (levels), the finer on a tie (see :func:`default_attn_res`)."""
+    target = tuple(int(s) for s in target)
     available = set(layer_resolutions(unet, tuple(latent_hw)).values())
     if not available:
         raise ValueError(

@@ -17,8 +17,9 @@ Each step encodes ``--promptcl_views`` differently templated views of every capt
 (``"{}"``, ``"a photo of {}"``, ...). The UNet is conditioned on the first view and:
 
 - AttnMask (``--attn_mask hard|soft|none``): cross-attention maps of the learned tokens at
-  ``--attn_res`` (default: the available map size closest to latent/4, i.e. 16x16 for SD at
-  512 px, 32x32 for SDXL at 1024 px), averaged over heads and layers, upsampled to the latent
+  ``--attn_res`` (default :func:`mask_attn_res`: latent/4 but not coarser than 16x16, i.e.
+  16x16 for SD at 512 px, 32x32 for SDXL at 1024 px, 16x16 on a 16x16 latent), averaged over
+  heads and layers, upsampled to the latent
   size, min-max normalised per sample and token, united, and thresholded at
   ``--attn_mask_threshold`` (0.3) or used soft; the denoising loss is the mean error inside
   the mask (:func:`losses.masked_denoising_loss`). The mask is detached.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 from collections.abc import Sequence
 from types import MappingProxyType
 
@@ -49,7 +51,7 @@ import torch
 
 from ..guidance.attention import (
     AttentionRecorder,
-    default_attn_res,
+    nearest_attn_res,
     recording_processors,
     select_layers,
 )
@@ -189,7 +191,7 @@ class MCPL(TokenMethod):
         if args.attn_mask != "none":
             scale = 2 ** (len(m.vae.config.block_out_channels) - 1)
             latent = args.resolution // scale
-            self.attn_res = args.attn_res or default_attn_res(m.unet, (latent, latent))[0]
+            self.attn_res = args.attn_res or mask_attn_res(m.unet, latent)
             self.layers = select_layers(m.unet, (latent, latent), (self.attn_res, self.attn_res))
             self.recorder = StepRecorder((self.attn_res, self.attn_res))
             self._stack.enter_context(recording_processors(m.unet, self.layers, self.recorder))
@@ -259,6 +261,27 @@ class MCPL(TokenMethod):
             "attn_res": getattr(self, "attn_res", None),
             "attn_layers": getattr(self, "layers", []),
         }
+
+
+#: The side of the maps MCPL's paper masks with (SD at 512 px: a 64x64 latent, maps 16x16).
+MASK_MIN_SIDE = 16
+
+
+def mask_attn_res(unet, latent: int) -> int:
+    """The default map side of the attention mask: ``latent / 4`` as in the paper (16 on SD's
+    64x64 latents, 32 on SDXL's 128x128), but not coarser than the paper's 16x16, nor finer
+    than the latent; then the nearest size the UNet has.
+
+    The guidance default (:func:`default_attn_res`, plain ``latent / 4``) gives 8x8 maps on a
+    16x16 latent. Upsampled to the latent, those do not outline objects: on the embedded
+    ShapesWorld model, with the initializer words of two-object scenes, the hard mask at 0.3
+    covered 89-93% of the latent at every noise level, and held the objects' pixels no more
+    often than the background's (recall = coverage; objects cover 21%). The 16x16 maps of the
+    same model do localise at low noise (t = 100, threshold 0.5: 12% of the latent, 72% of it
+    on the objects) though at high noise they spread too.
+    """
+    side = min(latent, max(math.ceil(latent / 4), MASK_MIN_SIDE))
+    return nearest_attn_res(unet, (latent, latent), (side, side))[0]
 
 
 class StepRecorder(AttentionRecorder):
