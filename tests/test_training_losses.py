@@ -110,32 +110,54 @@ def test_bind_adjectives_share_the_noun_label():
 
 
 # ----------------------------------------------------------------------------- denoising and AttnMask
-def test_masked_denoising_loss_is_the_mean_inside_the_mask():
+def test_masked_denoising_loss_averages_over_every_element_as_the_official_code():
     pred = torch.zeros(1, 2, 2, 2)
     target = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0], [3.0, 4.0]]]])
     ones = torch.ones(1, 1, 2, 2)
     assert masked_denoising_loss(pred, target, ones).item() == pytest.approx(denoising_loss(pred, target).item())
     left = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
-    assert masked_denoising_loss(pred, target, left).item() == pytest.approx((1 + 9) / 2)
+    # errors 1 and 9 inside the mask in both channels, zero outside: (1 + 9) * 2 / 8 elements
+    assert masked_denoising_loss(pred, target, left).item() == pytest.approx((1 + 9) * 2 / 8)
+    soft = torch.full((1, 1, 2, 2), 0.5)  # a soft mask multiplies prediction and target: error x 0.25
+    assert masked_denoising_loss(pred, target, soft).item() == pytest.approx(0.25 * (1 + 4 + 9 + 16) / 4)
     with pytest.raises(ValueError, match="does not fit"):
         masked_denoising_loss(pred, target, torch.ones(1, 1, 4, 4))
 
 
-def test_attention_mask_hard_soft_and_fallbacks():
+def test_attention_mask_sums_the_tokens_and_divides_by_the_maximum():
     maps = torch.zeros(3, 2, 2, 5)
-    maps[0, 0, 0, 1] = 1.0  # token 1: top-left
-    maps[0, 1, 1, 2] = 0.5  # token 2: bottom-right (normalised on its own, so as strong)
-    maps[2, :, :, 1] = 0.7  # constant map
+    maps[0, 0, 0, 1] = 0.6  # token 1: top-left
+    maps[0, 1, 1, 2] = 0.2  # token 2: bottom-right, a third of token 1's peak
+    maps[0, 0, 1, 1] = maps[0, 0, 1, 2] = 0.1  # both tokens a little at top-right: 0.2 summed
+    maps[0, :, :, 3] = 0.9  # a token that is not learned: ignored
+    maps[2, :, :, 4] = 0.7  # sample 2's learned token has no attention at all
     selected = torch.zeros(3, 5, dtype=torch.bool)
     selected[0, 1] = selected[0, 2] = True
     selected[2, 1] = True  # sample 1 selects nothing
+    soft = attention_mask(maps, selected, (2, 2), threshold=None)
+    assert soft[0, 0].flatten().tolist() == pytest.approx([1.0, 1 / 3, 0.0, 1 / 3])  # (0.6, 0.2, 0, 0.2) / 0.6
     hard = attention_mask(maps, selected, (2, 2), threshold=0.3)
-    assert hard[0, 0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
-    assert hard[1].eq(1).all() and hard[2].eq(1).all()  # no token / constant map: the plain loss
-    soft = attention_mask(maps, selected, (4, 4), threshold=None)
-    assert soft.shape == (3, 1, 4, 4) and soft.min() >= 0 and soft.max() <= 1
-    assert soft[0, 0, 0, 0] == 1.0 and 0 < soft[0, 0, 1, 1] < 1  # bilinear upsampling keeps gradations
+    assert hard[0, 0].tolist() == [[1.0, 1.0], [0.0, 1.0]]  # 1/3 > 0.3
+    assert attention_mask(maps, selected, (2, 2), threshold=0.34)[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert hard[1].eq(1).all() and hard[2].eq(1).all()  # no token / no attention: the plain loss
+    big = attention_mask(maps, selected, (4, 4), threshold=None)  # nearest: each map cell becomes a 2x2 block
+    assert big.shape == (3, 1, 4, 4) and big[0, 0, :2, :2].eq(1).all() and big[0, 0, 2:, :2].eq(0).all()
     assert not attention_mask(maps.requires_grad_(), selected, (2, 2)).requires_grad
+
+
+def test_token_softmax_of_the_official_readme_leaves_nothing_masked():
+    """The bound in attention_mask's docstring: after a softmax over 77 tokens, any pixel keeps
+    more than 0.3 of the maximum, whatever the attention."""
+    probs = torch.zeros(1, 8, 8, 77)
+    probs[..., 0] = 1.0  # everything on the start token ...
+    probs[0, 3, 3, 0], probs[0, 3, 3, 5] = 0.0, 1.0  # ... except one pixel, all on a learned token
+    selected = torch.zeros(1, 77, dtype=torch.bool)
+    selected[0, 5] = True
+    assert attention_mask(probs, selected, (8, 8)).sum() == 1  # the official mask without that softmax
+    softened = attention_mask(probs.softmax(-1), selected, (8, 8), threshold=None)
+    bound = 77 / (math.e * (76 + math.e))
+    assert softened.min().item() >= bound - 1e-6 and bound > 0.3
+    assert attention_mask(probs.softmax(-1), selected, (8, 8)).eq(1).all()
 
 
 # ----------------------------------------------------------------------------- timesteps

@@ -13,7 +13,10 @@ fine-tuned model consistent with the reference images RELATIVE to the frozen bas
     −log σ(−β·(‖ε_θ(x_t, c) − ε‖² − ‖ε_ref(x_t, c) − ε‖²))     (β = ``--dco_beta``, 1000)
 
 with the reference ε_ref the same UNet with its LoRA adapters disabled, under
-``torch.no_grad()`` (one UNet pass with gradients and one without per sample).
+``torch.no_grad()`` (one UNet pass with gradients and one without per sample). The errors
+are per sample (mean over its elements), the log-sigmoid taken per sample and averaged; the
+official code (``kyungmnlee/dco``) averages the errors over the batch first, which is the
+same at its default batch of 1 (ours too).
 ``--objective denoise`` is the DreamBooth-style LoRA baseline (denoising MSE only). Output: LoRA
 weights for stock ``pipe.load_lora_weights``.
 """

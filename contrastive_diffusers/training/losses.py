@@ -23,15 +23,16 @@ def denoising_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def masked_denoising_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Squared error weighted by ``mask`` (``(B, 1, H, W)``, values in [0, 1], broadcast over
-    channels), divided by the mask's total weight: the mean error inside the mask. A mask
-    of ones gives :func:`denoising_loss`."""
+    """MCPL's masked loss: prediction and target both multiplied by ``mask`` (``(B, 1, H, W)``,
+    broadcast over channels), then the squared error averaged over ALL elements, as the
+    official code does (``ddpm.py``: ``model_output`` and ``target`` through the mask, then
+    ``.mean([1, 2, 3])``). Outside the mask the error counts as zero, so a smaller mask gives
+    a smaller loss (and leaves PromptCL relatively more weight); a soft mask weighs the error
+    by its square. A mask of ones gives :func:`denoising_loss`."""
     if mask.dim() != pred.dim() or mask.shape[0] != pred.shape[0] or mask.shape[-2:] != pred.shape[-2:]:
         raise ValueError(f"Mask of shape {tuple(mask.shape)} does not fit predictions of shape {tuple(pred.shape)}.")
     mask = mask.float()
-    err = (pred.float() - target.float()) ** 2 * mask
-    weight = mask.expand_as(err).sum()
-    return err.sum() / weight.clamp_min(1e-8)
+    return (((pred.float() - target.float()) * mask) ** 2).mean()
 
 
 def attention_mask(
@@ -40,15 +41,23 @@ def attention_mask(
     size: tuple[int, int],
     threshold: float | None = 0.3,
 ) -> torch.Tensor:
-    """MCPL's AttnMask: where the learned tokens attend.
+    """MCPL's AttnMask: where the learned tokens attend, as the official code computes it
+    (``LocalMask`` in its ``p2p_ldm_utils.py``).
 
     ``maps`` is ``(B, h, w, L)`` (cross-attention averaged over heads and layers), ``selected``
-    a ``(B, L)`` boolean marking each sample's learned-token positions. Each selected token's
-    map is upsampled (bilinear) to ``size``, min-max normalised to [0, 1] on its own, and the
-    tokens are united by a maximum; ``threshold`` gives a hard 0/1 mask (``map > threshold``),
-    ``None`` the soft map. A sample with no selected token, or whose maps are constant, gets
-    a mask of ones (the plain loss). The result is ``(B, 1, H, W)``, detached: the mask
-    chooses where the denoising loss applies, it is not itself optimised.
+    a ``(B, L)`` boolean marking each sample's learned-token positions. The selected tokens'
+    maps are summed, resized to ``size`` (nearest), divided by their maximum; ``threshold``
+    gives a hard 0/1 mask (``map > threshold``), ``None`` the soft map. A sample with no
+    selected token, or no attention on them, gets a mask of ones (the plain loss). The result
+    is ``(B, 1, H, W)``, detached: the mask chooses where the denoising loss applies, it is not
+    itself optimised.
+
+    Two things of the official code are left out. Its README's runs add a softmax over the
+    tokens before the sum (``--presudo_words_softmax``); softmaxed probabilities all lie in
+    ``[1/(L-1+e), e/L]``, so every pixel keeps at least ``L/(e(L-1+e))`` (0.36 for 77 tokens)
+    of the maximum and a 0.3 threshold masks nothing: that run is the unmasked loss. And it
+    ORs every sample's mask with the batch's first (Prompt-to-Prompt's base prompt, another
+    image in training).
     """
     if maps.dim() != 4 or selected.shape != (maps.shape[0], maps.shape[-1]):
         raise ValueError(
@@ -56,23 +65,14 @@ def attention_mask(
             f"{tuple(selected.shape)}."
         )
     maps = maps.detach().float()
-    batch = selected.shape[0]
-    out = torch.ones(batch, 1, *size, device=maps.device)
-    for b in range(batch):
-        positions = selected[b].nonzero().flatten()
-        if positions.numel() == 0:
-            continue
-        token_maps = maps[b, :, :, positions].permute(2, 0, 1).unsqueeze(1)  # (K, 1, h, w)
-        token_maps = F.interpolate(token_maps, size=size, mode="bilinear", align_corners=False)
-        flat = token_maps.flatten(1)
-        low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-        span = high - low
-        valid = span.squeeze(1) > 1e-12
-        if not valid.any():
-            continue
-        norm = (flat[valid] - low[valid]) / span[valid]
-        union = norm.max(0).values.reshape(1, *size)
-        out[b] = (union > threshold).float() if threshold is not None else union
+    summed = (maps * selected[:, None, None, :].to(maps.dtype)).sum(-1, keepdim=True).permute(0, 3, 1, 2)
+    summed = F.interpolate(summed, size=size, mode="nearest")
+    peak = summed.amax(dim=(2, 3), keepdim=True)
+    usable = peak.flatten() > 0
+    out = torch.ones(maps.shape[0], 1, *size, device=maps.device)
+    if usable.any():
+        norm = summed[usable] / peak[usable]
+        out[usable] = (norm > threshold).float() if threshold is not None else norm
     return out
 
 

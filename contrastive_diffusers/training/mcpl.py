@@ -18,25 +18,32 @@ Each step encodes ``--promptcl_views`` differently templated views of every capt
 
 - AttnMask (``--attn_mask hard|soft|none``): cross-attention maps of the learned tokens at
   ``--attn_res`` (default :func:`mask_attn_res`: latent/4 but not coarser than 16x16, i.e.
-  16x16 for SD at 512 px, 32x32 for SDXL at 1024 px, 16x16 on a 16x16 latent), averaged over
-  heads and layers, upsampled to the latent
-  size, min-max normalised per sample and token, united, and thresholded at
-  ``--attn_mask_threshold`` (0.3) or used soft; the denoising loss is the mean error inside
-  the mask (:func:`losses.masked_denoising_loss`). The mask is detached.
+  16x16 for SD at 512 px, 32x32 for SDXL at 1024 px, 16x16 on a 16x16 latent; the official
+  code reads 16x16 maps of LDM's 32x32 latent), averaged over heads and layers, summed over
+  the learned tokens, resized to the latent (nearest), divided by the maximum and thresholded
+  at ``--attn_mask_threshold`` (0.3), or used soft (:func:`losses.attention_mask`); prediction
+  and target are multiplied by the mask and the squared error averaged over every element
+  (:func:`losses.masked_denoising_loss`), as the official code does. The mask is detached.
 - PromptCL: InfoNCE (``--promptcl_temperature``) over the text-encoder outputs at every
   learned-token position of every view of every caption in the batch; items with the same
   token are positives, all others negatives, whatever the batch size and token count.
-  Never detached: it trains the token rows through the text encoder.
+  Never detached: it trains the token rows through the text encoder. (The official code's
+  "views" are the batch items, one randomly templated caption each, and it pairs each anchor
+  with one positive, the same token ``batch`` places further in its flattened order; here
+  every other item of the same token is a positive.)
 - Bind adjective (``--bind_adjectives "<adj>:<noun>,..."``): an adjective token shares its
   noun's label, so each noun's positives include its own adjective.
 
-Loss = masked denoising + ``--promptcl_weight`` x PromptCL. Defaults (τ = 0.2, weight 5e-4,
-threshold 0.3) are the paper's as far as this project could establish them.
+Loss = masked denoising + ``--promptcl_weight`` x PromptCL. Defaults: the official README's
+run with the attention mask ("Regularisation-2": τ = 0.3, weight 7.5e-4, threshold 0.3);
+its run without the mask uses τ = 0.2 and weight 5e-4. At these weights PromptCL moves the
+token rows little: on the embedded ShapesWorld model its gradient on them was 0.2-0.4% of
+the denoising loss's (at weight 1: 4-8 times).
 
 Under several processes PromptCL contrasts the items of each process's own micro-batch (as
-the official code does per GPU) and the masked loss is normalised by each process's mask
-area, so N processes with batch b are not exactly one process with batch N*b for MCPL
-(ReVersion's steering negatives, by contrast, are gathered over processes).
+the official code does per GPU), so N processes with batch b are not exactly one process
+with batch N*b for MCPL (ReVersion's steering negatives, by contrast, are gathered over
+processes).
 """
 
 from __future__ import annotations
@@ -126,10 +133,12 @@ class MCPL(TokenMethod):
             "--attn_res",
             type=int,
             default=None,
-            help="Side of the attention maps used; None: the available size closest to latent/4.",
+            help="Side of the attention maps used; None: latent/4 but at least 16 (mask_attn_res).",
         )
-        g.add_argument("--promptcl_weight", type=float, default=5e-4, help="Weight of the PromptCL loss (0 disables).")
-        g.add_argument("--promptcl_temperature", type=float, default=0.2, help="InfoNCE temperature τ of PromptCL.")
+        g.add_argument("--promptcl_weight", type=float, default=7.5e-4,
+                       help="Weight of the PromptCL loss (0 disables); the official run without the mask: 5e-4.")
+        g.add_argument("--promptcl_temperature", type=float, default=0.3,
+                       help="InfoNCE temperature τ of PromptCL; the official run without the mask: 0.2.")
         g.add_argument("--promptcl_views", type=int, default=2, help="Templated views of each caption per step.")
         g.add_argument(
             "--view_templates",
