@@ -238,3 +238,18 @@ def test_evidence_smoke(tmp_path):
     assert (tmp_path / "evidence.png").is_file() and (tmp_path / "evidence.md").is_file()
     assert (tmp_path / "evidence-grid.png").is_file()
     assert script.main(["--output-dir", str(tmp_path), "--smoke", "--methods", "attend_and_excite", "conform"]) == 0
+
+
+def test_defaults_chosen_are_not_drawn_twice_in_the_confirmation(tmp_path, monkeypatch):
+    import contrastive_diffusers.eval.tune as tune_module
+
+    real = tune_module.search_space
+    monkeypatch.setattr(tune_module, "search_space", lambda *a, **k: real(*a, **k)[:1] * 2)  # the defaults twice
+    config = TuneConfig(tmp_path / "ae", "attend_and_excite", budget=18, steps=1, progress=False)
+    result = run_tuning(config)
+    assert result.chosen == {}
+    assert not (config.output_dir / "confirm" / "attend_and_excite-tuned").exists()  # no second draw
+    conf = result.confirmation
+    tuned, defaults = conf["methods"]["attend_and_excite-tuned"]["all"], conf["methods"]["attend_and_excite"]["all"]
+    assert tuned == defaults and tuned["n"] >= 2
+    assert conf["paired"]["attend_and_excite-tuned vs attend_and_excite"]["all"]["delta"] == 0.0
