@@ -26,6 +26,7 @@ from contrastive_diffusers.eval.train_experiments import (
     FULL,
     SMOKE,
     run_experiment,
+    with_overrides,
 )
 from contrastive_diffusers.eval.train_report import (
     format_stat,
@@ -50,13 +51,19 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="Tiny steps and prompts: checks the code path in minutes.")
     parser.add_argument("--only", type=_experiments, default=list(EXPERIMENTS), help="Comma-separated experiments.")
     parser.add_argument("--results-dir", type=Path, default=None, help="Where training.json and the report go.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="Change one size of the recipe (e.g. mcpl_steps=120, dco_lr=1e-4, seeds=0,1,2,3); "
+                        "repeat for several. Use a new --output-dir and --results-dir per recipe.")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
                         help="torch CPU threads.")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    sizes = SMOKE if args.smoke else FULL
+    try:
+        sizes = with_overrides(SMOKE if args.smoke else FULL, args.overrides)
+    except ValueError as error:
+        parser.error(str(error))
     results_dir = args.results_dir or (args.output_dir / "results" if args.smoke else DEFAULT_RESULTS)
     new, details = {}, {}
     for name in args.only:

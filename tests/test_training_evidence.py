@@ -152,3 +152,15 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread):
     assert (out / "dco" / "records.jsonl").read_text() == records
     assert json.loads((out / "dco" / "runs" / "dco" / "training_run.json").read_text()) == run
     assert np.isfinite(json.loads((results / "training.json").read_text())["dco"]["minutes"])
+
+
+def test_recipe_overrides_are_typed_and_named():
+    from contrastive_diffusers.eval.train_experiments import FULL, with_overrides
+
+    sizes = with_overrides(FULL, ["mcpl_steps=120", "dco_lr=1e-4", "seeds=0,1,2,3"])
+    assert (sizes.mcpl_steps, sizes.dco_lr, sizes.seeds) == (120, 1e-4, (0, 1, 2, 3))
+    assert sizes.reversion_steps == FULL.reversion_steps and with_overrides(FULL, []) == FULL
+    with pytest.raises(ValueError, match="FIELD one of"):
+        with_overrides(FULL, ["mcpl_step=3"])
+    with pytest.raises(ValueError, match="mcpl_steps needs an integer"):
+        with_overrides(FULL, ["mcpl_steps=1.5"])

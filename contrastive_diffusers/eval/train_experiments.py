@@ -80,6 +80,32 @@ class Sizes:
 
 
 FULL = Sizes()
+
+
+def with_overrides(sizes: Sizes, overrides: list[str]) -> Sizes:
+    """``sizes`` with ``["mcpl_steps=120", "dco_lr=1e-4", "seeds=0,1,2,3"]`` applied: a recipe
+    is data, so a sweep is a list of these. ``ValueError`` naming the field for an unknown
+    field or a value of the wrong type."""
+    from dataclasses import fields, replace
+
+    known = {f.name: f for f in fields(Sizes) if f.name != "generation"}
+    changes: dict = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(f"--set takes FIELD=VALUE with FIELD one of {', '.join(known)}; got {item!r}.")
+        current = getattr(sizes, name)
+        try:
+            if isinstance(current, tuple):
+                changes[name] = tuple(int(v) for v in value.split(",") if v.strip())
+            else:
+                changes[name] = type(current)(value)
+        except ValueError:
+            kind = "a list of integers (0,1,2)" if isinstance(current, tuple) else \
+                {int: "an integer", float: "a number"}.get(type(current), type(current).__name__)
+            raise ValueError(f"--set {name} needs {kind}, got {value!r}.") from None
+    return replace(sizes, **changes)
 SMOKE = Sizes(reversion_images=2, reversion_steps=1, reversion_prompts=1, mcpl_images=2, mcpl_steps=1,
               evogen_pairs=2, evogen_steps=3, evogen_prompts=1, dco_images=2, dco_steps=1, dco_prompts=2,
               batch=1, seeds=(0,), generation=GenerationSettings(steps=1, batch=8))
