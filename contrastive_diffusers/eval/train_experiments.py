@@ -60,22 +60,23 @@ class Sizes:
     """Every size of the experiments (steps are optimizer steps per training run)."""
 
     reversion_images: int = 8  # per relation
-    reversion_steps: int = 30
+    reversion_steps: int = 300
     reversion_lr: float = 5e-3
     reversion_prompts: int = 4  # per relation
     mcpl_images: int = 10
-    mcpl_steps: int = 40
+    mcpl_steps: int = 400
     mcpl_lr: float = 5e-3
     evogen_pairs: int = 8  # per stage
-    evogen_steps: int = 36  # split evenly over the three stages
-    evogen_lr: float = 1e-3
+    evogen_steps: int = 360  # split evenly over the three stages
+    evogen_lr: float = 5e-4
     evogen_prompts: int = 3  # per test category
     dco_images: int = 6
-    dco_steps: int = 40
-    dco_lr: float = 1e-3
+    dco_steps: int = 400
+    dco_lr: float = 1e-4
+    dco_beta: float = 1000.0  # the paper's (SDXL); see the README for this model
     dco_prompts: int = 8
     batch: int = 4
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
 
@@ -329,7 +330,8 @@ def run_dco(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
         shutil.rmtree(data, ignore_errors=True)
         export_dco(data, n=sizes.dco_images, size=sizes.generation.resolution)
     base = _common(data, sizes.dco_steps, sizes.dco_lr, sizes)
-    arms = [Arm("dco", (train_once("dco", base + ["--objective", "dco"], folder / "runs" / "dco"),), "lora"),
+    arms = [Arm("dco", (train_once("dco", base + ["--objective", "dco", "--dco_beta", str(sizes.dco_beta)],
+                                   folder / "runs" / "dco"),), "lora"),
             Arm("dreambooth_lora", (train_once("dco", base + ["--objective", "denoise"], folder / "runs" / "dreambooth"),),
                 "lora")]
     timer.save()
