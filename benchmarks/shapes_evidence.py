@@ -146,27 +146,17 @@ def estimate(args) -> None:
 
 
 def tune_all(args) -> dict[str, Path]:
-    """Each method tuned on the train split: ``{method: its tuned config file}``."""
+    """Each method tuned on the train split: ``{method: (its tuned config file, map size, whether
+    it kept the paper defaults)}``."""
     files = {}
     for method in args.methods:
         result = run_tuning(TuneConfig(output_dir=args.output_dir / "tune" / method, method=method, budget=args.tune_budget,
                                        steps=args.steps, device="cpu", confirm=False, progress=False,
                                        seed_batch=args.seed_batch))
-        files[method] = (result.method_file, result.attn_res)
+        files[method] = (result.method_file, result.attn_res, not result.chosen)
         chosen = next(row for row in result.search if row["status"] == "chosen")
         print(f"tuned {method}: {chosen['label']}", flush=True)
     return files
-
-
-def is_default(method: str, path: Path) -> bool:
-    """Whether the method config file at ``path`` holds exactly ``method``'s paper defaults
-    (compared as JSON, so that a tuple and the list it was saved as are equal)."""
-    from contrastive_diffusers.guidance.methods import get_method, load_method
-
-    def settings(m):
-        return json.loads(json.dumps({k: v for k, v in dict(m.config).items() if not k.startswith("_")}))
-
-    return settings(load_method(path)) == settings(get_method(method))
 
 
 def evidence(records: list[dict], arms: list[Arm], n_seeds: int) -> dict:
@@ -211,20 +201,18 @@ def main(argv=None) -> int:
         return 0
     start = time.perf_counter()
     tuned = tune_all(args)
+    # A tuned setting that kept the paper defaults draws the defaults arm's images: reused, not drawn again.
     arms = [Arm("none", "none"), *[Arm(m, m) for m in args.methods],
-            *[Arm(path.stem, str(path), attn_res) for path, attn_res in tuned.values()]]
-    # A tuned setting equal to the paper defaults draws the same images as the defaults arm:
-    # its records are that arm's, renamed, instead of a second draw of every image.
-    same = {f"{m}-tuned": m for m, (path, attn_res) in tuned.items() if attn_res is None and is_default(m, path)}
-    for alias, method in same.items():
-        print(f"{alias} settled on the paper defaults: its images are {method}'s", flush=True)
-    drawn = [a for a in arms if a.name not in same]
+            *[Arm(path.stem, str(path), attn_res, same_as=m if kept else None)
+              for m, (path, attn_res, kept) in tuned.items()]]
+    for arm in arms:
+        if arm.same_as is not None:
+            print(f"{arm.name} settled on the paper defaults: its images are {arm.same_as}'s", flush=True)
     bench = dict(model="embedded", steps=args.steps, device="cpu", clip_model=None, heatmaps=False, progress=False,
                  report_max_prompts=20, seed_batch=args.seed_batch)
     two, others = test_items(args)
-    records = run_arms(args.output_dir / "test", drawn, two, range(args.seeds), bench)
-    records += run_arms(args.output_dir / "test", drawn, others, range(args.other_seeds), bench)
-    records += [{**r, "method": alias} for alias, method in same.items() for r in records if r["method"] == method]
+    records = run_arms(args.output_dir / "test", arms, two, range(args.seeds), bench)
+    records += run_arms(args.output_dir / "test", arms, others, range(args.other_seeds), bench)
     data = evidence(records, arms, args.seeds)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.results, data)

@@ -311,13 +311,11 @@ def run_tuning(config: TuneConfig) -> TuneResult:
 
     confirmation, records = None, []
     if config.confirm:
-        arms = [Arm("none", "none"), Arm(config.method, config.method), Arm(method_file.stem, str(method_file), attn_res)]
-        # The defaults chosen: the tuned arm's images would be the defaults arm's, drawn again.
-        drawn = arms[:2] if not candidates[best] else arms
-        records = run_arms(config.output_dir / "confirm", drawn, test[:n_test], config.seeds,
+        # When the defaults won, the tuned arm is the defaults arm (its images, not a second draw).
+        tuned = Arm(method_file.stem, str(method_file), attn_res, same_as=None if candidates[best] else config.method)
+        arms = [Arm("none", "none"), Arm(config.method, config.method), tuned]
+        records = run_arms(config.output_dir / "confirm", arms, test[:n_test], config.seeds,
                            config.bench_settings(heatmaps=True))
-        if not candidates[best]:
-            records += [{**r, "method": method_file.stem} for r in records if r["method"] == config.method]
         confirmation = arm_tables(records, config.metric, [a.name for a in arms], overall=True,
                                   pairs=[(method_file.stem, config.method)])
         state.update(confirmation=confirmation, status="finished")

@@ -23,11 +23,14 @@ __all__ = ["Arm", "arm_tables", "maps_folder", "run_arms"]
 class Arm:
     """One way of making images: ``entry`` is what ``bench --method`` takes (``"none"``, a
     built-in name, or a config file whose stem is the arm's name); ``attn_res`` its map size
-    (``None``: the pipeline's default)."""
+    (``None``: the pipeline's default); ``same_as`` another arm's name when this one's settings
+    are that arm's (a tuned setting that kept the paper defaults): its images are that arm's,
+    not drawn again."""
 
     name: str
     entry: str
     attn_res: tuple[int, int] | None = None
+    same_as: str | None = None
 
 
 def maps_folder(root: Path, attn_res) -> Path:
@@ -43,7 +46,8 @@ def run_arms(root, arms: Sequence[Arm], items: list, seeds: Sequence[int], bench
     root = Path(root)
     by_size: dict = {}
     for arm in arms:
-        by_size.setdefault(arm.attn_res, []).append(arm)
+        if arm.same_as is None:
+            by_size.setdefault(arm.attn_res, []).append(arm)
     wanted_prompts, wanted_seeds = {item.id for item in items}, set(seeds)
     records = []
     for attn_res, group in by_size.items():
@@ -59,6 +63,9 @@ def run_arms(root, arms: Sequence[Arm], items: list, seeds: Sequence[int], bench
                     if record.get(key) and prefix != ".":
                         record[key] = f"{prefix}/{record[key]}"
                 records.append(record)
+    for arm in arms:
+        if arm.same_as is not None:
+            records += [{**r, "method": arm.name} for r in records if r["method"] == arm.same_as]
     return records
 
 
