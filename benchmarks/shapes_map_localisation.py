@@ -32,7 +32,13 @@ import torch.nn.functional as F
 
 from contrastive_diffusers.atomic_io import write_json_atomic
 from contrastive_diffusers.eval.stats import mean_ci
-from contrastive_diffusers.guidance.attention import AttentionRecorder, layer_resolutions, recording_processors, select_layers
+from contrastive_diffusers.guidance.attention import (
+    AttentionRecorder,
+    layer_resolutions,
+    recording_processors,
+    select_layers,
+)
+from contrastive_diffusers.guidance.tokens import resolve_groups
 from contrastive_diffusers.models.loading import load_pipeline
 from contrastive_diffusers.shapes import shapes_prompts
 from contrastive_diffusers.shapes.captions import scenes_for
@@ -42,13 +48,6 @@ from contrastive_diffusers.shapes.world import Scene
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shapesworld" / "map_localisation.json"
 TIMESTEPS = (100, 300, 500, 700, 900)
-
-
-def word_position(tokenizer, prompt: str, word: str, after: int) -> int:
-    """Index (in the padded sequence, start token at 0) of ``word``'s first token after ``after``."""
-    ids = tokenizer(prompt).input_ids
-    piece = tokenizer(word, add_special_tokens=False).input_ids[0]
-    return next(i for i in range(after + 1, len(ids)) if ids[i] == piece)
 
 
 def scene_data(items, size: int, seed: int):
@@ -86,13 +85,8 @@ def main(argv=None) -> int:
         ids = tokenizer([i.prompt for i in items], padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
         hidden = pipe.text_encoder(ids)[0]
-    nouns = []  # per prompt: token index of each object's noun
-    for item in items:
-        after, positions = 0, []
-        for group in item.token_groups:
-            after = word_position(tokenizer, item.prompt, group[-1], after)
-            positions.append(after)
-        nouns.append(positions)
+    # per prompt: the token position of each object's noun, as the guidance resolves them
+    nouns = [[group.noun[0] for group in resolve_groups(tokenizer, item.prompt, item.token_groups)] for item in items]
     sizes = sorted(set(layer_resolutions(unet, latent_hw).values()), reverse=True)
     results: dict = {"prompts": len(items), "seed": args.seed, "maps": {}}
     for t in TIMESTEPS:

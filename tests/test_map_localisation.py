@@ -20,14 +20,12 @@ def test_map_localisation_smoke(tmp_path):
     assert entry["lift"]["mean"] > 0
 
 
-def test_word_positions_follow_the_prompt():
-    spec = importlib.util.spec_from_file_location("loc", REPO / "benchmarks" / "shapes_map_localisation.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    from contrastive_diffusers.models.embedded import embedded_model_dir
+def test_noun_positions_follow_the_prompt():
     from transformers import CLIPTokenizer
 
+    from contrastive_diffusers.guidance.tokens import resolve_groups
+    from contrastive_diffusers.models.embedded import embedded_model_dir
+
     tok = CLIPTokenizer.from_pretrained(embedded_model_dir(), subfolder="tokenizer")
-    prompt = "a red square and a blue square"
-    first = script.word_position(tok, prompt, "square", 0)
-    assert (first, script.word_position(tok, prompt, "square", first)) == (3, 7)  # <start> a red square and a blue square
+    groups = resolve_groups(tok, "a red square and a blue square", [["red", "square"], ["blue", "square"]])
+    assert [g.noun[0] for g in groups] == [3, 7]  # <start> a red square and a blue square

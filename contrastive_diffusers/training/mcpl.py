@@ -272,14 +272,14 @@ class MCPL(TokenMethod):
         }
 
 
-#: The side of the maps MCPL's paper masks with (SD at 512 px: a 64x64 latent, maps 16x16).
+#: The side of the maps MCPL's official code masks with (LDM at 256 px: a 32x32 latent, maps 16x16).
 MASK_MIN_SIDE = 16
 
 
 def mask_attn_res(unet, latent: int) -> int:
-    """The default map side of the attention mask: ``latent / 4`` as in the paper (16 on SD's
-    64x64 latents, 32 on SDXL's 128x128), but not coarser than the paper's 16x16, nor finer
-    than the latent; then the nearest size the UNet has.
+    """The default map side of the attention mask: ``latent / 4`` (16 on SD's 64x64 latents,
+    32 on SDXL's 128x128), but not coarser than the official code's 16x16, nor finer than the
+    latent; then the nearest size the UNet has.
 
     The guidance default (:func:`default_attn_res`, plain ``latent / 4``) gives 8x8 maps on a
     16x16 latent. Upsampled to the latent, those do not outline objects: on the embedded
