@@ -1,14 +1,15 @@
 """Which MMDiT blocks' image-to-text maps localise the objects: the measurement behind the
 default ``blocks`` of the guided SD3 / Flux pipelines.
 
-    PYTHONPATH=. python benchmarks/mmdit_block_maps.py --model FOLDER_OR_ID --seeds 0 1 2 3 --at 0.25
+    PYTHONPATH=. python benchmarks/mmdit_block_maps.py --model embedded-mmdit --seeds 0 1 2 3 --at 0.1 0.25 0.5
 
-For every prompt (two ShapesWorld objects, e.g. "a red circle and a blue square") and seed,
-plain generation runs; the latents entering step ``floor(at x steps)`` are kept, and one
-forward there records every joint / double-stream / single-stream block's map
+For every prompt (two-object prompts of ShapesWorld's test split, e.g. "a red circle and a
+blue square") and seed, plain generation runs; the latents entering step ``floor(at x
+steps)`` are kept for each ``--at``, and one forward there records every joint / double-stream / single-stream block's map
 (:mod:`contrastive_diffusers.guidance.joint_attention`, all blocks at once, no cut). The
 ShapesWorld oracle finds the objects in the final image; for every object of the prompt that
-it finds (right colour and shape), each block's map of the object's noun (normalised over
+it finds (right colour and shape), each block's map of the object's noun (the noun token of
+its automatic group) (normalised over
 the patch grid) is scored by the share of its mass inside the object's box, next to the
 box's share of the image (what a uniform map would score). The table lists blocks by mean
 share; the default blocks should be the best ones that come early (the guidance forward is
@@ -53,9 +54,11 @@ def box_share(noun_map: torch.Tensor, box: tuple[int, int, int, int], image_hw: 
     return mass, float(inside.float().mean())
 
 
-def _inputs(pipe, prompt: str, latents: torch.Tensor, max_sequence_length: int, guidance_scale: float):
+def _inputs(pipe, prompt: str, latents: torch.Tensor, max_sequence_length: int, guidance_scale: float,
+            text_sequence: str = "clip"):
     """The conditional forward's inputs, the text sequence read, its length and the patch grid."""
     from contrastive_diffusers.guidance.joint_attention import TextSequence
+    from contrastive_diffusers.pipelines.joint import clip_then_t5
 
     if hasattr(pipe, "tokenizer_3"):  # SD3: the CLIP part, the pipeline's default text_sequence
         embeds, _, pooled, _ = pipe.encode_prompt(
@@ -65,7 +68,8 @@ def _inputs(pipe, prompt: str, latents: torch.Tensor, max_sequence_length: int, 
         inputs = {"encoder_hidden_states": embeds, "pooled_projections": pooled, "joint_attention_kwargs": None}
         patch = pipe.transformer.config.patch_size
         grid = (latents.shape[-2] // patch, latents.shape[-1] // patch)
-        return inputs, TextSequence(0, pipe.tokenizer_max_length), embeds.shape[1], grid
+        text, total = clip_then_t5(pipe.tokenizer_max_length, max_sequence_length, text_sequence, embeds.shape[1])
+        return inputs, text, total, grid
     embeds, pooled, text_ids = pipe.encode_prompt(prompt=[prompt], prompt_2=None, max_sequence_length=max_sequence_length)
     side = int(math.isqrt(latents.shape[1]))
     image_ids = pipe._prepare_latent_image_ids(1, side, side, latents.device, latents.dtype)
@@ -74,7 +78,8 @@ def _inputs(pipe, prompt: str, latents: torch.Tensor, max_sequence_length: int, 
     return inputs, TextSequence(0, embeds.shape[1], start_slot=False), embeds.shape[1], (side, side)
 
 
-def block_maps(pipe, prompt: str, latents, t, max_sequence_length: int, guidance_scale: float) -> dict:
+def block_maps(pipe, prompt: str, latents, t, max_sequence_length: int, guidance_scale: float,
+               text_sequence: str = "clip") -> dict:
     """``{block: (h, w, tokens)}`` maps of every joint-attention block at ``latents``, ``t``."""
     from contrastive_diffusers.guidance.joint_attention import (
         JointAttentionRecorder,
@@ -82,7 +87,7 @@ def block_maps(pipe, prompt: str, latents, t, max_sequence_length: int, guidance
         joint_recording_processors,
     )
 
-    inputs, text, text_len, grid = _inputs(pipe, prompt, latents, max_sequence_length, guidance_scale)
+    inputs, text, text_len, grid = _inputs(pipe, prompt, latents, max_sequence_length, guidance_scale, text_sequence)
     blocks = joint_blocks(pipe.transformer)
     recorder = JointAttentionRecorder(grid, text_len)
     with torch.no_grad(), joint_recording_processors(pipe.transformer, blocks, recorder, text), recorder.recording():
@@ -90,15 +95,28 @@ def block_maps(pipe, prompt: str, latents, t, max_sequence_length: int, guidance
     return {name: (summed[0] / heads).reshape(*grid, -1) for name, (summed, heads) in recorder.maps.items()}
 
 
+def _items(n: int) -> list[tuple[str, object]]:
+    """The first ``n`` two-object prompts of ShapesWorld's test split, with "auto" groups."""
+    from contrastive_diffusers.shapes import shapes_prompts
+
+    return [(i.prompt, "auto") for i in shapes_prompts("test") if i.category == "two_object"][:n]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-sd3", help="a model name, hub id or folder (load_pipeline)")
+    parser.add_argument("--prompts", type=int, default=12,
+                        help="two-object prompts of the ShapesWorld test split (0: the four fixed ones)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--at", type=float, default=0.25, help="fraction of the trajectory where maps are read")
+    parser.add_argument("--at", type=float, nargs="+", default=[0.25],
+                        help="fractions of the trajectory where maps are read (several: one column each)")
     parser.add_argument("--size", type=int, default=None)
-    parser.add_argument("--max-sequence-length", type=int, default=77)
+    parser.add_argument("--max-sequence-length", type=int, default=None,
+                        help="T5 length (default: the pipeline's default for this model)")
     parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument("--text-sequence", choices=("clip", "t5"), default="clip",
+                        help="SD3: the part of the joint text whose maps are scored (Flux: always T5)")
     parser.add_argument("--output", type=Path, default=None, help="write the Markdown table here")
     args = parser.parse_args(argv)
 
@@ -108,48 +126,60 @@ def main(argv=None) -> int:
     from contrastive_diffusers.shapes.oracle import detect
 
     pipe = load_pipeline(args.model, "cpu", None, quiet=True)
+    length = args.max_sequence_length or pipe.default_max_sequence_length()
     options = generation_options(pipe, args.size, args.size, args.steps, args.guidance_scale)
     options.pop("negative_prompt")
-    read_at = max(1, int(args.at * args.steps))
-    scores = defaultdict(list)
+    read_at = sorted({max(1, min(args.steps - 1, int(at * args.steps))) for at in args.at})
+    scores = defaultdict(list)  # (step, block) -> map mass inside the object's box
     chance = []
-    for prompt, word_groups in PROMPTS:
-        groups = resolve_groups(pipe.token_lookup(args.max_sequence_length), prompt, word_groups)
+    items = _items(args.prompts) if args.prompts else PROMPTS
+    for prompt, spec in items:
+        sequence = args.text_sequence if hasattr(pipe, "tokenizer_3") else "clip"  # Flux's lookup is T5's anyway
+        groups = resolve_groups(pipe.token_lookup(length, sequence), prompt, spec)
         for seed in args.seeds:
             kept = {}
 
             def keep(p, i, t, kwargs):
-                if i + 1 == read_at:  # the latents entering step read_at
-                    kept["latents"] = kwargs["latents"].clone()
-                    kept["t"] = p.scheduler.timesteps[read_at]
+                if i + 1 in read_at:  # the latents entering step i + 1
+                    kept[i + 1] = (kwargs["latents"].clone(), p.scheduler.timesteps[i + 1])
                 return kwargs
 
             image = pipe(prompt, generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep,
-                         max_sequence_length=args.max_sequence_length, **options).images[0]
+                         max_sequence_length=length, **options).images[0]
             found = detect(image)
-            maps = block_maps(pipe, prompt, kept["latents"], kept["t"], args.max_sequence_length,
-                              options["guidance_scale"])
-            for group, words in zip(groups, word_groups):
-                color, shape = words
-                match = next((o for o in found if o.color == color and o.shape == shape), None)
+            maps = {step: block_maps(pipe, prompt, latents, t, length, options["guidance_scale"], sequence)
+                    for step, (latents, t) in kept.items()}
+            for group in groups:
+                color, shape = (group.words[0] if len(group.words) > 1 else None), group.words[-1]
+                match = next((o for o in found if o.shape == shape and (color is None or o.color == color)), None)
                 if match is None:
                     continue
-                for name, block_map in maps.items():
-                    noun = block_map[..., list(group.noun)].sum(-1)
-                    mass, area = box_share(noun, match.bbox, (image.height, image.width))
-                    scores[name].append(mass)
+                for step, by_block in maps.items():
+                    for name, block_map in by_block.items():
+                        noun = block_map[..., list(group.noun)].sum(-1)
+                        mass, area = box_share(noun, match.bbox, (image.height, image.width))
+                        scores[step, name].append(mass)
                 chance.append(area)
-    lines = [f"# Object localisation of each MMDiT block's maps: {args.model}", "",
-             f"{len(PROMPTS)} prompts x seeds {args.seeds}, {args.steps} steps, maps at step {read_at}; "
-             f"{len(chance)} objects found by the oracle.", ""]
+    lines = [f"# Object localisation of each MMDiT block's maps: {args.model}"
+             + (f", {args.text_sequence.upper()} text" if hasattr(pipe, "tokenizer_3") else ""), "",
+             f"{len(items)} two-object prompts x seeds {args.seeds}, {args.steps} steps, maps read at steps "
+             f"{read_at}; {len(chance)} objects found by the oracle (right colour and shape).", ""]
     if not chance:
         lines.append("The oracle found none of the prompts' objects in the images (a random-weight model draws "
                      "noise), so nothing could be scored; run this on a trained model.")
     else:
-        lines += [f"Uniform map (box share of the image): {np.mean(chance):.3f}.", "",
-                  "| block | mean map mass inside the object's box |", "|---|---|"]
-        for name, values in sorted(scores.items(), key=lambda kv: -np.mean(kv[1])):
-            lines.append(f"| {name} | {np.mean(values):.3f} |")
+        blocks = list(dict.fromkeys(name for _, name in scores))
+        lines += [f"Uniform map (box share of the image): {np.mean(chance):.3f}. Cells: mean share of the noun's "
+                  "map inside its object's box (95% interval).", "",
+                  "| block | " + " | ".join(f"step {s} of {args.steps}" for s in read_at) + " |",
+                  "|---|" + "---|" * len(read_at)]
+        for name in blocks:
+            cells = []
+            for step in read_at:
+                values = np.asarray(scores[step, name])
+                half = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+                cells.append(f"{values.mean():.3f} ±{half:.3f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)
     if args.output:

@@ -1,10 +1,14 @@
-"""Does guidance help the embedded ShapesWorld model? Plain generation, every method at its
+"""Does guidance help the embedded ShapesWorld models? Plain generation, every method at its
 paper defaults and every method tuned, on enough test images that a 10-point difference is
 not noise; paired differences from plain generation with 95% intervals.
 
     python benchmarks/shapes_evidence.py --output-dir outputs/evidence          # the full run
     python benchmarks/shapes_evidence.py --output-dir outputs/evidence --estimate   # time it first
     python benchmarks/shapes_evidence.py --output-dir /tmp/smoke --smoke         # 2 prompts, 1 seed
+    python benchmarks/shapes_evidence.py --output-dir outputs/evidence-mmdit --model embedded-mmdit
+
+``--model embedded`` (default) is the UNet model; ``embedded-mmdit`` its SD3-format sibling,
+whose results go to ``evidence-mmdit.json`` (and ``.md``, ``.png``, ...) beside the UNet's.
 
 1. **Tune** each method on ShapesWorld's *train* split only (``run_tuning`` without its own
    confirmation: successive halving over step size, last guided step, refinement, the
@@ -58,6 +62,7 @@ from contrastive_diffusers.shapes import shapes_prompts
 METHODS = ("attend_and_excite", "conform", "ebama", "syngen")
 OTHER_CATEGORIES = ("relation", "held_out", "single")
 RESULTS = Path(__file__).resolve().parent / "results" / "shapesworld" / "evidence.json"
+MODELS = {"embedded": RESULTS, "embedded-mmdit": RESULTS.with_name("evidence-mmdit.json")}
 GRID_PROMPTS = 8  # rows of evidence-grid.png: prompts taken in turn from each category, seed 0
 SMOKE = dict(two_object_prompts=2, seeds=1, other_prompts=2, other_seeds=1, tune_budget=4, steps=3)
 
@@ -65,8 +70,10 @@ SMOKE = dict(two_object_prompts=2, seeds=1, other_prompts=2, other_seeds=1, tune
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", type=Path, required=True, help="working folder (re-use it to resume)")
+    parser.add_argument("--model", choices=tuple(MODELS), default="embedded",
+                        help="the UNet ShapesWorld model or its SD3-format (MMDiT) sibling")
     parser.add_argument("--results", type=Path, help=f"evidence.json to write. Default: {RESULTS} "
-                        "(with --smoke: DIR/evidence.json)")
+                        "(embedded-mmdit: evidence-mmdit.json beside it; with --smoke: DIR/evidence.json)")
     parser.add_argument("--two-object-prompts", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=8, help="seeds of the two-object prompts (0..N-1)")
     parser.add_argument("--other-prompts", type=int, default=12, help="prompts per other category")
@@ -85,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         for key, value in SMOKE.items():
             setattr(args, key, value)
     if args.results is None:
-        args.results = args.output_dir / "evidence.json" if args.smoke else RESULTS
+        args.results = args.output_dir / "evidence.json" if args.smoke else MODELS[args.model]
     return args
 
 
@@ -113,7 +120,7 @@ def estimate(args) -> None:
     from contrastive_diffusers.models.loading import load_pipeline
     from contrastive_diffusers.runs import generate_images, generation_options
 
-    pipe = load_pipeline("embedded", "cpu", torch.float32, quiet=True)
+    pipe = load_pipeline(args.model, "cpu", torch.float32, quiet=True)
     pipe.set_progress_bar_config(disable=True)
     options = generation_options(pipe, steps=args.steps)
     prompt = [i for i in shapes_prompts("test") if i.category == "two_object"][0]
@@ -150,7 +157,8 @@ def tune_all(args) -> dict[str, Path]:
     it kept the paper defaults)}``."""
     files = {}
     for method in args.methods:
-        result = run_tuning(TuneConfig(output_dir=args.output_dir / "tune" / method, method=method, budget=args.tune_budget,
+        result = run_tuning(TuneConfig(output_dir=args.output_dir / "tune" / method, method=method, model=args.model,
+                                       budget=args.tune_budget,
                                        steps=args.steps, device="cpu", confirm=False, progress=False,
                                        seed_batch=args.seed_batch))
         files[method] = (result.method_file, result.attn_res, not result.chosen)
@@ -208,7 +216,7 @@ def main(argv=None) -> int:
     for arm in arms:
         if arm.same_as is not None:
             print(f"{arm.name} settled on the paper defaults: its images are {arm.same_as}'s", flush=True)
-    bench = dict(model="embedded", steps=args.steps, device="cpu", clip_model=None, heatmaps=False, progress=False,
+    bench = dict(model=args.model, steps=args.steps, device="cpu", clip_model=None, heatmaps=False, progress=False,
                  report_max_prompts=20, seed_batch=args.seed_batch)
     two, others = test_items(args)
     records = run_arms(args.output_dir / "test", arms, two, range(args.seeds), bench)
@@ -218,7 +226,8 @@ def main(argv=None) -> int:
     write_json_atomic(args.results, data)
     write_text_atomic(args.results.with_suffix(".md"), evidence_markdown(data))
     for suffix in (".svg", ".png"):
-        write_chart(data["methods"], args.results.with_suffix(suffix), title="ShapesWorld test split",
+        title = "ShapesWorld test split" + (", SD3-format model" if args.model == "embedded-mmdit" else "")
+        write_chart(data["methods"], args.results.with_suffix(suffix), title=title,
                     metric="oracle success")
     grid = args.results.with_name(args.results.stem + "-grid.png")
     comparison_png(records, [a.name for a in arms], grid_sample(records, GRID_PROMPTS), args.output_dir / "test", grid,

@@ -36,3 +36,14 @@ def test_every_block_is_recorded_at_once():
     for block_map in maps.values():
         assert block_map.shape == (8, 8, 77)
         torch.testing.assert_close(block_map.sum(-1), torch.ones(8, 8))
+
+
+def test_t5_part_of_sd3s_text_is_recorded_when_asked():
+    script = _script()
+    pipe = load_pipeline("tiny-sd3", "cpu", None, quiet=True)
+    latents = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    maps = script.block_maps(pipe, "a red circle and a blue square", latents, torch.tensor(500.0), 32, 7.0, "t5")
+    for block_map in maps.values():
+        # T5's 32 tokens after an empty slot 0 (T5 has no start token; positions count from 1 as on CLIP)
+        assert block_map.shape == (8, 8, 33) and not block_map[..., 0].any()
+        torch.testing.assert_close(block_map.sum(-1), torch.ones(8, 8))

@@ -4,7 +4,6 @@ and the probe."""
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
@@ -82,13 +81,25 @@ def test_flow_targets_match_hand_computed_rectified_flow():
     torch.testing.assert_close(noisy3, 0.25 * latents[1:2] + 0.75 * noise[1:2])
 
 
-def test_training_encodes_prompts_at_the_pipelines_default_t5_length():
+def test_text_lengths_are_stored_and_are_the_guided_pipelines_default(trained):
     from diffusers import StableDiffusion3Pipeline
 
-    from contrastive_diffusers.shapes.train.mmdit import T5_SEQUENCE_LENGTH
+    from contrastive_diffusers.pipelines import GuidedStableDiffusion3Pipeline
 
-    default = inspect.signature(StableDiffusion3Pipeline.__call__).parameters["max_sequence_length"].default
-    assert T5_SEQUENCE_LENGTH == default
+    stock = StableDiffusion3Pipeline.from_pretrained(trained)
+    # the short text of training: the stock pipeline reads the CLIP length from the tokenizer ...
+    assert stock.tokenizer.model_max_length == stock.tokenizer_2.model_max_length == stock.tokenizer_max_length == 24
+    assert stock.tokenizer_3.model_max_length == 24
+    guided = GuidedStableDiffusion3Pipeline.from_pipe(stock)
+    assert guided.default_max_sequence_length() == 24
+    run = dict(num_inference_steps=2, output_type="np")
+    # ... and the T5 length must be passed to it; the guided pipeline's default is that length
+    ours = guided("a red circle", generator=torch.Generator().manual_seed(0), **run).images
+    theirs = stock("a red circle", generator=torch.Generator().manual_seed(0), max_sequence_length=24, **run).images
+    np.testing.assert_array_equal(ours, theirs)
+    embeds = stock.encode_prompt("a red circle", None, None, do_classifier_free_guidance=False,
+                                 max_sequence_length=24)[0]
+    assert embeds.shape[1] == 48
 
 
 def test_config_checks_name_the_fix():
@@ -98,6 +109,10 @@ def test_config_checks_name_the_fix():
         MMDiTShapesConfig(text_encoder_3={**MMDiTShapesConfig().text_encoder_3, "d_model": 64})
     with pytest.raises(ValueError, match=r"pooled_projection_dim must be the CLIP projections' sum \(128\)"):
         MMDiTShapesConfig(transformer={**MMDiTShapesConfig().transformer, "pooled_projection_dim": 64})
+    with pytest.raises(ValueError, match=r"clip_length must be in \[3, 77\]"):
+        MMDiTShapesConfig(clip_length=100)
+    with pytest.raises(ValueError, match=r"t5_length must be in \[2, 512\]"):
+        MMDiTShapesConfig(t5_length=1)
 
 
 def test_probe_estimates_the_transformer_phase(tmp_path, capsys):

@@ -152,6 +152,16 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread):
     assert (out / "dco" / "records.jsonl").read_text() == records
     assert json.loads((out / "dco" / "runs" / "dco" / "training_run.json").read_text()) == run
     assert np.isfinite(json.loads((results / "training.json").read_text())["dco"]["minutes"])
+    # a second training seed: its own runs and image seeds, pairs within each seed, each seed's difference
+    assert script.main(argv + ["--set", "train_seeds=0,1"]) == 0
+    assert (out / "dco" / "runs" / "dco-seed1" / "README.md").exists()
+    seeds = {json.loads(line)["seed"] for line in (out / "dco" / "records.jsonl").read_text().splitlines()}
+    assert {0, 100_000, 1000, 101_000} <= seeds
+    entry = json.loads((results / "training.json").read_text())["dco"]
+    assert entry["paired"]["dreambooth_lora"]["n"] == 4
+    assert set(entry["by_training_seed"]["dreambooth_lora"]) == {"0", "1"}
+    assert all(s["n"] == 2 for s in entry["by_training_seed"]["dreambooth_lora"].values())
+    assert "Each training seed's paired difference from dreambooth_lora: seed 0:" in (results / "training.md").read_text()
 
 
 def test_recipe_overrides_are_typed_and_named():
@@ -162,5 +172,6 @@ def test_recipe_overrides_are_typed_and_named():
     assert sizes.reversion_steps == FULL.reversion_steps and with_overrides(FULL, []) == FULL
     with pytest.raises(ValueError, match="FIELD one of"):
         with_overrides(FULL, ["mcpl_step=3"])
+    assert with_overrides(FULL, ["train_seeds=0,2"]).train_seeds == (0, 2)
     with pytest.raises(ValueError, match="mcpl_steps needs an integer"):
         with_overrides(FULL, ["mcpl_steps=1.5"])

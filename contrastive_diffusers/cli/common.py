@@ -98,7 +98,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default="embedded",
         metavar="MODEL",
-        help="embedded (the shipped ShapesWorld model: coloured shapes, 32 px), a hub id or local "
+        help="embedded (the shipped ShapesWorld model: coloured shapes, 32 px), embedded-mmdit (its SD3-format "
+        "sibling), a hub id or local "
         "pipeline folder, or tiny-sd1 / -sd2 / -sdxl / -sd3 / -sd35 / -flux / -flux-schnell (random weights, offline; they draw noise "
         "and only exercise the machinery). Default: %(default)s",
     )

@@ -49,6 +49,7 @@ models (--model):
                                  coloured circles, squares, triangles, diamonds, crosses;
                                  32 px), shipped with the package; prompts like
                                  "a red circle and a blue triangle"
+  embedded-mmdit                 the same world drawn by an SD3-format (MMDiT) pipeline
   tiny-sd1, tiny-sd2, tiny-sdxl, offline tiny pipelines with RANDOM weights: they draw
   tiny-sd3, tiny-sd35,           noise and only exercise the machinery (tests, demos).
   tiny-flux, tiny-flux-schnell

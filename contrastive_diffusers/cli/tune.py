@@ -48,7 +48,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default="embedded", metavar="MODEL",
-                   help="embedded (default), a hub id or pipeline folder, or a tiny-* test model (tiny-sd1, tiny-sdxl, tiny-sd3, tiny-flux, ...)")
+                   help="embedded (default), embedded-mmdit, a hub id or pipeline folder, or a tiny-* test model (tiny-sd1, tiny-sdxl, tiny-sd3, tiny-flux, ...)")
     p.add_argument("--method", required=True, metavar="NAME",
                    help="attend_and_excite (ae), conform, ebama or syngen")
     p.add_argument("--prompts", metavar="SET_OR_FILE",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..models.names import EMBEDDED_MODEL, default_clip_model
+from ..models.names import default_clip_model, is_embedded
 from ..records import jsonable
 from .judges import JUDGES
 from .run_folder import BenchInputError
@@ -15,7 +15,7 @@ AUTO = "auto"  # clip_model: the world's CLIP for the embedded model, DEFAULT_CL
 
 
 def default_prompt_set(model) -> str:
-    return "shapes" if model == EMBEDDED_MODEL else "attend_and_excite"
+    return "shapes" if is_embedded(model) else "attend_and_excite"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class Sizes:
     evogen_pairs: int = 8  # per stage
     evogen_steps: int = 360  # split evenly over the three stages
     evogen_lr: float = 5e-4
+    evogen_contrastive_weight: float = 1.0  # w_c of the contrastive arms (the training CLI's default)
     evogen_prompts: int = 3  # per test category
     dco_images: int = 6
     dco_steps: int = 400
@@ -77,10 +79,28 @@ class Sizes:
     dco_prompts: int = 8
     batch: int = 4
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    #: seeds of the training runs (initialisation, noise, batch order; the data stay the same).
+    #: Training seed k draws its images at the generation seeds + k x TRAIN_SEED_STRIDE, so the
+    #: pairs (method vs baseline) stay within one training seed.
+    train_seeds: tuple[int, ...] = (0,)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
 
 FULL = Sizes()
+TRAIN_SEED_STRIDE = 100_000
+
+
+def generation_seeds(seeds: Sequence[int], train_seed: int) -> tuple[int, ...]:
+    """The image seeds of the models trained with ``train_seed`` (training seed 0: ``seeds``)."""
+    return tuple(int(s) + TRAIN_SEED_STRIDE * int(train_seed) for s in seeds)
+
+
+def training_seed_of(generation_seed: int) -> int:
+    return int(generation_seed) // TRAIN_SEED_STRIDE
+
+
+def _run_dir(folder: Path, name: str, train_seed: int) -> Path:
+    return folder / "runs" / (name if train_seed == 0 else f"{name}-seed{train_seed}")
 
 
 def with_overrides(sizes: Sizes, overrides: list[str]) -> Sizes:
@@ -136,11 +156,12 @@ def _arm_rates(records: list[dict], metrics=("success", "objects", "clean")) -> 
     return out
 
 
-def _score(arms: list[Arm], prompts, sizes: Sizes, folder: Path) -> list[dict]:
+def _score(arms: list[Arm], prompts, sizes: Sizes, folder: Path, train_seed: int = 0) -> list[dict]:
+    """Judge every arm at the generation seeds of ``train_seed``; example images from seed 0's models."""
     records = []
     for arm in arms:
-        records += score_arm(arm, prompts, sizes.seeds, folder / "records.jsonl", sizes.generation,
-                             folder / "examples")
+        records += score_arm(arm, prompts, generation_seeds(sizes.seeds, train_seed), folder / "records.jsonl",
+                             sizes.generation, folder / "examples" if train_seed == 0 else None)
     return records
 
 
@@ -177,16 +198,18 @@ def run_reversion(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
         name = relation_folder(relation)
         exemplars = json.loads((data / name / "text.json").read_text())
         prompts = _reversion_prompts(relation, exemplars, sizes.reversion_prompts, 0)
-        argv = _common(data / name, sizes.reversion_steps, sizes.reversion_lr, sizes) + [
-            "--placeholder_token", "<R>", "--initializer_token", "and"]
-        trained = {m: train_once(m, argv, folder / "runs" / f"{m}-{name}") for m in ("reversion", "textual_inversion")}
-        arms = [Arm("reversion", (trained["reversion"],), "tokens", {"{R}": "<R>"}),
-                Arm("textual_inversion", (trained["textual_inversion"],), "tokens", {"{R}": "<R>"}),
-                Arm("plain_words", rewrite={"{R}": RELATION_PHRASES[relation]})]
-        _score(arms, prompts, sizes, folder)
-        timer.save()
-    records = read_records(folder / "records.jsonl")  # every relation's, each image once
-    entry = comparison(records, "success", "reversion", ["textual_inversion", "plain_words"], timer.save(),
+        for train_seed in sizes.train_seeds:
+            argv = _common(data / name, sizes.reversion_steps, sizes.reversion_lr, sizes, train_seed) + [
+                "--placeholder_token", "<R>", "--initializer_token", "and"]
+            trained = {m: train_once(m, argv, _run_dir(folder, f"{m}-{name}", train_seed))
+                       for m in ("reversion", "textual_inversion")}
+            arms = [Arm("reversion", (trained["reversion"],), "tokens", {"{R}": "<R>"}),
+                    Arm("textual_inversion", (trained["textual_inversion"],), "tokens", {"{R}": "<R>"}),
+                    Arm("plain_words", rewrite={"{R}": RELATION_PHRASES[relation]})]
+            _score(arms, prompts, sizes, folder, train_seed)
+            timer.save()
+    records = _records(folder, sizes)  # every relation's, each image once
+    entry = _compare(records, "success", "reversion", ["textual_inversion", "plain_words"], timer.save(),
                        "oracle relation success (both objects right and the relation holds)")
     return entry, {"arms": _arm_rates(records, ("success", "objects"))}
 
@@ -234,21 +257,23 @@ def run_mcpl(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     mcpl_data, ti_data = _mcpl_data(folder / "data", sizes.mcpl_images, sizes.generation.resolution)
     tokens = [t for t, *_ in MCPL_CONCEPTS]
     inits = [w for _, w, *_ in MCPL_CONCEPTS]
-    base = _common(mcpl_data, sizes.mcpl_steps, sizes.mcpl_lr, sizes) + [
-        "--placeholder_tokens", ",".join(tokens), "--initializer_tokens", ",".join(inits)]
     variants = {"mcpl": [], "mcpl_no_promptcl": ["--promptcl_weight", "0"], "mcpl_no_attnmask": ["--attn_mask", "none"]}
-    arms = [Arm(name, (train_once("mcpl", base + extra, folder / "runs" / name),), "tokens")
-            for name, extra in variants.items()]
-    ti_runs = tuple(
-        train_once("textual_inversion",
-                   _common(ti_data, sizes.mcpl_steps, sizes.mcpl_lr, sizes) + [
-                       "--placeholder_token", token, "--initializer_token", init],
-                   folder / "runs" / f"textual_inversion-{k + 1}")
-        for k, (token, init) in enumerate(zip(tokens, inits)))
-    arms.append(Arm("textual_inversion", ti_runs, "tokens"))
-    timer.save()
-    records = _score(arms, _mcpl_prompts(), sizes, folder)
-    entry = comparison(records, "success", "mcpl", ["textual_inversion", "mcpl_no_promptcl", "mcpl_no_attnmask"],
+    for train_seed in sizes.train_seeds:
+        base = _common(mcpl_data, sizes.mcpl_steps, sizes.mcpl_lr, sizes, train_seed) + [
+            "--placeholder_tokens", ",".join(tokens), "--initializer_tokens", ",".join(inits)]
+        arms = [Arm(name, (train_once("mcpl", base + extra, _run_dir(folder, name, train_seed)),), "tokens")
+                for name, extra in variants.items()]
+        ti_runs = tuple(
+            train_once("textual_inversion",
+                       _common(ti_data, sizes.mcpl_steps, sizes.mcpl_lr, sizes, train_seed) + [
+                           "--placeholder_token", token, "--initializer_token", init],
+                       _run_dir(folder, f"textual_inversion-{k + 1}", train_seed))
+            for k, (token, init) in enumerate(zip(tokens, inits)))
+        arms.append(Arm("textual_inversion", ti_runs, "tokens"))
+        timer.save()
+        _score(arms, _mcpl_prompts(), sizes, folder, train_seed)
+    records = _records(folder, sizes)
+    entry = _compare(records, "success", "mcpl", ["textual_inversion", "mcpl_no_promptcl", "mcpl_no_attnmask"],
                        timer.save(), "oracle concept success (the token's object right, the other concept absent)")
     return entry, {"arms": _arm_rates(records)}
 
@@ -284,20 +309,23 @@ def run_evogen(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     flat = _flat_copy(data, folder / "data-flat")
     steps = max(3, sizes.evogen_steps - sizes.evogen_steps % 3)
     staged = ["--stage_steps", ",".join([str(steps // 3)] * 3)]
+    contrastive = ["--objective", "contrastive", "--contrastive_loss_weight", str(sizes.evogen_contrastive_weight)]
     variants = {
-        "evogen": (data, staged + ["--objective", "contrastive"]),
+        "evogen": (data, staged + contrastive),
         "lora_positives": (data, staged + ["--objective", "denoise"]),
         "evogen_margin": (data, staged + ["--objective", "margin"]),
-        "evogen_no_curriculum": (flat, ["--objective", "contrastive"]),
+        "evogen_no_curriculum": (flat, contrastive),
     }
-    arms = []
-    for name, (pairs, extra) in variants.items():
-        argv = _common(pairs, steps, sizes.evogen_lr, sizes) + extra
-        arms.append(Arm(name, (train_once("evogen", argv, folder / "runs" / name),), "lora"))
-    arms.append(Arm("untrained"))
-    timer.save()
-    records = _score(arms, _evogen_prompts(sizes.evogen_prompts), sizes, folder)
-    entry = comparison(records, "success", "evogen", ["lora_positives", "untrained", "evogen_margin",
+    for train_seed in sizes.train_seeds:
+        arms = []
+        for name, (pairs, extra) in variants.items():
+            argv = _common(pairs, steps, sizes.evogen_lr, sizes, train_seed) + extra
+            arms.append(Arm(name, (train_once("evogen", argv, _run_dir(folder, name, train_seed)),), "lora"))
+        arms.append(Arm("untrained"))
+        timer.save()
+        _score(arms, _evogen_prompts(sizes.evogen_prompts), sizes, folder, train_seed)
+    records = _records(folder, sizes)
+    entry = _compare(records, "success", "evogen", ["lora_positives", "untrained", "evogen_margin",
                                                       "evogen_no_curriculum"], timer.save(),
                        "oracle success on test two_object, relation, count and held_out prompts")
     return entry, {"arms": _arm_rates(records, ("success",))}
@@ -329,25 +357,47 @@ def run_dco(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     if not (data / "metadata.jsonl").exists():
         shutil.rmtree(data, ignore_errors=True)
         export_dco(data, n=sizes.dco_images, size=sizes.generation.resolution)
-    base = _common(data, sizes.dco_steps, sizes.dco_lr, sizes)
-    arms = [Arm("dco", (train_once("dco", base + ["--objective", "dco", "--dco_beta", str(sizes.dco_beta)],
-                                   folder / "runs" / "dco"),), "lora"),
-            Arm("dreambooth_lora", (train_once("dco", base + ["--objective", "denoise"], folder / "runs" / "dreambooth"),),
-                "lora")]
-    timer.save()
     prompts = _dco_prompts(sizes.dco_prompts)
     # the one fidelity prompt is drawn with as many seeds as there are composition images
     fidelity_seeds = tuple(range(1000, 1000 + max(1, sizes.dco_prompts) * len(sizes.seeds)))
-    records = []
-    for arm in arms:
-        score_arm(arm, prompts[:1], fidelity_seeds, folder / "records.jsonl", sizes.generation, folder / "examples")
-        records = score_arm(arm, prompts[1:], sizes.seeds, folder / "records.jsonl", sizes.generation,
-                            folder / "examples")
-    records = read_records(folder / "records.jsonl")
+    for train_seed in sizes.train_seeds:
+        base = _common(data, sizes.dco_steps, sizes.dco_lr, sizes, train_seed)
+        arms = [Arm("dco", (train_once("dco", base + ["--objective", "dco", "--dco_beta", str(sizes.dco_beta)],
+                                       _run_dir(folder, "dco", train_seed)),), "lora"),
+                Arm("dreambooth_lora", (train_once("dco", base + ["--objective", "denoise"],
+                                                   _run_dir(folder, "dreambooth", train_seed)),), "lora")]
+        timer.save()
+        examples = folder / "examples" if train_seed == 0 else None
+        for arm in arms:
+            score_arm(arm, prompts[:1], generation_seeds(fidelity_seeds, train_seed), folder / "records.jsonl",
+                      sizes.generation, examples)
+            score_arm(arm, prompts[1:], generation_seeds(sizes.seeds, train_seed), folder / "records.jsonl",
+                      sizes.generation, examples)
+    records = _records(folder, sizes)
     composition = [r for r in records if r.get("category") == "composition"]
-    entry = comparison(composition, "success", "dco", ["dreambooth_lora"], timer.save(),
+    entry = _compare(composition, "success", "dco", ["dreambooth_lora"], timer.save(),
                        "oracle composition success (the subject and the other object right, and the relation)")
     return entry, {"arms": _arm_rates(records, ("success",))}
+
+
+def _compare(records: list[dict], metric: str, method: str, baselines: Sequence[str], minutes: float,
+             label: str) -> dict:
+    """:func:`comparison` over every training seed's pairs, and with several training seeds each
+    one's paired difference (``by_training_seed``): how much of the effect a training run's luck is."""
+    entry = comparison(records, metric, method, baselines, minutes, label)
+    seeds = sorted({training_seed_of(r["seed"]) for r in records})
+    if len(seeds) > 1:
+        entry["by_training_seed"] = {
+            baseline: {str(k): comparison([r for r in records if training_seed_of(r["seed"]) == k], metric, method,
+                                          [baseline], 0.0)["paired"][baseline] for k in seeds}
+            for baseline in baselines}
+    return entry
+
+
+def _records(folder: Path, sizes: Sizes) -> list[dict]:
+    """The experiment's records of this recipe's training seeds (a folder may hold more)."""
+    wanted = set(sizes.train_seeds)
+    return [r for r in read_records(folder / "records.jsonl") if training_seed_of(r["seed"]) in wanted]
 
 
 _RUNNERS = {"reversion": run_reversion, "mcpl": run_mcpl, "evogen": run_evogen, "dco": run_dco}

@@ -53,6 +53,9 @@ def training_markdown(results: dict, details: dict, header: str = "") -> str:
                   f"| **{name}** (method) | {format_stat(entry['method'])} | |"]
         for baseline, stat in entry["baselines"].items():
             lines.append(f"| {baseline} | {format_stat(stat)} | {_delta(entry['paired'][baseline])} |")
+        for baseline, per_seed in entry.get("by_training_seed", {}).items():
+            lines += ["", f"Each training seed's paired difference from {baseline}: " + "; ".join(
+                f"seed {k}: {_delta(stat)}" for k, stat in per_seed.items()) + "."]
         arms = details.get(name, {}).get("arms", {})
         keys = sorted({k for rates in arms.values() for k in rates})
         if arms and keys:

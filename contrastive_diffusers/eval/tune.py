@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 from ..atomic_io import read_json, write_json_atomic, write_text_atomic
 from ..guidance.methods import method_class
-from ..models.names import EMBEDDED_MODEL, default_clip_model
+from ..models.names import EMBEDDED_MODEL, default_clip_model, is_embedded
 from ..records import jsonable
 from .prompt_sets import load_prompt_set
 from .tune_runs import Arm, arm_tables, run_arms
@@ -82,14 +82,14 @@ class TuneConfig:
         self.method = method_class(self.method).name  # unknown names fail here
         self.seeds = list(dict.fromkeys(int(s) for s in self.seeds))
         if self.prompt_set is None:
-            self.prompt_set = "shapes" if self.model == EMBEDDED_MODEL else "attend_and_excite"
+            self.prompt_set = "shapes" if is_embedded(self.model) else "attend_and_excite"
         if self.metric is None:
-            self.metric = "oracle_success" if self.model == EMBEDDED_MODEL else "min_object_similarity"
+            self.metric = "oracle_success" if is_embedded(self.model) else "min_object_similarity"
         if self.metric not in TUNE_METRICS:
             raise ValueError(f"Unknown tuning metric {self.metric!r}; choose one of {', '.join(TUNE_METRICS)}.")
-        if self.metric == "oracle_success" and self.model != EMBEDDED_MODEL:
+        if self.metric == "oracle_success" and not is_embedded(self.model):
             raise ValueError(
-                f"The metric oracle_success is the ShapesWorld oracle, which judges only the embedded model's "
+                f"The metric oracle_success is the ShapesWorld oracle, which judges only the embedded models' "
                 f"images; model {self.model!r} cannot have it. Choose --metric min_object_similarity, "
                 "binding_accuracy, binding_text_score or clip_score (CLIP metrics)."
             )
@@ -187,10 +187,14 @@ def applicable(pipe, method, items: list, split: str) -> list:
 
 
 def map_sizes(pipe, config: TuneConfig) -> list[tuple[int, int]]:
-    """The model's cross-attention map sizes other than its default, at the default image size."""
+    """The model's cross-attention map sizes other than its default, at the default image size;
+    none for an MMDiT model, whose maps all have the patch grid's size (its blocks are chosen
+    by ``benchmarks/mmdit_block_maps.py``, not searched)."""
     from ..guidance.attention import default_attn_res, layer_resolutions
     from ..runs import generation_options
 
+    if getattr(pipe, "unet", None) is None:
+        return []
     options = generation_options(pipe, steps=config.steps)
     scale = getattr(pipe, "vae_scale_factor", 8)
     latent = (options["height"] // scale, options["width"] // scale)

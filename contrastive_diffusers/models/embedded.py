@@ -5,6 +5,9 @@ made by :mod:`contrastive_diffusers.shapes.train`; its model card is the folder'
 a stock ``StableDiffusionPipeline`` folder, with the world's CLIP (``CLIPModel`` +
 ``CLIPProcessor``) in its ``clip/`` subfolder. It is the default model of ``generate`` and
 ``bench`` (``--model embedded``), and ``--clip-model embedded-clip`` names its CLIP.
+Beside it, ``assets/shapesworld_mmdit/`` holds the same world's SD3-format pipeline
+(``--model embedded-mmdit``: an ``SD3Transformer2DModel``, flow matching), judged by the same
+oracle and scored by the same CLIP.
 
 UNet and VAE are stored in float16 (diffusers loads them as float32 unless asked otherwise);
 the text encoder and the CLIP stay float32, because transformers >= 5 loads a checkpoint in
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .names import EMBEDDED_CLIP, EMBEDDED_MODEL
+from .names import EMBEDDED_CLIP, EMBEDDED_MMDIT_MODEL, EMBEDDED_MODEL
 
-__all__ = ["EMBEDDED_CLIP", "EMBEDDED_MODEL", "embedded_clip_dir", "embedded_model_dir"]
+__all__ = ["EMBEDDED_CLIP", "EMBEDDED_MMDIT_MODEL", "EMBEDDED_MODEL", "embedded_clip_dir", "embedded_mmdit_dir",
+           "embedded_model_dir"]
 
 _FOLDER = Path(__file__).resolve().parent.parent / "assets" / "shapesworld"
+_MMDIT_FOLDER = Path(__file__).resolve().parent.parent / "assets" / "shapesworld_mmdit"
 
 
 def embedded_model_dir() -> Path:
@@ -31,6 +36,17 @@ def embedded_model_dir() -> Path:
             "`python -m contrastive_diffusers.shapes.train --output_dir DIR` and pass --model DIR"
         )
     return _FOLDER
+
+
+def embedded_mmdit_dir() -> Path:
+    """The shipped SD3-format pipeline's folder: ``StableDiffusion3Pipeline.from_pretrained(embedded_mmdit_dir())``."""
+    if not (_MMDIT_FOLDER / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the embedded ShapesWorld MMDiT model is missing from {_MMDIT_FOLDER}; reinstall contrastive-diffusers, "
+            "or train one with `python -m contrastive_diffusers.shapes.train --format mmdit --output_dir DIR` "
+            "and pass --model DIR"
+        )
+    return _MMDIT_FOLDER
 
 
 def embedded_clip_dir() -> Path:

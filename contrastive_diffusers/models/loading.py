@@ -16,7 +16,7 @@ import os
 from contextlib import contextmanager
 
 from .._compat import dtype_kwarg
-from .names import EMBEDDED_MODEL, TINY_MODELS
+from .names import EMBEDDED_MMDIT_MODEL, EMBEDDED_MODEL, TINY_MODELS
 
 
 class LoadError(ValueError):
@@ -122,11 +122,11 @@ def to_guided(pipe, dtype):
 
 def load_pipeline(model: str, device: str, dtype, quiet: bool):
     """The guided pipeline for ``model`` (``embedded``, a tiny kind, a hub id or a folder) on ``device``."""
-    from .embedded import embedded_model_dir
+    from .embedded import embedded_mmdit_dir, embedded_model_dir
 
-    if model == EMBEDDED_MODEL:
+    if model in (EMBEDDED_MODEL, EMBEDDED_MMDIT_MODEL):
         try:
-            folder = embedded_model_dir()
+            folder = embedded_model_dir() if model == EMBEDDED_MODEL else embedded_mmdit_dir()
         except FileNotFoundError as err:
             raise LoadError(str(err)) from None
         stock = load_pretrained(str(folder), dtype)

@@ -82,8 +82,12 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
         these settings (``None``: the call's default ``max_sequence_length``); resolve groups
         on it with :func:`~contrastive_diffusers.guidance.tokens.resolve_groups`."""
         if max_sequence_length is None:
-            max_sequence_length = inspect.signature(self.__call__).parameters["max_sequence_length"].default
+            max_sequence_length = self.default_max_sequence_length()
         return self._word_lookup({"max_sequence_length": max_sequence_length}, {"text_sequence": text_sequence})
+
+    def default_max_sequence_length(self) -> int:
+        """The ``max_sequence_length`` of a call that does not give one."""
+        return inspect.signature(self.__call__).parameters["max_sequence_length"].default
 
     def _default_image_size(self) -> tuple[int, int]:
         size = self.default_sample_size * self.vae_scale_factor

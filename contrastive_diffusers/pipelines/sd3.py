@@ -13,6 +13,9 @@ from ..guidance.t5_tokens import T5WordLookup
 from .guided import match_negative_prompt
 from .joint import GuidedJointPipelineMixin, clip_then_t5, expand_timestep
 
+#: ``StableDiffusion3Pipeline.__call__``'s default ``max_sequence_length``.
+STOCK_MAX_SEQUENCE_LENGTH = 256
+
 
 class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3Pipeline):
     """``StableDiffusion3Pipeline`` whose ``__call__`` also takes a guidance method.
@@ -26,9 +29,13 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
       ``"transformer_blocks.i"``); default: the middle third of the blocks (provisional,
       see :func:`~contrastive_diffusers.guidance.joint_attention.default_blocks`).
     - ``text_sequence``: the part of SD3's joint text the loss reads: ``"clip"`` (default,
-      the first 77 tokens, CLIP-L and CLIP-G side by side; token positions as the CLIP
+      the first ``tokenizer.model_max_length`` (77) tokens, CLIP-L and CLIP-G side by side; token positions as the CLIP
       tokenizer counts them) or ``"t5"`` (the T5 tokens that follow, ``max_sequence_length``
       of them; positions count T5's pieces from 1).
+    - ``max_sequence_length``: as the stock call's, but its default ``None`` means 256 (the
+      stock default) or, for a model trained on shorter T5 text, the T5 tokenizer's
+      ``model_max_length`` when that is below 256 (the embedded ShapesWorld model's 24), so
+      that every call encodes prompts at the length the model knows.
     - ``absolute_steps``: the method's int step indices are read as fractions of 50 steps
       unless this is ``True`` (then they are loop indices, as on the UNet pipelines).
     """
@@ -60,7 +67,7 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
         clip_skip: int | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
-        max_sequence_length: int = 256,
+        max_sequence_length: int | None = None,
         mu: float | None = None,
         guidance: GuidanceMethod | str | None = None,
         token_groups="auto",
@@ -72,6 +79,8 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
         truncate_guidance_forward: bool = True,
         **kwargs,
     ):
+        if max_sequence_length is None:
+            max_sequence_length = self.default_max_sequence_length()
         passed = dict(
             height=height,
             width=width,
@@ -115,6 +124,12 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
             record_loss_after_update=record_loss_after_update,
             truncate_forward=truncate_guidance_forward,
         )
+
+    def default_max_sequence_length(self) -> int:
+        """The T5 length of a call that does not give one: the stock 256, or the T5 tokenizer's
+        ``model_max_length`` where a model was trained on shorter text."""
+        stored = getattr(self.tokenizer_3, "model_max_length", None)
+        return min(STOCK_MAX_SEQUENCE_LENGTH, int(stored)) if stored else STOCK_MAX_SEQUENCE_LENGTH
 
     # ---------------------------------------------------------------- what SD3 provides
     def _word_lookup(self, passed, options):

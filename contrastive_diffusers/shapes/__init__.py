@@ -18,7 +18,14 @@ from .captions import (
     sample_spec,
     scenes_for,
 )
-from ..models.embedded import EMBEDDED_CLIP, EMBEDDED_MODEL, embedded_clip_dir, embedded_model_dir
+from ..models.embedded import (
+    EMBEDDED_CLIP,
+    EMBEDDED_MMDIT_MODEL,
+    EMBEDDED_MODEL,
+    embedded_clip_dir,
+    embedded_mmdit_dir,
+    embedded_model_dir,
+)
 from .oracle import DetectedObject, OracleResult, check, detect
 from .prompts import held_out_pairs, shapes_prompts, training_pairs
 from .render import render
@@ -45,6 +52,7 @@ __all__ = [
     "CaptionSpec",
     "DetectedObject",
     "EMBEDDED_CLIP",
+    "EMBEDDED_MMDIT_MODEL",
     "EMBEDDED_MODEL",
     "ObjectSpec",
     "OracleResult",
@@ -55,6 +63,7 @@ __all__ = [
     "check",
     "detect",
     "embedded_clip_dir",
+    "embedded_mmdit_dir",
     "embedded_model_dir",
     "evaluate",
     "held_out_pairs",

@@ -38,6 +38,8 @@ def _unet_line(args: dict, params: dict) -> str:
 def _mmdit_lines(log: dict) -> dict:
     """The lines of the card that differ for ``--format mmdit`` (an SD3-format pipeline)."""
     args, phases, params = log["arguments"], log["phases"], log["parameters"]
+    config = log.get("mmdit_config", {})
+    clip_length, t5_length = config.get("clip_length", 77), config.get("t5_length", 256)
     encoders = " + ".join(f"{params[name]:,}" for name in ("text_encoder", "text_encoder_2", "text_encoder_3"))
     return dict(
         title="# ShapesWorld tiny Stable Diffusion 3 (MMDiT)\n",
@@ -53,6 +55,11 @@ def _mmdit_lines(log: dict) -> dict:
                   f"shift {args['flow_shift']}, caption dropout {args['caption_dropout']}, EMA {args['ema_decay']}, "
                   f"{args.get('mixed_precision', 'no')} autocast; flow-matching Euler scheduler for inference.\n"),
         sampler="Euler",
+        call_extra=f", max_sequence_length={t5_length}",
+        usage_note=(f"The text is short: {clip_length} CLIP tokens (stored as the CLIP tokenizers' `model_max_length`, "
+                    f"which the pipeline reads) and {t5_length} T5 tokens, which stock calls must pass as "
+                    f"`max_sequence_length={t5_length}` (the default 256 pads the text with tokens the model never saw); "
+                    "this package's `GuidedStableDiffusion3Pipeline` takes that length by default.\n"),
     )
 
 
@@ -73,7 +80,9 @@ def model_card(log: dict) -> str:
         "## Usage\n",
         (f"```python\nfrom diffusers import {pipeline_class}\npipe = {pipeline_class}.from_pretrained(folder)\n"
          f"image = pipe(\"a red circle\", num_inference_steps={log.get('eval', {}).get('steps', 50)}, "
-         f"guidance_scale={log.get('eval', {}).get('guidance_scale', 7.5)}).images[0]\n```\n"),
+         f"guidance_scale={log.get('eval', {}).get('guidance_scale', 7.5)}{mmdit.get('call_extra', '')})"
+         ".images[0]\n```\n"),
+        mmdit.get("usage_note", ""),
         mmdit.get("in_package", (
             "In this package: `contrastive_diffusers.shapes.embedded_model_dir()` is this folder and "
             "`embedded_clip_dir()` its `clip/`; `contrastive-diffusers generate/bench` use it when no "

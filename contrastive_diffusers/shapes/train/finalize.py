@@ -38,13 +38,15 @@ def evaluate_pipeline(pipe, items, seeds: Sequence[int], steps: int, guidance_sc
     from ..oracle import check
 
     jobs = [(item, seed) for item in items for seed in seeds]
+    # An SD3-format model reads T5 text of the length it was trained at (its tokenizer's).
+    extra = {"max_sequence_length": pipe.tokenizer_3.model_max_length} if getattr(pipe, "tokenizer_3", None) else {}
     results: dict[str, list[bool]] = {}
     device = pipe.device
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
         generators = [torch.Generator(device).manual_seed(int(seed)) for _, seed in chunk]
         images = pipe([item.prompt for item, _ in chunk], num_inference_steps=steps, guidance_scale=guidance_scale,
-                      generator=generators).images
+                      generator=generators, **extra).images
         for (item, _), image in zip(chunk, images):
             results.setdefault(item.category, []).append(check(image, item.metadata["spec"]).success)
     return {c: {"success": sum(v), "n": len(v), "rate": sum(v) / len(v)} for c, v in results.items()}

@@ -7,8 +7,8 @@ logit-normal (``compute_density_for_timestep_sampling``, mean 0, std 1) and mapp
 training scheduler's shifted sigmas; noisy latents ``(1 - sigma) x0 + sigma noise`` (the
 scheduler's ``scale_noise``); target the velocity ``noise - x0``; weights from
 ``compute_loss_weighting_for_sd3``. Prompts are encoded by the pipeline's own
-``encode_prompt`` (CLIP penultimate states, pooled projections, T5 states, at the pipeline's
-default T5 length), so training and generation read the text the same way.
+``encode_prompt`` (CLIP penultimate states, pooled projections, T5 states at the T5
+tokenizer's ``model_max_length``), so training and generation read the text the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .data import ShapesData, batch_indices
-from .mmdit import T5_SEQUENCE_LENGTH, flow_scheduler, text_encoders
+from .mmdit import flow_scheduler, text_encoders
 from .optim import ema_model, optimise
 
 #: SD3's timestep density and loss weighting (diffusers' ``--weighting_scheme``): logit-normal
@@ -66,7 +66,7 @@ def train_transformer(pipe, vae_latents, scale: float, shift: float, data: Shape
         with autocast:
             embeds, _, pooled, _ = pipe.encode_prompt(
                 captions, None, None, device=torch.device(device), do_classifier_free_guidance=False,
-                max_sequence_length=T5_SEQUENCE_LENGTH)
+                max_sequence_length=pipe.tokenizer_3.model_max_length)
             pred = pipe.transformer(hidden_states=noisy.to(device), timestep=timesteps.to(device),
                                     encoder_hidden_states=embeds, pooled_projections=pooled).sample
         per_sample = (weights.to(device) * (pred.float() - target.to(device)) ** 2).mean(dim=(1, 2, 3))

@@ -21,9 +21,18 @@ scheduler         ``FlowMatchEulerDiscreteScheduler`` with ``--flow_shift`` (1.0
 ================  ================================================================
 
 The joint text is SD3's: the two CLIPs' penultimate states side by side (128 wide, T5's
-width, so no zero padding), 77 tokens, followed by T5's ``max_sequence_length`` tokens (256,
-the pipeline's default, so plain calls match training); the pooled projections (64 + 64)
+width, so no zero padding), followed by T5's states; the pooled projections (64 + 64)
 condition the time embedding. Each module is initialised from its own seed.
+
+Text lengths: the world's captions are at most 12 CLIP and 11 T5 tokens, so the text is
+encoded at ``clip_length`` = 24 CLIP tokens and ``t5_length`` = 24 T5 tokens instead of SD's 77
+and SD3's 256. The joint sequence is then 64 image + 48 text tokens instead of 397, mostly
+padding that every block would attend to (SD3 has no text attention mask); a training step
+takes a third of the time. Both lengths are stored as the tokenizers' ``model_max_length``:
+``StableDiffusion3Pipeline`` reads the CLIP length from there by itself; its T5 length is the
+``max_sequence_length`` argument (default 256), which must be passed as 24 to stock calls, and
+is the default of :class:`~contrastive_diffusers.pipelines.GuidedStableDiffusion3Pipeline`
+for a T5 tokenizer shorter than 256.
 """
 
 from __future__ import annotations
@@ -32,11 +41,6 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
-
-#: T5 tokens of the joint text: ``StableDiffusion3Pipeline``'s default ``max_sequence_length``,
-#: so that a plain call encodes prompts exactly as training did.
-T5_SEQUENCE_LENGTH = 256
-
 
 def _transformer_config() -> dict:
     return dict(
@@ -72,8 +76,16 @@ class MMDiTShapesConfig:
     text_encoder: dict = field(default_factory=lambda: _clip_config("quick_gelu"))
     text_encoder_2: dict = field(default_factory=lambda: _clip_config("gelu"))
     text_encoder_3: dict = field(default_factory=_t5_config)
+    #: tokens of each CLIP's and of T5's text (the tokenizers' ``model_max_length``)
+    clip_length: int = 24
+    t5_length: int = 24
 
     def __post_init__(self):
+        if not 2 < self.clip_length <= self.text_encoder["max_position_embeddings"]:
+            raise ValueError(f"clip_length must be in [3, {self.text_encoder['max_position_embeddings']}] "
+                             f"(CLIP's positions), got {self.clip_length}.")
+        if not 1 < self.t5_length <= 512:
+            raise ValueError(f"t5_length must be in [2, 512] (SD3's limit), got {self.t5_length}.")
         clip_width = self.text_encoder["hidden_size"] + self.text_encoder_2["hidden_size"]
         if clip_width > self.text_encoder_3["d_model"]:
             raise ValueError(f"The CLIP widths ({clip_width} together) must not exceed T5's d_model "
@@ -114,6 +126,9 @@ def build_mmdit_components(vae_config: dict, latent_size: int, config: MMDiTShap
     from ...models.tiny_tokenizers import tiny_t5_tokenizer, tiny_tokenizer
 
     tokenizer, tokenizer_2, tokenizer_3 = tiny_tokenizer(), tiny_tokenizer(pad_token="!"), tiny_t5_tokenizer()
+    for tok, length in ((tokenizer, config.clip_length), (tokenizer_2, config.clip_length),
+                        (tokenizer_3, config.t5_length)):
+        tok.model_max_length = length  # saved with the tokenizer: the length the model was trained at
     torch.manual_seed(seed)
     vae = AutoencoderKL(**vae_config)
     channels = vae_config["latent_channels"]

@@ -70,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--vae_lr", type=float, default=1e-3)
     add("--unet_lr", type=float, default=1e-3)
     add("--clip_lr", type=float, default=5e-4)
-    add("--transformer_steps", type=int, default=1200, help="--format mmdit: steps of the transformer phase")
-    add("--transformer_lr", type=float, default=5e-4, help="--format mmdit: its learning rate")
+    add("--transformer_steps", type=int, default=3500, help="--format mmdit: steps of the transformer phase")
+    add("--transformer_lr", type=float, default=1e-3, help="--format mmdit: its learning rate")
+    add("--clip_length", type=int, default=MMDiTShapesConfig.clip_length,
+        help="--format mmdit: tokens of the CLIP text (the world's captions have at most 12)")
+    add("--t5_length", type=int, default=MMDiTShapesConfig.t5_length,
+        help="--format mmdit: tokens of the T5 text; generate with max_sequence_length equal to it")
     add("--flow_shift", type=float, default=1.0,
         help="--format mmdit: the flow-matching scheduler's shift (SD3: 3.0 at 4096 image tokens)")
     add("--vae_kl_weight", type=float, default=1e-3)
@@ -120,6 +124,11 @@ def _check_args(parser, args) -> None:
         parser.error(f"--resolution must be a multiple of 8 of at least 16, got {args.resolution}.")
     if args.flow_shift <= 0:
         parser.error(f"--flow_shift must be positive, got {args.flow_shift}.")
+    if args.format == "mmdit":
+        try:
+            mmdit_config(args)
+        except ValueError as error:
+            parser.error(str(error))
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda given but no CUDA device is available.")
 
@@ -138,7 +147,7 @@ def probe(args, config: ShapesModelConfig) -> dict:
 
     data = make_data(256, seed_of(args.seed, "data"), args.resolution, args.kind_weights)
     components = _components(args, config)
-    clip, processor = build_clip(config, components["tokenizer"], args.seed + 3)
+    clip, processor = build_clip(config, _clip_tokenizer(components), args.seed + 3)
     short = copy.copy(args)
     short.vae_steps = short.unet_steps = short.clip_steps = short.transformer_steps = args.probe + 1
     short.log_every = 1
@@ -177,11 +186,25 @@ def _train_denoiser(components: dict, data, args, log: dict) -> str:
     return "transformer"
 
 
+def mmdit_config(args) -> MMDiTShapesConfig:
+    return MMDiTShapesConfig(clip_length=args.clip_length, t5_length=args.t5_length)
+
+
 def _components(args, config: ShapesModelConfig) -> dict:
     """The untrained pipeline components of ``args.format``, each module seeded on its own."""
     if args.format == "mmdit":
-        return build_mmdit_components(config.vae, config.latent_size, MMDiTShapesConfig(), args.seed)
+        return build_mmdit_components(config.vae, config.latent_size, mmdit_config(args), args.seed)
     return build_components(config, args.seed)
+
+
+def _clip_tokenizer(components: dict):
+    """The world CLIP's tokenizer: the UNet model's own; for the MMDiT model, whose tokenizers
+    are cut to its short text, a full-length one."""
+    if "unet" in components:
+        return components["tokenizer"]
+    from ...models.tiny_tokenizers import tiny_tokenizer
+
+    return tiny_tokenizer()
 
 
 def _parameters(components: dict, clip) -> dict:
@@ -207,10 +230,10 @@ def train(args) -> dict:
     print(f"[data] {len(data.captions)} scenes in {log['phases']['data']['seconds']:.1f} s", flush=True)
 
     components = _components(args, config)
-    clip, processor = build_clip(config, components["tokenizer"], args.seed + 3)
+    clip, processor = build_clip(config, _clip_tokenizer(components), args.seed + 3)
     log["parameters"] = _parameters(components, clip)
     if args.format == "mmdit":
-        log["mmdit_config"] = MMDiTShapesConfig().to_dict()
+        log["mmdit_config"] = mmdit_config(args).to_dict()
     print(f"[model] parameters {log['parameters']}", flush=True)
 
     _train_denoiser(components, data, args, log)
