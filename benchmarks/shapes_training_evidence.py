@@ -68,7 +68,11 @@ def main(argv=None) -> int:
     new, details = {}, {}
     for name in args.only:
         started = time.perf_counter()
-        entry, detail = run_experiment(name, args.output_dir, sizes)
+        try:
+            entry, detail = run_experiment(name, args.output_dir, sizes)
+        except ValueError as error:  # e.g. a finished run of another recipe in the folder
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         write_json_atomic(args.output_dir / name / "details.json", detail)
         new[name] = entry
         print(f"{name}: {entry['metric']}: method {format_stat(entry['method'])}; "

@@ -84,3 +84,22 @@ def test_missing_weights_name_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded, "_MMDIT_FOLDER", tmp_path / "nothing")
     with pytest.raises(loading.LoadError, match="--format mmdit"):
         loading.load_pipeline("embedded-mmdit", "cpu", torch.float32, quiet=True)
+
+
+@pytest.mark.parametrize("method", ["attend_and_excite", "conform", "ebama", "syngen"])
+def test_paper_settings_lower_their_loss_on_the_trained_model(method):
+    """On trained weights (not the tiny random ones) every method's update at the paper's step
+    size lowers the loss it was taken on, re-evaluated right after, in most updates."""
+    from contrastive_diffusers.guidance.methods import get_method
+    from contrastive_diffusers.models.loading import load_pipeline
+
+    pipe = load_pipeline("embedded-mmdit", "cpu", torch.float32, quiet=True)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red circle and a blue square", "a green triangle and a yellow diamond"]
+    guidance = get_method(method).with_schedule(refinement_iterations=2)  # the paper's steps, a short refinement
+    out = pipe(prompts, guidance=guidance, token_groups="auto", num_inference_steps=10, output_type="np",
+               generator=[torch.Generator().manual_seed(s) for s in range(2)], record_loss_after_update=True)
+    pairs = [(before, after) for record in out.guidance_records
+             for before, after, updated in zip(record.loss, record.loss_after_update, record.updated) if updated]
+    lower = sum(after < before for before, after in pairs)
+    assert len(pairs) >= 6 and lower >= 0.8 * len(pairs), (lower, len(pairs))

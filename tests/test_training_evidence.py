@@ -133,7 +133,7 @@ def _script():
 
 
 @pytest.mark.slow
-def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread):
+def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread, capsys):
     script = _script()
     out, results = tmp_path / "work", tmp_path / "results"
     argv = ["--output-dir", str(out), "--smoke", "--only", "dco", "--results-dir", str(results), "--threads", "1"]
@@ -152,6 +152,9 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread):
     assert (out / "dco" / "records.jsonl").read_text() == records
     assert json.loads((out / "dco" / "runs" / "dco" / "training_run.json").read_text()) == run
     assert np.isfinite(json.loads((results / "training.json").read_text())["dco"]["minutes"])
+    # a changed recipe does not silently reuse the finished runs of the old one
+    assert script.main(argv + ["--set", "dco_lr=0.5"]) == 2
+    assert "learning_rate: 0.0001 -> 0.5" in capsys.readouterr().err
     # a second training seed: its own runs and image seeds, pairs within each seed, each seed's difference
     assert script.main(argv + ["--set", "train_seeds=0,1"]) == 0
     assert (out / "dco" / "runs" / "dco-seed1" / "README.md").exists()

@@ -244,6 +244,12 @@ def test_argument_errors(model, pairs, tmp_path):
         return parse_method_args(method, argv, "evogen")
 
     assert parse(EvoGen(), "--stage_steps", "3,4,5").max_train_steps == 12
+    # weights by objective: the contrastive term at the authors' 0.1 (at 1 it wrecked the ShapesWorld
+    # model), the margin one at 1 without the MSE; an explicit weight wins
+    contrastive, margin = parse(EvoGen()), parse(EvoGen(), "--objective", "margin")
+    assert (contrastive.contrastive_loss_weight, contrastive.denoise_loss_weight) == (0.1, 1.0)
+    assert (margin.contrastive_loss_weight, margin.denoise_loss_weight) == (1.0, 0.0)
+    assert parse(EvoGen(), "--contrastive_loss_weight", "0.5").contrastive_loss_weight == 0.5
     for extra in (["--stage_steps", "3,4", "--max_train_steps", 5], ["--placeholder_token", "<x>"],
                   ["--flip_p", 0.5], ["--advance_metric", "margin"], ["--stage_steps", "a,b"]):
         with pytest.raises(SystemExit):

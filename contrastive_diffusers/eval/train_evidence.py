@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic_io import save_image_atomic, write_json_atomic
+from ..records import jsonable
 from ..shapes.oracle import detect
 from ..shapes.spec import CaptionSpec, ObjectSpec, evaluate
 from .stats import mean_ci, metric_value, paired_differences
@@ -107,9 +108,6 @@ def train_once(method: str, argv: Sequence[str], output_dir: Path) -> Path:
     from ..training.loop import train
 
     output_dir = Path(output_dir)
-    record = output_dir / "training_run.json"
-    if record.exists() and json.loads(record.read_text()).get("status") == "finished":
-        return output_dir
     if method not in _METHODS:
         raise ValueError(f"Unknown training method {method!r}; choose one of {', '.join(_METHODS)}.")
     cls = getattr(importlib.import_module("contrastive_diffusers.training"), _METHODS[method])
@@ -119,8 +117,25 @@ def train_once(method: str, argv: Sequence[str], output_dir: Path) -> Path:
         [*argv, "--output_dir", str(output_dir), "--resume_from_checkpoint", "latest"],
         f"python -m contrastive_diffusers.training.{method}",
     )
+    record = output_dir / "training_run.json"
+    if record.exists() and (finished := json.loads(record.read_text())).get("status") == "finished":
+        _check_same_settings(output_dir, finished.get("args", {}), jsonable(vars(args)))
+        return output_dir
     train(args, instance)
     return output_dir
+
+
+def _check_same_settings(output_dir: Path, stored: dict, wanted: dict) -> None:
+    """A finished run is reused only for the settings it was trained with: a recipe changed
+    since (a default, a ``--set``) must not silently keep the old weights."""
+    ignored = {"command", "output_dir", "resume_from_checkpoint"}
+    changed = sorted(k for k in stored.keys() & wanted.keys() - ignored if stored[k] != wanted[k])
+    if changed:
+        detail = ", ".join(f"{k}: {stored[k]!r} -> {wanted[k]!r}" for k in changed)
+        raise ValueError(
+            f"{output_dir} holds a finished run trained with other settings ({detail}); use a new --output-dir "
+            "for a changed recipe, or delete that run folder (and its arm's lines in records.jsonl) to retrain it."
+        )
 
 
 def load_pipeline(arm: Arm):

@@ -70,7 +70,7 @@ class Sizes:
     evogen_pairs: int = 8  # per stage
     evogen_steps: int = 360  # split evenly over the three stages
     evogen_lr: float = 5e-4
-    evogen_contrastive_weight: float = 1.0  # w_c of the contrastive arms (the training CLI's default)
+    evogen_contrastive_weight: float = 0.1  # w_c of the contrastive arms (the training CLI's default)
     evogen_prompts: int = 3  # per test category
     dco_images: int = 6
     dco_steps: int = 400
