@@ -1,7 +1,8 @@
 """Which MMDiT blocks' image-to-text maps localise the objects: the measurement behind the
 default ``blocks`` of the guided SD3 / Flux pipelines.
 
-    PYTHONPATH=. python benchmarks/mmdit_block_maps.py --model embedded-mmdit --seeds 0 1 2 3 --at 0.1 0.25 0.5
+    PYTHONPATH=. python benchmarks/mmdit_block_maps.py --model embedded-mmdit --prompts 24 --seeds 0 1 2 3 \
+        --at 0.1 0.25 0.5 0.75 0.95 [--text-sequence t5] --output benchmarks/results/mmdit/block_maps.md
 
 For every prompt (two-object prompts of ShapesWorld's test split, e.g. "a red circle and a
 blue square") and seed, plain generation runs; the latents entering step ``floor(at x
@@ -16,9 +17,11 @@ share; the default blocks should be the best ones that come early (the guidance 
 cut after the last recorded block).
 
 It needs a trained model that draws ShapesWorld objects; on random-weight models (``tiny-sd3``,
-``tiny-flux``) the oracle finds nothing to score and the script says so. Until a trained
-MMDiT model exists, the pipelines' default (the middle third of the joint blocks) is
-provisional.
+``tiny-flux``) the oracle finds nothing to score and the script says so. On the embedded
+MMDiT model no block localises (``benchmarks/results/mmdit/block_maps.md`` and
+``block_maps_t5.md``: ``--model embedded-mmdit --prompts 24 --seeds 0 1 2 3 --at 0.1 0.25
+0.5 0.75 0.95``, with ``--text-sequence t5`` for the second), so the pipelines' default (the
+middle third of the joint blocks) stays.
 """
 
 from __future__ import annotations

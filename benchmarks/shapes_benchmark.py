@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from contrastive_diffusers.eval import BenchConfig, run_benchmark
+from contrastive_diffusers.models.names import is_embedded
 from contrastive_diffusers.shapes import shapes_prompts
 
 DEFAULT_CATEGORIES = {"two_object": 24, "relation": 8, "held_out": 8, "single": 8}
@@ -38,7 +39,7 @@ def main() -> None:
         n = args.per_category or DEFAULT_CATEGORIES.get(category, 8)
         items += [item for item in test_split if item.category == category][:n]
     # a training output folder carries the world's CLIP in clip/, as the shipped model does
-    clip_model = "auto" if args.model == "embedded" else str(Path(args.model) / "clip")
+    clip_model = "auto" if is_embedded(args.model) else str(Path(args.model) / "clip")
     run_benchmark(BenchConfig(output_dir=args.output_dir, model=args.model, methods=args.methods, prompt_set=items,
                               seeds=args.seeds, steps=args.steps, device="cpu", clip_model=clip_model))
 

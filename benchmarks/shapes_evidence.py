@@ -5,7 +5,8 @@ not noise; paired differences from plain generation with 95% intervals.
     python benchmarks/shapes_evidence.py --output-dir outputs/evidence          # the full run
     python benchmarks/shapes_evidence.py --output-dir outputs/evidence --estimate   # time it first
     python benchmarks/shapes_evidence.py --output-dir /tmp/smoke --smoke         # 2 prompts, 1 seed
-    python benchmarks/shapes_evidence.py --output-dir outputs/evidence-mmdit --model embedded-mmdit
+    python benchmarks/shapes_evidence.py --output-dir outputs/evidence-mmdit --model embedded-mmdit \
+        --steps 28 --tune-budget 240      # the committed evidence-mmdit.json (SD3's default steps)
 
 ``--model embedded`` (default) is the UNet model; ``embedded-mmdit`` its SD3-format sibling,
 whose results go to ``evidence-mmdit.json`` (and ``.md``, ``.png``, ...) beside the UNet's.

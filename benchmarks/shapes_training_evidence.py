@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from contrastive_diffusers.atomic_io import write_json_atomic
+from contrastive_diffusers.eval.train_evidence import RecipeChangedError
 from contrastive_diffusers.eval.train_experiments import (
     EXPERIMENTS,
     FULL,
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         try:
             entry, detail = run_experiment(name, args.output_dir, sizes)
-        except ValueError as error:  # e.g. a finished run of another recipe in the folder
+        except RecipeChangedError as error:  # a run of another recipe in the folder: say which arguments differ
             print(f"error: {error}", file=sys.stderr)
             return 2
         write_json_atomic(args.output_dir / name / "details.json", detail)

@@ -100,6 +100,9 @@ def test_text_lengths_are_stored_and_are_the_guided_pipelines_default(trained):
     embeds = stock.encode_prompt("a red circle", None, None, do_classifier_free_guidance=False,
                                  max_sequence_length=24)[0]
     assert embeds.shape[1] == 48
+    # without a T5 tokenizer (SD3 loaded without T5) the stock default stays
+    assert GuidedStableDiffusion3Pipeline.from_pipe(stock, tokenizer_3=None, text_encoder_3=None) \
+        .default_max_sequence_length() == 256
 
 
 def test_config_checks_name_the_fix():

@@ -155,6 +155,10 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread, ca
     # a changed recipe does not silently reuse the finished runs of the old one
     assert script.main(argv + ["--set", "dco_lr=0.5"]) == 2
     assert "learning_rate: 0.0001 -> 0.5" in capsys.readouterr().err
+    # paths are not settings: a moved work folder keeps its runs
+    from contrastive_diffusers.eval.train_evidence import _check_same_settings
+
+    _check_same_settings(out, {"train_data_dir": "/old/data", "seed": 0}, {"train_data_dir": "/new/data", "seed": 0})
     # a second training seed: its own runs and image seeds, pairs within each seed, each seed's difference
     assert script.main(argv + ["--set", "train_seeds=0,1"]) == 0
     assert (out / "dco" / "runs" / "dco-seed1" / "README.md").exists()
@@ -164,6 +168,9 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread, ca
     assert entry["paired"]["dreambooth_lora"]["n"] == 4
     assert set(entry["by_training_seed"]["dreambooth_lora"]) == {"0", "1"}
     assert all(s["n"] == 2 for s in entry["by_training_seed"]["dreambooth_lora"].values())
+    per_seed = [s["delta"] for s in entry["by_training_seed"]["dreambooth_lora"].values()]
+    across = entry["across_training_seeds"]["dreambooth_lora"]  # the training seeds as the samples
+    assert across["n"] == 2 and across["mean"] == pytest.approx(sum(per_seed) / 2)
     assert "Each training seed's paired difference from dreambooth_lora: seed 0:" in (results / "training.md").read_text()
 
 
@@ -176,5 +183,9 @@ def test_recipe_overrides_are_typed_and_named():
     with pytest.raises(ValueError, match="FIELD one of"):
         with_overrides(FULL, ["mcpl_step=3"])
     assert with_overrides(FULL, ["train_seeds=0,2"]).train_seeds == (0, 2)
+    with pytest.raises(ValueError, match="train_seeds must name at least one seed"):
+        with_overrides(FULL, ["train_seeds="])
+    with pytest.raises(ValueError, match="seeds must be >= 0 and leave DCO's fidelity seeds below 100000"):
+        with_overrides(FULL, ["seeds=0,100000"])
     with pytest.raises(ValueError, match="mcpl_steps needs an integer"):
         with_overrides(FULL, ["mcpl_steps=1.5"])

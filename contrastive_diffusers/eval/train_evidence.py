@@ -118,22 +118,34 @@ def train_once(method: str, argv: Sequence[str], output_dir: Path) -> Path:
         f"python -m contrastive_diffusers.training.{method}",
     )
     record = output_dir / "training_run.json"
-    if record.exists() and (finished := json.loads(record.read_text())).get("status") == "finished":
-        _check_same_settings(output_dir, finished.get("args", {}), jsonable(vars(args)))
-        return output_dir
+    if record.exists():  # finished (reused) or interrupted (resumed): either way, the same recipe
+        stored = json.loads(record.read_text())
+        _check_same_settings(output_dir, stored.get("args", {}), jsonable(vars(args)))
+        if stored.get("status") == "finished":
+            return output_dir
     train(args, instance)
     return output_dir
 
 
+class RecipeChangedError(ValueError):
+    """A run folder holds a training run made with other arguments than the recipe's."""
+
+
+#: Arguments a run may differ in and still be the same run: where things are, not what is trained.
+_LOCATIONS = frozenset({"command", "output_dir", "resume_from_checkpoint", "logging_dir", "train_data_dir",
+                        "pretrained_model_name_or_path"})
+
+
 def _check_same_settings(output_dir: Path, stored: dict, wanted: dict) -> None:
-    """A finished run is reused only for the settings it was trained with: a recipe changed
-    since (a default, a ``--set``) must not silently keep the old weights."""
-    ignored = {"command", "output_dir", "resume_from_checkpoint"}
-    changed = sorted(k for k in stored.keys() & wanted.keys() - ignored if stored[k] != wanted[k])
+    """A run is reused or resumed only with the settings it was started with: a recipe changed
+    since (a default, a ``--set``) must not silently keep the old weights. Paths are not
+    compared, so a moved work folder or a reinstalled package keeps its runs."""
+    shared = (stored.keys() & wanted.keys()) - _LOCATIONS
+    changed = sorted(k for k in shared if stored[k] != wanted[k])
     if changed:
         detail = ", ".join(f"{k}: {stored[k]!r} -> {wanted[k]!r}" for k in changed)
-        raise ValueError(
-            f"{output_dir} holds a finished run trained with other settings ({detail}); use a new --output-dir "
+        raise RecipeChangedError(
+            f"{output_dir} holds a training run made with other settings ({detail}); use a new --output-dir "
             "for a changed recipe, or delete that run folder (and its arm's lines in records.jsonl) to retrain it."
         )
 

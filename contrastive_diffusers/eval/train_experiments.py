@@ -56,6 +56,10 @@ MCPL_CONCEPTS = (("<c1>", "square", "orange", "square"), ("<c2>", "triangle", "c
 MCPL_PARTNERS = (("white", "circle"), ("yellow", "diamond"))
 
 
+#: Training seed k draws its images at seed + k x this (see ``Sizes.train_seeds``).
+TRAIN_SEED_STRIDE = 100_000
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Every size of the experiments (steps are optimizer steps per training run)."""
@@ -85,9 +89,18 @@ class Sizes:
     train_seeds: tuple[int, ...] = (0,)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
+    def __post_init__(self):
+        if not self.train_seeds or min(self.train_seeds) < 0:
+            raise ValueError(f"train_seeds must name at least one seed >= 0, got {self.train_seeds}.")
+        # image seeds (DCO's fidelity seeds from 1000 up included) stay below the stride, so
+        # that each image seed names its training seed
+        top = max([*self.seeds, 1000 + max(1, self.dco_prompts) * len(self.seeds)], default=0)
+        if not self.seeds or min(self.seeds) < 0 or top >= TRAIN_SEED_STRIDE:
+            raise ValueError(f"seeds must be >= 0 and leave DCO's fidelity seeds below {TRAIN_SEED_STRIDE}; "
+                             f"got {self.seeds}.")
+
 
 FULL = Sizes()
-TRAIN_SEED_STRIDE = 100_000
 
 
 def generation_seeds(seeds: Sequence[int], train_seed: int) -> tuple[int, ...]:
@@ -391,6 +404,11 @@ def _compare(records: list[dict], metric: str, method: str, baselines: Sequence[
             baseline: {str(k): comparison([r for r in records if training_seed_of(r["seed"]) == k], metric, method,
                                           [baseline], 0.0)["paired"][baseline] for k in seeds}
             for baseline in baselines}
+        # The pooled interval treats images as independent; training runs are not, so the
+        # interval that counts training seeds as the samples is reported beside it.
+        entry["across_training_seeds"] = {
+            baseline: stat([d["delta"] for d in per_seed.values() if d["delta"] is not None])
+            for baseline, per_seed in entry["by_training_seed"].items()}
     return entry
 
 

@@ -54,8 +54,10 @@ def training_markdown(results: dict, details: dict, header: str = "") -> str:
         for baseline, stat in entry["baselines"].items():
             lines.append(f"| {baseline} | {format_stat(stat)} | {_delta(entry['paired'][baseline])} |")
         for baseline, per_seed in entry.get("by_training_seed", {}).items():
+            across = entry.get("across_training_seeds", {}).get(baseline, {})
             lines += ["", f"Each training seed's paired difference from {baseline}: " + "; ".join(
-                f"seed {k}: {_delta(stat)}" for k, stat in per_seed.items()) + "."]
+                f"seed {k}: {_delta(stat)}" for k, stat in per_seed.items()) + "; their mean, with the training "
+                f"seeds as the samples: {_delta({'delta': across.get('mean'), **across})}."]
         arms = details.get(name, {}).get("arms", {})
         keys = sorted({k for rates in arms.values() for k in rates})
         if arms and keys:

@@ -69,7 +69,7 @@ def default_blocks(transformer) -> list[str]:
     double-stream (Flux) blocks, at least one, so that the guidance forward is cut early.
     Measured on the trained ShapesWorld MMDiT model (``benchmarks/mmdit_block_maps.py``,
     ``benchmarks/results/mmdit/block_maps.md``): no block's maps localise the objects there
-    (0.10-0.12 of a noun's map inside its object's box, 0.10 for a uniform map, at every step
+    (0.10-0.11 of a noun's map inside its object's box, 0.10 for a uniform map, at every step
     read), so the measurement picks no block over another and this default stays."""
     n = len(transformer.transformer_blocks)
     start = n // 3

@@ -16,6 +16,7 @@ def is_embedded(model) -> bool:
     """Whether ``model`` names one of the shipped ShapesWorld pipelines (oracle-judged images)."""
     return isinstance(model, str) and model in EMBEDDED_MODELS
 
+
 #: Random-weight pipelines that only exercise the machinery (see :mod:`.tiny`): name -> kind.
 TINY_MODELS = {
     "tiny-sd1": "sd1",

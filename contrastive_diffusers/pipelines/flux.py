@@ -26,7 +26,7 @@ class GuidedFluxPipeline(GuidedJointPipelineMixin, FluxPipeline):
     resolve on the T5 tokenizer and positions count T5's pieces from 1 (T5 has no start
     token). ``blocks`` may name double-stream blocks (``"transformer_blocks.i"`` or ints) and
     single-stream ones (``"single_transformer_blocks.j"``); default: the middle third of the
-    double-stream blocks (provisional). The guidance forward uses the positive prompt only.
+    double-stream blocks (not measured on a trained Flux-format model). The guidance forward uses the positive prompt only.
     """
 
     @torch.no_grad()

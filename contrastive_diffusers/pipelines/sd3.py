@@ -26,8 +26,9 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
     with MMDiT's in place of ``attn_res``:
 
     - ``blocks``: the joint blocks whose image-to-text maps the loss reads (ints or names
-      ``"transformer_blocks.i"``); default: the middle third of the blocks (provisional,
-      see :func:`~contrastive_diffusers.guidance.joint_attention.default_blocks`).
+      ``"transformer_blocks.i"``); default: the middle third of the blocks (measured on the
+      embedded MMDiT model, where no block localises better: see
+      :func:`~contrastive_diffusers.guidance.joint_attention.default_blocks`).
     - ``text_sequence``: the part of SD3's joint text the loss reads: ``"clip"`` (default,
       the first ``tokenizer.model_max_length`` (77) tokens, CLIP-L and CLIP-G side by side; token positions as the CLIP
       tokenizer counts them) or ``"t5"`` (the T5 tokens that follow, ``max_sequence_length``

@@ -92,6 +92,7 @@ def _double(batch: dict) -> dict:
 #: at 0.1 the run matched plain LoRA on the positives.
 CONTRASTIVE_WEIGHT = 0.1
 
+
 class EvoGen(LoraMethod):
     name = "evogen"
     description = "EvoGen: contrastive LoRA fine-tuning on positive / hard-negative pairs with a staged curriculum."

@@ -39,7 +39,7 @@ def evaluate_pipeline(pipe, items, seeds: Sequence[int], steps: int, guidance_sc
 
     jobs = [(item, seed) for item in items for seed in seeds]
     # An SD3-format model reads T5 text of the length it was trained at (its tokenizer's).
-    extra = {"max_sequence_length": pipe.tokenizer_3.model_max_length} if getattr(pipe, "tokenizer_3", None) else {}
+    extra = {"max_sequence_length": pipe.tokenizer_3.model_max_length} if getattr(pipe, "tokenizer_3", None) is not None else {}
     results: dict[str, list[bool]] = {}
     device = pipe.device
     for start in range(0, len(jobs), batch_size):

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+
 def _transformer_config() -> dict:
     return dict(
         sample_size=16,  # replaced by the VAE's latent size
