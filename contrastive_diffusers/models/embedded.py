@@ -27,26 +27,25 @@ _FOLDER = Path(__file__).resolve().parent.parent / "assets" / "shapesworld"
 _MMDIT_FOLDER = Path(__file__).resolve().parent.parent / "assets" / "shapesworld_mmdit"
 
 
+def _shipped(folder: Path, what: str, train_flags: str) -> Path:
+    """``folder`` if the package's copy of a model is there, else an error naming the fix."""
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the embedded ShapesWorld {what} is missing from {folder} (an install without the package's "
+            "assets?); reinstall contrastive-diffusers, or train one with "
+            f"`python -m contrastive_diffusers.shapes.train {train_flags}--output_dir DIR` and pass --model DIR"
+        )
+    return folder
+
+
 def embedded_model_dir() -> Path:
     """The shipped pipeline's folder: ``StableDiffusionPipeline.from_pretrained(embedded_model_dir())``."""
-    if not (_FOLDER / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"the embedded ShapesWorld model is missing from {_FOLDER} (an install without the package's "
-            "assets?); reinstall contrastive-diffusers, or train one with "
-            "`python -m contrastive_diffusers.shapes.train --output_dir DIR` and pass --model DIR"
-        )
-    return _FOLDER
+    return _shipped(_FOLDER, "model", "")
 
 
 def embedded_mmdit_dir() -> Path:
     """The shipped SD3-format pipeline's folder: ``StableDiffusion3Pipeline.from_pretrained(embedded_mmdit_dir())``."""
-    if not (_MMDIT_FOLDER / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"the embedded ShapesWorld MMDiT model is missing from {_MMDIT_FOLDER}; reinstall contrastive-diffusers, "
-            "or train one with `python -m contrastive_diffusers.shapes.train --format mmdit --output_dir DIR` "
-            "and pass --model DIR"
-        )
-    return _MMDIT_FOLDER
+    return _shipped(_MMDIT_FOLDER, "MMDiT model", "--format mmdit ")
 
 
 def embedded_clip_dir() -> Path:
