@@ -17,6 +17,13 @@ from .joint import GuidedJointPipelineMixin, clip_then_t5, expand_timestep
 STOCK_MAX_SEQUENCE_LENGTH = 256
 
 
+def default_t5_length(tokenizer_3) -> int:
+    """The T5 length of an SD3 call that gives none: the stock 256, or the T5 tokenizer's
+    ``model_max_length`` where a model was trained on shorter text."""
+    stored = getattr(tokenizer_3, "model_max_length", None)
+    return min(STOCK_MAX_SEQUENCE_LENGTH, int(stored)) if stored else STOCK_MAX_SEQUENCE_LENGTH
+
+
 class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3Pipeline):
     """``StableDiffusion3Pipeline`` whose ``__call__`` also takes a guidance method.
 
@@ -127,10 +134,8 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
         )
 
     def default_max_sequence_length(self) -> int:
-        """The T5 length of a call that does not give one: the stock 256, or the T5 tokenizer's
-        ``model_max_length`` where a model was trained on shorter text."""
-        stored = getattr(self.tokenizer_3, "model_max_length", None)
-        return min(STOCK_MAX_SEQUENCE_LENGTH, int(stored)) if stored else STOCK_MAX_SEQUENCE_LENGTH
+        """The T5 length of a call that does not give one (:func:`default_t5_length`)."""
+        return default_t5_length(self.tokenizer_3)
 
     # ---------------------------------------------------------------- what SD3 provides
     def _word_lookup(self, passed, options):

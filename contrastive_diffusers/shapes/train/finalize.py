@@ -35,11 +35,13 @@ def evaluate_pipeline(pipe, items, seeds: Sequence[int], steps: int, guidance_sc
                       batch_size: int = 32) -> dict:
     """Oracle success per category of ``items`` (prompt items with ``metadata["spec"]``) generated
     plainly at every seed: ``{category: {"success": k, "n": n, "rate": k / n}}``."""
+    from ...pipelines.sd3 import default_t5_length
     from ..oracle import check
 
     jobs = [(item, seed) for item in items for seed in seeds]
-    # An SD3-format model reads T5 text of the length it was trained at (its tokenizer's).
-    extra = {"max_sequence_length": pipe.tokenizer_3.model_max_length} if getattr(pipe, "tokenizer_3", None) is not None else {}
+    # An SD3-format model reads T5 text of the length it was trained at (its tokenizer's), as the
+    # guided pipeline's default does.
+    extra = {"max_sequence_length": default_t5_length(pipe.tokenizer_3)} if hasattr(pipe, "tokenizer_3") else {}
     results: dict[str, list[bool]] = {}
     device = pipe.device
     for start in range(0, len(jobs), batch_size):
