@@ -18,7 +18,10 @@ allocated memory is its own, and its time is taken after a warm-up call:
   methods, every image checked for NaN.
 - One training step (after one warm-up step) of textual inversion, ReVersion, MCPL, LoRA
   and EvoGen at 512 px, mixed precision fp16, batch 1, with and without gradient checkpointing.
-- SD3 and Flux: listed as pending (their guidance does not exist yet).
+- SD3 (medium) and Flux (FLUX.1-dev), 1024 px, bf16, 8 steps: plain and our four methods,
+  built on the GPU by ``mmdit_benchmark.py``'s worker with the stock T5 lengths; A&E's and
+  CONFORM's refinement capped at :data:`MMDIT_REFINEMENT_ITERATIONS` iterations, so each row
+  also gives seconds per guidance pass, from which any schedule's time follows.
 
 Layers that do not record run xformers where installed, SDPA otherwise (recorded per row).
 Every configuration has a time limit (``--limit-factor`` x its estimate, at least
@@ -53,6 +56,9 @@ CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None
 _spec = importlib.util.spec_from_file_location("_guidance_benchmark", HERE / "guidance_benchmark.py")
 gb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gb)
+_spec = importlib.util.spec_from_file_location("_mmdit_benchmark", HERE / "mmdit_benchmark.py")
+mb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mb)
 
 #: Our A&E against diffusers' pipeline, pixels in [0, 1]: fp16 rounds at 2^-11 relative, and
 #: 50 steps with 60 refinement updates (step size up to 20) amplify it; the two pipelines
@@ -61,6 +67,14 @@ AE_TOLERANCE = {"max_abs": 0.1, "mean_abs": 0.01}
 #: What users report for diffusers' A&E (stored attention probabilities in every layer).
 USER_REPORT = "A&E needs ~16 GB at 512 px and more than 80 GB at 1024 px"
 DEFAULT_BUDGET_S = 480.0
+#: Refinement iterations per refinement step in the SD3 and Flux rows (papers: 20): a pass
+#: costs the same either way, and 20 would not fit the budget on Flux (60 passes of ~0.3 s).
+MMDIT_REFINEMENT_ITERATIONS = 4
+#: Steps of the SD3 and Flux rows' warm-up call: one guided step runs every kernel (refinement,
+#: backward, the loop's CFG forward, the decode).
+MMDIT_WARMUP_STEPS = 1
+GENERATION_GROUPS = ("sd15", "sdxl", "sd3", "flux")
+MMDIT_GROUPS = ("sd3", "flux")
 
 
 @dataclass(frozen=True)
@@ -73,25 +87,30 @@ class Profile:
     mixed_precision: str
     sd15: tuple[str, int, int]  # model shape, image size, steps
     sdxl: tuple[str, int, int]
+    sd3: tuple[str, int, int]
+    flux: tuple[str, int, int]
+    mmdit_dtype: str
+    mmdit_full_size: bool  # the real models, or mmdit_benchmark's reduced width with tiny encoders
     training: tuple[str, int, int]  # model shape, resolution, optimizer steps (the first untimed)
     warmup_steps: int
     threads: int
 
 
-FULL = Profile("gpu", "cuda", "float16", "fp16", ("sd15", 512, 50), ("sdxl", 1024, 50), ("sd15", 512, 3), 2, 0)
-SMOKE = Profile("smoke", "cpu", "float32", "no", ("tiny", 64, 2), ("tiny-sdxl", 64, 2), ("tiny", 64, 2), 1, 1)
+FULL = Profile("gpu", "cuda", "float16", "fp16", ("sd15", 512, 50), ("sdxl", 1024, 50), ("sd3", 1024, 8),
+               ("flux", 1024, 8), "bfloat16", True, ("sd15", 512, 3), 2, 0)
+SMOKE = Profile("smoke", "cpu", "float32", "no", ("tiny", 64, 2), ("tiny-sdxl", 64, 2), ("sd3", 64, 2),
+                ("flux", 64, 2), "float32", False, ("tiny", 64, 2), 1, 1)
 
 
 @dataclass(frozen=True)
 class Config:
-    """One configuration: a generation (group sd15/sdxl), a training run, or a pending entry."""
+    """One configuration: a generation (group sd15, sdxl, sd3 or flux) or a training run."""
 
     group: str
     name: str
     estimate_s: float = 0.0  # on one H200, process start included
     checkpointing: bool = False
     attention: str = "auto"
-    pending: str | None = None
 
     @property
     def key(self) -> str:
@@ -103,7 +122,6 @@ class Config:
 #: The training configurations: ``training.benchmark`` names -> what the issue calls them.
 TRAINING_LABELS = {"textual_inversion": "textual inversion", "reversion": "ReVersion", "mcpl": "MCPL",
                    "denoise": "LoRA (evogen --objective denoise)", "contrastive": "EvoGen (--objective contrastive)"}
-PENDING = "pending: attention guidance for {} (MMDiT joint attention) does not exist in this package yet"
 BUILD_ESTIMATE_S = {"sd15": 15.0, "sdxl": 35.0}
 CONFIGS: tuple[Config, ...] = (
     Config("sd15", "none", 10),
@@ -119,14 +137,24 @@ CONFIGS: tuple[Config, ...] = (
     Config("sdxl", "ebama", 22),
     Config("sdxl", "syngen", 22),
     *(Config("training", m, 10.5, checkpointing=c) for c in (False, True) for m in TRAINING_LABELS),
-    Config("sd3", "all", pending=PENDING.format("SD3")),
-    Config("flux", "all", pending=PENDING.format("Flux")),
+    # Last: the rows the budget defers first when the estimates are short (see GPU_RESULTS.md).
+    Config("sd3", "none", 8),
+    Config("sd3", "attend_and_excite", 10),
+    Config("sd3", "conform", 10),
+    Config("sd3", "ebama", 8.5),
+    Config("sd3", "syngen", 8.5),
+    Config("flux", "none", 12),
+    Config("flux", "attend_and_excite", 18),
+    Config("flux", "conform", 18),
+    Config("flux", "ebama", 14),
+    Config("flux", "syngen", 14),
 )
 
 
 def estimated_total_s(configs=CONFIGS) -> float:
-    """The GPU run's estimated seconds: the model builds and every configuration that runs."""
-    return sum(BUILD_ESTIMATE_S.values()) + sum(c.estimate_s for c in configs if not c.pending)
+    """The GPU run's estimated seconds: the model builds and every configuration of ``configs``."""
+    groups = {c.group for c in configs}
+    return sum(v for k, v in BUILD_ESTIMATE_S.items() if k in groups) + sum(c.estimate_s for c in configs)
 
 
 # ----------------------------------------------------------------------------- processes
@@ -178,12 +206,16 @@ class Suite:
             return {"profile": p.name, "shape": shape, "resolution": size, "steps": steps,
                     "mixed_precision": p.mixed_precision, "gradient_checkpointing": config.checkpointing}
         shape, size, steps = getattr(p, config.group)
+        if config.group in MMDIT_GROUPS:
+            return {"profile": p.name, "shape": shape, "size": size, "steps": steps, "dtype": p.mmdit_dtype,
+                    "full_size": p.mmdit_full_size, "warmup_steps": MMDIT_WARMUP_STEPS, "attention": config.attention,
+                    "refinement_iterations": MMDIT_REFINEMENT_ITERATIONS}
         return {"profile": p.name, "shape": shape, "size": size, "steps": steps, "dtype": p.dtype,
                 "warmup_steps": p.warmup_steps, "attention": config.attention}
 
     def done(self, config: Config) -> bool:
         row = self.rows.get(config.key)
-        return row is not None and row["status"] in ("ok", "pending") and row.get("settings") == self.settings(config)
+        return row is not None and row["status"] == "ok" and row.get("settings") == self.settings(config)
 
     def remaining_s(self) -> float:
         return self.budget_s - (time.perf_counter() - self.started)
@@ -191,10 +223,6 @@ class Suite:
     # ------------------------------------------------------------------ running
     def run(self) -> dict:
         for config in self.selected():
-            if config.pending:
-                if self.rows.get(config.key, {}).get("reason") != config.pending:
-                    self.record(config, {"status": "pending", "reason": config.pending})
-                continue
             if self.done(config):
                 continue
             cmd, env, read = self.prepare(config)  # builds the model first: its time counts in the budget
@@ -226,6 +254,13 @@ class Suite:
         """``(command, environment, reader of the finished process's row)`` of a configuration."""
         p = self.profile
         env = dict(CHILD_ENV, **({"OMP_NUM_THREADS": str(p.threads)} if p.threads else {}))
+        if config.group in MMDIT_GROUPS:  # built in the worker, on the device
+            shape, size, steps = getattr(p, config.group)
+            args = argparse.Namespace(shape=shape, size=size, steps=steps, text_tokens=0, threads=p.threads,
+                                      refinement_iterations=MMDIT_REFINEMENT_ITERATIONS, device=p.device,
+                                      dtype=p.mmdit_dtype, warmup_steps=MMDIT_WARMUP_STEPS, attention=config.attention,
+                                      output_type="np", full_size=p.mmdit_full_size, heads=mb.NARROW_HEADS[shape])
+            return mb.worker_command(args, config.name), env, lambda out: json.loads(out.strip().splitlines()[-1])
         if config.group != "training":
             shape, size, steps = getattr(p, config.group)
             images = self.work_dir / "images" / f"{config.group}-{p.name}"
@@ -255,7 +290,7 @@ class Suite:
 
     def record(self, config: Config, values: dict) -> None:
         row = {"key": config.key, "group": config.group, "name": config.name, **values,
-               "settings": self.settings(config) if not config.pending else None}
+               "settings": self.settings(config)}
         self.rows[config.key] = row
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a") as f:
@@ -279,7 +314,8 @@ def _failure(row: dict) -> dict:
 
 def generation_rows(rows: dict, group: str) -> list[dict]:
     """The group's rows: seconds per image and its ratio to plain generation and to diffusers'
-    A&E, peak memory and the peak above the loaded pipeline (GiB), guided passes, NaN."""
+    A&E, peak memory and the peak above the loaded pipeline (GiB), guided passes and seconds
+    per pass (the time over plain generation over the passes), NaN."""
     ok = {k: r for k, r in rows.items() if r["status"] == "ok"}
     plain_s = ok.get(f"{group}/none", {}).get("seconds")
     ref_s = ok.get(f"{group}/diffusers_attend_and_excite", {}).get("seconds")
@@ -290,11 +326,12 @@ def generation_rows(rows: dict, group: str) -> list[dict]:
         if row["status"] != "ok":
             out.append({**entry, **_failure(row)})
             continue
+        passes = row["updates"] + row["refinement_iterations"] if "updates" in row else None
         out.append({**entry, "s_per_image": row["seconds"], "peak_gib": row["memory_peak"] / 2**30,
                     "extra_gib": (row["memory_peak"] - row["memory_before"]) / 2**30, "nan": row["nan"],
                     "x_plain": row["seconds"] / plain_s if plain_s else None,
-                    "x_diffusers_ae": row["seconds"] / ref_s if ref_s else None,
-                    "passes": row["updates"] + row["refinement_iterations"] if "updates" in row else None,
+                    "x_diffusers_ae": row["seconds"] / ref_s if ref_s else None, "passes": passes,
+                    "s_per_pass": (row["seconds"] - plain_s) / passes if passes and plain_s else None,
                     "skipped_nonfinite": row.get("skipped_nonfinite"), "vae_decode_dtype": row["vae_decode_dtype"]})
     return out
 
@@ -347,24 +384,27 @@ def training_rows(rows: dict) -> list[dict]:
 
 
 def summarize(rows: dict, images_root: Path, profile: Profile, env: dict) -> dict:
-    sd15, sdxl, training = generation_rows(rows, "sd15"), generation_rows(rows, "sdxl"), training_rows(rows)
-    peak = {r["key"]: r["peak_gib"] for r in sd15 + sdxl if r["status"] == "ok"}
+    generation = {group: generation_rows(rows, group) for group in GENERATION_GROUPS}
+    training = training_rows(rows)
+    every = [r for group in generation.values() for r in group]
+    peak = {r["key"]: r["peak_gib"] for r in every if r["status"] == "ok"}
     headline = {"user_report": USER_REPORT,
                 "diffusers_ae_sd15_peak_gib": peak.get("sd15/diffusers_attend_and_excite"),
                 "ours_ae_sd15_peak_gib": peak.get("sd15/attend_and_excite"),
                 "ours_ae_sdxl_peak_gib": peak.get("sdxl/attend_and_excite"),
-                "ours_sdxl_max_peak_gib": max((v for k, v in peak.items() if k.startswith("sdxl/")), default=None),
-                "nan_anywhere": any(r.get("nan") for r in sd15 + sdxl)}
+                **{f"ours_{g}_max_peak_gib": max((v for k, v in peak.items() if k.startswith(f"{g}/")), default=None)
+                   for g in ("sdxl", *MMDIT_GROUPS)},
+                "nan_anywhere": any(r.get("nan") for r in every)}
     mcpl = next((r for r in training if r["key"] == "training/mcpl+checkpointing" and r["status"] == "ok"), {})
-    return {"profile": profile.name, "settings": {"device": profile.device, "dtype": profile.dtype,
-                                                 "mixed_precision": profile.mixed_precision, "sd15": profile.sd15,
-                                                 "sdxl": profile.sdxl, "training": profile.training,
-                                                 "warmup_steps": profile.warmup_steps},
-            "environment": env, "ae_vs_diffusers": compare_ae(images_root / f"sd15-{profile.name}"),
+    settings = {"device": profile.device, "dtype": profile.dtype, "mixed_precision": profile.mixed_precision,
+                "sd15": profile.sd15, "sdxl": profile.sdxl, "sd3": profile.sd3, "flux": profile.flux,
+                "mmdit_dtype": profile.mmdit_dtype, "mmdit_full_size": profile.mmdit_full_size,
+                "mmdit_refinement_iterations": MMDIT_REFINEMENT_ITERATIONS, "training": profile.training,
+                "warmup_steps": profile.warmup_steps}
+    return {"profile": profile.name, "settings": settings, "environment": env,
+            "ae_vs_diffusers": compare_ae(images_root / f"sd15-{profile.name}"),
             "memory_headline": headline, "mcpl_goal": {"x_ti_with_checkpointing": mcpl.get("x_baseline"), "goal": 1.15},
-            "sd15": sd15, "sdxl": sdxl, "training": training,
-            "pending": [r for r in rows.values() if r["status"] == "pending"],
-            "rows": [rows[c.key] for c in CONFIGS if c.key in rows]}
+            **generation, "training": training, "rows": [rows[c.key] for c in CONFIGS if c.key in rows]}
 
 
 def _f(value, digits=2) -> str:
@@ -388,13 +428,22 @@ def markdown(report: dict) -> str:
     lines = [f"# GPU suite results ({report['profile']})", "", machine, "",
              f"`{env['command']}`", "", "Peak memory: CUDA peak allocated (CPU: peak RSS); times after a warm-up call.",
              ""]
-    head = "| method | attention | s/image | x plain | x diffusers A&E | fwd+bwd passes | peak GiB | over loaded GiB | NaN | status |"
-    for group, extra in [("sd15", ""), ("sdxl", ", VAE decoding in float32 (force_upcast)")]:
+    head = ("| method | attention | s/image | x plain | x diffusers A&E | fwd+bwd passes | s/pass | peak GiB | "
+            "over loaded GiB | NaN | status |")
+    captions = {"sd15": f"{st['dtype']}", "sdxl": f"{st['dtype']}, VAE decoding in float32 (force_upcast)",
+                "sd3": f"{st['mmdit_dtype']}, A&E's and CONFORM's refinement capped at "
+                       f"{st['mmdit_refinement_iterations']} iterations (papers: 20)"}
+    captions["flux"] = captions["sd3"]
+    names = ({"sd3": "SD3 medium", "flux": "FLUX.1-dev"} if st["mmdit_full_size"] else
+             {g: f"{g} (full depth, reduced width, tiny encoders)" for g in MMDIT_GROUPS})
+    for group in (g for g in GENERATION_GROUPS if report[g]):
         shape, size, steps = st[group]
-        lines += [f"## {shape}, {size} px, {steps} steps, {st['dtype']}{extra}", "", head, "|" + "---|" * 10]
+        lines += [f"## {names.get(group, shape)}, {size} px, {steps} steps, {captions[group]}", "", head,
+                  "|" + "---|" * 11]
         lines += [f"| {r['method']} | {r['attention']} | {_f(r.get('s_per_image'))} | {_f(r.get('x_plain'))} | "
-                  f"{_f(r.get('x_diffusers_ae'))} | {_f(r.get('passes'))} | {_f(r.get('peak_gib'))} | "
-                  f"{_f(r.get('extra_gib'))} | {_f(r.get('nan'))} | {_status(r)} |" for r in report[group]]
+                  f"{_f(r.get('x_diffusers_ae'))} | {_f(r.get('passes'))} | {_f(r.get('s_per_pass'), 3)} | "
+                  f"{_f(r.get('peak_gib'))} | {_f(r.get('extra_gib'))} | {_f(r.get('nan'))} | {_status(r)} |"
+                  for r in report[group]]
         lines.append("")
     ae = report["ae_vs_diffusers"]
     if ae:
@@ -407,7 +456,9 @@ def markdown(report: dict) -> str:
     lines += [(f"**Memory headline.** Users: “{h['user_report']}”. Here: diffusers' A&E "
                f"{_f(h['diffusers_ae_sd15_peak_gib'])} GiB and ours {_f(h['ours_ae_sd15_peak_gib'])} GiB at "
                f"{st['sd15'][1]} px; ours on SDXL at {st['sdxl'][1]} px: A&E {_f(h['ours_ae_sdxl_peak_gib'])} GiB, "
-               f"every method ≤ {_f(h['ours_sdxl_max_peak_gib'])} GiB. NaN in any image: {_f(h['nan_anywhere'])}."), "",
+               f"every method ≤ {_f(h['ours_sdxl_max_peak_gib'])} GiB; every method ≤ {_f(h['ours_sd3_max_peak_gib'])} "
+               f"GiB on SD3 and ≤ {_f(h['ours_flux_max_peak_gib'])} GiB on Flux at {st['flux'][1]} px. NaN in any "
+               f"image: {_f(h['nan_anywhere'])}."), "",
               f"## Training: one step at {st['training'][1]} px, mixed precision {st['mixed_precision']}, batch 1", "",
               "| method | grad. checkpointing | attention | s/step | x baseline | peak GiB | x no-ckpt | status |",
               "|---|---|---|---|---|---|---|---|"]
@@ -416,8 +467,7 @@ def markdown(report: dict) -> str:
               f"{_f(r.get('x_peak_no_checkpointing'))} | {_status(r)} |" for r in report["training"]]
     goal = report["mcpl_goal"]
     lines += ["", (f"MCPL with gradient checkpointing: {_f(goal['x_ti_with_checkpointing'])}x textual inversion's "
-                   f"step time (goal ≤ {goal['goal']})."), "", "## Pending", ""]
-    lines += [f"- {r['group']}: {r['reason']}" for r in report["pending"]] or ["- none"]
+                   f"step time (goal ≤ {goal['goal']}).")]
     return "\n".join(lines) + "\n"
 
 
@@ -472,7 +522,7 @@ def main(argv=None) -> int:
         parser.error(str(err))
     report = suite.run()
     print((args.output_dir / "results.md").read_text())
-    return 0 if all(r["status"] in ("ok", "pending") for r in report["rows"]) else 1
+    return 0 if all(r["status"] == "ok" for r in report["rows"]) else 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ peak memory over plain generation. A&E's and CONFORM's refinement is capped at
 ``--refinement-iterations`` (default 4 instead of the papers' 20) to fit a shared 2-core
 CPU; a pass costs the same either way, so their time at the papers' settings is plain time
 plus their passes times the seconds per pass.
+
+``--full-size`` builds the real models instead, with random weights, on ``--device`` in
+``--dtype``: SD3 medium's transformer (24 joint blocks, 24 heads of 64) or FLUX.1-dev's (19
+double- and 38 single-stream blocks, 24 heads of 128), CLIP-L, OpenCLIP bigG (SD3) and
+T5-v1.1-XXL encoders and the 16-channel VAE, at the stock T5 lengths (256 for SD3, 512 for
+Flux). Each is built on the device and cast at once (a GPU draws Flux's 12 B weights in a
+moment; writing and reading them, 33 GB in bf16 with T5, would take longer), the same seed
+giving the same weights in every process. ``benchmarks/gpu_suite.py`` runs its SD3 and Flux
+rows through this worker.
 """
 
 from __future__ import annotations
@@ -32,42 +41,108 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guidance_benchmark import PeakMemory  # noqa: E402  (same folder)
+from guidance_benchmark import PeakMemory, attention_backend, guidance_counts  # noqa: E402  (same folder)
 
 PROMPT = "a red car and a blue bench"
 GROUPS = [["red", "car"], ["blue", "bench"]]
 METHODS = ["none", "attend_and_excite", "conform", "ebama", "syngen"]
+#: Heads of the reduced-width transformers: 128 wide for both.
+NARROW_HEADS = {"sd3": 2, "flux": 1}
 
 
-def build(shape: str, heads: int):
-    """The guided pipeline of ``shape`` with a reduced-width, full-depth transformer."""
+def build(shape: str, heads: int | None, device: str = "cpu", dtype=None):
+    """The guided pipeline of ``shape``: a reduced-width, full-depth transformer with the tiny
+    pipeline's encoders and VAE (``heads``), or the full-size models (``heads=None``), built on
+    ``device`` with every component cast to ``dtype`` as soon as it exists."""
     import torch
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     from contrastive_diffusers.models.tiny import tiny_pipeline
     from contrastive_diffusers.pipelines import GuidedFluxPipeline, GuidedStableDiffusion3Pipeline
 
-    stock = tiny_pipeline("flux" if shape == "flux" else "sd3")
+    stock = tiny_pipeline("flux" if shape == "flux" else "sd3")  # tokenizers and scheduler
     torch.manual_seed(0)
+    builders = full_size_builders(shape, stock) if heads is None else {"transformer": lambda: _narrow(shape, heads, stock)}
+    with torch.device(device):
+        parts = {name: make().eval() if dtype is None else make().eval().to(dtype) for name, make in builders.items()}
+    cls = GuidedFluxPipeline if shape == "flux" else GuidedStableDiffusion3Pipeline
+    pipe = cls(**{**stock.components, **parts})
+    # Full size: every model was cast as it was built; reduced width: the tiny encoders too.
+    return pipe.to(device) if dtype is None or heads is None else pipe.to(device, dtype)
+
+
+def _narrow(shape: str, heads: int, stock):
+    """The real depth and layout at ``heads`` heads, reading the tiny pipeline's text encoders."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
     text_width = stock.text_encoder_2.config.d_model if shape == "flux" else stock.text_encoder_3.config.d_model
     if shape == "flux":
-        transformer = FluxTransformer2DModel(
+        return FluxTransformer2DModel(
             patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
             num_attention_heads=heads, joint_attention_dim=text_width,
             pooled_projection_dim=stock.text_encoder.config.hidden_size, guidance_embeds=True,
             axes_dims_rope=(16, 56, 56),
         )
-        cls = GuidedFluxPipeline
-    else:
-        pooled = stock.text_encoder.config.projection_dim + stock.text_encoder_2.config.projection_dim
-        transformer = SD3Transformer2DModel(
-            sample_size=stock.transformer.config.sample_size, patch_size=2, in_channels=16, num_layers=24,
-            attention_head_dim=64, num_attention_heads=heads, joint_attention_dim=text_width,
-            caption_projection_dim=64 * heads, pooled_projection_dim=pooled, out_channels=16, pos_embed_max_size=96,
-        )
-        cls = GuidedStableDiffusion3Pipeline
-    components = {**stock.components, "transformer": transformer.eval()}
-    return cls(**components)
+    pooled = stock.text_encoder.config.projection_dim + stock.text_encoder_2.config.projection_dim
+    return SD3Transformer2DModel(
+        sample_size=stock.transformer.config.sample_size, patch_size=2, in_channels=16, num_layers=24,
+        attention_head_dim=64, num_attention_heads=heads, joint_attention_dim=text_width,
+        caption_projection_dim=64 * heads, pooled_projection_dim=pooled, out_channels=16, pos_embed_max_size=96,
+    )
+
+
+#: The published configurations the full-size models follow (their ``config.json`` files).
+CLIP_VOCAB, T5_VOCAB = 49408, 32128
+
+
+def full_size_builders(shape: str, stock) -> dict:
+    """Constructors of SD3 medium's / FLUX.1-dev's transformer, text encoders and VAE (random
+    weights; the tiny pipeline's tokenizers, whose ids lie inside the real vocabularies)."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from contrastive_diffusers.models.tiny_mmdit import VAE_FACTORS
+
+    def clip(cls, tokenizer, width, layers, heads, act):
+        return lambda: cls(CLIPTextConfig(
+            vocab_size=CLIP_VOCAB, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+            num_attention_heads=heads, max_position_embeddings=77, hidden_act=act, projection_dim=width,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+
+    def t5(tokenizer):  # T5-v1.1-XXL's encoder
+        return lambda: T5EncoderModel(T5Config(
+            vocab_size=T5_VOCAB, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+            feed_forward_proj="gated-gelu", pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id))
+
+    def vae():
+        scaling, shift = VAE_FACTORS["flux" if shape == "flux" else "sd3"]
+        return AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+            latent_channels=16, sample_size=1024, scaling_factor=scaling, shift_factor=shift, use_quant_conv=False,
+            use_post_quant_conv=False)
+
+    if shape == "flux":
+        return {
+            "transformer": lambda: FluxTransformer2DModel(
+                patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                axes_dims_rope=(16, 56, 56)),
+            "text_encoder": clip(CLIPTextModel, stock.tokenizer, 768, 12, 12, "quick_gelu"),
+            "text_encoder_2": t5(stock.tokenizer_2),
+            "vae": vae,
+        }
+    return {
+        "transformer": lambda: SD3Transformer2DModel(
+            sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+            num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+            pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192),
+        "text_encoder": clip(CLIPTextModelWithProjection, stock.tokenizer, 768, 12, 12, "quick_gelu"),
+        "text_encoder_2": clip(CLIPTextModelWithProjection, stock.tokenizer_2, 1280, 32, 20, "gelu"),
+        "text_encoder_3": t5(stock.tokenizer_3),
+        "vae": vae,
+    }
 
 
 def worker(args) -> dict:
@@ -75,35 +150,62 @@ def worker(args) -> dict:
 
     from contrastive_diffusers.guidance import get_method
 
-    torch.set_num_threads(args.threads)
-    pipe = build(args.shape, args.heads)
+    torch.set_num_threads(args.threads) if args.threads else None
+    cuda = args.device.startswith("cuda")
+    started = time.perf_counter()
+    dtype = getattr(torch, args.dtype)
+    # Components are drawn in float32; cast only to another precision.
+    heads = None if args.full_size else args.heads or NARROW_HEADS[args.shape]
+    pipe = build(args.shape, heads, args.device, None if dtype == torch.float32 else dtype)
+    pipe.set_progress_bar_config(disable=True)
+    backend = attention_backend(args.attention, args.device)
+    if backend == "xformers":  # the layers that do not record
+        pipe.enable_xformers_memory_efficient_attention()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # the float32 copies the components were drawn in
+    build_s = time.perf_counter() - started
     call = dict(prompt=PROMPT, height=args.size, width=args.size, num_inference_steps=args.steps,
-                max_sequence_length=args.text_tokens, output_type="latent")
+                output_type=args.output_type, **({"max_sequence_length": args.text_tokens} if args.text_tokens else {}))
     guided = {}
     if args.method != "none":
         method = get_method(args.method)
         if method.schedule.refinement:  # A&E, CONFORM: fewer refinement iterations (see --refinement-iterations)
             method = method.with_schedule(refinement_iterations=args.refinement_iterations)
-        guided = dict(guidance=method, token_groups=GROUPS)
-    pipe(**{**call, "num_inference_steps": 1}, generator=torch.Generator().manual_seed(1))  # warm-up
-    with PeakMemory("cpu") as memory:
+        guided = dict(guidance=method, token_groups=[["car"], ["bench"]] if args.method == "attend_and_excite" else GROUPS)
+    if args.warmup_steps:  # the same call, shorter: kernels (and, on a GPU, the allocator) settle
+        pipe(**{**call, "num_inference_steps": args.warmup_steps}, **guided, generator=torch.Generator().manual_seed(1))
+    with PeakMemory(args.device) as memory:
         start = time.perf_counter()
         out = pipe(**call, **guided, generator=torch.Generator().manual_seed(0))
+        if cuda:
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     records = out.guidance_records or []
+    images = out.images.float() if torch.is_tensor(out.images) else torch.as_tensor(out.images)
     # Per guided step: one forward for the loss; n refinement iterations reuse it and add n - 1
     # forwards, plus one at the refined latents.
     passes = sum(1 + r.refinement_iterations[0] for r in records)
-    return {"seconds": seconds, "memory_before": memory.before, "memory_peak": memory.peak, "passes": passes,
-            "guided_steps": len(records), "cfg": pipe.do_classifier_free_guidance if args.shape == "sd3" else False}
+    return {"seconds": seconds, "build_s": build_s, "memory_before": memory.before, "memory_peak": memory.peak,
+            "passes": passes, "guided_steps": len(records),
+            "cfg": pipe.do_classifier_free_guidance if args.shape == "sd3" else False, "cfg_forwards": args.steps,
+            "nan": bool(torch.isnan(images).any()), "attention": backend,
+            "vae_decode_dtype": args.dtype if args.output_type != "latent" else None,
+            **(guidance_counts(records) if records else {})}
+
+
+def worker_command(args, method: str) -> list[str]:
+    """The command line of one measurement (its own process); it prints one JSON line."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--shape", args.shape, "--method", method,
+               "--size", str(args.size), "--steps", str(args.steps), "--text-tokens", str(args.text_tokens),
+               "--threads", str(args.threads), "--refinement-iterations", str(args.refinement_iterations),
+               "--device", args.device, "--dtype", args.dtype, "--warmup-steps", str(args.warmup_steps),
+               "--attention", args.attention, "--output-type", args.output_type]
+    return command + (["--full-size"] if args.full_size else ["--heads", str(args.heads)])
 
 
 def measure(args, method: str) -> dict:
-    command = [sys.executable, __file__, "--worker", "--shape", args.shape, "--method", method, "--heads",
-               str(args.heads), "--size", str(args.size), "--steps", str(args.steps), "--text-tokens",
-               str(args.text_tokens), "--threads", str(args.threads), "--refinement-iterations",
-               str(args.refinement_iterations)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(worker_command(args, method), capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -141,8 +243,18 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=None, help="default: 2 (SD3), 1 (Flux): 128 wide")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--text-tokens", type=int, default=64, help="T5 max_sequence_length")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--text-tokens", type=int, default=64,
+                        help="T5 max_sequence_length (0: the pipeline's default, SD3 256 and Flux 512)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="the real models (random weights) instead of reduced width and tiny encoders")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--warmup-steps", type=int, default=1, help="steps of the untimed warm-up call (0: none)")
+    parser.add_argument("--attention", choices=["default", "auto", "xformers"], default="default",
+                        help="the layers that do not record: SDPA, xformers, or auto (xformers on CUDA where installed)")
+    parser.add_argument("--output-type", choices=["latent", "np"], default="latent",
+                        help="np: decode with the VAE (its time and memory count), as a user's call does")
     parser.add_argument("--refinement-iterations", type=int, default=4,
                         help="cap on A&E's / CONFORM's refinement iterations per refinement step (papers: 20)")
     parser.add_argument("--methods", nargs="+", default=METHODS)
@@ -165,7 +277,7 @@ def main(argv=None) -> int:
     ]
     for shape in (["sd3", "flux"] if args.shape == "both" else [args.shape]):
         shape_args = argparse.Namespace(**{**vars(args), "shape": shape,
-                                           "heads": args.heads or (2 if shape == "sd3" else 1)})
+                                           "heads": args.heads or NARROW_HEADS[shape]})
         results = {}
         for method in args.methods:
             results[method] = measure(shape_args, method)
