@@ -27,6 +27,7 @@ from contrastive_diffusers.eval.train_experiments import (
     FULL,
     SMOKE,
     run_experiment,
+    sizes_of,
     with_overrides,
 )
 from contrastive_diffusers.eval.train_report import (
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         write_json_atomic(args.output_dir / name / "details.json", detail)
-        new[name] = entry
+        new[name] = {**entry, "sizes": sizes_of(name, sizes)}  # each experiment says what it ran with
         print(f"{name}: {entry['metric']}: method {format_stat(entry['method'])}; "
               + "; ".join(f"{b} {format_stat(s)}" for b, s in entry["baselines"].items())
               + f" ({(time.perf_counter() - started) / 60:.1f} min this call)", flush=True)
@@ -85,8 +86,8 @@ def main(argv=None) -> int:
         if name not in details and path.exists():
             details[name] = json.loads(path.read_text())
     header = (f"`python benchmarks/shapes_training_evidence.py --output-dir DIR{' --smoke' if args.smoke else ''}` "
-              f"on {platform.machine()} with {args.threads} torch threads ({os.cpu_count()} CPUs); "
-              f"sizes: {sizes}.")
+              f"on {platform.machine()} with {args.threads} torch threads ({os.cpu_count()} CPUs); each "
+              "experiment's sizes (`--set` changes them) are in its section.")
     for path in write_report(results, details, args.output_dir, results_dir, header):
         print(path)
     return 0

@@ -140,7 +140,9 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread, ca
     assert script.main(argv) == 0
     data = json.loads((results / "training.json").read_text())
     entry = data["dco"]
-    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes"}
+    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes", "sizes"}
+    assert entry["sizes"]["dco_steps"] == 1 and entry["sizes"]["train_seeds"] == [0]  # the smoke sizes
+    assert not any(k.startswith(("mcpl_", "reversion_", "evogen_")) for k in entry["sizes"])
     assert set(entry["baselines"]) == set(entry["paired"]) == {"dreambooth_lora"}
     assert entry["method"]["n"] == 2 and entry["paired"]["dreambooth_lora"]["n"] == 2
     for name in ("training.md", "training-dco.png", "training-dco-examples.png"):
@@ -171,7 +173,9 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread, ca
     per_seed = [s["delta"] for s in entry["by_training_seed"]["dreambooth_lora"].values()]
     across = entry["across_training_seeds"]["dreambooth_lora"]  # the training seeds as the samples
     assert across["n"] == 2 and across["mean"] == pytest.approx(sum(per_seed) / 2)
-    assert "Each training seed's paired difference from dreambooth_lora: seed 0:" in (results / "training.md").read_text()
+    report = (results / "training.md").read_text()
+    assert "Each training seed's paired difference from dreambooth_lora: seed 0:" in report
+    assert entry["sizes"]["train_seeds"] == [0, 1] and "train_seeds=[0, 1]" in report  # this call's sizes
 
 
 def test_recipe_overrides_are_typed_and_named():

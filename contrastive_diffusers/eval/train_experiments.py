@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +114,15 @@ def training_seed_of(generation_seed: int) -> int:
 
 def _run_dir(folder: Path, name: str, train_seed: int) -> Path:
     return folder / "runs" / (name if train_seed == 0 else f"{name}-seed{train_seed}")
+
+
+def sizes_of(name: str, sizes: Sizes) -> dict:
+    """The sizes experiment ``name`` ran with: its own fields (``<name>_*``) and the shared
+    ones (batch, seeds, training seeds, generation), as JSON values (lists, not tuples), so the
+    report reads the same from memory and from ``training.json``."""
+    prefixes = tuple(f"{n}_" for n in EXPERIMENTS)
+    own = {k: v for k, v in asdict(sizes).items() if k.startswith(f"{name}_") or not k.startswith(prefixes)}
+    return json.loads(json.dumps(own))
 
 
 def with_overrides(sizes: Sizes, overrides: list[str]) -> Sizes:

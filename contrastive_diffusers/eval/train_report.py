@@ -48,7 +48,9 @@ def training_markdown(results: dict, details: dict, header: str = "") -> str:
     if header:
         lines += [header, ""]
     for name, entry in results.items():
+        sizes = entry.get("sizes")
         lines += [f"## {name}", "", f"Metric: {entry['metric']}; {entry['minutes']:.1f} minutes.", "",
+                  *([f"Sizes: {', '.join(f'{k}={v}' for k, v in sizes.items())}.", ""] if sizes else []),
                   "| arm | mean [95% CI] (n) | method − arm, paired [95% CI] |", "|---|---|---|",
                   f"| **{name}** (method) | {format_stat(entry['method'])} | |"]
         for baseline, stat in entry["baselines"].items():
