@@ -80,6 +80,12 @@ def resolve_window_mode(method: GuidanceMethod, tokenizers: Sequence) -> str:
     return "all"
 
 
+def can_truncate(truncate_forward: bool, model) -> bool:
+    """Whether to cut the guidance forward after the last recorded layer: it changes nothing in
+    the loss, but is left off under accelerate's offload hooks, which expect whole forwards."""
+    return truncate_forward and not any(hasattr(m, "_hf_hook") for m in model.modules())
+
+
 class Guider:
     """Applies ``method`` during one generation; see the module docstring.
 
@@ -100,21 +106,27 @@ class Guider:
         keep_attention_maps: bool = False,
         truncate_forward: bool = True,
     ):
-        self.method = method
         self.unet = unet
         self.scheduler = scheduler
-        self.cond = conditioning
         if attn_res is None:
             attn_res = default_attn_res(unet, latent_hw)
         self.attn_res = tuple(int(s) for s in attn_res)
         self.layer_names = select_layers(unet, latent_hw, self.attn_res)
-        # Cutting the guidance forward after the last recorded layer changes nothing in the
-        # loss; it is left off under accelerate's offload hooks, which expect whole forwards.
-        self.truncate_forward = truncate_forward and not any(hasattr(m, "_hf_hook") for m in unet.modules())
+        self.truncate_forward = can_truncate(truncate_forward, unet)
         self.recorder = AttentionRecorder(
             self.attn_res, stop_after=len(self.layer_names) if self.truncate_forward else None
         )
-        self.schedule = method.schedule.resolve(num_inference_steps)  # fractions -> this run's step indices
+        # the method's schedule: fractions -> this run's step indices
+        self._start_run(method, conditioning, method.schedule, num_inference_steps, window_mode,
+                        conditioning.encoder_hidden_states.shape[1], record_loss_after_update, keep_attention_maps)
+
+    def _start_run(self, method, conditioning, schedule, num_inference_steps: int, window_mode: str,
+                   num_tokens: int, record_loss_after_update: bool, keep_attention_maps: bool) -> None:
+        """The state every guider keeps (UNet or MMDiT): the method, its resolved schedule, the
+        token windows, the records; the prompts' token groups checked against the method."""
+        self.method = method
+        self.cond = conditioning
+        self.schedule = schedule.resolve(num_inference_steps)
         self.step_sizes = self.schedule.step_sizes(num_inference_steps)
         self.window_mode = window_mode
         self.record_loss_after_update = record_loss_after_update
@@ -122,7 +134,6 @@ class Guider:
         self.records: list[StepRecord] = []
         self.attention_maps: dict[int, torch.Tensor] = {}
         self.previous_maps: torch.Tensor | None = None
-        num_tokens = conditioning.encoder_hidden_states.shape[1]
         self.windows = [token_window(window_mode, n, num_tokens) for n in conditioning.prompt_lengths]
         for groups, prompt in zip(conditioning.groups, conditioning.prompts, strict=True):
             method.validate_groups(groups, prompt)

@@ -15,9 +15,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .engine import ForwardComplete, GuidanceConditioning, Guider, _frozen_parameters
+from .engine import ForwardComplete, GuidanceConditioning, Guider, _frozen_parameters, can_truncate
 from .joint_attention import JointAttentionRecorder, TextSequence, joint_recording_processors, select_blocks
-from .maps import token_window
 from .methods import GuidanceMethod
 from .schedule import GuidanceSchedule
 
@@ -71,30 +70,19 @@ class JointGuider(Guider):
         truncate_forward: bool = True,
         absolute_steps: bool = False,
     ):
-        # Guider.__init__ selects UNet layers; the rest of its state is set the same way here.
-        self.method = method
+        # Guider.__init__ selects UNet layers; the state every guider keeps is set the same way.
         self.transformer = transformer
         self.run_transformer = run_transformer
-        self.cond = conditioning
         self.text = text
         self.attn_res = tuple(int(s) for s in grid_hw)
         self.layer_names = select_blocks(transformer, blocks)
-        self.truncate_forward = truncate_forward and not any(hasattr(m, "_hf_hook") for m in transformer.modules())
+        self.truncate_forward = can_truncate(truncate_forward, transformer)
         self.recorder = JointAttentionRecorder(
             self.attn_res, text_len, stop_after=len(self.layer_names) if self.truncate_forward else None
         )
         schedule = method.schedule if absolute_steps else as_fractions(method.schedule)
-        self.schedule = schedule.resolve(num_inference_steps)
-        self.step_sizes = self.schedule.step_sizes(num_inference_steps)
-        self.window_mode = window_mode
-        self.record_loss_after_update = record_loss_after_update
-        self.keep_attention_maps = keep_attention_maps
-        self.records = []
-        self.attention_maps = {}
-        self.previous_maps = None
-        self.windows = [token_window(window_mode, n, text.map_tokens) for n in conditioning.prompt_lengths]
-        for groups, prompt in zip(conditioning.groups, conditioning.prompts, strict=True):
-            method.validate_groups(groups, prompt)
+        self._start_run(method, conditioning, schedule, num_inference_steps, window_mode, text.map_tokens,
+                        record_loss_after_update, keep_attention_maps)
 
     def _forward_maps(self, latents: torch.Tensor, t) -> torch.Tensor:
         with self.recorder.recording():
