@@ -47,7 +47,8 @@ def _mmdit_lines(log: dict) -> dict:
               "`SD3Transformer2DModel`, two CLIP text encoders and T5, rectified flow)"),
         pipeline_class="StableDiffusion3Pipeline",
         in_package=("Load it with `--model <this folder>` in `contrastive-diffusers generate/bench`, or "
-                    "`contrastive_diffusers.models.loading.load_pipeline`.\n"),
+                    "`contrastive_diffusers.models.loading.load_pipeline`; the copy shipped in this package is "
+                    "`--model embedded-mmdit` (`contrastive_diffusers.models.embedded.embedded_mmdit_dir()`).\n"),
         vae_extra=f", shift_factor {phases.get('vae', {}).get('shift_factor', 0):.4f}",
         denoiser=(f"- Transformer ({params['transformer']:,} params) + text encoders ({encoders} params): "
                   f"{args['transformer_steps']} steps, batch {args['batch_size']}, AdamW lr {args['transformer_lr']} "
