@@ -103,3 +103,13 @@ def test_paper_settings_lower_their_loss_on_the_trained_model(method):
              for before, after, updated in zip(record.loss, record.loss_after_update, record.updated) if updated]
     lower = sum(after < before for before, after in pairs)
     assert len(pairs) >= 6 and lower >= 0.8 * len(pairs), (lower, len(pairs))
+
+
+@pytest.mark.parametrize("folder", ["embedded", "embedded-mmdit"])
+def test_shipped_cards_are_what_their_training_logs_write(folder):
+    """The shipped models' README.md is the card `shapes.train` writes from their training_log.json."""
+    from contrastive_diffusers.models.embedded import embedded_model_dir
+    from contrastive_diffusers.shapes.train.card import model_card
+
+    path = embedded_model_dir() if folder == "embedded" else embedded_mmdit_dir()
+    assert model_card(json.loads((path / "training_log.json").read_text())) == (path / "README.md").read_text()

@@ -123,4 +123,4 @@ def model_card(log: dict) -> str:
                    f"guidance scale {ev['guidance_scale']})\n")
         out.append("| category | success | n | rate |\n|---|---:|---:|---:|\n" + "".join(
             f"| {c} | {r['success']} | {r['n']} | {r['rate']:.3f} |\n" for c, r in ev["per_category"].items()))
-    return "\n".join(out)
+    return "\n".join(part for part in out if part)  # no blank line for a part a format lacks
