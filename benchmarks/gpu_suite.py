@@ -1,6 +1,6 @@
-"""The GPU figures in one command: full-size fp16 time and memory of every method.
+"""The GPU figures in one command: full-size fp16 / bf16 time and memory of every method.
 
-    python benchmarks/gpu_suite.py --output-dir benchmarks/results/gpu     # one H200-class GPU, < 8 min
+    python benchmarks/gpu_suite.py --output-dir benchmarks/results/gpu     # one H200-class GPU, budget 8 min
     python benchmarks/gpu_suite.py --output-dir /tmp/smoke --smoke         # tiny models on the CPU
 
 Real architectures with random weights (nothing is downloaded; time and memory do not
@@ -68,7 +68,8 @@ AE_TOLERANCE = {"max_abs": 0.1, "mean_abs": 0.01}
 USER_REPORT = "A&E needs ~16 GB at 512 px and more than 80 GB at 1024 px"
 DEFAULT_BUDGET_S = 480.0
 #: Refinement iterations per refinement step in the SD3 and Flux rows (papers: 20): a pass
-#: costs the same either way, and 20 would not fit the budget on Flux (60 passes of ~0.3 s).
+#: costs the same either way, and 20 would not fit the budget on Flux (CONFORM refines without
+#: a target, so up to 60 passes of ~0.3 s; A&E stops early only where its target is met).
 MMDIT_REFINEMENT_ITERATIONS = 4
 #: Steps of the SD3 and Flux rows' warm-up call: one guided step runs every kernel (refinement,
 #: backward, the loop's CFG forward, the decode).

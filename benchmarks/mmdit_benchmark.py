@@ -1,5 +1,5 @@
 """Cost of attention-map guidance on MMDiT models: every method against plain generation on
-SD3- and Flux-shaped transformers at reduced width (CPU, float32).
+SD3- and Flux-shaped transformers (by default at reduced width, on the CPU, in float32).
 
     PYTHONPATH=. python benchmarks/mmdit_benchmark.py --output benchmarks/results/mmdit/cpu.md
 
@@ -185,10 +185,10 @@ def worker(args) -> dict:
     images = out.images.float() if torch.is_tensor(out.images) else torch.as_tensor(out.images)
     # Per guided step: one forward for the loss; n refinement iterations reuse it and add n - 1
     # forwards, plus one at the refined latents.
-    passes = sum(1 + r.refinement_iterations[0] for r in records)
+    forwards = sum(1 + r.refinement_iterations[0] for r in records)
     return {"seconds": seconds, "build_s": build_s, "memory_before": memory.before, "memory_peak": memory.peak,
-            "passes": passes, "guided_steps": len(records),
-            "cfg": pipe.do_classifier_free_guidance if args.shape == "sd3" else False, "cfg_forwards": args.steps,
+            "forwards": forwards, "guided_steps": len(records),
+            "cfg": pipe.do_classifier_free_guidance if args.shape == "sd3" else False,
             "nan": bool(torch.isnan(images).any()), "attention": backend,
             "vae_decode_dtype": args.dtype if args.output_type != "latent" else None,
             **(guidance_counts(records) if records else {})}
@@ -205,7 +205,9 @@ def worker_command(args, method: str) -> list[str]:
 
 
 def measure(args, method: str) -> dict:
-    done = subprocess.run(worker_command(args, method), capture_output=True, text=True, check=True)
+    done = subprocess.run(worker_command(args, method), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{args.shape} {method} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -213,9 +215,11 @@ def table(shape: str, results: dict, args, note: str) -> list[str]:
     plain = results["none"]
     # A plain step runs the transformer once on the CFG batch (SD3) or once (Flux).
     forward = plain["seconds"] / args.steps
+    width = ("full size" if args.full_size else
+             f"{args.heads} heads ({args.heads * (64 if shape == 'sd3' else 128)} wide)")
+    tokens = f"{args.text_tokens} T5 tokens" if args.text_tokens else "the stock T5 length"
     lines = [
-        f"### {shape}: {args.size} px, {args.steps} steps, {args.text_tokens} T5 tokens, "
-        f"{args.heads} heads ({args.heads * (64 if shape == 'sd3' else 128)} wide)",
+        f"### {shape}: {args.size} px, {args.steps} steps, {tokens}, {width}",
         "",
         note,
         "",
@@ -225,10 +229,10 @@ def table(shape: str, results: dict, args, note: str) -> list[str]:
     ]
     for method, r in results.items():
         extra = (r["memory_peak"] - r["memory_before"]) - (plain["memory_peak"] - plain["memory_before"])
-        per_pass = (r["seconds"] - plain["seconds"]) / r["passes"] if r["passes"] else None
+        per_pass = (r["seconds"] - plain["seconds"]) / r["forwards"] if r["forwards"] else None
         lines.append(
             f"| {method} | {r['seconds']:.2f} | {r['seconds'] / plain['seconds']:.2f} | {r['guided_steps']} | "
-            f"{r['passes']} | {'' if per_pass is None else f'{per_pass:.3f}'} | "
+            f"{r['forwards']} | {'' if per_pass is None else f'{per_pass:.3f}'} | "
             f"{'' if per_pass is None else f'{per_pass / forward:.2f}'} | "
             f"{'' if method == 'none' else f'{extra / 2**20:.0f}'} |"
         )
@@ -266,10 +270,11 @@ def main(argv=None) -> int:
     import torch
 
     lines = [
-        "# Guidance on MMDiT models: cost on the CPU",
+        f"# Guidance on MMDiT models: cost on the {'GPU' if args.device.startswith('cuda') else 'CPU'}",
         "",
-        f"`python benchmarks/mmdit_benchmark.py {' '.join(sys.argv[1:])}` on {platform.processor() or platform.machine()}, "
-        f"{args.threads} threads, torch {torch.__version__}, float32. Paper defaults of each method read as "
+        f"`python benchmarks/mmdit_benchmark.py {' '.join(sys.argv[1:])}` on "
+        f"{torch.cuda.get_device_name(0) if args.device.startswith('cuda') else platform.processor() or platform.machine()}, "
+        f"{args.threads or 'default'} threads, torch {torch.__version__}, {args.dtype}. Paper defaults of each method read as "
         "fractions of 50 steps (the MMDiT pipelines' default), refinement capped at "
         f"{args.refinement_iterations} iterations per refinement step (papers: 20), default blocks (the middle "
         "third of the joint / double-stream blocks).",
