@@ -33,6 +33,7 @@ import torch
 
 from .tiny_tokenizers import CLIP_MAX_LENGTH as _MAX_LENGTH
 from .tiny_tokenizers import tiny_tokenizer
+from .tiny_vae import tiny_vae
 
 UNET_KINDS = ("sd1", "sd2", "sdxl")
 KINDS = UNET_KINDS + ("sd3", "sd35", "flux", "flux-schnell")
@@ -54,23 +55,6 @@ def _text_config(tokenizer, hidden_act: str = "quick_gelu"):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-    )
-
-
-def _vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=128,
-        scaling_factor=0.18215,
     )
 
 
@@ -149,7 +133,7 @@ def tiny_components(kind: str, seed: int = 0) -> dict:
     unet = _sdxl_unet() if kind == "sdxl" else _sd_unet(kind)
     _sharpen_cross_attention(unet)
     torch.manual_seed(seed + 1)
-    vae = _vae()
+    vae = tiny_vae()
     if kind == "sdxl":
         tokenizer = tiny_tokenizer()
         tokenizer_2 = tiny_tokenizer(pad_token="!")

@@ -44,6 +44,7 @@ from __future__ import annotations
 import torch
 
 from .tiny_tokenizers import CLIP_MAX_LENGTH, tiny_t5_tokenizer, tiny_tokenizer
+from .tiny_vae import tiny_vae
 
 MMDIT_KINDS = ("sd3", "sd35", "flux", "flux-schnell")
 
@@ -93,27 +94,6 @@ def _t5(tokenizer):
         decoder_start_token_id=tokenizer.pad_token_id,
     )
     return T5EncoderModel(config)
-
-
-def _vae(family: str):
-    from diffusers import AutoencoderKL
-
-    scaling, shift = VAE_FACTORS[family]
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=128,
-        scaling_factor=scaling,
-        shift_factor=shift,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
 
 
 def _sd3_transformer(kind: str):
@@ -198,7 +178,8 @@ def mmdit_components(kind: str, seed: int, gain: float) -> dict:
     transformer = _flux_transformer(kind) if family == "flux" else _sd3_transformer(kind)
     sharpen_joint_attention(transformer, gain)
     torch.manual_seed(seed + 1)
-    vae = _vae(family)
+    scaling, shift = VAE_FACTORS[family]
+    vae = tiny_vae(16, scaling, shift_factor=shift, use_quant_conv=False, use_post_quant_conv=False)
     tokenizer, t5_tokenizer = tiny_tokenizer(), tiny_t5_tokenizer()
     torch.manual_seed(seed + 2)
     if family == "flux":
