@@ -165,7 +165,8 @@ class Suite:
         folder = self.work_dir / "models" / f"{shape}-{self.profile.dtype}"
         if not (folder / "model_index.json").exists():
             print(f"building the {shape} model ...", file=sys.stderr, flush=True)
-            gb.save_model(shape, folder, None if self.profile.dtype == "float32" else getattr(torch, self.profile.dtype))
+            dtype = None if self.profile.dtype == "float32" else getattr(torch, self.profile.dtype)
+            gb.save_model(shape, folder, dtype, self.profile.device)
         return folder
 
     def prepare(self, config: Config):

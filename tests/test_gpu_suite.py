@@ -44,10 +44,10 @@ def test_the_estimate_fits_eight_minutes_with_a_margin(suite):
     assert total == pytest.approx(sum(suite.BUILD_ESTIMATE_S.values()) + sum(c.estimate_s for c in suite.CONFIGS))
     unet = [c for c in suite.CONFIGS if c.group not in suite.MMDIT_GROUPS]
     assert suite.estimated_total_s(unet) <= 0.8 * 480  # a fifth of the budget left for estimates that are off
-    # The SD3 and Flux rows (ten processes, mostly start-up) come last and use up the rest: the
-    # budget defers what does not fit, and a second call on the warm machine runs it.
+    # The SD3 and Flux rows (ten processes, mostly start-up) come last and use most of the rest:
+    # if the estimates are short, they are what the budget defers to a second call.
     assert [c.group for c in suite.CONFIGS[-10:]] == ["sd3"] * 5 + ["flux"] * 5
-    assert total <= 1.05 * 480
+    assert total <= 480
     assert suite.DEFAULT_BUDGET_S == 480
 
 
