@@ -69,10 +69,21 @@ from gpu_suite_configs import (  # noqa: E402
     Profile,
     estimated_total_s,
 )
-from gpu_suite_report import compare_ae, environment, markdown, summarize  # noqa: E402
+from gpu_suite_report import (  # noqa: E402
+    PENDING,
+    README_END,
+    README_START,
+    compare_ae,
+    environment,
+    markdown,
+    readme_block,
+    summarize,
+    update_readme,
+)
 
-__all__ = ["BUILD_ESTIMATE_S", "CONFIGS", "DEFAULT_BUDGET_S", "FULL", "MMDIT_GROUPS", "SMOKE", "TRAINING_LABELS",
-           "Suite", "compare_ae", "estimated_total_s", "main", "run_process"]
+__all__ = ["BUILD_ESTIMATE_S", "CONFIGS", "DEFAULT_BUDGET_S", "FULL", "MMDIT_GROUPS", "PENDING", "README_END",
+           "README_START", "SMOKE", "TRAINING_LABELS", "Suite", "compare_ae", "estimated_total_s", "main",
+           "readme_block", "run_process", "update_readme"]
 
 
 # ----------------------------------------------------------------------------- processes
@@ -237,7 +248,20 @@ def main(argv=None) -> int:
     parser.add_argument("--limit-factor", type=float, default=3.0, help="per-configuration limit = this x estimate")
     parser.add_argument("--min-limit-s", type=float, default=45.0, help="per-configuration limit at least this")
     parser.add_argument("--only", default=None, help="comma-separated configuration keys (default: all)")
+    parser.add_argument("--update-readme", type=Path, default=None, metavar="README",
+                        help="run nothing: rewrite README's GPU block from --output-dir's results.json (pending "
+                             "where there is none)")
     args = parser.parse_args(argv)
+    if args.update_readme:
+        results = args.output_dir / "results.json"
+        report = json.loads(results.read_text()) if results.exists() else None
+        if report is not None and report.get("profile") != "gpu":
+            parser.error(f"{results} is from a {report.get('profile')!r} run; the README shows the GPU run's")
+        try:
+            update_readme(args.update_readme, readme_block(report))
+        except (OSError, ValueError) as err:
+            parser.error(str(err))
+        return 0
     profile = SMOKE if args.smoke else FULL
     if profile.device.startswith("cuda"):
         import torch

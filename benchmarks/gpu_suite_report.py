@@ -140,56 +140,112 @@ def _status(entry) -> str:
     return entry["status"] + (f" ({entry['reason']})" if entry.get("reason") else "")
 
 
-def markdown(report: dict) -> str:
-    env, st = report["environment"], report["settings"]
-    machine = (f"{env['date']} · {env.get('gpu') or env['cpu']} · torch {env['torch']} (CUDA {env.get('cuda')}) · "
-               f"diffusers {env['diffusers']} · transformers {env['transformers']} · accelerate {env['accelerate']} · "
-               f"peft {env['peft']} · xformers {env['xformers'] or 'not installed'} · attention of the layers that "
-               f"do not record: {env['attention_non_recording']} · commit {env.get('git_commit')}")
-    lines = [f"# GPU suite results ({report['profile']})", "", machine, "",
-             f"`{env['command']}`", "", "Peak memory: CUDA peak allocated (CPU: peak RSS); times after a warm-up call.",
-             ""]
-    head = ("| method | attention | s/image | x plain | x diffusers A&E | fwd+bwd passes | s/pass | peak GiB | "
-            "over loaded GiB | NaN | status |")
+def _group_titles(settings: dict) -> dict:
+    """Each generation group's heading: model, size, steps, precision."""
+    st = settings
     captions = {"sd15": f"{st['dtype']}", "sdxl": f"{st['dtype']}, VAE decoding in float32 (force_upcast)",
                 "sd3": f"{st['mmdit_dtype']}, A&E's and CONFORM's refinement capped at "
                        f"{st['mmdit_refinement_iterations']} iterations (papers: 20)"}
     captions["flux"] = captions["sd3"]
     names = ({"sd3": "SD3 medium", "flux": "FLUX.1-dev"} if st["mmdit_full_size"] else
              {g: f"{g} (full depth, reduced width, tiny encoders)" for g in MMDIT_GROUPS})
+    return {g: f"{names.get(g, st[g][0])}, {st[g][1]} px, {st[g][2]} steps, {captions[g]}" for g in GENERATION_GROUPS}
+
+
+def _ae_sentence(report: dict) -> list[str]:
+    ae = report["ae_vs_diffusers"]
+    if not ae:
+        return []
+    verdict = "equal" if ae["equal_within_tolerance"] else "NOT equal"
+    return [(f"Our A&E against diffusers' pipeline (pixels in [0, 1]): max |Δ| {ae['max_abs']:.2e}, mean |Δ| "
+             f"{ae['mean_abs']:.2e}; tolerance {ae['tolerance']}: **{verdict}**. For scale: mean |diffusers' "
+             f"A&E − plain| {_f(ae.get('guidance_effect_mean_abs'), 3)}; max |plain SDPA − plain explicit "
+             f"attention| {_f(ae.get('plain_sdpa_vs_explicit_max_abs'), 4)}."), ""]
+
+
+def _headline_sentence(report: dict) -> str:
+    h, st = report["memory_headline"], report["settings"]
+    return (f"**Memory headline.** Users: “{h['user_report']}”. Here: diffusers' A&E "
+            f"{_f(h['diffusers_ae_sd15_peak_gib'])} GiB and ours {_f(h['ours_ae_sd15_peak_gib'])} GiB at "
+            f"{st['sd15'][1]} px; ours on SDXL at {st['sdxl'][1]} px: A&E {_f(h['ours_ae_sdxl_peak_gib'])} GiB, "
+            f"every method ≤ {_f(h['ours_sdxl_max_peak_gib'])} GiB; every method ≤ {_f(h['ours_sd3_max_peak_gib'])} "
+            f"GiB on SD3 and ≤ {_f(h['ours_flux_max_peak_gib'])} GiB on Flux at {st['flux'][1]} px. NaN in any "
+            f"image: {_f(h['nan_anywhere'])}.")
+
+
+def _mcpl_sentence(report: dict) -> str:
+    goal = report["mcpl_goal"]
+    return (f"MCPL with gradient checkpointing: {_f(goal['x_ti_with_checkpointing'])}x textual inversion's "
+            f"step time (goal ≤ {goal['goal']}).")
+
+
+def _machine(env: dict) -> str:
+    return (f"{env['date']} · {env.get('gpu') or env['cpu']} · torch {env['torch']} (CUDA {env.get('cuda')}) · "
+            f"diffusers {env['diffusers']} · transformers {env['transformers']} · accelerate {env['accelerate']} · "
+            f"peft {env['peft']} · xformers {env['xformers'] or 'not installed'} · attention of the layers that "
+            f"do not record: {env['attention_non_recording']} · commit {env.get('git_commit')}")
+
+
+def markdown(report: dict) -> str:
+    env, st = report["environment"], report["settings"]
+    lines = [f"# GPU suite results ({report['profile']})", "", _machine(env), "",
+             f"`{env['command']}`", "", "Peak memory: CUDA peak allocated (CPU: peak RSS); times after a warm-up call.",
+             ""]
+    head = ("| method | attention | s/image | x plain | x diffusers A&E | fwd+bwd passes | s/pass | peak GiB | "
+            "over loaded GiB | NaN | status |")
+    titles = _group_titles(st)
     for group in (g for g in GENERATION_GROUPS if report[g]):
-        shape, size, steps = st[group]
-        lines += [f"## {names.get(group, shape)}, {size} px, {steps} steps, {captions[group]}", "", head,
-                  "|" + "---|" * 11]
+        lines += [f"## {titles[group]}", "", head, "|" + "---|" * 11]
         lines += [f"| {r['method']} | {r['attention']} | {_f(r.get('s_per_image'))} | {_f(r.get('x_plain'))} | "
                   f"{_f(r.get('x_diffusers_ae'))} | {_f(r.get('passes'))} | {_f(r.get('s_per_pass'), 3)} | "
                   f"{_f(r.get('peak_gib'))} | {_f(r.get('extra_gib'))} | {_f(r.get('nan'))} | {_status(r)} |"
                   for r in report[group]]
         lines.append("")
-    ae = report["ae_vs_diffusers"]
-    if ae:
-        verdict = "equal" if ae["equal_within_tolerance"] else "NOT equal"
-        lines += [(f"Our A&E against diffusers' pipeline (pixels in [0, 1]): max |Δ| {ae['max_abs']:.2e}, mean |Δ| "
-                   f"{ae['mean_abs']:.2e}; tolerance {ae['tolerance']}: **{verdict}**. For scale: mean |diffusers' "
-                   f"A&E − plain| {_f(ae.get('guidance_effect_mean_abs'), 3)}; max |plain SDPA − plain explicit "
-                   f"attention| {_f(ae.get('plain_sdpa_vs_explicit_max_abs'), 4)}."), ""]
-    h = report["memory_headline"]
-    lines += [(f"**Memory headline.** Users: “{h['user_report']}”. Here: diffusers' A&E "
-               f"{_f(h['diffusers_ae_sd15_peak_gib'])} GiB and ours {_f(h['ours_ae_sd15_peak_gib'])} GiB at "
-               f"{st['sd15'][1]} px; ours on SDXL at {st['sdxl'][1]} px: A&E {_f(h['ours_ae_sdxl_peak_gib'])} GiB, "
-               f"every method ≤ {_f(h['ours_sdxl_max_peak_gib'])} GiB; every method ≤ {_f(h['ours_sd3_max_peak_gib'])} "
-               f"GiB on SD3 and ≤ {_f(h['ours_flux_max_peak_gib'])} GiB on Flux at {st['flux'][1]} px. NaN in any "
-               f"image: {_f(h['nan_anywhere'])}."), "",
+    lines += [*_ae_sentence(report), _headline_sentence(report), "",
               f"## Training: one step at {st['training'][1]} px, mixed precision {st['mixed_precision']}, batch 1", "",
               "| method | grad. checkpointing | attention | s/step | x baseline | peak GiB | x no-ckpt | status |",
               "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['label']} | {_f(r['gradient_checkpointing'])} | {r['attention']} | {_f(r.get('step_time_s'), 3)} | "
               f"{_f(r.get('x_baseline'))} ({r['baseline']}) | {_f(r.get('peak_gib'))} | "
               f"{_f(r.get('x_peak_no_checkpointing'))} | {_status(r)} |" for r in report["training"]]
-    goal = report["mcpl_goal"]
-    lines += ["", (f"MCPL with gradient checkpointing: {_f(goal['x_ti_with_checkpointing'])}x textual inversion's "
-                   f"step time (goal ≤ {goal['goal']}).")]
+    lines += ["", _mcpl_sentence(report)]
     return "\n".join(lines) + "\n"
+
+
+#: The README's GPU block lies between these lines; ``gpu_suite.py --update-readme`` rewrites it.
+README_START = "<!-- gpu-suite results: written by `python benchmarks/gpu_suite.py --update-readme README.md` -->"
+README_END = "<!-- end of gpu-suite results -->"
+PENDING = ("**GPU figures: pending.** No session with a GPU has run the suite yet: every figure above is from "
+           "a 2-core CPU in float32.")
+
+
+def readme_block(report: dict | None, results_path: str = "benchmarks/results/gpu/results.md") -> str:
+    """The README's summary of a GPU run (``report`` from ``results.json``; ``None``: pending):
+    time per image, its ratio to plain generation and peak memory per method and model, the
+    memory headline, our A&E against diffusers', MCPL's step-time goal, and what did not run."""
+    if report is None:
+        return PENDING
+    env, titles = report["environment"], _group_titles(report["settings"])
+    lines = [f"**GPU figures** ({_machine(env)}; every column and the training table: `{results_path}`).", "",
+             "| model | method | s/image | x plain | peak GiB | NaN |", "|---|---|---|---|---|---|"]
+    for group in (g for g in GENERATION_GROUPS if report[g]):
+        lines += [f"| {titles[group]} | {r['method']} | {_f(r.get('s_per_image'))} | {_f(r.get('x_plain'))} | "
+                  f"{_f(r.get('peak_gib'))} | {_f(r.get('nan'))} |" for r in report[group] if r["status"] == "ok"]
+    missing = [f"{r['key']} ({r['status']})" for r in report["rows"] if r["status"] != "ok"]
+    lines += ["", *_ae_sentence(report), _headline_sentence(report), "", _mcpl_sentence(report)]
+    if missing:
+        lines += ["", "Not measured in this run: " + ", ".join(missing) + "."]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace the text between :data:`README_START` and :data:`README_END` in ``readme``."""
+    text = Path(readme).read_text(encoding="utf-8")
+    if text.count(README_START) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"{readme} must hold the GPU block's two marker lines once each:\n{README_START}\n{README_END}")
+    head, rest = text.split(README_START)
+    _, tail = rest.split(README_END)
+    Path(readme).write_text(f"{head}{README_START}\n{block}\n{README_END}{tail}", encoding="utf-8")
 
 
 def environment(argv: list[str]) -> dict:

@@ -107,6 +107,13 @@ def test_rows_are_appended_and_a_second_run_resumes(suite, tmp_path, monkeypatch
            "refinement capped at 4" in table and "## tiny-sdxl" not in table  # no rows, no table
     assert "| MCPL | yes | sdpa | 2.000 | 2.00 (textual_inversion) |" in table
 
+    # the README's summary of the same rows: ok rows in one table, what did not run named
+    block = suite.readme_block(report)
+    assert "| flux (full depth, reduced width, tiny encoders), 64 px, 2 steps, float32, A&E's and CONFORM's " \
+           "refinement capped at 4 iterations (papers: 20) | conform | 4.00 | 2.00 | 2.00 | no |" in block
+    assert "Not measured in this run: sd15/attend_and_excite (failed)." in block
+    assert "MCPL with gradient checkpointing: 2.00x textual inversion's step time" in block
+
     calls.clear()  # the same command again: only the failed configuration runs
     monkeypatch.setattr(suite.Suite, "prepare", _fake_rows(suite, calls))
     suite.Suite(suite.SMOKE, tmp_path / "out", tmp_path / "work", 100, 3, 30, only).run()
@@ -175,3 +182,27 @@ def test_smoke_run_on_the_cpu(suite, tmp_path):
     assert suite.main(argv) == 0
     assert (tmp_path / "out" / "results.jsonl").read_text().splitlines() == lines
     assert time.perf_counter() - start < 15  # nothing ran again
+
+
+def test_the_readme_block_is_rewritten_between_its_markers(suite, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nabove\n{suite.README_START}\nold text\n{suite.README_END}\nbelow\n")
+    out = tmp_path / "out"
+    assert suite.main(["--output-dir", str(out), "--update-readme", str(readme)]) == 0  # no results: pending
+    assert readme.read_text() == (f"# x\n\nabove\n{suite.README_START}\n{suite.PENDING}\n{suite.README_END}\n"
+                                  "below\n")
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"profile": "smoke"}))
+    with pytest.raises(SystemExit):  # a smoke run never stands for the GPU figures
+        suite.main(["--output-dir", str(out), "--update-readme", str(readme)])
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="marker lines"):
+        suite.update_readme(readme, "text")
+
+
+def test_the_repository_readme_shows_the_committed_gpu_results(suite):
+    """README.md's GPU block is what ``--update-readme`` writes from benchmarks/results/gpu."""
+    root = SCRIPT.parents[1]
+    results = root / "benchmarks" / "results" / "gpu" / "results.json"
+    block = suite.readme_block(json.loads(results.read_text()) if results.exists() else None)
+    assert f"{suite.README_START}\n{block}\n{suite.README_END}" in (root / "README.md").read_text()
