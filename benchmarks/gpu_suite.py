@@ -11,7 +11,7 @@ allocated memory is its own, and its time is taken after a warm-up call:
 
 - SD 1.5, 512 px, 50 steps, fp16: plain (SDPA; and with explicit attention, the fp16 floor
   of the image comparison), diffusers' Attend-and-Excite pipeline, our A&E, CONFORM, EBAMA,
-  SynGen; our A&E images must equal diffusers' within :data:`AE_TOLERANCE`.
+  SynGen; our A&E images must equal diffusers' within ``gpu_suite_report.AE_TOLERANCE``.
 - SDXL, 1024 px, 50 steps, fp16, the VAE decoding in float32 (SDXL's ``force_upcast``, as
   users of the stock SDXL VAE get it: that VAE overflows in fp16, and the fp16-fix VAE
   differs only in trained weights, which a random model cannot have): plain and our four
@@ -20,7 +20,7 @@ allocated memory is its own, and its time is taken after a warm-up call:
   and EvoGen at 512 px, mixed precision fp16, batch 1, with and without gradient checkpointing.
 - SD3 (medium) and Flux (FLUX.1-dev), 1024 px, bf16, 8 steps: plain and our four methods,
   built on the GPU by ``mmdit_benchmark.py``'s worker with the stock T5 lengths; A&E's and
-  CONFORM's refinement capped at :data:`MMDIT_REFINEMENT_ITERATIONS` iterations, so each row
+  CONFORM's refinement capped at ``gpu_suite_configs.MMDIT_REFINEMENT_ITERATIONS``, so each row
   also gives seconds per guidance pass, from which any schedule's time follows.
 
 Layers that do not record run xformers where installed, SDPA otherwise (recorded per row).
@@ -87,6 +87,10 @@ __all__ = ["BUILD_ESTIMATE_S", "CONFIGS", "DEFAULT_BUDGET_S", "FULL", "MMDIT_GRO
 
 
 # ----------------------------------------------------------------------------- processes
+class BuildFailed(RuntimeError):
+    """A model the configurations run on could not be built (its process failed or timed out)."""
+
+
 def run_process(cmd: list[str], limit_s: float, env: dict = CHILD_ENV) -> tuple[str, str, str, float]:
     """Run ``cmd`` in its own process group; ``(status, stdout, stderr, seconds)`` with status
     ``ok``, ``failed`` or ``timeout`` (the group is killed at ``limit_s``)."""
@@ -112,6 +116,7 @@ class Suite:
         self.profile, self.output_dir, self.work_dir = profile, output_dir, work_dir
         self.budget_s, self.limit_factor, self.min_limit_s = budget_s, limit_factor, min_limit_s
         self.only, self.argv, self.environment = only, argv or [], None
+        self.failed_builds: dict[str, str] = {}
         self.started = time.perf_counter()
         self.log = output_dir / "results.jsonl"
         lines = self.log.read_text().splitlines() if self.log.exists() else []
@@ -154,11 +159,16 @@ class Suite:
         for config in self.selected():
             if self.done(config):
                 continue
-            cmd, env, read = self.prepare(config)  # builds the model first: its time counts in the budget
-            estimate = config.estimate_s if self.profile.name == "gpu" else 0.0
+            # the model build (where it is still to do) counts in the budget
+            estimate = config.estimate_s + self.build_estimate_s(config) if self.profile.name == "gpu" else 0.0
             if self.remaining_s() < estimate:
                 self.record(config, {"status": "deferred", "reason": f"{self.remaining_s():.0f} s of the budget "
                                      f"left, estimate {estimate:.0f} s; run the command again to resume"})
+                continue
+            try:
+                cmd, env, read = self.prepare(config)
+            except BuildFailed as err:
+                self.record(config, {"status": "failed", "error": str(err)[-2000:]})
                 continue
             limit = min(max(self.min_limit_s, self.limit_factor * config.estimate_s), max(self.remaining_s(), 1.0))
             print(f"[{time.perf_counter() - self.started:6.0f} s] {config.key} (limit {limit:.0f} s) ...",
@@ -169,15 +179,33 @@ class Suite:
             self.record(config, {**row, **read(out)} if status == "ok" else {**row, "error": err[-2000:]})
         return self.write()
 
-    def model(self, shape: str) -> Path:
-        """The saved random-weight pipeline of ``shape`` (built once per work dir)."""
-        import torch
+    def model_folder(self, shape: str) -> Path:
+        return self.work_dir / "models" / f"{shape}-{self.profile.dtype}"
 
-        folder = self.work_dir / "models" / f"{shape}-{self.profile.dtype}"
+    def build_estimate_s(self, config: Config) -> float:
+        """Seconds still to spend building the model ``config`` runs on (0 once built)."""
+        if config.group in MMDIT_GROUPS:  # built by each worker, counted in its estimate
+            return 0.0
+        shape = self.profile.training[0] if config.group == "training" else getattr(self.profile, config.group)[0]
+        built = (self.model_folder(shape) / "model_index.json").exists()
+        return 0.0 if built else BUILD_ESTIMATE_S.get(shape, 0.0)
+
+    def model(self, shape: str) -> Path:
+        """The saved random-weight pipeline of ``shape``, built once per work dir in its own
+        process (this one never holds the GPU); :class:`BuildFailed` if that fails, then
+        for every configuration on it."""
+        folder = self.model_folder(shape)
+        if shape in self.failed_builds:
+            raise BuildFailed(self.failed_builds[shape])
         if not (folder / "model_index.json").exists():
             print(f"building the {shape} model ...", file=sys.stderr, flush=True)
-            dtype = None if self.profile.dtype == "float32" else getattr(torch, self.profile.dtype)
-            gb.save_model(shape, folder, dtype, self.profile.device)
+            cmd = [sys.executable, str(HERE / "guidance_benchmark.py"), "--shape", shape, "--device",
+                   self.profile.device, "--dtype", self.profile.dtype, "--save-model", str(folder)]
+            limit = max(self.min_limit_s, self.limit_factor * BUILD_ESTIMATE_S.get(shape, 0.0))
+            status, _, err, _ = run_process(cmd, limit)
+            if status != "ok":
+                self.failed_builds[shape] = f"building the {shape} model: {status}\n{err[-1800:]}"
+                raise BuildFailed(self.failed_builds[shape])
         return folder
 
     def prepare(self, config: Config):
@@ -258,7 +286,7 @@ def main(argv=None) -> int:
         if report is not None and report.get("profile") != "gpu":
             parser.error(f"{results} is from a {report.get('profile')!r} run; the README shows the GPU run's")
         try:
-            update_readme(args.update_readme, readme_block(report))
+            update_readme(args.update_readme, readme_block(report, str(args.output_dir / "results.md")))
         except (OSError, ValueError) as err:
             parser.error(str(err))
         return 0

@@ -213,7 +213,8 @@ def markdown(report: dict) -> str:
 
 
 #: The README's GPU block lies between these lines; ``gpu_suite.py --update-readme`` rewrites it.
-README_START = "<!-- gpu-suite results: written by `python benchmarks/gpu_suite.py --update-readme README.md` -->"
+README_START = ("<!-- gpu-suite results: written by `python benchmarks/gpu_suite.py --output-dir benchmarks/results/gpu "
+                "--update-readme README.md` -->")
 README_END = "<!-- end of gpu-suite results -->"
 PENDING = ("**GPU figures: pending.** No session with a GPU has run the suite yet: every figure above is from "
            "a 2-core CPU in float32.")

@@ -119,10 +119,8 @@ def save_model(shape: str, folder: Path, dtype=None, device: str = "cpu") -> Non
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     pipe.save_pretrained(partial)
-    del pipe
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()  # the suite's own process keeps no model on the GPU
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        shutil.rmtree(folder)
     partial.rename(folder)
 
 
@@ -441,7 +439,15 @@ def main(argv=None) -> int:
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--save-model", type=Path, default=None, metavar="FOLDER",
+                        help="only build --shape on --device, store it in --dtype to FOLDER and exit")
     args = parser.parse_args(argv)
+    if args.save_model:
+        import torch
+
+        save_model(args.shape, args.save_model, None if args.dtype == "float32" else getattr(torch, args.dtype),
+                   args.device)
+        return 0
     if args.worker:
         print(json.dumps(worker(args)))
         return 0

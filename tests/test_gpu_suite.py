@@ -17,7 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
 def suite():
     spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_suite"] = module  # dataclasses look their module up
+    sys.modules["gpu_suite"] = module
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop("gpu_suite", None)
@@ -126,9 +126,25 @@ def test_configurations_over_the_budget_are_deferred(suite, tmp_path, monkeypatc
     calls = []
     monkeypatch.setattr(suite.Suite, "prepare", _fake_rows(suite, calls))
     report = suite.Suite(suite.FULL, tmp_path / "out", tmp_path / "work", 0, 3, 30, ["sd15/none", "sdxl/none"]).run()
-    assert calls == ["sd15/none", "sdxl/none"]  # prepared (models built) but not run
+    assert calls == []  # deferred before anything is built
     assert [r["status"] for r in report["rows"]] == ["deferred", "deferred"]
     assert "run the command again" in report["rows"][0]["reason"]
+
+
+@pytest.mark.slow
+def test_a_failed_model_build_fails_its_rows_once(suite, tmp_path):
+    """The model is built in its own process; when that fails, every configuration on it is a
+    failed row with the build's error, the build is not tried again, and the run goes on."""
+    import dataclasses
+
+    broken = dataclasses.replace(suite.SMOKE, device="no-such-device")
+    start = time.perf_counter()
+    report = suite.Suite(broken, tmp_path / "out", tmp_path / "work", 100, 3, 30,
+                         ["sd15/none", "sd15/ebama"]).run()
+    assert [r["status"] for r in report["rows"]] == ["failed", "failed"]
+    assert all("building the tiny model: failed" in r["error"] for r in report["rows"])
+    assert not (tmp_path / "work" / "models" / "tiny-float32").exists()
+    assert time.perf_counter() - start < 60
 
 
 def test_unknown_configurations_are_refused(suite, tmp_path):
