@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 DEFAULT_BUDGET_S = 480.0
 #: Refinement iterations per refinement step in the SD3 and Flux rows (papers: 20): a pass
-#: costs the same either way, and 20 would not fit the budget on Flux (CONFORM refines without
-#: a target, so up to 60 passes of ~0.3 s; A&E stops early only where its target is met).
+#: costs the same either way, and 20 would add up to 48 passes to each A&E and CONFORM row
+#: (CONFORM refines without a target; A&E stops early only where its target is met), about
+#: half of the budget's slack (GPU_RESULTS.md).
 MMDIT_REFINEMENT_ITERATIONS = 4
 #: Steps of the SD3 and Flux rows' warm-up call: one guided step runs every kernel (refinement,
 #: backward, the loop's CFG forward, the decode).
@@ -87,11 +88,11 @@ CONFIGS: tuple[Config, ...] = (
     Config("sd3", "conform", 10),
     Config("sd3", "ebama", 8.5),
     Config("sd3", "syngen", 8.5),
-    Config("flux", "none", 12),
-    Config("flux", "attend_and_excite", 18),
-    Config("flux", "conform", 18),
-    Config("flux", "ebama", 14),
-    Config("flux", "syngen", 14),
+    Config("flux", "none", 11),
+    Config("flux", "attend_and_excite", 13),
+    Config("flux", "conform", 13),
+    Config("flux", "ebama", 12),
+    Config("flux", "syngen", 12),
 )
 
 
