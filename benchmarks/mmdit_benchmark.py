@@ -72,21 +72,28 @@ def build(shape: str, heads: int | None, device: str = "cpu", dtype=None):
 
 def _narrow(shape: str, heads: int, stock):
     """The real depth and layout at ``heads`` heads, reading the tiny pipeline's text encoders."""
+    if shape == "flux":
+        return _transformer("flux", heads, stock.text_encoder_2.config.d_model, stock.text_encoder.config.hidden_size)
+    pooled = stock.text_encoder.config.projection_dim + stock.text_encoder_2.config.projection_dim
+    return _transformer("sd3", heads, stock.text_encoder_3.config.d_model, pooled,
+                        sample_size=stock.transformer.config.sample_size, pos_embed_max_size=96)
+
+
+def _transformer(shape: str, heads: int, text_width: int, pooled_width: int, **sd3_sizes):
+    """SD3 medium's (24 joint blocks, heads of 64) or FLUX.1-dev's (19 double- and 38
+    single-stream blocks, heads of 128, RoPE, guidance embedding) transformer at ``heads`` heads."""
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
-    text_width = stock.text_encoder_2.config.d_model if shape == "flux" else stock.text_encoder_3.config.d_model
     if shape == "flux":
         return FluxTransformer2DModel(
             patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-            num_attention_heads=heads, joint_attention_dim=text_width,
-            pooled_projection_dim=stock.text_encoder.config.hidden_size, guidance_embeds=True,
-            axes_dims_rope=(16, 56, 56),
+            num_attention_heads=heads, joint_attention_dim=text_width, pooled_projection_dim=pooled_width,
+            guidance_embeds=True, axes_dims_rope=(16, 56, 56),
         )
-    pooled = stock.text_encoder.config.projection_dim + stock.text_encoder_2.config.projection_dim
     return SD3Transformer2DModel(
-        sample_size=stock.transformer.config.sample_size, patch_size=2, in_channels=16, num_layers=24,
-        attention_head_dim=64, num_attention_heads=heads, joint_attention_dim=text_width,
-        caption_projection_dim=64 * heads, pooled_projection_dim=pooled, out_channels=16, pos_embed_max_size=96,
+        patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=heads,
+        joint_attention_dim=text_width, caption_projection_dim=64 * heads, pooled_projection_dim=pooled_width,
+        out_channels=16, **sd3_sizes,
     )
 
 
@@ -97,7 +104,7 @@ CLIP_VOCAB, T5_VOCAB = 49408, 32128
 def full_size_builders(shape: str, stock) -> dict:
     """Constructors of SD3 medium's / FLUX.1-dev's transformer, text encoders and VAE (random
     weights; the tiny pipeline's tokenizers, whose ids lie inside the real vocabularies)."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from contrastive_diffusers.models.tiny_mmdit import VAE_FACTORS
@@ -125,19 +132,13 @@ def full_size_builders(shape: str, stock) -> dict:
 
     if shape == "flux":
         return {
-            "transformer": lambda: FluxTransformer2DModel(
-                patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-                axes_dims_rope=(16, 56, 56)),
+            "transformer": lambda: _transformer("flux", 24, 4096, 768),
             "text_encoder": clip(CLIPTextModel, stock.tokenizer, 768, 12, 12, "quick_gelu"),
             "text_encoder_2": t5(stock.tokenizer_2),
             "vae": vae,
         }
     return {
-        "transformer": lambda: SD3Transformer2DModel(
-            sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
-            num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
-            pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192),
+        "transformer": lambda: _transformer("sd3", 24, 4096, 2048, sample_size=128, pos_embed_max_size=192),
         "text_encoder": clip(CLIPTextModelWithProjection, stock.tokenizer, 768, 12, 12, "quick_gelu"),
         "text_encoder_2": clip(CLIPTextModelWithProjection, stock.tokenizer_2, 1280, 32, 20, "gelu"),
         "text_encoder_3": t5(stock.tokenizer_3),
