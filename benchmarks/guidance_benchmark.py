@@ -164,6 +164,20 @@ class PeakMemory:
             self.peak = max(self.peak, self._process.memory_info().rss)
 
 
+def timed_call(fn, device: str):
+    """``(result, seconds, memory)`` of one call of ``fn``: its peak memory (:class:`PeakMemory`)
+    and its wall time, the GPU synchronised before the clock stops."""
+    import torch
+
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        result = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return result, seconds, memory
+
+
 def load(folder: str, device: str, dtype, attention: str = "default"):
     from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
 
@@ -284,12 +298,7 @@ def worker(args) -> dict:
     if args.warmup_steps:
         run(num_inference_steps=args.warmup_steps)
         generator.manual_seed(0)  # the timed call draws the same latents as without a warm-up
-    with PeakMemory(args.device) as memory:
-        start = time.perf_counter()
-        images = run()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+    images, seconds, memory = timed_call(run, args.device)
     np.save(Path(args.images) / image_name(args.method, args.attention), images)
     vae = pipe.vae
     upcast = args.dtype == "float16" and bool(vae.config.get("force_upcast", False))

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guidance_benchmark import PeakMemory, attention_backend, guidance_counts  # noqa: E402  (same folder)
+from guidance_benchmark import attention_backend, guidance_counts, timed_call  # noqa: E402  (same folder)
 
 PROMPT = "a red car and a blue bench"
 GROUPS = [["red", "car"], ["blue", "bench"]]
@@ -176,12 +176,8 @@ def worker(args) -> dict:
         guided = dict(guidance=method, token_groups=[["car"], ["bench"]] if args.method == "attend_and_excite" else GROUPS)
     if args.warmup_steps:  # the same call, shorter: kernels (and, on a GPU, the allocator) settle
         pipe(**{**call, "num_inference_steps": args.warmup_steps}, **guided, generator=torch.Generator().manual_seed(1))
-    with PeakMemory(args.device) as memory:
-        start = time.perf_counter()
-        out = pipe(**call, **guided, generator=torch.Generator().manual_seed(0))
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+    out, seconds, memory = timed_call(lambda: pipe(**call, **guided, generator=torch.Generator().manual_seed(0)),
+                                      args.device)
     records = out.guidance_records or []
     images = out.images.float() if torch.is_tensor(out.images) else torch.as_tensor(out.images)
     # Per guided step: one forward for the loss; n refinement iterations reuse it and add n - 1
