@@ -114,8 +114,9 @@ def test_schedule_is_a_fraction_of_the_trajectory(pipes, kind):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", KINDS)
-def test_low_precision_stays_finite_with_float32_losses(pipes, kind, dtype):
-    pipe = KINDS[kind].from_pipe(pipes[kind], torch_dtype=dtype)
+def test_low_precision_stays_finite_with_float32_losses(kind, dtype):
+    # Its own model: from_pipe(torch_dtype=...) casts the shared components in place.
+    pipe = KINDS[kind].from_pipe(tiny_pipeline(kind), torch_dtype=dtype)
     out = _call(pipe, kind, guidance=Conform(refinement_iterations=2), token_groups=GROUPS, return_attention_maps=True)
     assert out.images.dtype == dtype and torch.isfinite(out.images.float()).all()
     assert out.attention_maps[0].dtype == torch.float32
@@ -160,3 +161,48 @@ def test_sd35_dual_attention_and_flux_schnell_are_guided(variant):
     assert [r.step for r in out.guidance_records] == [0, 1]
     assert all(after < before for r in out.guidance_records for before, after in zip(r.loss, r.loss_after_update))
     assert (out.images - plain).abs().max() > 1e-3
+
+
+def _encoded(pipe, kind, prompt):
+    """``prompt_embeds`` / ``pooled_prompt_embeds`` as a user would make them with encode_prompt."""
+    if kind == "sd3":
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt, None, None, do_classifier_free_guidance=False, max_sequence_length=pipe.default_max_sequence_length()
+        )
+    else:
+        embeds, pooled, _ = pipe.encode_prompt(prompt, None, max_sequence_length=SIZE["flux"]["max_sequence_length"])
+    return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_given_prompt_embeds_are_the_ones_sampled_and_guided(pipes, kind):
+    """The prompt names the token groups; given embeddings (edited, weighted) are what the
+    model reads, in the guidance forward and in the stock loop."""
+    pipe = pipes[kind]
+    kwargs = dict(guidance="syngen", token_groups=GROUPS, num_inference_steps=4)
+    reference = _call(pipe, kind, **kwargs)
+    same = _call(pipe, kind, **kwargs, **_encoded(pipe, kind, PROMPT))
+    torch.testing.assert_close(same.images, reference.images, atol=1e-4, rtol=1e-4)
+    other = _call(pipe, kind, **kwargs, **_encoded(pipe, kind, "a green cat and a yellow hat"))
+    assert (other.images - reference.images).abs().max() > 1e-3
+    assert other.guidance_records[0].loss != reference.guidance_records[0].loss
+    one_row = _encoded(pipe, kind, PROMPT)
+    with pytest.raises(ValueError, match="hold 1 rows but the guided call makes 2 images"):
+        _call(pipe, kind, **{**kwargs, "token_groups": "auto"}, prompt=[PROMPT, PROMPT], **one_row)
+    with pytest.raises(ValueError, match="prompt_embeds and pooled_prompt_embeds together"):
+        _call(pipe, kind, **kwargs, prompt_embeds=one_row["prompt_embeds"])
+
+
+def test_second_order_schedulers_and_caches_are_refused_with_the_fix(pipes):
+    from diffusers import FirstBlockCacheConfig, FlowMatchHeunDiscreteScheduler
+
+    heun = KINDS["sd3"].from_pipe(pipes["sd3"])
+    heun.scheduler = FlowMatchHeunDiscreteScheduler.from_config(heun.scheduler.config)
+    with pytest.raises(ValueError, match="FlowMatchHeunDiscreteScheduler is a solver of order 2.*FlowMatchEuler"):
+        _call(heun, "sd3", guidance="ae", token_groups=GROUPS)
+    # A cache skips blocks whose input barely changed: the guidance gradient would skip them too.
+    cached = GuidedFluxPipeline.from_pipe(tiny_pipeline("flux"))
+    cached.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    with pytest.raises(ValueError, match="cache enabled.*disable_cache"):
+        _call(cached, "flux", guidance="ae", token_groups=GROUPS)
+    assert torch.isfinite(_call(cached, "flux", num_inference_steps=2).images).all()  # plain calls keep it

@@ -11,7 +11,7 @@ from contrastive_diffusers.pipelines import (
     GuidedStableDiffusionPipeline,
     GuidedStableDiffusionXLPipeline,
 )
-from contrastive_diffusers.models.tiny import tiny_components, tiny_pipeline
+from contrastive_diffusers.models.tiny import _sharpen_cross_attention, tiny_components, tiny_pipeline
 
 PROMPTS = ["a red car and a blue bench", "a green cat with a yellow hat"]
 SIZE = 128
@@ -464,3 +464,59 @@ def test_mcpl_mask_maps_are_latent_over_4_but_never_coarser_than_16():
     assert mask_attn_res(small, 16) == 16
     # SDXL's layout lacks latent-size maps: 16x16 on a 16x16 latent falls to the nearest, 8x8
     assert mask_attn_res(tiny_pipeline("sdxl").unet, 16) == 8
+
+
+def test_second_order_schedulers_are_refused_with_the_fix():
+    """Heun's loop visits each timestep twice: guidance would land on half-steps and the step
+    schedules would end halfway, so guided calls and the callback refuse it and name the fix."""
+    from diffusers import HeunDiscreteScheduler
+
+    pipe = guided("sd1")
+    pipe.scheduler = HeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    with pytest.raises(ValueError, match="HeunDiscreteScheduler is a solver of order 2.*first-order"):
+        run(pipe, PROMPTS[0], guidance=SynGen(), num_inference_steps=2)
+    with pytest.raises(ValueError, match="order 2"):
+        GuidanceCallback(pipe, SynGen(), PROMPTS[0])
+    # A callback built for a first-order scheduler checks again when the loop starts.
+    stock = tiny_pipeline("sd1")
+    callback = GuidanceCallback(stock, SynGen(), PROMPTS[0])
+    stock.scheduler = HeunDiscreteScheduler.from_config(stock.scheduler.config)
+    with pytest.raises(ValueError, match="order 2"):
+        run(stock, PROMPTS[0], num_inference_steps=2, callback_on_step_end=callback)
+    assert np.isfinite(run(stock, PROMPTS[0], num_inference_steps=2).images).all()  # plain calls are untouched
+
+
+def test_guidance_callback_refuses_controlnet_pipelines():
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    components = tiny_components("sd1")
+    controlnet = ControlNetModel.from_unet(components["unet"])
+    pipe = StableDiffusionControlNetPipeline(**components, controlnet=controlnet)
+    with pytest.raises(ValueError, match="does not support pipelines with a controlnet"):
+        GuidanceCallback(pipe, SynGen(), PROMPTS[0])
+
+
+def test_guidance_callback_on_an_sdxl_refiner_without_the_first_text_encoder():
+    """A refiner (img2img, second tokenizer and encoder only) is guided from its loop's tensors."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+
+    components = {**tiny_components("sdxl"), "tokenizer": None, "text_encoder": None}
+    width = components["text_encoder_2"].config.hidden_size
+    # The refiner's UNet reads the second encoder alone and 5 time ids (aesthetic score, no target size).
+    torch.manual_seed(0)
+    components["unet"] = UNet2DConditionModel.from_config(
+        {**components["unet"].config, "cross_attention_dim": width, "projection_class_embeddings_input_dim": width + 5 * 8}
+    )
+    _sharpen_cross_attention(components["unet"])  # as every tiny UNet: peaked maps, so guidance moves the latents
+    refiner = StableDiffusionXLImg2ImgPipeline(**components, requires_aesthetics_score=True)
+    refiner.set_progress_bar_config(disable=True)
+    callback = GuidanceCallback(refiner, Conform.pipeline_signature(), PROMPTS[0])
+    assert [g.words for g in callback.groups[0]] == [("red", "car"), ("blue", "bench")]
+    image = torch.zeros(1, 3, SIZE, SIZE)
+    kwargs = dict(image=image, strength=0.6, num_inference_steps=5, output_type="latent")
+    guided_images = refiner(PROMPTS[0], generator=torch.Generator().manual_seed(0), callback_on_step_end=callback,
+                            **kwargs).images
+    plain = refiner(PROMPTS[0], generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert [r.step for r in callback.records] == [1, 2]  # strength 0.6 of 5 steps: a loop of 3
+    assert all(r.loss[0] > 0 for r in callback.records)
+    assert (guided_images - plain).abs().max() > 1e-4

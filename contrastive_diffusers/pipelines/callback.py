@@ -7,7 +7,13 @@ from diffusers.callbacks import PipelineCallback
 
 from ..guidance.engine import Guider
 from ..guidance.methods import GuidanceMethod
-from .session import GuidanceSession, StepGuidance, check_supported_unet, guidance_scale_embedding
+from .session import (
+    GuidanceSession,
+    StepGuidance,
+    check_guidable_loop,
+    check_supported_unet,
+    guidance_scale_embedding,
+)
 
 
 def _cond_half(tensor: torch.Tensor | None, do_cfg: bool) -> torch.Tensor | None:
@@ -42,10 +48,11 @@ class GuidanceCallback(PipelineCallback):
       / ``GuidedStableDiffusionXLPipeline`` (``from_pipe``) for guidance from step 0.
     - The conditioning is read from the callback's tensors (``prompt_embeds``, and
       ``add_text_embeds`` / ``add_time_ids`` for SDXL); pipelines that do not expose them
-      (or add other UNet inputs, e.g. ControlNet residuals) are not supported.
+      (or add other UNet inputs: ControlNet and T2I-Adapter pipelines are refused) are not supported.
     - It starts afresh at every call (step 0 of a new loop), so one instance can serve
       several calls; ``records`` and ``attention_maps`` describe the latest call.
-    - IP-Adapter and UNets with extra input channels (inpainting) are refused.
+    - IP-Adapter, UNets with extra input channels (inpainting), second-order schedulers
+      (Heun, KDPM2) and enabled diffusers caches are refused.
     """
 
     def __init__(
@@ -64,8 +71,15 @@ class GuidanceCallback(PipelineCallback):
                 f"GuidanceCallback guides UNet pipelines; {type(pipeline).__name__} has no UNet. For SD3 and Flux "
                 "use GuidedStableDiffusion3Pipeline.from_pipe(pipe) or GuidedFluxPipeline.from_pipe(pipe)."
             )
+        for component in ("controlnet", "adapter"):  # their residuals enter the UNet; the guidance forward has none
+            if getattr(pipeline, component, None) is not None:
+                raise ValueError(
+                    f"GuidanceCallback does not support pipelines with a {component} ({type(pipeline).__name__}): the "
+                    "guidance forward would read attention maps of a UNet without its residuals."
+                )
+        check_guidable_loop(pipeline)
         self.session = GuidanceSession.start(
-            pipeline.tokenizer,
+            getattr(pipeline, "tokenizer", None) or getattr(pipeline, "tokenizer_2", None),  # SDXL refiner: only the 2nd
             guidance,
             prompt,
             token_groups,
@@ -120,6 +134,7 @@ class GuidanceCallback(PipelineCallback):
                 "num_images_per_prompt to both."
             )
         check_supported_unet(pipeline.unet, latents)
+        check_guidable_loop(pipeline)  # the scheduler may have been swapped since __init__
         added = None
         if self.is_sdxl:
             added = {

@@ -130,7 +130,13 @@ class GuidedFluxPipeline(GuidedJointPipelineMixin, FluxPipeline):
             max_sequence_length=passed["max_sequence_length"],
             lora_scale=(passed["joint_attention_kwargs"] or {}).get("scale"),
         )
-        embeds, pooled, text_ids = self.encode_prompt(prompt=prompts, prompt_2=prepared["prompt_2"], **encode)
+        embeds, pooled, text_ids = self.encode_prompt(
+            prompt=prompts,
+            prompt_2=prepared["prompt_2"],
+            prompt_embeds=prepared["prompt_embeds"],
+            pooled_prompt_embeds=prepared["pooled_prompt_embeds"],
+            **encode,
+        )
         stock = dict(prompt_embeds=embeds, pooled_prompt_embeds=pooled)
         has_negative = prepared["negative_prompt"] is not None or (
             prepared["negative_prompt_embeds"] is not None and prepared["negative_pooled_prompt_embeds"] is not None

@@ -21,7 +21,13 @@ from diffusers.utils import BaseOutput
 from .._compat import dtype_kwarg
 from ..guidance.engine import Guider, StepRecord
 from ..guidance.tokens import TokenGroup
-from .session import GuidanceSession, StepGuidance, check_supported_unet, guidance_scale_embedding
+from .session import (
+    GuidanceSession,
+    StepGuidance,
+    check_guidable_loop,
+    check_supported_unet,
+    guidance_scale_embedding,
+)
 
 
 @dataclass
@@ -115,6 +121,7 @@ class GuidedPipelineMixin:
     def _start_guidance(self, guidance, prompt, token_groups, num_images_per_prompt: int, passed: dict, **options):
         """Validate a guided call's inputs; resolve the method and the token groups."""
         check_supported_unet(self.unet)
+        check_guidable_loop(self)
         if passed.get("ip_adapter_image") is not None or passed.get("ip_adapter_image_embeds") is not None:
             raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
         tokenizer = getattr(self, "tokenizer", None) or getattr(self, "tokenizer_2", None)
@@ -136,6 +143,7 @@ class GuidedPipelineMixin:
             self.scheduler, passed["num_inference_steps"], device, passed["timesteps"], passed["sigmas"]
         )
         prompt_embeds = embeds["prompt_embeds"]
+        session.check_embeds_rows(prompt_embeds.shape[0])
         batch = prompt_embeds.shape[0]
         latents = self.prepare_latents(
             batch, self.unet.config.in_channels, passed["height"], passed["width"], prompt_embeds.dtype, device,

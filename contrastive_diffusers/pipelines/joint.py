@@ -27,7 +27,7 @@ import torch
 
 from ..guidance.joint_attention import TextSequence
 from .guided import GuidedPipelineMixin, _output, tensor_inputs_of
-from .session import GuidanceSession, StepGuidance
+from .session import GuidanceSession, StepGuidance, check_guidable_loop
 
 
 class GuidedJointPipelineMixin(GuidedPipelineMixin):
@@ -39,6 +39,7 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
         text sequence the loss reads."""
         if any(passed.get(k) is not None for k in ("ip_adapter_image", "ip_adapter_image_embeds")):
             raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
+        check_guidable_loop(self)
         lookup = self._word_lookup(passed, options)
         return GuidanceSession.start(lookup, guidance, prompt, token_groups, num_images_per_prompt, **options)
 
@@ -50,8 +51,11 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
         passed = {**passed, "height": passed["height"] or default_height, "width": passed["width"] or default_width}
         device = self._execution_device
         # Checks first: bad sizes or callback names fail before the (expensive) step-0 guidance.
+        if (prepared["prompt_embeds"] is None) != (prepared["pooled_prompt_embeds"] is None):
+            raise ValueError("Pass prompt_embeds and pooled_prompt_embeds together (both come from encode_prompt).")
         embeds, inputs = self._encode_for_guidance(session.prompts, passed, prepared, tensor_inputs, device)
         prompt_embeds = embeds["prompt_embeds"]
+        session.check_embeds_rows(prompt_embeds.shape[0])
         latents, extra = self._guidance_latents(prompt_embeds.shape[0], prompt_embeds.dtype, passed, prepared, device)
         inputs = {**inputs, **extra}
         timesteps = self._guidance_timesteps(passed, latents, device)

@@ -172,6 +172,8 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
             negative_prompt_2=match_negative_prompt(prepared["negative_prompt_2"], prompts),
             negative_prompt_3=match_negative_prompt(prepared["negative_prompt_3"], prompts),
             do_classifier_free_guidance=do_cfg,
+            prompt_embeds=prepared["prompt_embeds"],
+            pooled_prompt_embeds=prepared["pooled_prompt_embeds"],
             negative_prompt_embeds=prepared["negative_prompt_embeds"],
             negative_pooled_prompt_embeds=prepared["negative_pooled_prompt_embeds"],
             device=device,

@@ -132,6 +132,18 @@ class GuidanceSession:
         groups = resolve_token_groups(tokenizer, prompts, token_groups, lengths)
         return cls(method, prompts, groups, lengths, num_images_per_prompt, **options)
 
+    def check_embeds_rows(self, rows: int) -> None:
+        """The encoded conditioning must hold one row per image (``prompt_embeds`` given by the
+        caller must match the prompt list); else the maps would be read for the wrong prompts."""
+        images = len(self.prompts) * self.images_per_prompt
+        if rows != images:
+            raise ValueError(
+                f"The prompt embeddings hold {rows} rows but the guided call makes {images} images "
+                f"({len(self.prompts)} prompt(s) x num_images_per_prompt={self.images_per_prompt}); give "
+                "prompt_embeds for the same prompts as the stock call takes them (this pipeline's encode_prompt "
+                "output), or leave them out."
+            )
+
     def per_image(self, values: Sequence) -> list:
         """Per-prompt ``values`` repeated for each image (diffusers' prompt-major order)."""
         return [value for value in values for _ in range(self.images_per_prompt)]
@@ -211,6 +223,29 @@ class StepGuidance:
             t_next = self.timesteps[self.offset + nxt]
             callback_kwargs["latents"] = self.guider.step(callback_kwargs["latents"], t_next, nxt)
         return callback_kwargs
+
+
+def check_guidable_loop(pipeline) -> None:
+    """Refuse denoising loops the step-indexed guidance would misread: second-order schedulers
+    (their loop visits each timestep twice, so guidance would land on half-steps and the
+    schedules in steps would end halfway) and diffusers' block caches (they skip or reuse
+    blocks whose input barely changed, so the guidance forward and its gradient would too)."""
+    scheduler = pipeline.scheduler
+    order = getattr(scheduler, "order", 1)
+    if order != 1:
+        raise ValueError(
+            f"{type(scheduler).__name__} is a solver of order {order}: its loop evaluates each timestep "
+            f"{order} times, which step-indexed guidance cannot follow. Use a first-order scheduler for guided "
+            "calls: EulerDiscreteScheduler, DDIM, PNDM, DPMSolverMultistep or UniPC (FlowMatchEulerDiscreteScheduler "
+            "for SD3 and Flux); in Python pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config), "
+            "on the command line --scheduler EulerDiscreteScheduler."
+        )
+    model = getattr(pipeline, "transformer", None) or getattr(pipeline, "unet", None)
+    if getattr(model, "is_cache_enabled", False):
+        raise ValueError(
+            f"{type(model).__name__} has a diffusers cache enabled (enable_cache), which reuses block outputs "
+            "that guidance changes; call pipe.transformer.disable_cache() before a guided call."
+        )
 
 
 def check_supported_unet(unet, latents: torch.Tensor | None = None) -> None:
