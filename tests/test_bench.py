@@ -407,3 +407,34 @@ def test_shapes_world_prompts_are_checked_by_the_oracle(tmp_path, clip_dir):
     assert len(plain) == 4 and all(set(r["metrics"]) == {"oracle_success"} for r in plain)
     # the folder's CONFORM images were scored by CLIP earlier: hidden in this CLIP-less report
     assert all(r["metrics"] is None for r in oracle_only.records if r["method"] == "conform")
+
+
+@pytest.mark.parametrize("spec", ["a red circle", {"objects": [{"color": "red"}]}, {"shapes": []}])
+def test_a_prompt_file_spec_that_is_no_caption_spec_is_refused_before_drawing(tmp_path, clip_dir, spec):
+    """A JSONL row's "spec" is what the ShapesWorld oracle checks; a malformed one would fail
+    only when scoring, after every image is drawn, and again at every resume."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "p", "prompt": "a red circle", "spec": spec}) + "\n")
+    with pytest.raises(ValueError, match='Prompt p: its "spec" field is not a ShapesWorld caption spec'):
+        run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=str(prompts)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_stale_temporaries_are_cleaned_only_in_bench_folders(tmp_path):
+    from contrastive_diffusers.eval.run_folder import remove_stale_temporaries
+
+    other = tmp_path / "someone-elses"
+    (other / "deep").mkdir(parents=True)
+    (other / "deep" / ".notes.txt.abc123.tmp").write_text("not ours")
+    assert remove_stale_temporaries(other) == 0 and (other / "deep" / ".notes.txt.abc123.tmp").exists()
+    (other / "bench.json").write_text("{}")
+    assert remove_stale_temporaries(other) == 1
+
+
+def test_contrast_captions_do_not_depend_on_the_prompt_id_length():
+    from contrastive_diffusers.eval.bench_setup import _contrast_captions
+
+    words = [["red", "car"], ["blue", "bench"]]
+    short = _contrast_captions(PromptItem("p", "a red car and a blue bench", None, words), words)
+    long = _contrast_captions(PromptItem("p" * 190, "a red car and a blue bench", None, words), words)
+    assert short and long == short and "a blue car and a red bench" in short.values()

@@ -236,6 +236,25 @@ def test_unknown_method_exits_2(capsys):
     assert "bogus" in capsys.readouterr().err
 
 
+def test_two_method_files_with_one_name_exit_2(tmp_path, capsys):
+    for folder in ("a", "b"):  # hand-written method configs, as load_method reads them
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "tuned.json").write_text(json.dumps({"method": "syngen"}))
+    code = main(["generate", PROMPT, "--method", f"{tmp_path / 'a' / 'tuned.json'},{tmp_path / 'b' / 'tuned.json'}",
+                 "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: Two methods are named 'tuned'") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", PROMPT, "--guidance-scale", "nan"], "--guidance-scale nan: give finite numbers"),
+    (["score", "run-folder", "--device", "gpu"], "device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+])
+def test_nonfinite_numbers_and_unknown_devices_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_help_and_version_in_process(capsys):
     assert main(["generate", "--help"]) == 0
     help_text = capsys.readouterr().out
@@ -264,3 +283,16 @@ def test_seed_ranges_are_inclusive_and_checked():
     for bad, message in (("5-3", "runs backwards"), ("a-b", "integers or ranges")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             int_list(bad)
+
+
+def test_an_output_dir_holding_a_run_or_a_file_is_refused(first_run, tmp_path, capsys):
+    """A second run into a folder would overwrite its images (named by prompt index and seed)."""
+    _, first = first_run
+    before = _pixels(first / "none/0-0.png")
+    assert main(["generate", "a green cat", *FAST, "--output-dir", str(first)]) == 2
+    assert "already holds a generate run" in capsys.readouterr().err
+    assert np.array_equal(_pixels(first / "none/0-0.png"), before)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert main(["generate", "a green cat", *FAST, "--output-dir", str(a_file)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err

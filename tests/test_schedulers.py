@@ -64,3 +64,20 @@ def test_bench_records_the_scheduler_and_refuses_to_mix_samplers(tmp_path):
     assert ledger["fingerprint"]["scheduler"] == "DDIMScheduler"
     with pytest.raises(ValueError, match="different settings.*scheduler"):  # left out: the model's own
         run_benchmark(BenchConfig(output_dir=tmp_path / "run", **fast))
+
+
+def test_second_order_schedulers_sample_plain_runs_and_are_refused_for_guided_ones(tmp_path, capsys):
+    """Heun visits each timestep twice, which step-indexed guidance cannot follow: refused
+    before anything is written, naming the first-order choices; plain runs keep it."""
+    fast = dict(model="tiny-sd1", steps=2, height=64, width=64, progress=False, scheduler="HeunDiscreteScheduler",
+                prompt_set=[PromptItem(id="p", prompt="a cat and a dog", token_groups=[["cat"], ["dog"]])],
+                clip_model=None, heatmaps=False)
+    with pytest.raises(ValueError, match="HeunDiscreteScheduler is a solver of order 2.*--scheduler EulerDiscrete"):
+        run_benchmark(BenchConfig(output_dir=tmp_path / "guided", methods=["none", "ae"], **fast))
+    assert not (tmp_path / "guided").exists()
+    run_benchmark(BenchConfig(output_dir=tmp_path / "plain", methods=["none"], **fast))
+    assert json.loads((tmp_path / "plain" / "bench.json").read_text())["fingerprint"]["scheduler"] == "HeunDiscreteScheduler"
+    args = ["generate", "a cat and a dog", "--model", "tiny-sd1", "--method", "syngen", "--steps", "2",
+            "--scheduler", "HeunDiscreteScheduler", "--quiet", "--output-dir", str(tmp_path / "gen")]
+    assert main(args) == 2
+    assert "order 2" in capsys.readouterr().err and not (tmp_path / "gen").exists()

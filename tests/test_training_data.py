@@ -196,6 +196,10 @@ def test_method_defaults_and_argument_errors(capsys):
         (ReVersion(), _argv("--enable_xformers_memory_efficient_attention"), "needs xformers"),
         (ReVersion(), _argv("--relation_focal_alpha", "1.5"), "relation_focal_alpha"),
         (ReVersion(), _argv("--report_to", "wandb"), "needs the wandb package"),
+        (ReVersion(), _argv("--learning_rate", "nan"), "--learning_rate nan: give finite numbers"),
+        (ReVersion(), _argv("--max_grad_norm", "inf"), "--max_grad_norm inf: give finite numbers"),
+        (MCPL(), _argv("--placeholder_tokens", "<a>", "--initializer_tokens", "x", "--promptcl_weight=-inf"),
+         "--promptcl_weight -inf"),
     ]
     for method, argv, match in bad:
         with pytest.raises(SystemExit) as exit_:

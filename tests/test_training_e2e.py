@@ -204,6 +204,10 @@ def test_interrupted_run_resumes_exactly(models, relation_data, tmp_path):
         assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], abs=1e-6)
         assert a["lr"] == pytest.approx(b["lr"])
     assert [m["step"] for m in resumed.metrics] == [1, 2, 3, 4]
+    # A new run into the folder would prune or mix the finished run's checkpoints: refused.
+    with pytest.raises(ValueError, match="already holds checkpoints of an earlier run.*--resume_from_checkpoint latest"):
+        _run(ReVersion(), models["sd1"], relation_data, tmp_path / "b", *common)
+    assert (tmp_path / "b" / "checkpoint-4" / "training_state.json").exists()
     with pytest.raises(ValueError, match="resume with the same seed"):
         _run(
             ReVersion(),

@@ -277,6 +277,7 @@ def test_accelerate_launch_and_train_cli(model, pairs, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Trained evogen in 3 steps" in done.stdout
     assert (out / "pytorch_lora_weights.safetensors").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the weights' staging folder is gone
     state = json.loads((out / "checkpoint-2" / "training_state.json").read_text())
     assert state["curriculum"]["index"] == 2
     cli = subprocess.run([sys.executable, "-m", "contrastive_diffusers", "train", "evogen", "--help"],

@@ -16,6 +16,7 @@ from .common import (
     CliError,
     add_run_arguments,
     default_output_dir,
+    device_name,
     normalize_run_args,
     positive_int,
 )
@@ -100,7 +101,8 @@ def add_score_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the output folder of a bench run")
     add_scoring_arguments(p)
     p.add_argument("--force", action="store_true", help="re-score images that already have metrics")
-    p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N,mps}", help="Default: %(default)s")
+    p.add_argument("--device", default="auto", type=device_name, metavar="{auto,cpu,cuda,cuda:N,mps}",
+                   help="Default: %(default)s")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
     p.set_defaults(run=run_score)
     return p

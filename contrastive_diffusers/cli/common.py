@@ -8,14 +8,14 @@ and ``--version`` answer at once.
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
+
+from ..models.loading import DEVICE_PATTERN
 
 PROG = "contrastive-diffusers"
 DEFAULT_METHODS = ("none", "conform")
 DTYPES = ("float32", "float16", "bfloat16")
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 EXIT_FAILURES = 1  # a bench / score run finished, but some images failed (listed in the reports)
@@ -87,7 +87,7 @@ def positive_int(text: str) -> int:
 
 
 def device_name(text: str) -> str:
-    if not _DEVICE_PATTERN.match(text):
+    if not DEVICE_PATTERN.match(text):
         raise argparse.ArgumentTypeError(f"device must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
     return text
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..atomic_io import write_json_atomic
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 from ..models.schedulers import use_scheduler
+from ..pipelines.session import check_guidable_loop
 from ..records import versions
 from ..runs import (
     ImageRun,
@@ -37,7 +38,8 @@ from .common import (
 
 GENERATE_EPILOG = """\
 token groups (--token-groups):
-  auto                        split each prompt at "and", ",", "with", ... (default)
+  auto                        one group per object, its attribute words then its noun,
+                              found by the built-in noun-phrase parser (default)
   "red car|blue bench"        groups separated by |, words by spaces; the noun comes last
   "2 3|blue bench"            integer words are token positions (1 = first prompt token)
   '[["red","car"],["blue","bench"]]'        the same as JSON
@@ -93,7 +95,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         "--output-dir",
         type=Path,
         metavar="DIR",
-        help="where images and settings.json go. Default: outputs/generate-<timestamp>",
+        help="where images and settings.json go: a new folder, or one without an earlier run. "
+        "Default: outputs/generate-<timestamp>",
     )
     p.set_defaults(run=run_generate)
     return p
@@ -249,16 +252,36 @@ def run_jobs(run: ImageRun, jobs: list[Job], settings: dict, settings_path: Path
     return status
 
 
+def check_output_dir(out_dir: Path | None) -> None:
+    """A given ``--output-dir`` must be new or hold no earlier run: images are named by prompt
+    index and seed, so a second run there would overwrite the first one's."""
+    if out_dir is None:
+        return
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--output-dir {out_dir} is a file; give a folder")
+    if (out_dir / "settings.json").exists():
+        raise CliError(
+            f"--output-dir {out_dir} already holds a generate run (settings.json), whose images this run would "
+            "overwrite; give another folder, or leave --output-dir out for a fresh outputs/generate-<time>."
+        )
+
+
 def run_generate(args: argparse.Namespace) -> int:
     normalize_run_args(args)
     prompts = list(args.prompt)
     device = resolve_device(args.device)
     dtype, dtype_name = resolve_dtype(args.dtype, device)
-    methods = build_methods(args.method)
+    try:  # two method files with one name: a usage error, before the model loads
+        methods = build_methods(args.method)
+    except ValueError as err:
+        raise CliError(str(err)) from None
     specs = parse_token_groups(args.token_groups, len(prompts))
+    check_output_dir(args.output_dir)
     pipe = load_pipeline(args.model, device, dtype, args.quiet)
     try:  # a bad scheduler or bad groups fail here, before the output folder exists
         use_scheduler(pipe, args.scheduler)
+        if any(method is not None for method in methods.values()):
+            check_guidable_loop(pipe)
         resolved = resolve_prompt_groups(pipe, prompts, specs, methods)
     except ValueError as err:
         raise CliError(str(err)) from None

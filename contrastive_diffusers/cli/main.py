@@ -9,6 +9,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..models.loading import LoadError
+from ..training.args import nonfinite_options
 from ..training.cli import add_train_parser
 from .bench import add_bench_parser, add_score_parser
 from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliError
@@ -26,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK if exit_.code is None else exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if nonfinite_options(args, separator="-"):
+        print(f"error: {', '.join(nonfinite_options(args, separator='-'))}: give finite numbers", file=sys.stderr)
         return EXIT_USAGE
     args.argv = argv
     try:

@@ -11,10 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
-from ..models.schedulers import use_scheduler
 from ..models.names import EMBEDDED_CLIP, TINY_CLIP
+from ..models.schedulers import use_scheduler
+from ..pipelines.session import check_guidable_loop
 from ..prompts import PromptItem, contrast_set
 from ..runs import ImageRun, build_methods, generation_options, inapplicable_methods, resolve_token_groups
+from ..shapes.spec import CaptionSpec
 from .bench_config import BenchConfig
 from .prompt_sets import load_prompt_set
 from .run_folder import BenchInputError, Ledger
@@ -58,6 +60,17 @@ def load_items(config: BenchConfig) -> list[PromptItem]:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise BenchInputError(f"Prompt ids must be unique in a run; repeated: {', '.join(duplicates[:5])}.")
+    for item in items:  # checked now: a bad one would fail the oracle only after every image is drawn
+        spec = item.metadata.get("spec")
+        if spec is not None:
+            try:
+                CaptionSpec.from_dict(spec)
+            except (AttributeError, KeyError, TypeError, ValueError) as err:
+                raise BenchInputError(
+                    f"Prompt {item.id}: its \"spec\" field is not a ShapesWorld caption spec ({type(err).__name__}: "
+                    f"{err}). The oracle reads {{\"objects\": [{{\"shape\": \"circle\", \"color\": \"red\"}}], "
+                    "\"relation\": null}}, as the shapes prompt sets write it; fix it or rename the field."
+                ) from None
     if config.num_prompts and config.num_prompts > len(items):
         print(f"warning: the prompt set has {len(items)} prompts; --num-prompts {config.num_prompts} uses all of them",
               file=sys.stderr)
@@ -86,7 +99,8 @@ def _contrast_captions(item: PromptItem, words) -> dict | None:
     if not words:
         return None
     try:
-        variants = contrast_set(PromptItem(item.id, item.prompt, item.category, words))
+        # Only the captions are kept, so a short id: "<id>~<perturbation>" could pass the id length limit.
+        variants = contrast_set(PromptItem("contrast", item.prompt, item.category, words))
     except ValueError:  # a group word not found as a whole word: no contrast captions for it
         return None
     return {v.metadata["perturbation"]: v.prompt for v in variants} or None
@@ -165,7 +179,9 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         raise BenchInputError(str(err)) from None
     try:
         use_scheduler(pipe, config.scheduler)
-    except ValueError as err:  # not a scheduler class, or not one for this model
+        if any(method is not None for method in methods.values()):
+            check_guidable_loop(pipe)
+    except ValueError as err:  # not a scheduler class, not one for this model, or one guidance cannot follow
         raise BenchInputError(str(err)) from None
     options = generation_options(
         pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt

@@ -61,7 +61,11 @@ def new_record(method: str, prompt_id: str, prompt: str, category, seed: int, to
 
 
 def remove_stale_temporaries(run_dir: Path) -> int:
-    """Delete the temporary files a killed run left behind (``.<name>.<random>.tmp``)."""
+    """Delete the temporary files a killed run left behind (``.<name>.<random>.tmp``), only in
+    a bench folder (one holding ``bench.json``): ``--output-dir`` may name any folder, whose
+    other files are not ours to touch."""
+    if not (Path(run_dir) / BENCH_FILE).exists():
+        return 0
     removed = 0
     for path in Path(run_dir).rglob(".*.tmp"):
         path.unlink(missing_ok=True)

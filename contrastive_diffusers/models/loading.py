@@ -13,10 +13,15 @@ raise :class:`LoadError` with the fix in the message.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 
 from .._compat import dtype_kwarg
 from .names import EMBEDDED_MMDIT_MODEL, EMBEDDED_MODEL, TINY_MODELS
+
+
+#: The device names the loaders take (torch's, plus "auto": CUDA when present, else the CPU).
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class LoadError(ValueError):
@@ -26,6 +31,8 @@ class LoadError(ValueError):
 def resolve_device(name: str) -> str:
     import torch
 
+    if not DEVICE_PATTERN.match(name):
+        raise LoadError(f"device {name!r}: choose auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):

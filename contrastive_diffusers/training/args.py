@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -122,6 +123,18 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def nonfinite_options(args: argparse.Namespace, separator: str = "_") -> list[str]:
+    """The options given NaN or infinity (argparse's ``float`` takes "nan" and "inf"), as
+    ``--name value`` with ``separator`` between the words of the name: such a value would run
+    to the end and record garbage."""
+    bad = []
+    for name, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            bad.append(f"--{name.replace('_', separator)} {value}")
+    return bad
+
+
 def _positive(parser, args, *names, allow_none=False):
     for name in names:
         value = getattr(args, name)
@@ -167,6 +180,8 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {args.resolution}")
     if not 0.0 <= args.flip_p <= 1.0:
         parser.error(f"--flip_p must be in [0, 1], got {args.flip_p}")
+    if nonfinite_options(args):
+        parser.error(f"{', '.join(nonfinite_options(args))}: give finite numbers")
     if args.learning_rate <= 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
     if args.lr_warmup_steps < 0 or args.max_grad_norm < 0:

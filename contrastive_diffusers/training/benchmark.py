@@ -48,6 +48,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..atomic_io import write_json_atomic
+from .run_record import jsonable
+
 METHODS = ("textual_inversion", "reversion", "mcpl")
 #: The ``lora`` suite: configuration -> (training module, extra arguments); the first is the baseline.
 LORA_CONFIGS = {
@@ -246,22 +249,16 @@ def main(argv=None) -> int:
         f"device {rows[0]['device']}"
     )
     print(table)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "suite": args.suite,
-                    "shape": args.shape,
-                    "resolution": args.resolution,
-                    "steps": args.steps,
-                    "warmup": args.warmup,
-                    "mixed_precision": args.mixed_precision,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+    if args.json:  # atomic, and a non-finite number (a diverged step) written as null: JSON has no NaN
+        write_json_atomic(args.json, jsonable({
+            "suite": args.suite,
+            "shape": args.shape,
+            "resolution": args.resolution,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "mixed_precision": args.mixed_precision,
+            "rows": rows,
+        }))
     return 0
 
 

@@ -71,6 +71,15 @@ def resume(trainer: Trainer) -> int:
             raise ValueError(f"{path} was trained with --seed {stored_seed}; resume with the same seed (or omit it).")
     elif args.resume_from_checkpoint == "latest":
         acc.print(f"No checkpoint in {trainer.output_dir}; starting a new run.")
+    else:
+        # A new run here would prune the earlier run's checkpoints (or its own, if those are
+        # newer) and a later "latest" would resume the wrong run.
+        earlier = [p.name for _, p in list_checkpoints(trainer.output_dir) if (p / STATE_FILE).exists()]
+        if earlier:
+            raise ValueError(
+                f"{trainer.output_dir} already holds checkpoints of an earlier run ({', '.join(earlier)}); resume it "
+                "with --resume_from_checkpoint latest, or train into a new --output_dir."
+            )
     if args.seed is not None:
         trainer.seed = args.seed
     elif stored_seed is not None:
@@ -98,6 +107,8 @@ def save_checkpoint(trainer: Trainer, step: int) -> None:
     args, acc = trainer.args, trainer.accelerator
     acc.wait_for_everyone()
     path = trainer.output_dir / f"checkpoint-{step}"
+    if acc.is_main_process:  # overwriting a later run's folder (resumed from an older one): incomplete until rewritten
+        (path / STATE_FILE).unlink(missing_ok=True)
     acc.save_state(str(path))
     if acc.is_main_process:
         write_json_atomic(

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -28,6 +30,9 @@ from .card import lora_usage, write_run_card
 from .data import mix_seed
 from .method import TrainingMethod
 from .trainer import Trainer
+
+#: diffusers' file name for LoRA weights (``load_lora_weights`` reads it from a folder).
+LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 
 UNET_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -223,9 +228,12 @@ class LoraMethod(TrainingMethod):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         pipeline_class = StableDiffusionXLPipeline if m.sdxl else StableDiffusionPipeline
-        pipeline_class.save_lora_weights(folder, safe_serialization=True, **kwargs)
+        # Written beside, then renamed: a run killed while saving never leaves half a weights file.
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as staging:
+            pipeline_class.save_lora_weights(staging, safe_serialization=True, **kwargs)
+            os.replace(Path(staging) / LORA_WEIGHTS_FILE, folder / LORA_WEIGHTS_FILE)
         card = write_run_card(trainer, folder, lora_usage(trainer.args.pretrained_model_name_or_path, folder))
-        return [folder / "pytorch_lora_weights.safetensors", card]
+        return [folder / LORA_WEIGHTS_FILE, card]
 
     def intermediate_folder(self, step: int) -> str:
         return f"lora-steps-{step}"

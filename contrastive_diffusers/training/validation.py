@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..atomic_io import save_image_atomic
+
 if TYPE_CHECKING:
     from .trainer import Trainer
 
@@ -78,7 +80,7 @@ def log_validation(trainer: Trainer, step: int) -> Path:
     folder = trainer.output_dir / "validation"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step}.png"
-    make_image_grid(images, rows=1, cols=len(images)).save(path)
+    save_image_atomic(make_image_grid(images, rows=1, cols=len(images)), path)
     for tracker in trainer.accelerator.trackers:
         if tracker.name == "tensorboard":
             import numpy as np
