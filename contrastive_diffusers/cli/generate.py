@@ -13,7 +13,6 @@ from pathlib import Path
 from ..atomic_io import write_json_atomic
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 from ..models.schedulers import use_scheduler
-from ..pipelines.session import check_guidable_loop
 from ..records import versions
 from ..runs import (
     ImageRun,
@@ -279,9 +278,7 @@ def run_generate(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)
     pipe = load_pipeline(args.model, device, dtype, args.quiet)
     try:  # a bad scheduler or bad groups fail here, before the output folder exists
-        use_scheduler(pipe, args.scheduler)
-        if any(method is not None for method in methods.values()):
-            check_guidable_loop(pipe)
+        use_scheduler(pipe, args.scheduler, guided=any(method is not None for method in methods.values()))
         resolved = resolve_prompt_groups(pipe, prompts, specs, methods)
     except ValueError as err:
         raise CliError(str(err)) from None

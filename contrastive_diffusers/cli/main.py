@@ -28,8 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if nonfinite_options(args, separator="-"):
-        print(f"error: {', '.join(nonfinite_options(args, separator='-'))}: give finite numbers", file=sys.stderr)
+    nonfinite = nonfinite_options(args, separator="-")
+    if nonfinite:
+        print(f"error: {', '.join(nonfinite)}: give finite numbers", file=sys.stderr)
         return EXIT_USAGE
     args.argv = argv
     try:

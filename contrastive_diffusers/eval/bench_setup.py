@@ -13,7 +13,6 @@ from typing import Any
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 from ..models.names import EMBEDDED_CLIP, TINY_CLIP
 from ..models.schedulers import use_scheduler
-from ..pipelines.session import check_guidable_loop
 from ..prompts import PromptItem, contrast_set
 from ..runs import ImageRun, build_methods, generation_options, inapplicable_methods, resolve_token_groups
 from ..shapes.spec import CaptionSpec
@@ -178,9 +177,7 @@ def setup_run(config: BenchConfig) -> BenchSetup:
     except OSError as err:  # missing prompt file, CLIP or captioner folder
         raise BenchInputError(str(err)) from None
     try:
-        use_scheduler(pipe, config.scheduler)
-        if any(method is not None for method in methods.values()):
-            check_guidable_loop(pipe)
+        use_scheduler(pipe, config.scheduler, guided=any(method is not None for method in methods.values()))
     except ValueError as err:  # not a scheduler class, not one for this model, or one guidance cannot follow
         raise BenchInputError(str(err)) from None
     options = generation_options(

@@ -8,18 +8,28 @@ from __future__ import annotations
 import diffusers
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from ..pipelines.session import check_guidable_loop
+
 
 def scheduler_names(pipe) -> list[str]:
     """The scheduler classes the pipeline's model can use (its scheduler's ``compatibles``)."""
     return sorted({type(pipe.scheduler).__name__, *(c.__name__ for c in pipe.scheduler.compatibles)})
 
 
-def use_scheduler(pipe, name: str | None):
+def use_scheduler(pipe, name: str | None, guided: bool = False):
     """Give ``pipe`` the scheduler class ``name`` (e.g. ``"DDIMScheduler"``), built from its
     present scheduler's config (the model's betas and timestep settings carry over). ``None``
-    keeps the model's own. Returns ``pipe``."""
-    if name is None:
-        return pipe
+    keeps the model's own. ``guided``: the run guides, so the scheduler (given or the model's
+    own) must be one guidance can follow (:func:`~..pipelines.session.check_guidable_loop`).
+    Returns ``pipe``."""
+    if name is not None:
+        _swap_scheduler(pipe, name)
+    if guided:
+        check_guidable_loop(pipe)
+    return pipe
+
+
+def _swap_scheduler(pipe, name: str) -> None:
     known = scheduler_names(pipe)
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
@@ -29,4 +39,3 @@ def use_scheduler(pipe, name: str | None):
         raise ValueError(f"scheduler {name} does not fit this model ({type(pipe.scheduler).__name__}); it can use "
                          f"{', '.join(known)}.")
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
-    return pipe

@@ -180,8 +180,9 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {args.resolution}")
     if not 0.0 <= args.flip_p <= 1.0:
         parser.error(f"--flip_p must be in [0, 1], got {args.flip_p}")
-    if nonfinite_options(args):
-        parser.error(f"{', '.join(nonfinite_options(args))}: give finite numbers")
+    nonfinite = nonfinite_options(args)
+    if nonfinite:
+        parser.error(f"{', '.join(nonfinite)}: give finite numbers")
     if args.learning_rate <= 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
     if args.lr_warmup_steps < 0 or args.max_grad_norm < 0:
