@@ -3,8 +3,12 @@ the new rows, save files stock diffusers loads, resume exactly, and their contra
 fall; SD 2.x (pads with "!", v-prediction), SDXL (two encoders), bf16, gradient checkpointing."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from PIL import Image
 
 from contrastive_diffusers.models.tiny import tiny_pipeline
 from contrastive_diffusers.training.args import parse_method_args
+from contrastive_diffusers.training.interrupt import TrainingInterrupted
 from contrastive_diffusers.training.loop import train
 from contrastive_diffusers.training.mcpl import MCPL
 from contrastive_diffusers.training.reversion import ReVersion
@@ -169,6 +174,7 @@ class _Killed(Exception):
 
 
 def test_interrupted_run_resumes_exactly(models, relation_data, tmp_path):
+    handler_before = signal.getsignal(signal.SIGINT)
     common = [
         "--max_train_steps",
         4,
@@ -222,6 +228,103 @@ def test_interrupted_run_resumes_exactly(models, relation_data, tmp_path):
             "--seed",
             5,
         )
+
+    # Ctrl-C: the step in progress ends, a checkpoint is saved there (3 is not a checkpointing
+    # step) and the run resumes from it exactly.
+    def ctrl_c_at_three(step, _):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped at step 3") as stopped:
+        _run(ReVersion(), models["sd1"], relation_data, tmp_path / "c", *common, on_step=ctrl_c_at_three)
+    assert stopped.value.exit_code == 130 and stopped.value.checkpoint == tmp_path / "c" / "checkpoint-3"
+    assert (tmp_path / "c" / "checkpoint-3" / "training_state.json").exists()
+    assert json.loads((tmp_path / "c" / "training_run.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is handler_before  # restored after the run
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = _run(
+            ReVersion(), models["sd1"], relation_data, tmp_path / "c", *common, "--resume_from_checkpoint", "latest"
+        )
+    assert not [w for w in caught if "changed settings" in str(w.message)]
+    assert torch.allclose(resumed.learned[0], straight.learned[0], atol=1e-6, rtol=0)
+
+    # Resuming with settings the steps depend on changed is allowed, but named and recorded;
+    # --max_train_steps counts for the cosine schedule.
+    with pytest.warns(UserWarning, match=r"changed settings \(--learning_rate 0.001 -> 0.002; --max_train_steps 4 -> 5\)"):
+        _run(
+            ReVersion(),
+            models["sd1"],
+            relation_data,
+            tmp_path / "c",
+            *common[:1],
+            5,
+            *common[2:-2],
+            "--learning_rate",
+            2e-3,
+            "--resume_from_checkpoint",
+            "checkpoint-2",
+            "--checkpointing_steps",
+            10,
+        )
+    record = json.loads((tmp_path / "c" / "training_run.json").read_text())
+    assert record["resumed_with_changed_settings"] == {
+        "learning_rate": {"checkpoint": 1e-3, "run": 2e-3},
+        "max_train_steps": {"checkpoint": 4, "run": 5},
+    }
+
+
+def test_a_second_ctrl_c_stops_at_once(models, relation_data, tmp_path):
+    def twice(step, _):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt, match="SIGINT received twice") as stopped:
+        _run(ReVersion(), models["sd1"], relation_data, tmp_path, "--max_train_steps", 3, on_step=twice)
+    assert not isinstance(stopped.value, TrainingInterrupted)
+    assert not list(tmp_path.glob("checkpoint-*"))
+    assert json.loads((tmp_path / "training_run.json").read_text())["status"] == "interrupted"
+    assert TrainingInterrupted(1, tmp_path, "SIGTERM").exit_code == 143
+
+
+@pytest.mark.slow
+def test_the_command_saves_a_checkpoint_on_ctrl_c(models, relation_data, tmp_path):
+    """A real SIGINT to a training process: exit code 130, a checkpoint at the step it stopped."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "contrastive_diffusers.training.reversion",
+            "--pretrained_model_name_or_path",
+            str(models["sd1"]),
+            "--train_data_dir",
+            str(relation_data),
+            "--output_dir",
+            str(tmp_path),
+            "--resolution",
+            "64",
+            "--max_train_steps",
+            "100000",
+            "--checkpointing_steps",
+            "100000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    record = tmp_path / "training_run.json"
+    deadline = time.monotonic() + 120
+    while not (record.exists() and '"running"' in record.read_text()) and process.poll() is None:
+        assert time.monotonic() < deadline, "the training did not start"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    step = json.loads(record.read_text())["global_step"]
+    assert step >= 1 and f"stopped at step {step}" in stderr and "--resume_from_checkpoint latest" in stderr
+    assert (tmp_path / f"checkpoint-{step}" / "training_state.json").exists()
 
 
 def test_mcpl_end_to_end_two_tokens(models, concept_data, tmp_path):

@@ -16,6 +16,7 @@ with ``pipe.load_lora_weights``. Modules:
 
 - the life cycle: ``loop`` (``train``: accelerate's prepare / accumulate / save_state /
   final save), ``trainer`` (setup and the helpers a loss calls), ``checkpoints``,
+  ``interrupt`` (Ctrl-C / SIGTERM stop after a step with a checkpoint),
   ``validation``, ``run_record`` (``training_run.json``), ``entry`` (a method's ``main``);
 - what a method is: ``method`` (the abstract ``TrainingMethod``) and its two strategies,
   ``tokens`` (new token rows; with ``embeddings`` and ``save``) and ``lora`` (adapters,
@@ -37,6 +38,7 @@ import importlib
 _EXPORTS = {
     "train": "loop",
     "TrainResult": "loop",
+    "TrainingInterrupted": "interrupt",
     "TrainingMethod": "method",
     "TokenMethod": "tokens",
     "LoraMethod": "lora",
@@ -59,6 +61,7 @@ __all__ = [
     "TextualInversion",
     "TokenMethod",
     "TrainResult",
+    "TrainingInterrupted",
     "TrainingMethod",
     "add_train_parser",
     "load_learned_embeds",

@@ -1,26 +1,52 @@
 """accelerate checkpoints of a run: ``checkpoint-<step>/`` folders with ``save_state`` and a
-``training_state.json`` (step, seed, method, tokens and the method's own state), written
-last so that a folder without it is an unfinished save; resuming (``--resume_from_checkpoint
-latest|PATH``) with ``load_state``; pruning to ``--checkpoints_total_limit``."""
+``training_state.json`` (step, seed, method, tokens, the settings the steps depend on and the
+method's own state), written last so that a folder without it is an unfinished save; resuming
+(``--resume_from_checkpoint latest|PATH``) with ``load_state``, warning of changed settings;
+pruning to ``--checkpoints_total_limit``."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from ..atomic_io import write_json_atomic
-from .run_record import previous_metrics
+from .run_record import jsonable, previous_metrics
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
 STATE_FILE = "training_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+#: Options that do not change what a step computes: a resumed run may change them silently.
+#: (Seed, method and tokens are checked on their own; gradient checkpointing and xformers
+#: change the arithmetic only by rounding.)
+_FREE_OPTIONS = frozenset(
+    {
+        "output_dir",
+        "resume_from_checkpoint",
+        "checkpointing_steps",
+        "checkpoints_total_limit",
+        "save_steps",
+        "validation_prompt",
+        "num_validation_images",
+        "validation_steps",
+        "validation_num_inference_steps",
+        "report_to",
+        "logging_dir",
+        "command",
+        "seed",
+        "placeholder_token",
+        "placeholder_tokens",
+        "gradient_checkpointing",
+        "enable_xformers_memory_efficient_attention",
+    }
+)
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -49,6 +75,33 @@ def resolve_checkpoint(output_dir: Path, value: str | None) -> Path | None:
         f"--resume_from_checkpoint {value!r}: no such folder (looked at {value} and {output_dir / value}); "
         "pass 'latest' or an existing checkpoint folder."
     )
+
+
+def step_settings(trainer: Trainer) -> dict:
+    """The settings the steps of a run depend on: its options but the free ones, the number of
+    processes, the data's size and the resolved mixed precision. ``--max_train_steps`` counts
+    only where the learning-rate schedule depends on it."""
+    args, acc = trainer.args, trainer.accelerator
+    settings = {k: v for k, v in vars(args).items() if k not in _FREE_OPTIONS and not callable(v)}
+    if args.lr_scheduler in ("constant", "constant_with_warmup"):
+        settings.pop("max_train_steps", None)
+    settings.update(
+        num_processes=acc.num_processes, num_examples=len(trainer.data), mixed_precision=acc.mixed_precision
+    )
+    return jsonable(settings)
+
+
+def changed_settings(stored: dict | None, current: dict) -> dict[str, tuple]:
+    """``{name: (checkpoint's value, this run's value)}`` for the settings that differ
+    (nothing for a checkpoint that predates the record)."""
+    if stored is None:
+        return {}
+    missing = "(not set)"
+    return {
+        k: (stored.get(k, missing), current.get(k, missing))
+        for k in sorted(set(stored) | set(current))
+        if stored.get(k, missing) != current.get(k, missing)
+    }
 
 
 def resume(trainer: Trainer) -> int:
@@ -96,6 +149,17 @@ def resume(trainer: Trainer) -> int:
     acc.load_state(str(path))
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     step = int(state["global_step"])
+    trainer.resumed_changes = changed_settings(state.get("settings"), step_settings(trainer))
+    if trainer.resumed_changes:
+        options = vars(trainer.args)
+        listed = "; ".join(
+            f"{'--' if k in options else ''}{k} {old} -> {new}" for k, (old, new) in trainer.resumed_changes.items()
+        )
+        warnings.warn(
+            f"Resuming {path} with changed settings ({listed}): the steps from {step} on are not those of the "
+            "run the checkpoint began. Resume with the checkpoint's settings to continue it exactly.",
+            stacklevel=2,
+        )
     method.restore_state(trainer, state)
     trainer.metrics = previous_metrics(trainer.output_dir, step)
     acc.print(f"Resumed from {path} at step {step}.")
@@ -118,6 +182,7 @@ def save_checkpoint(trainer: Trainer, step: int) -> None:
                 "seed": trainer.seed,
                 "method": trainer.method.name,
                 "placeholder_tokens": list(args.placeholder_tokens),
+                "settings": step_settings(trainer),
                 **trainer.method.checkpoint_state(trainer),
             },
         )

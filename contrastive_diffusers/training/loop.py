@@ -24,6 +24,7 @@ import torch
 
 from .checkpoints import resume, save_checkpoint
 from .data import DataStream
+from .interrupt import StopRequests, TrainingInterrupted
 from .method import TrainingMethod
 from .run_record import write_run_record
 from .trainer import Trainer
@@ -84,22 +85,28 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
     files: list[Path] = []
     write_run_record(trainer, status, global_step)
     try:
-        while global_step < args.max_train_steps and not trainer.stop_training:
-            started = time.perf_counter()
-            logs = _optimizer_step(trainer, global_step)
-            global_step += 1
-            trainer.global_step = global_step
-            record = {
-                "step": global_step,
-                **logs,
-                "lr": float(trainer.lr_scheduler.get_last_lr()[0]),
-                "step_time_s": time.perf_counter() - started,
-            }
-            method.after_step(trainer, global_step, record)
-            trainer.metrics.append(record)
-            _after_step(trainer, global_step, record, status)
-            if on_step is not None:
-                on_step(global_step, record)
+        with StopRequests(announce=acc.print) as stop:
+            while global_step < args.max_train_steps and not trainer.stop_training:
+                started = time.perf_counter()
+                logs = _optimizer_step(trainer, global_step)
+                global_step += 1
+                trainer.global_step = global_step
+                record = {
+                    "step": global_step,
+                    **logs,
+                    "lr": float(trainer.lr_scheduler.get_last_lr()[0]),
+                    "step_time_s": time.perf_counter() - started,
+                }
+                method.after_step(trainer, global_step, record)
+                trainer.metrics.append(record)
+                _after_step(trainer, global_step, record, status)
+                if on_step is not None:
+                    on_step(global_step, record)
+                if stop.agreed(acc) and global_step < args.max_train_steps:
+                    if global_step % args.checkpointing_steps:  # not saved by _after_step
+                        save_checkpoint(trainer, global_step)
+                    checkpoint = trainer.output_dir / f"checkpoint-{global_step}"
+                    raise TrainingInterrupted(global_step, checkpoint, stop.signal_name)
         acc.wait_for_everyone()
         learned = method.learned_rows(trainer)
         if acc.is_main_process:

@@ -83,6 +83,9 @@ def write_run_record(trainer: Trainer, status: str, step: int) -> None:
         "prediction_type": trainer.models.noise_scheduler.config.prediction_type,
         "num_examples": len(trainer.data),
         "tokens": tokens,
+        "resumed_with_changed_settings": jsonable(
+            {k: {"checkpoint": old, "run": new} for k, (old, new) in trainer.resumed_changes.items()}
+        ),
         "method_settings": jsonable(trainer.method.run_record()),
         "versions": versions(),
         "summary": {

@@ -37,6 +37,8 @@ class Trainer:
         self.examples: list = []
         self.infos: list[PlaceholderInfo] = []
         self.stop_training = False
+        #: ``{setting: (checkpoint's, this run's)}`` when resumed with changed settings.
+        self.resumed_changes: dict[str, tuple] = {}
 
     # ------------------------------------------------------------------ helpers for methods
     @property
