@@ -17,7 +17,7 @@ from PIL import Image
 
 from contrastive_diffusers.models.tiny import tiny_pipeline
 from contrastive_diffusers.training.args import parse_method_args
-from contrastive_diffusers.training.interrupt import TrainingInterrupted
+from contrastive_diffusers.training.interrupt import StopRequests, TrainingInterrupted
 from contrastive_diffusers.training.loop import train
 from contrastive_diffusers.training.mcpl import MCPL
 from contrastive_diffusers.training.reversion import ReVersion
@@ -274,16 +274,23 @@ def test_interrupted_run_resumes_exactly(models, relation_data, tmp_path):
     }
 
 
-def test_a_second_ctrl_c_stops_at_once(models, relation_data, tmp_path):
+def test_a_second_ctrl_c_stops_at_once(models, relation_data, tmp_path, monkeypatch):
     def twice(step, _):
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Back to back, the second signal is the first one delivered again (as launchers forward
+    # it): the run still stops after the step and saves.
+    with pytest.raises(TrainingInterrupted, match="stopped at step 1"):
+        _run(ReVersion(), models["sd1"], relation_data, tmp_path / "forwarded", "--max_train_steps", 3, on_step=twice)
+    assert (tmp_path / "forwarded" / "checkpoint-1" / "training_state.json").exists()
+
+    monkeypatch.setattr(StopRequests, "same_request_s", 0.0)
     with pytest.raises(KeyboardInterrupt, match="SIGINT received twice") as stopped:
-        _run(ReVersion(), models["sd1"], relation_data, tmp_path, "--max_train_steps", 3, on_step=twice)
+        _run(ReVersion(), models["sd1"], relation_data, tmp_path / "twice", "--max_train_steps", 3, on_step=twice)
     assert not isinstance(stopped.value, TrainingInterrupted)
-    assert not list(tmp_path.glob("checkpoint-*"))
-    assert json.loads((tmp_path / "training_run.json").read_text())["status"] == "interrupted"
+    assert not list((tmp_path / "twice").glob("checkpoint-*"))
+    assert json.loads((tmp_path / "twice" / "training_run.json").read_text())["status"] == "interrupted"
     assert TrainingInterrupted(1, tmp_path, "SIGTERM").exit_code == 143
 
 

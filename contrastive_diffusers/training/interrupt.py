@@ -2,6 +2,11 @@
 loop to stop after the optimizer step in progress, where it saves a checkpoint; a second one
 interrupts at once (the steps since the last checkpoint are lost).
 
+A repeat within :attr:`StopRequests.same_request_s` of the first counts as the same request:
+launchers forward the signal they receive to workers that may have received it already (a
+terminal's Ctrl-C reaches the whole foreground process group; torch's elastic agent then
+sends its own; SLURM's ``scancel`` signals every process of a step).
+
 Several processes agree on stopping (a gather of one number each step), so a signal that
 reaches only some of them (or reaches them at different steps) still stops all of them at
 the same step, which the collective ``save_state`` needs.
@@ -12,6 +17,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -42,10 +48,15 @@ class StopRequests:
     Handlers can only be installed from the main thread; elsewhere (a run started from a
     worker thread) signals keep their usual effect."""
 
+    #: Seconds after the first signal during which another one is the same request delivered
+    #: twice, not a second request.
+    same_request_s = 2.0
+
     def __init__(self, announce=print):
         self.signal_name: str | None = None
         self._announce = announce
         self._previous: dict[int, object] = {}
+        self._first_at = 0.0
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -63,10 +74,12 @@ class StopRequests:
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
-        if self.signal_name is not None:  # the second request: stop now
-            self._restore()
+        if self.signal_name is not None:
+            if time.monotonic() - self._first_at < self.same_request_s:
+                return  # the first request, delivered again by a launcher
+            self._restore()  # a second request: stop now
             raise KeyboardInterrupt(f"{name} received twice: stopped without saving")
-        self.signal_name = name
+        self.signal_name, self._first_at = name, time.monotonic()
         self._announce(
             f"{name} received: stopping after this step and saving a checkpoint "
             "(send it again to stop at once, losing the steps since the last checkpoint)",
