@@ -175,15 +175,16 @@ def test_ae_comparison_against_hand_made_images(suite, tmp_path):
 @pytest.mark.slow
 def test_smoke_run_on_the_cpu(suite, tmp_path):
     """Tiny models, each configuration in its own process, through the GPU run's code paths:
-    plain, diffusers' A&E and ours (same images), SDXL guidance, an MCPL step with gradient
-    checkpointing, and plain and guided Flux (full depth, reduced width: the MMDiT worker);
-    then the same command again resumes without running anything."""
-    only = ("sd15/none,sd15/diffusers_attend_and_excite,sd15/attend_and_excite,sdxl/syngen,"
-            "training/mcpl+checkpointing,flux/none,flux/conform")
+    diffusers' A&E and ours (same images), SDXL guidance, an MCPL step with gradient
+    checkpointing, and guided Flux (full depth, reduced width: the MMDiT worker); then the same
+    command again resumes without running anything. (Plain rows run through the same workers;
+    each process costs ~15 s of imports on 2 cores, so they are left to the GPU run.)"""
+    only = ("sd15/diffusers_attend_and_excite,sd15/attend_and_excite,sdxl/syngen,"
+            "training/mcpl+checkpointing,flux/conform")
     argv = ["--smoke", "--output-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--only", only]
     assert suite.main(argv) == 0
     report = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [r["status"] for r in report["rows"]] == ["ok"] * 7, report["rows"]
+    assert [r["status"] for r in report["rows"]] == ["ok"] * 5, report["rows"]
     assert report["ae_vs_diffusers"]["equal_within_tolerance"] and report["ae_vs_diffusers"]["max_abs"] < 1e-4
     sdxl = report["sdxl"][0]
     assert sdxl["nan"] is False and sdxl["passes"] >= 1 and sdxl["vae_decode_dtype"] == "float32"
@@ -191,7 +192,7 @@ def test_smoke_run_on_the_cpu(suite, tmp_path):
     assert report["environment"]["attention_non_recording"] == "sdpa"
     flux = {r["method"]: r for r in report["flux"]}
     assert 1 <= flux["conform"]["passes"] <= 1 + 4  # step 0 of 2: one update, refinement capped at 4
-    assert flux["none"]["passes"] is None and flux["conform"]["nan"] is False
+    assert flux["conform"]["nan"] is False
     assert report["rows"][-1]["settings"]["refinement_iterations"] == 4
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     start = time.perf_counter()
