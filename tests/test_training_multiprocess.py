@@ -3,9 +3,12 @@ see the same examples, noise and timesteps, so their loss curves match."""
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -103,3 +106,63 @@ def test_two_cpu_processes_match_one(tmp_path):
     moved = (a - start).abs().max()
     assert moved > 0.01  # the row trained
     assert (a - b).abs().max() < 0.01 * moved  # and both runs trained it the same way
+
+
+def _worker_pid(rank: int, marker: str) -> int | None:
+    """The pid of the launched worker with ``RANK=rank`` whose command line names ``marker``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            environ = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if marker in cmdline and "accelerate" not in cmdline and f"RANK={rank}".encode() in environ:
+            return int(entry)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker's pid in /proc")
+def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
+    """SIGTERM to rank 1 alone (as when one node is told to stop): the processes agree on the
+    stop, so both finish the same step, save one checkpoint together and exit with 143."""
+    model, data = tmp_path / "model", tmp_path / "data"
+    tiny_pipeline("sd1").save_pretrained(model)
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    (data / "text.json").write_text(json.dumps({f"{i}.png": ["cat {} basket"] for i in range(2)}))
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--num_processes", "2", "--multi_gpu", "--main_process_port", str(_free_port()),
+         "-m", "contrastive_diffusers.training.reversion", "--pretrained_model_name_or_path", str(model),
+         "--train_data_dir", str(data), "--output_dir", str(out), "--resolution", "64", "--seed", "0",
+         "--max_train_steps", "100000", "--checkpointing_steps", "2", "--train_batch_size", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 180
+        # checkpoint-2 saved: both workers are inside the training loop
+        while not (out / "checkpoint-2" / "training_state.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+            time.sleep(0.2)
+        pid = _worker_pid(1, str(out))
+        assert pid is not None, "rank 1 not found"
+        os.kill(pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stops = re.findall(r"interrupted: SIGTERM received: stopped at step (\d+)", stderr)
+    assert len(stops) == 2 and stops[0] == stops[1], stderr[-3000:]  # both ranks, the same step
+    codes = re.findall(r"exitcode\s*:\s*(\d+)", stderr)  # the launcher's report of its workers
+    assert len(codes) >= 2 and set(codes) == {"143"}, stderr[-3000:]
+    step = int(stops[0])
+    assert step >= 2
+    saved = out / f"checkpoint-{step}"
+    assert (saved / "training_state.json").exists() and (saved / "random_states_1.pkl").exists()
+    assert json.loads((out / "training_run.json").read_text())["status"] == "interrupted"
