@@ -1,5 +1,6 @@
 """``accelerate launch`` on CPU: one process with batch 2 and two processes (gloo) with batch 1
-see the same examples, noise and timesteps, so their loss curves match."""
+see the same examples, noise and timesteps, so their loss curves match; a stop signal to one
+of two processes stops both at the same step."""
 
 import json
 import os
