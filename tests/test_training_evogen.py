@@ -187,8 +187,9 @@ def test_contrastive_objective_widens_the_gap_on_a_fixed_batch(model, tmp_path):
         after, after_accuracy = pair_margin(*errors())
     print(f"margin (e- - e+) on the fixed batch: {before.item():.5f} -> {after.item():.5f}; "
           f"pairs with e+ < e-: {before_accuracy.item():.2f} -> {after_accuracy.item():.2f}")
-    # measured: -0.00042 -> 0.00140, accuracy 0.00 -> 1.00 (errors are ~1.09 on the random tiny UNet)
-    assert before_accuracy.item() == 0.0 and after.item() > before.item() + 1e-3 and after_accuracy.item() == 1.0
+    # measured: 0.00045 -> 0.02708 (errors are ~1.09 on the random tiny UNet); where the pairs start
+    # ordered depends on the random weights, so only the end is asserted
+    assert after.item() > before.item() + 1e-3 and after_accuracy.item() == 1.0
 
 
 def test_margin_objective_starts_at_log2_and_dco_trains(model, pairs, tmp_path):

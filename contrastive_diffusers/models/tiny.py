@@ -58,6 +58,41 @@ def _text_config(tokenizer, hidden_act: str = "quick_gelu"):
     )
 
 
+def _draw_clip_text_weights(model, seed: int):
+    """Re-draw a CLIP text model's weights in an order of our own, with the standard deviations
+    of transformers' CLIP initialisation (token and position embeddings 0.02; q, k, v and fc2
+    width^-0.5 (2 layers)^-0.5; out_proj and the projection width^-0.5; fc1 (2 width)^-0.5;
+    layer norms 1 and 0, biases 0). The order in which transformers draws them changed in
+    5.13 and may change again; tests that train these models on a fixed batch must not."""
+    config = model.config
+    width, factor = config.hidden_size, config.initializer_factor
+    attention = width**-0.5 * (2 * config.num_hidden_layers) ** -0.5 * factor
+    rules = {
+        "token_embedding": 0.02 * factor,
+        "position_embedding": 0.02 * factor,
+        "q_proj": attention,
+        "k_proj": attention,
+        "v_proj": attention,
+        "fc2": attention,
+        "out_proj": width**-0.5 * factor,
+        "text_projection": width**-0.5 * factor,
+        "fc1": (2 * width) ** -0.5 * factor,
+    }
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            module, kind = name.split(".")[-2:]
+            if "norm" in module:
+                param.fill_(1.0 if kind == "weight" else 0.0)
+            elif kind == "bias":
+                param.zero_()
+            elif module in rules:
+                param.copy_(torch.randn(param.shape, generator=generator) * rules[module])
+            else:
+                raise ValueError(f"No initialisation rule for CLIP text parameter {name}")
+    return model
+
+
 def _sd_unet(kind: str):
     from diffusers import UNet2DConditionModel
 
@@ -137,10 +172,10 @@ def tiny_components(kind: str, seed: int = 0) -> dict:
     if kind == "sdxl":
         tokenizer = tiny_tokenizer()
         tokenizer_2 = tiny_tokenizer(pad_token="!")
-        torch.manual_seed(seed + 2)
-        text_encoder = CLIPTextModel(_text_config(tokenizer))
-        torch.manual_seed(seed + 3)
-        text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, hidden_act="gelu"))
+        text_encoder = _draw_clip_text_weights(CLIPTextModel(_text_config(tokenizer)), seed + 2)
+        text_encoder_2 = _draw_clip_text_weights(
+            CLIPTextModelWithProjection(_text_config(tokenizer_2, hidden_act="gelu")), seed + 3
+        )
         scheduler = EulerDiscreteScheduler(
             **betas, timestep_spacing="leading", steps_offset=1, prediction_type="epsilon"
         )
@@ -156,8 +191,9 @@ def tiny_components(kind: str, seed: int = 0) -> dict:
 
     sd2 = kind == "sd2"
     tokenizer = tiny_tokenizer(pad_token="!" if sd2 else "<|endoftext|>")
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_act="gelu" if sd2 else "quick_gelu"))
+    text_encoder = _draw_clip_text_weights(
+        CLIPTextModel(_text_config(tokenizer, hidden_act="gelu" if sd2 else "quick_gelu")), seed + 2
+    )
     if sd2:
         scheduler = DDIMScheduler(
             **betas, clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"
