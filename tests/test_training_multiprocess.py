@@ -26,7 +26,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(processes, out, model, data, batch):
+def _model_and_data(tmp_path, images: int, captions: list[str]):
+    """A saved tiny SD 1.x model and a ReVersion folder of random images."""
+    model, data = tmp_path / "model", tmp_path / "data"
+    tiny_pipeline("sd1").save_pretrained(model)
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    (data / "text.json").write_text(json.dumps({f"{i}.png": captions for i in range(images)}))
+    return model, data
+
+
+def _launcher(processes: int) -> list[str]:
     launcher = [
         sys.executable,
         "-m",
@@ -40,8 +52,11 @@ def _launch(processes, out, model, data, batch):
         "--num_processes",
         str(processes),
     ]
-    launcher += ["--multi_gpu", "--main_process_port", str(_free_port())] if processes > 1 else ["--cpu"]
-    cmd = launcher + [
+    return launcher + (["--multi_gpu", "--main_process_port", str(_free_port())] if processes > 1 else ["--cpu"])
+
+
+def _launch(processes, out, model, data, batch):
+    cmd = _launcher(processes) + [
         "-m",
         "contrastive_diffusers.training.reversion",
         "--pretrained_model_name_or_path",
@@ -78,15 +93,7 @@ def _launch(processes, out, model, data, batch):
 
 @pytest.mark.slow
 def test_two_cpu_processes_match_one(tmp_path):
-    model, data = tmp_path / "model", tmp_path / "data"
-    tiny_pipeline("sd1").save_pretrained(model)
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
-    (data / "text.json").write_text(
-        json.dumps({f"{i}.png": ["cat {} basket", "a dog {} the red box"] for i in range(3)})
-    )
+    model, data = _model_and_data(tmp_path, 3, ["cat {} basket", "a dog {} the red box"])
 
     one = _launch(1, tmp_path / "one", model, data, batch=2)
     two = _launch(2, tmp_path / "two", model, data, batch=1)
@@ -129,18 +136,10 @@ def _worker_pid(rank: int, marker: str) -> int | None:
 def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
     """SIGTERM to rank 1 alone (as when one node is told to stop): the processes agree on the
     stop, so both finish the same step, save one checkpoint together and exit with 143."""
-    model, data = tmp_path / "model", tmp_path / "data"
-    tiny_pipeline("sd1").save_pretrained(model)
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
-    (data / "text.json").write_text(json.dumps({f"{i}.png": ["cat {} basket"] for i in range(2)}))
+    model, data = _model_and_data(tmp_path, 2, ["cat {} basket"])
     out = tmp_path / "stopped"
     process = subprocess.Popen(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--num_processes", "2", "--multi_gpu", "--main_process_port", str(_free_port()),
-         "-m", "contrastive_diffusers.training.reversion", "--pretrained_model_name_or_path", str(model),
+        _launcher(2) + ["-m", "contrastive_diffusers.training.reversion", "--pretrained_model_name_or_path", str(model),
          "--train_data_dir", str(data), "--output_dir", str(out), "--resolution", "64", "--seed", "0",
          "--max_train_steps", "100000", "--checkpointing_steps", "2", "--train_batch_size", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
