@@ -49,6 +49,11 @@ _FREE_OPTIONS = frozenset(
 )
 
 
+def checkpoint_path(output_dir: Path, step: int) -> Path:
+    """The folder of the checkpoint saved at ``step``."""
+    return output_dir / f"checkpoint-{step}"
+
+
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of the ``checkpoint-<step>`` folders, oldest first."""
     if not output_dir.is_dir():
@@ -170,7 +175,7 @@ def save_checkpoint(trainer: Trainer, step: int) -> None:
     """``save_state`` on every process, then the state file and pruning on the main one."""
     args, acc = trainer.args, trainer.accelerator
     acc.wait_for_everyone()
-    path = trainer.output_dir / f"checkpoint-{step}"
+    path = checkpoint_path(trainer.output_dir, step)
     if acc.is_main_process:  # overwriting a later run's folder (resumed from an older one): incomplete until rewritten
         (path / STATE_FILE).unlink(missing_ok=True)
     acc.save_state(str(path))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import resume, save_checkpoint
+from .checkpoints import checkpoint_path, resume, save_checkpoint
 from .data import DataStream
 from .interrupt import StopRequests, TrainingInterrupted
 from .method import TrainingMethod
@@ -105,8 +105,9 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
                 if stop.agreed(acc) and global_step < args.max_train_steps:
                     if global_step % args.checkpointing_steps:  # not saved by _after_step
                         save_checkpoint(trainer, global_step)
-                    checkpoint = trainer.output_dir / f"checkpoint-{global_step}"
-                    raise TrainingInterrupted(global_step, checkpoint, stop.signal_name)
+                    raise TrainingInterrupted(
+                        global_step, checkpoint_path(trainer.output_dir, global_step), stop.signal_name
+                    )
         acc.wait_for_everyone()
         learned = method.learned_rows(trainer)
         if acc.is_main_process:
