@@ -22,17 +22,21 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 VQA_WORDS = "a an the red blue green car dog cat bench apple bowl yes no and with".split()
 
 
-def tiny_blip_vqa(seed: int = 0):
+def tiny_blip_vqa(seed: int = 0, hub_layout: bool = False):
     """A tiny random ``BlipForQuestionAnswering`` (32 px) and its processor: a BERT WordPiece
-    tokenizer with BLIP's ``[DEC]`` / ``[ENC]`` tokens and the answers "yes" and "no"."""
+    tokenizer with BLIP's ``[DEC]`` / ``[ENC]`` tokens and the answers "yes" and "no". With
+    ``hub_layout`` as the hub's converted checkpoints: the tokenizer lacks both tokens, and the
+    model's vocabulary has two rows after it, ``[DEC]`` (its bos) and ``[ENC]``."""
     import transformers
     from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipProcessor
 
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
-    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(special + VQA_WORDS)}, bos_token="[DEC]")
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, projection_dim=32,
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ([] if hub_layout else ["[DEC]", "[ENC]"])
+    vocab = {t: i for i, t in enumerate(special + VQA_WORDS)}
+    tokenizer = BertTokenizer(vocab=vocab) if hub_layout else BertTokenizer(vocab=vocab, bos_token="[DEC]")
+    bos = len(vocab) if hub_layout else tokenizer.bos_token_id
+    text = dict(vocab_size=len(vocab) + 2 * hub_layout, hidden_size=32, intermediate_size=64, projection_dim=32,
                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, initializer_range=0.1,
-                bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=bos, pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.sep_token_id, sep_token_id=tokenizer.sep_token_id)
     vision = dict(hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
                   image_size=32, patch_size=8, initializer_range=0.02)
@@ -76,6 +80,16 @@ def _judge(vqa_dir, **kw):
     ("A dog is chasing after a ball and wagging its tail.", ["A dog", "a ball", "its tail"]),
     ("a black gold and white vase sitting on a counter", ["a black gold", "white vase", "a counter"]),
     ("The wedding ring is on the table", ["The wedding ring", "the table"]),  # -ing nouns stay
+    # "-ing" words: verbs where no noun can follow, after "be", or in a row of "-ing" verbs;
+    # modifiers of the noun after them otherwise
+    ("a circular dining table and a square cutting board", ["a circular dining table", "a square cutting board"]),
+    ("a man riding a horse", ["a man", "a horse"]),
+    ("a clearing in the woods", ["a clearing", "the woods"]),
+    ("A person is yawning in a boring meeting.", ["A person", "a boring meeting"]),
+    ("A person is playing guitar on the beach.", ["A person", "guitar", "the beach"]),
+    ("A woman is holding a camera and taking photos.", ["A woman", "a camera", "photos"]),
+    ("a duckling swimming in a pond", ["a duckling", "a pond"]),
+    ("white commode and matching white sink", ["white commode", "matching white sink"]),
     ("", []),
 ])
 def test_rule_noun_phrases(prompt, phrases):
@@ -87,6 +101,10 @@ def test_questions_follow_the_official_script(vqa_dir):
     assert judge.splitter.name == "rules"
     # "{chunk}?" for the first np_num chunks; BLIP's pre_question lower-cases and drops . ! etc., keeps "?"
     assert judge.questions("A red car, a blue dog and a green cat.") == ["A red car?", "a blue dog?"]
+    # the official script drops "top", "the side", "the left", "the right" before it counts
+    assert _judge(vqa_dir).questions("a dog on the left of a cat on top of the side of a box") == [
+        "a dog?", "a cat?", "a box?"]
+    assert judge.questions("the left of the right of a cat and a dog") == ["a cat?", "a dog?"]
     assert pre_question("A red car?") == "a red car?"
     assert pre_question('The "big" (red) car: done!') == "the big red car done"
     with pytest.raises(ValueError, match="phrase splitter"):
@@ -173,6 +191,37 @@ def test_tiny_vqa_matches_the_official_computation(vqa_dir, images):
     yes, no = probs[tok.convert_tokens_to_ids("yes")], probs[tok.convert_tokens_to_ids("no")]
     vqa = BlipYesNo(model, processor, torch.device("cpu"), torch.float32, image_size=None)
     assert vqa.yes_probability(images[:1], [["A red car?"]])[0][0] == pytest.approx(float(yes / (yes + no)), abs=1e-6)
+
+
+def test_hub_tokenizers_without_enc_start_questions_with_its_row(images):
+    """The hub's BLIP tokenizers are bert-base-uncased alone; [ENC] is the embedding row after
+    [DEC] (the bos), not [CLS] as in transformers' own forward."""
+    model, processor = tiny_blip_vqa(hub_layout=True)
+    tok = processor.tokenizer
+    assert tok.convert_tokens_to_ids("[ENC]") == tok.unk_token_id
+    vqa = BlipYesNo(model, processor, torch.device("cpu"), torch.float32, image_size=None)
+    enc = model.config.text_config.bos_token_id + 1
+    assert (vqa.question_start, vqa.question_start_id) == ("[ENC]", enc) and enc == len(tok) + 1
+    with torch.no_grad():
+        pixels = processor.image_processor(images[:1], return_tensors="pt")["pixel_values"]
+        image_embeds = model.vision_model(pixel_values=pixels).last_hidden_state
+
+    @torch.no_grad()
+    def p_yes(first):
+        ids = tok(["a red car?"], return_tensors="pt").input_ids
+        ids[:, 0] = first
+        question = model.text_encoder(input_ids=ids, encoder_hidden_states=image_embeds).last_hidden_state
+        start = torch.tensor([[model.config.text_config.bos_token_id]])
+        probs = model.text_decoder(input_ids=start, encoder_hidden_states=question).logits[0, 0].softmax(-1)
+        yes, no = probs[tok.convert_tokens_to_ids("yes")], probs[tok.convert_tokens_to_ids("no")]
+        return float(yes / (yes + no))
+
+    answer = vqa.yes_probability(images[:1], [["a red car?"]])[0][0]
+    assert answer == pytest.approx(p_yes(enc), abs=1e-6)
+    assert abs(answer - p_yes(tok.cls_token_id)) > 1e-4  # the row matters
+    # a vocabulary without BLIP's two extra rows keeps [CLS]
+    model.config.text_config.vocab_size -= 1
+    assert BlipYesNo(model, processor, torch.device("cpu"), torch.float32).question_start == "[CLS]"
 
 
 def test_judge_on_the_tiny_vqa(vqa_dir, images):

@@ -12,8 +12,10 @@ transformers' own ``forward`` does not return the decoder's logits and ``generat
 answers, so the three parts are called directly. Differences from the official code:
 the HF checkpoints' position embeddings were converted at 384 px, so at 480 they are interpolated
 (``interpolate_pos_encoding``) where the original model carried 480-px embeddings; on CUDA the
-model runs in float16 (the official script: float32); a tokenizer without ``[ENC]`` keeps its
-``[CLS]`` (recorded as ``question_start``).
+model runs in float16 (the official script: float32). The hub's tokenizers lack ``[ENC]``
+(transformers' own ``BlipForQuestionAnswering`` starts questions with ``[CLS]``); its row in the
+embedding table is found by BLIP's layout (:func:`_question_start`), and a model without that
+layout keeps ``[CLS]`` (recorded as ``question_start``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ def pre_question(question: str, max_words: int = 50) -> str:
     return " ".join(words[:max_words]) if len(words) > max_words else question
 
 
+def _question_start(tokenizer, text_config, enc_id) -> tuple[str, int]:
+    """The token that replaces a question's first one: ``[ENC]``. BLIP's own tokenizer is
+    bert-base-uncased plus ``[DEC]`` and then ``[ENC]``; the converted checkpoints on the hub
+    ship bert-base-uncased alone, but keep the two rows in their embedding table (vocab_size
+    30524, ``bos_token_id`` 30522 = ``[DEC]``), so ``[ENC]`` is the row after ``[DEC]``."""
+    if enc_id not in (None, tokenizer.unk_token_id):
+        return "[ENC]", enc_id
+    bos = text_config.bos_token_id
+    if bos is not None and text_config.vocab_size == bos + 2 and len(tokenizer) <= bos + 1:
+        return "[ENC]", bos + 1
+    return tokenizer.cls_token, tokenizer.cls_token_id  # not BLIP's layout: what transformers does
+
+
 class BlipYesNo:
     """Batched P(yes) of a BLIP VQA model; build it with :meth:`from_pretrained`."""
 
@@ -47,9 +62,7 @@ class BlipYesNo:
             raise ValueError(f"{self.name}: the tokenizer has no 'yes' or 'no' token; load a BLIP VQA checkpoint "
                              "(e.g. Salesforce/blip-vqa-capfilt-large).")
         self.yes_id, self.no_id = ids["yes"], ids["no"]
-        has_enc = ids["[ENC]"] not in (None, tokenizer.unk_token_id)
-        self.question_start = "[ENC]" if has_enc else tokenizer.cls_token
-        self.question_start_id = ids["[ENC]"] if has_enc else tokenizer.cls_token_id
+        self.question_start, self.question_start_id = _question_start(tokenizer, model.config.text_config, ids["[ENC]"])
         native = model.config.vision_config.image_size
         self.image_size = image_size or native
         self.interpolate = self.image_size != native

@@ -13,7 +13,8 @@ Follows djghosh13/geneval ``evaluation/evaluate_images.py`` (commit af4902f) and
   when ``count`` or more objects of the class were kept.
 - :func:`relative_position`: box centres compared after shrinking the offset by
   ``position_threshold`` (0.1) times the two boxes' summed width / height; a relation holds
-  when that shrunk offset is more than half the length of the raw offset along its axis.
+  when the shrunk offset's component along its axis is more than half the raw offset's length
+  (its Euclidean norm).
 - :func:`summary_scores` / :func:`format_summary`: images and prompts correct, per-task means
   in order of first appearance, and the overall score (mean over tasks).
 

@@ -11,7 +11,11 @@ splitters give those chunks here:
   of T2I-CompBench's attribute-binding prompts ("a green bench and a red car", "rubber gloves
   and a wooden table"): a chunk is a maximal run of words between punctuation, conjunctions,
   prepositions, forms of "be"/"have", pronouns and verbs in "-ing", and a determiner or
-  possessive ("the", "its") opens a new one. Longer sentences (the
+  possessive ("the", "its") opens a new one. A word in "-ing" is taken for a verb only where a
+  noun could not follow it (before a boundary, a determiner or the end: "a dog sitting on",
+  "a man riding a horse"), after a form of "be" ("is making plans") or after "and" or a comma
+  when an "-ing" verb came before ("holding a camera and taking photos"); elsewhere it modifies
+  a noun ("a dining table", "flickering candles", "a clearing"). Longer sentences (the
   complex category, "A bathroom with white tile and a beige toilet.") come out as spaCy cuts
   them in the common cases but may differ where spaCy's tagger would call a word a verb or an
   adverb (a verb not in "-ing" stays inside a chunk here).
@@ -43,28 +47,54 @@ _ING_NOUNS = frozenset(
     building ceiling painting ring string king wing thing clothing bedding railing icing frosting
     sibling pudding dumpling wedding evening morning awning stuffing dressing topping filling
     sling swing spring lightning flooring siding carving drawing stocking earring ping
+    duckling gosling seedling sapling meeting clearing opening shelving carpeting lighting
     """.split()
 )
+_AUXILIARIES = frozenset("is are was were be been being am".split())
 _DETERMINERS = frozenset("a an the some any".split())
 # Words that open a new chunk and belong to it (spaCy: DET, possessive PRON).
 _STARTERS = _DETERMINERS | frozenset("its their his her our your my".split())
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
 
 
-def _is_boundary(word: str) -> bool:
+def _ends_chunk(word: str) -> bool:
+    """Punctuation and the closed-class words above; "-ing" words are decided in context."""
+    return not re.match(r"[A-Za-z0-9]", word) or word.lower() in _BOUNDARIES
+
+
+def _ends_in_ing(word: str) -> bool:
     lower = word.lower()
-    if not re.match(r"[A-Za-z0-9]", word):  # punctuation
-        return True
-    if lower in _BOUNDARIES:
-        return True
     return lower.endswith("ing") and len(lower) > 4 and lower not in _ING_NOUNS
+
+
+def _is_ing_verb(word: str, previous: str | None, following: str | None, after_ing_verb: bool,
+                 after_modifier: bool) -> bool:
+    if not _ends_in_ing(word) or after_modifier:  # "a boring meeting": the noun of its modifier
+        return False
+    before = previous.lower() if previous else None
+    if before in _AUXILIARIES:
+        return True  # "is making plans"
+    if before in _STARTERS:
+        return False  # "a clearing", "the sparkling lake"
+    if before in ("and", "or", ",") and after_ing_verb:
+        return True  # "holding a camera and taking photos"
+    # a verb is followed by what ends a chunk or opens a new one; a modifier by its noun
+    return following is None or _ends_chunk(following) or following.lower() in _STARTERS
 
 
 def rule_noun_phrases(prompt: str) -> list[str]:
     """The prompt's noun chunks by the rules above, in order, with their original case."""
     chunks, current = [], []
-    for word in _TOKEN.findall(prompt):
-        if _is_boundary(word):
+    words = _TOKEN.findall(prompt)
+    after_ing_verb = False  # an "-ing" verb came earlier in the sentence
+    after_modifier = False  # the previous word was an "-ing" word kept as a modifier
+    for i, word in enumerate(words):
+        previous = words[i - 1] if i else None
+        following = words[i + 1] if i + 1 < len(words) else None
+        ing_verb = _is_ing_verb(word, previous, following, after_ing_verb, after_modifier)
+        after_ing_verb = (after_ing_verb or ing_verb) and word not in (".", "!", "?", ";")
+        after_modifier = _ends_in_ing(word) and not ing_verb
+        if ing_verb or _ends_chunk(word):
             chunks.append(current)
             current = []
         elif word.lower() in _STARTERS and any(w.lower() not in _STARTERS for w in current):

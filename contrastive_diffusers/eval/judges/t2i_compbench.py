@@ -33,6 +33,9 @@ from .phrases import PhraseSplitter
 DEFAULT_VQA_MODEL = "Salesforce/blip-vqa-capfilt-large"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 MAX_PHRASES = 8  # the official --np_num
+# BLIP_vqa.py drops these noun chunks (exact text) before it counts them: the places named by
+# "on top of", "on the left of", ... are not objects to ask about.
+SKIPPED_PHRASES = frozenset({"top", "the side", "the left", "the right"})
 
 #: T2I-CompBench's category -> the metric its paper reports (None: its judge is not covered).
 CATEGORY_METRIC = {
@@ -93,8 +96,10 @@ class T2ICompBenchJudge(Judge):
                 "phrase_splitter": self.splitter.name, "max_phrases": self.max_phrases}
 
     def questions(self, prompt: str) -> list[str]:
-        """The official questions of a prompt: its first ``max_phrases`` noun phrases plus "?"."""
-        return [f"{phrase}?" for phrase in self.splitter(prompt)[: self.max_phrases]]
+        """The official questions of a prompt: its first ``max_phrases`` noun phrases plus "?",
+        after dropping the phrases the official script drops (the places of a relation)."""
+        phrases = [phrase for phrase in self.splitter(prompt) if phrase not in SKIPPED_PHRASES]
+        return [f"{phrase}?" for phrase in phrases[: self.max_phrases]]
 
     def metric_for(self, category) -> str | None:
         return CATEGORY_METRIC.get(category, "bvqa")
