@@ -235,7 +235,7 @@ def test_judge_on_the_tiny_vqa(vqa_dir, images):
     assert judge.score(images[:2], records) == results
     assert judge.settings() == {"name": "t2i-compbench", "vqa_model": str(vqa_dir), "image_size": 32,
                                 "question_start": "[ENC]", "clip_model": None, "phrase_splitter": "rules",
-                                "max_phrases": 8}
+                                "max_phrases": 8, "skipped_phrases": ["the left", "the right", "the side", "top"]}
     with pytest.raises(ValueError, match="needs a CLIP model"):
         judge.score(images[:1], [{"prompt": "a dog is running", "category": "non_spatial"}])
 

@@ -93,7 +93,8 @@ class T2ICompBenchJudge(Judge):
         clip = self.clip_model if isinstance(self.clip_model, str) or self.clip_model is None else (
             getattr(self.clip_model, "name", type(self.clip_model).__name__))
         return {**super().settings(), **self.vqa.settings(), "clip_model": str(clip) if clip else None,
-                "phrase_splitter": self.splitter.name, "max_phrases": self.max_phrases}
+                "phrase_splitter": self.splitter.name, "max_phrases": self.max_phrases,
+                "skipped_phrases": sorted(SKIPPED_PHRASES)}
 
     def questions(self, prompt: str) -> list[str]:
         """The official questions of a prompt: its first ``max_phrases`` noun phrases plus "?",
