@@ -37,6 +37,12 @@ def test_smooth_impulse_with_reflect_padding():
     # ... and into two edge taps of an edge pixel's window.
     assert out[0, 1].item() == pytest.approx(2 * EDGE * MID, abs=1e-6)
     assert out.shape == (3, 3)
+    # the smallest maps reflect padding allows: a side longer than half the kernel
+    assert smooth(torch.ones(2, 5)).shape == (2, 5)
+    with pytest.raises(ValueError, match="1x4 attention maps are too small for the smoothing kernel of size 3"):
+        smooth(torch.ones(1, 4))
+    with pytest.raises(ValueError, match="kernel_size below 4"):
+        smooth(torch.ones(2, 2), kernel_size=5)
 
 
 def test_text_softmax_window_and_zeros_outside():

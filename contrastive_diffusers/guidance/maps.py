@@ -62,6 +62,12 @@ def smooth(maps: torch.Tensor, kernel_size: int = 3, sigma: float = 0.5) -> torc
     shape = maps.shape
     flat = maps.reshape(-1, 1, shape[-2], shape[-1])
     pad = kernel_size // 2
+    if pad >= min(shape[-2], shape[-1]):  # reflect padding needs a side longer than the pad
+        raise ValueError(
+            f"{shape[-2]}x{shape[-1]} attention maps are too small for the smoothing kernel of size {kernel_size}; "
+            f"draw larger images, read larger maps (attn_res / --attn-res), or give the method a kernel_size "
+            f"below {2 * min(shape[-2], shape[-1])}."
+        )
     flat = F.pad(flat, (pad, pad, pad, pad), mode="reflect")
     kernel = gaussian_kernel(kernel_size, sigma, maps.device).to(maps.dtype)
     return F.conv2d(flat, kernel[None, None]).reshape(shape)

@@ -362,4 +362,10 @@ def load_method(source: str | os.PathLike | Mapping) -> GuidanceMethod:
         raise ValueError(
             f"{where}: {cls.__name__} takes no argument(s) {', '.join(unknown)}; it takes {', '.join(sorted(known))}."
         )
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # e.g. "temperature": "hot" compared with a number
+        raise ValueError(
+            f"{where}: a value of the wrong type for {cls.__name__} ({err}); write numbers as JSON numbers "
+            '(e.g. "temperature": 0.25, "schedule_overrides": {"step_size": 10}).'
+        ) from None

@@ -48,8 +48,9 @@ class T5WordLookup:
         if own + 1 > self.max_length:
             raise ValueError(
                 f"The prompt has {own} T5 tokens but the text encoder sees at most {self.max_length - 1} "
-                f"(max_sequence_length {self.max_length} minus the end token); shorten the prompt or raise "
-                f"max_sequence_length, since guidance cannot see truncated tokens: {prompt!r}"
+                f"(max_sequence_length {self.max_length} minus the end token); shorten the prompt, or in Python raise "
+                f"the pipeline's max_sequence_length argument (the commands keep its default), since guidance "
+                f"cannot see truncated tokens: {prompt!r}"
             )
         words = []
         for match in _CLIP_PAT.finditer(prompt):
