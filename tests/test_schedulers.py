@@ -34,6 +34,20 @@ def test_bad_scheduler_names_the_problem_and_the_choices(name, message):
     assert "DDIMScheduler" in str(err.value) and "DDIMScheduler" in scheduler_names(pipe)
 
 
+def test_a_scheduler_whose_dependency_is_missing_says_what_to_install(monkeypatch):
+    # diffusers puts a placeholder in place of a class whose extra dependency (torchsde for
+    # DPMSolverSDEScheduler) is missing; it lists the backends, only the missing ones are named
+    import diffusers
+    from diffusers.utils import DummyObject
+
+    class NeedsMoreScheduler(metaclass=DummyObject):
+        _backends = ["torch", "nosuchpackage"]
+
+    monkeypatch.setattr(diffusers, "NeedsMoreScheduler", NeedsMoreScheduler, raising=False)
+    with pytest.raises(ValueError, match=r"^scheduler NeedsMoreScheduler needs nosuchpackage: pip install nosuchpackage"):
+        use_scheduler(tiny_pipeline("sd1"), "NeedsMoreScheduler")
+
+
 def test_generate_with_scheduler_equals_the_stock_pipeline_with_it(tmp_path):
     out = tmp_path / "run"
     args = ["generate", "a cat and a dog", "--model", "tiny-sd1", "--method", "none", "--steps", "3",

@@ -5,10 +5,7 @@ the model's own; ``--scheduler DDIMScheduler`` reproduces that without touching 
 
 from __future__ import annotations
 
-import diffusers
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
-
-from ..pipelines.session import check_guidable_loop
+import importlib.util
 
 
 def scheduler_names(pipe) -> list[str]:
@@ -25,13 +22,22 @@ def use_scheduler(pipe, name: str | None, guided: bool = False):
     if name is not None:
         _swap_scheduler(pipe, name)
     if guided:
+        from ..pipelines.session import check_guidable_loop
+
         check_guidable_loop(pipe)
     return pipe
 
 
 def _swap_scheduler(pipe, name: str) -> None:
+    import diffusers
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
     known = scheduler_names(pipe)
     cls = getattr(diffusers, name, None)
+    # diffusers' placeholder for a class whose dependency is missing
+    missing = [b for b in getattr(cls, "_backends", ()) if importlib.util.find_spec(b) is None]
+    if missing:
+        raise ValueError(f"scheduler {name} needs {', '.join(missing)}: pip install {' '.join(missing)}.")
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
         raise ValueError(f"unknown scheduler {name!r}: give a diffusers scheduler class name; this model can use "
                          f"{', '.join(known)}.")
