@@ -14,6 +14,17 @@ from typing import Any, Iterable
 from .records import jsonable
 
 
+def folder_problem(path) -> str | None:
+    """Why ``path`` cannot be (made) a folder, or ``None``: it, or a folder above it, is a file."""
+    path = Path(path)
+    for place in (path, *path.parents):
+        if place.exists():
+            if place.is_dir():
+                return None
+            return f"{place} is a file" if place == path else f"{place}, above {path}, is a file"
+    return None
+
+
 @contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""

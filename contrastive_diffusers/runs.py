@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic_io import atomic_path, save_image_atomic
-from .models.loading import default_size, is_sdxl
+from .models.loading import default_size, is_flux, is_sdxl
 
 
 def is_method_file(entry) -> bool:
@@ -81,7 +81,14 @@ def generation_options(
     guidance_scale: float | None = None,
     negative_prompt: str | None = None,
 ) -> dict:
-    """Pipeline arguments shared by every image of a run, with the model's defaults resolved."""
+    """Pipeline arguments shared by every image of a run, with the model's defaults resolved;
+    ``ValueError`` for a negative prompt on Flux, which would be ignored."""
+    if negative_prompt and is_flux(pipe):
+        raise ValueError(
+            "FLUX.1 is guidance-distilled: diffusers reads a negative prompt only with true classifier-free "
+            "guidance (true_cfg_scale > 1, twice the passes), which generate and bench do not run; drop the "
+            "negative prompt."
+        )
     default_h, default_w = default_size(pipe)
     return {
         "height": height or default_h,

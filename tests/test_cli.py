@@ -160,6 +160,10 @@ def test_pipeline_value_error_exits_2_and_is_recorded(tmp_path, capsys):
     assert err.startswith("error: ") and "Traceback" not in err
     s = _settings(tmp_path)
     assert s["status"] == "failed" and s["images"] == [] and "3x3" in s["error"]
+    # a run refused before its first image has nothing to overwrite: the corrected command may reuse the folder
+    args[args.index("--attn-res"):args.index("--attn-res") + 3] = []
+    assert main(args) == 0
+    assert _settings(tmp_path)["status"] == "finished"
 
 
 def test_default_output_dir_is_fresh(tmp_path, monkeypatch):
@@ -280,7 +284,9 @@ def test_seed_ranges_are_inclusive_and_checked():
 
     assert int_list("42-51") == list(range(42, 52)) and int_list("0,3-5") == [0, 3, 4, 5]
     assert int_list("-1") == [-1]  # a leading minus is a negative seed, not a range
-    for bad, message in (("5-3", "runs backwards"), ("a-b", "integers or ranges")):
+    assert int_list(str(2**64 - 1)) == [2**64 - 1] and int_list(str(-(2**63))) == [-(2**63)]
+    for bad, message in (("5-3", "runs backwards"), ("a-b", "integers or ranges"),
+                         (str(2**64), r"seed 18446744073709551616 is out of range; seeds lie in \[-2\*\*63, 2\*\*64\)")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             int_list(bad)
 
@@ -296,3 +302,54 @@ def test_an_output_dir_holding_a_run_or_a_file_is_refused(first_run, tmp_path, c
     a_file.write_text("")
     assert main(["generate", "a green cat", *FAST, "--output-dir", str(a_file)]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["generate", "a green cat", *FAST],
+    ["bench", "--prompts", "shapes:sample", *FAST],
+    ["tune", "--method", "conform", "--model", "tiny-sd1"],
+    ["train", "textual_inversion", "--pretrained_model_name_or_path", "unused", "--train_data_dir", "unused",
+     "--placeholder_token", "<x>", "--initializer_token", "cat"],
+])
+def test_an_output_folder_under_a_file_is_a_usage_error(command, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    option = "--output_dir" if command[0] == "train" else "--output-dir"
+    assert main([*command, option, str(a_file / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{a_file}, above {a_file / 'run'}, is a file; give a folder" in err and "Traceback" not in err
+
+
+def test_a_method_file_with_a_wrongly_typed_value_says_so(tmp_path, capsys):
+    bad = tmp_path / "hot.json"
+    bad.write_text(json.dumps({"method": "conform", "temperature": "hot"}))
+    assert main(["generate", "a red car and a blue bench", *FAST, "--method", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: a value of the wrong type for Conform" in err and "JSON numbers" in err
+
+
+def test_maps_too_small_to_smooth_are_a_clear_error(tmp_path, capsys):
+    args = ["generate", PROMPT, "--model", "tiny-sd1", "--steps", "2", "--height", "16", "--width", "16",
+            "--method", "ae", "--output-dir", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1x1 attention maps are too small for the smoothing kernel of size 3" in err and "Traceback" not in err
+
+
+def test_default_methods_skip_a_prompt_they_cannot_guide_named_ones_refuse_it(tmp_path, capsys):
+    assert main(["generate", "a red car", PROMPT, *FAST, "--output-dir", str(tmp_path / "default")]) == 0
+    s = _settings(tmp_path / "default")
+    assert [(r["method"], r["prompt_index"]) for r in s["images"]] == [("none", 0), ("none", 1), ("conform", 1)]
+    assert [(k["method"], k["prompt_index"]) for k in s["skipped"]] == [("conform", 0)]
+    assert "conform skipped for prompt 0 ('a red car'): CONFORM needs at least two" in capsys.readouterr().err
+    named = ["generate", "a red car", *FAST, "--method", "none,conform", "--output-dir", str(tmp_path / "named")]
+    assert main(named) == 2
+    assert "CONFORM needs at least two" in capsys.readouterr().err and not (tmp_path / "named").exists()
+
+
+def test_flux_refuses_a_negative_prompt_it_would_ignore(tmp_path, capsys):
+    args = ["generate", "a red car", "--model", "tiny-flux", "--steps", "1", "--method", "none",
+            "--negative-prompt", "blurry", "--output-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "FLUX.1 is guidance-distilled" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the folder is made

@@ -72,6 +72,8 @@ def test_shapes_split_uses_the_world_splits(tmp_path):
     # every single-object caption of the train split is also a test prompt, so none is left to tune on
     assert {i.category for i in train} == {"two_object", "relation"}
     assert "held_out" in {i.category for i in test}
+    with pytest.raises(ValueError, match="has no category 'nosuch'; its categories: .*two_object"):
+        split_prompts(TuneConfig(tmp_path, "conform", categories=["two_object", "nosuch"]))
 
 
 def test_arm_tables_pair_by_prompt_and_seed():

@@ -18,6 +18,7 @@ from .common import (
     default_output_dir,
     device_name,
     normalize_run_args,
+    output_folder,
     positive_int,
 )
 
@@ -25,9 +26,13 @@ BENCH_EPILOG = """\
 prompt sets (--prompts):
   shapes                          ShapesWorld's test split, 289 prompts in 7 categories, each
                                   checked by the world's exact oracle (default with the
-                                  embedded model); shapes:sample = 2 per category
+                                  embedded model); shapes:sample = 2 per category,
+                                  shapes:train = the 575 training prompts (for tuning)
   attend_and_excite               the Attend-and-Excite benchmark, 276 prompts (built in)
   attend_and_excite:animals       one subset: animals, animal_object, object_object
+  geneval                         GenEval's 553 prompts (built in); geneval:colors = one task:
+                                  single_object, two_object, counting, colors, position,
+                                  color_attr
   FILE.txt | FILE_val.txt         one prompt per line (T2I-CompBench files: *_val.txt)
   evaluation_metadata.jsonl       GenEval metadata;  FILE.jsonl: rows with "prompt"
   PartiPrompts.tsv                PartiPrompts;      FILE.json: A&E-style {subset: [prompts]}
@@ -84,7 +89,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                    help="draw up to N seeds of a method and prompt in one pipeline call (each image from its own "
                    "seeded generator; faster where per-call overhead dominates, e.g. the 32 px embedded model on "
                    "a CPU; N times the memory). Default: %(default)s")
-    p.add_argument("--output-dir", type=Path, metavar="DIR",
+    p.add_argument("--output-dir", type=output_folder, metavar="DIR",
                    help="the run folder (re-use it to resume). Default: outputs/bench-<timestamp>")
     p.set_defaults(run=run_bench)
     return p

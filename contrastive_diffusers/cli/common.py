@@ -73,7 +73,20 @@ def int_list(text: str) -> list[int]:
                 values.append(int(part))
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be integers or ranges such as 0-9, got {text!r}") from None
+    outside = [v for v in values if not -(2**63) <= v < 2**64]  # what torch.Generator.manual_seed takes
+    if outside:
+        raise argparse.ArgumentTypeError(f"seed {outside[0]} is out of range; seeds lie in [-2**63, 2**64)")
     return values
+
+
+def output_folder(text: str) -> Path:
+    """``--output-dir`` value: a folder, or one that can be made (no file in the way)."""
+    from ..atomic_io import folder_problem
+
+    problem = folder_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}; give a folder")
+    return Path(text)
 
 
 def positive_int(text: str) -> int:
@@ -110,7 +123,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME[,NAME...]",
         help="guidance methods, comma-separated or repeated: none, attend_and_excite (ae), conform, "
         "ebama, syngen, or a method config FILE.json (as `tune` writes it; named by the file's stem in "
-        f"the output folder). Default: {','.join(DEFAULT_METHODS)}",
+        f"the output folder). Default: {','.join(DEFAULT_METHODS)}, each skipping a prompt it cannot guide "
+        "(CONFORM needs two objects); methods given here refuse such a prompt instead",
     )
     p.add_argument(
         "--seeds",
@@ -125,7 +139,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--guidance-scale",
         type=float,
         metavar="SCALE",
-        help="classifier-free guidance scale. Default: 7.5 for SD, 5.0 for SDXL",
+        help="classifier-free guidance scale (Flux: its distilled guidance). Default: the stock pipeline's "
+        "(SD 1.x/2.x 7.5, SDXL 5.0, SD3 7.0, Flux 3.5)",
     )
     for side in ("height", "width"):
         p.add_argument(f"--{side}", type=positive_int, metavar="PX", help=f"image {side} in pixels. Default: the model's")
@@ -158,6 +173,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def normalize_run_args(args: argparse.Namespace) -> None:
     """Fill in list defaults here: argparse's "extend" would add the user's values to a default list."""
+    args.default_methods = not args.method
     args.method = list(dict.fromkeys(args.method or DEFAULT_METHODS))
     # --seeds collects one list per value ("0 1" and "0,1" both work); flatten, keep order.
     args.seeds = list(dict.fromkeys(seed for values in (args.seeds or [[0]]) for seed in values))

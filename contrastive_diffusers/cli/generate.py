@@ -31,6 +31,7 @@ from .common import (
     add_run_arguments,
     default_output_dir,
     normalize_run_args,
+    output_folder,
 )
 
 # ============================================================================ generate: options
@@ -92,7 +93,7 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.add_argument(
         "--output-dir",
-        type=Path,
+        type=output_folder,
         metavar="DIR",
         help="where images and settings.json go: a new folder, or one without an earlier run. "
         "Default: outputs/generate-<timestamp>",
@@ -152,18 +153,22 @@ def _word_or_position(word: str):
     return int(word) if re.fullmatch(r"[+-]?\d+", word) else word
 
 
-def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict) -> list | None:
+def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict,
+                          skipped: dict | None = None) -> list | None:
     """Each prompt's resolved TokenGroups, checked against every guided method up front so
     that a bad group fails (``ValueError``) before any image is made. ``None`` when nothing
-    is guided."""
+    is guided. With a ``skipped`` dict, a method that cannot guide a prompt (CONFORM with one
+    object) is noted there as ``{(method, prompt index): why}`` instead of refusing the run."""
     if all(m is None for m in methods.values()):
         return None
     resolved = []
-    for prompt, spec in zip(prompts, specs, strict=True):
+    for index, (prompt, spec) in enumerate(zip(prompts, specs, strict=True)):
         groups = resolve_token_groups(pipe, prompt, spec)
         problems = inapplicable_methods(groups, prompt, methods, spec)
-        if problems:
+        if problems and skipped is None:
             raise ValueError(next(iter(problems.values())))
+        for name, why in problems.items():
+            skipped[(name, index)] = why
         resolved.append(groups)
     return resolved
 
@@ -226,6 +231,7 @@ def initial_settings(args, run: ImageRun, device: str, dtype_name: str, specs: l
         "token_group_specs": specs,
         "token_groups": [groups_record(g) for g in resolved] if resolved is not None else None,
         "status": "running",
+        "skipped": [],  # (method, prompt) pairs the default methods could not guide
         "images": [],
     }
 
@@ -256,13 +262,21 @@ def check_output_dir(out_dir: Path | None) -> None:
     index and seed, so a second run there would overwrite the first one's."""
     if out_dir is None:
         return
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"--output-dir {out_dir} is a file; give a folder")
-    if (out_dir / "settings.json").exists():
+    if (out_dir / "settings.json").exists() and not _refused_before_any_image(out_dir / "settings.json"):
         raise CliError(
             f"--output-dir {out_dir} already holds a generate run (settings.json), whose images this run would "
             "overwrite; give another folder, or leave --output-dir out for a fresh outputs/generate-<time>."
         )
+
+
+def _refused_before_any_image(settings_path: Path) -> bool:
+    """A run whose input the pipeline refused (size, attn_res, ...) before it made an image has
+    nothing to overwrite: the corrected command may take its folder."""
+    try:
+        settings = json.loads(settings_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and settings.get("status") == "failed" and not settings.get("images")
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -277,18 +291,20 @@ def run_generate(args: argparse.Namespace) -> int:
     specs = parse_token_groups(args.token_groups, len(prompts))
     check_output_dir(args.output_dir)
     pipe = load_pipeline(args.model, device, dtype, args.quiet)
-    try:  # a bad scheduler or bad groups fail here, before the output folder exists
+    try:  # a bad scheduler, bad groups or an unused negative prompt fail here, before the output folder exists
         use_scheduler(pipe, args.scheduler, guided=any(method is not None for method in methods.values()))
-        resolved = resolve_prompt_groups(pipe, prompts, specs, methods)
+        # the default methods skip a prompt they cannot guide; methods the user named refuse it
+        skipped = {} if args.default_methods else None
+        resolved = resolve_prompt_groups(pipe, prompts, specs, methods, skipped)
+        options = generation_options(pipe, args.height, args.width, args.steps, args.guidance_scale,
+                                     args.negative_prompt)
     except ValueError as err:
         raise CliError(str(err)) from None
 
     run = ImageRun(
         pipe=pipe,
         methods=methods,
-        options=generation_options(
-            pipe, args.height, args.width, args.steps, args.guidance_scale, args.negative_prompt
-        ),
+        options=options,
         attn_res=tuple(args.attn_res) if args.attn_res else None,
         heatmaps=not args.no_heatmaps,
         out_dir=args.output_dir or default_output_dir(),
@@ -298,11 +314,15 @@ def run_generate(args: argparse.Namespace) -> int:
     settings = initial_settings(args, run, device, dtype_name, specs, resolved)
     write_json_atomic(settings_path, settings)
 
+    for (name, index), why in (skipped or {}).items():
+        settings["skipped"].append({"method": name, "prompt_index": index, "reason": why})
+        print(f"{name} skipped for prompt {index} ({_shorten(prompts[index], 32)!r}): {why}", file=sys.stderr)
     jobs = [
         Job(name, i, prompt, seed, resolved[i] if resolved is not None else None)
         for name in methods
         for i, prompt in enumerate(prompts)
         for seed in args.seeds
+        if (name, i) not in (skipped or {})
     ]
     status = run_jobs(run, jobs, settings, settings_path)
     if not args.quiet and settings["images"]:

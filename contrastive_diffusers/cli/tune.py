@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .common import EXIT_INTERRUPTED, EXIT_OK, CliError, default_output_dir, device_name, int_list, positive_int
+from .common import (EXIT_INTERRUPTED, EXIT_OK, CliError, default_output_dir, device_name, int_list,
+                     output_folder, positive_int)
 
 TUNE_EPILOG = """\
 what it does:
@@ -67,7 +67,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--no-confirm", action="store_true", help="stop after the search (no test-split run)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--output-dir", type=Path, metavar="DIR",
+    p.add_argument("--output-dir", type=output_folder, metavar="DIR",
                    help="the tune folder (re-use it to resume). Default: outputs/tune-<timestamp>")
     p.set_defaults(run=run_tune)
     return p

@@ -180,9 +180,12 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         use_scheduler(pipe, config.scheduler, guided=any(method is not None for method in methods.values()))
     except ValueError as err:  # not a scheduler class, not one for this model, or one guidance cannot follow
         raise BenchInputError(str(err)) from None
-    options = generation_options(
-        pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt
-    )
+    try:
+        options = generation_options(
+            pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt
+        )
+    except ValueError as err:  # a negative prompt the model would ignore
+        raise BenchInputError(str(err)) from None
     fingerprint = {
         "model": config.model,
         "pipeline": type(pipe).__name__,

@@ -146,6 +146,7 @@ def split_prompts(config: TuneConfig) -> tuple[list, list]:
     if _is_shapes(items):
         from ..shapes.prompts import shapes_prompts
 
+        _check_categories(config.categories, shapes_prompts("train") + shapes_prompts("test"), source)
         test = shapes_prompts("test")
         test_texts = {item.prompt for item in test}
         train = [item for item in shapes_prompts("train") if item.prompt not in test_texts]
@@ -154,12 +155,21 @@ def split_prompts(config: TuneConfig) -> tuple[list, list]:
         train = [i for i in train if i.category in categories]
         test = [i for i in test if i.category in test_categories]
     else:
+        _check_categories(config.categories, items, source)
         if config.categories:
             items = [i for i in items if i.category in config.categories]
         train, test = split_by_hash(items)
     random.Random(0).shuffle(train)  # any prefix mixes the categories
     random.Random(1).shuffle(test)
     return train, test
+
+
+def _check_categories(categories, items: list, source) -> None:
+    known = sorted({str(item.category) for item in items})
+    unknown = [c for c in categories or () if c not in known]
+    if unknown:
+        raise ValueError(f"The prompt set {source!r} has no category {', '.join(map(repr, unknown))}; "
+                         f"its categories: {', '.join(known)}.")
 
 
 def applicable(pipe, method, items: list, split: str) -> list:

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..atomic_io import folder_problem
+
 if TYPE_CHECKING:
     from .method import TrainingMethod
 
@@ -25,10 +27,18 @@ def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except beside a ``--no_X`` switch: its default is X's
+    (``--no_scale_lr (default: True)`` would read as if the switch were on)."""
+
+    def _get_help_string(self, action):
+        if isinstance(action, argparse._StoreFalseAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
 
     g = p.add_argument_group("model and data")
     g.add_argument(
@@ -202,6 +212,9 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             parser.error(f"--report_to {args.report_to} needs the {module} package: pip install {module}")
     if args.output_dir is None:
         args.output_dir = f"{parser.prog.split('.')[-1].replace(' ', '-')}-output"
+    problem = folder_problem(args.output_dir)
+    if problem:
+        parser.error(f"--output_dir: {problem}; give a folder")
     return args
 
 
