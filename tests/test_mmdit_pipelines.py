@@ -37,10 +37,9 @@ def test_plain_call_equals_the_stock_pipeline(pipes, kind):
     stock_class = StableDiffusion3Pipeline if kind == "sd3" else FluxPipeline
     stock = stock_class(**pipes[kind].components)
     prompts = [PROMPT, "a green cat"]
-    expected = _call(stock, kind, prompt=prompts, num_images_per_prompt=2,
-                     generator=torch.Generator().manual_seed(3)).images
+    stock_out = _call(stock, kind, prompt=prompts, num_images_per_prompt=2, generator=torch.Generator().manual_seed(3))
     out = _call(pipes[kind], kind, prompt=prompts, num_images_per_prompt=2, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(out.images, expected)
+    assert torch.equal(out.images, stock_out.images) and isinstance(out, type(stock_out))
     assert out.guidance_records is None and out.token_groups is None
 
 
@@ -150,6 +149,20 @@ def test_bad_input_is_refused_with_the_fix(pipes):
 
     with pytest.raises(ValueError, match="has no UNet.*GuidedStableDiffusion3Pipeline.from_pipe"):
         GuidanceCallback(pipes["sd3"], "ae", PROMPT, token_groups=GROUPS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_mistyped_keyword_fails_before_any_guidance_work(pipes, kind):
+    """The stock call takes no **kwargs: a typo fails there at once, and here before step 0."""
+    pipe = pipes[kind]
+    forwards = []
+    hook = pipe.transformer.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        with pytest.raises(TypeError, match="unexpected keyword argument 'num_inference_step'"):
+            _call(pipe, kind, guidance=Conform(), token_groups=GROUPS, num_inference_step=3)
+    finally:
+        hook.remove()
+    assert forwards == []
 
 
 @pytest.mark.parametrize("variant", ["sd35", "flux-schnell"])

@@ -1,5 +1,7 @@
 """Guided pipelines end to end on the tiny SD1 / SD2 / SDXL models."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -125,9 +127,10 @@ def test_plain_call_matches_stock_pipeline(pipe):
     stock_cls = StableDiffusionXLPipeline if isinstance(pipe, StableDiffusionXLPipeline) else StableDiffusionPipeline
     stock = stock_cls.from_pipe(pipe)
     stock.set_progress_bar_config(disable=True)
-    ours = run(pipe, PROMPTS[0], num_inference_steps=3).images
-    expected = run(stock, PROMPTS[0], num_inference_steps=3).images
-    np.testing.assert_array_equal(ours, expected)
+    out = run(pipe, PROMPTS[0], num_inference_steps=3)
+    expected = run(stock, PROMPTS[0], num_inference_steps=3)
+    np.testing.assert_array_equal(out.images, expected.images)
+    assert isinstance(out, type(expected))  # code that checks for diffusers' output class takes ours
 
 
 def test_processors_restored_after_call_and_after_error(pipe):
@@ -165,9 +168,19 @@ def test_attention_maps_and_user_callback(pipe):
     assert torch.allclose(maps.sum(-1), torch.ones(1, 4, 4), atol=1e-4)  # probabilities over tokens
 
 
-def test_return_dict_false_gives_tuple(pipe):
+def test_return_dict_false_gives_tuple(pipe, caplog):
     out = run(pipe, PROMPTS[0], guidance=Ebama(), num_inference_steps=2, return_dict=False)
     assert isinstance(out, tuple) and out[0].shape == (1, SIZE, SIZE, 3)
+    from diffusers.utils import logging
+
+    logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            run(pipe, PROMPTS[0], guidance=Ebama(), num_inference_steps=1, return_dict=False,
+                return_attention_maps=True)
+    finally:
+        logging.disable_propagation()
+    assert "return_attention_maps=True has no effect with return_dict=False" in caplog.text
 
 
 def test_seeded_runs_are_deterministic(pipe):
@@ -238,10 +251,37 @@ def test_save_and_load_guided_pipeline_folder(tmp_path):
     assert np.isfinite(out.images).all()
 
 
-def test_from_pipe_keeps_the_source_dtype():
+def test_a_saved_guided_pipeline_is_a_stock_folder(tmp_path):
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    for kind, stock in (("sd1", StableDiffusionPipeline), ("sdxl", StableDiffusionXLPipeline)):
+        guided(kind).save_pretrained(tmp_path / kind)
+        assert json.loads((tmp_path / kind / "model_index.json").read_text())["_class_name"] == stock.__name__
+        assert type(DiffusionPipeline.from_pretrained(tmp_path / kind)) is stock
+        assert type(AutoPipelineForText2Image.from_pretrained(tmp_path / kind)) is stock
+    assert type(GuidedStableDiffusionPipeline.from_pretrained(tmp_path / "sd1")) is GuidedStableDiffusionPipeline
+
+
+def test_from_pipe_keeps_each_components_dtype():
     base = tiny_pipeline("sd1").to(dtype=torch.float16)
     pipe = GuidedStableDiffusionPipeline.from_pipe(base)
     assert pipe.unet.dtype == torch.float16 and base.unet.dtype == torch.float16
+    # an fp16 model with a float32 VAE (the usual fix for fp16 NaNs): nothing is cast, even through fp16
+    base = tiny_pipeline("sd1")
+    vae_weight = base.vae.decoder.conv_out.weight.detach().clone()
+    base.unet.to(torch.float16)
+    base.text_encoder.to(torch.float16)
+    assert base.dtype == torch.float16
+    pipe = GuidedStableDiffusionPipeline.from_pipe(base)
+    assert pipe.vae is base.vae and base.vae.dtype == torch.float32 and base.unet.dtype == torch.float16
+    assert torch.equal(base.vae.decoder.conv_out.weight, vae_weight)
+
+
+def test_sdxl_prompt_embeds_need_their_pooled_embeds():
+    pipe = guided("sdxl")
+    prompt_embeds = pipe.encode_prompt(PROMPTS[0], device="cpu", do_classifier_free_guidance=False)[0]
+    with pytest.raises(ValueError, match="Pass pooled_prompt_embeds with prompt_embeds"):
+        run(pipe, PROMPTS[0], prompt_embeds=prompt_embeds, guidance=SynGen(), num_inference_steps=2)
 
 
 def test_negative_prompt_string_with_guidance(pipe):

@@ -9,16 +9,21 @@ its default image size, its input checks and prompt encoding.
 
 from __future__ import annotations
 
+import contextvars
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
+from diffusers.pipelines.stable_diffusion.pipeline_output import StableDiffusionPipelineOutput
+from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
-from diffusers.utils import BaseOutput
+from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
+from diffusers.utils import logging
 
-from .._compat import dtype_kwarg
 from ..guidance.engine import Guider, StepRecord
 from ..guidance.tokens import TokenGroup
 from .session import (
@@ -29,10 +34,16 @@ from .session import (
     guidance_scale_embedding,
 )
 
+logger = logging.get_logger(__name__)
+# set while from_pipe builds a guided pipeline: its closing cast to one dtype is skipped
+_KEEP_DTYPES = contextvars.ContextVar("keep_component_dtypes", default=False)
+
 
 @dataclass
-class GuidedPipelineOutput(BaseOutput):
-    """diffusers' Stable Diffusion output plus what guidance did.
+class GuidedPipelineOutput(StableDiffusionPipelineOutput, StableDiffusionXLPipelineOutput,
+                           StableDiffusion3PipelineOutput, FluxPipelineOutput):
+    """diffusers' pipeline output plus what guidance did (an instance of the stock SD, SDXL,
+    SD3 and Flux output classes, so code that checks for them takes it).
 
     - ``images``: as diffusers returns them (PIL list, numpy array, tensor or latents).
     - ``nsfw_content_detected``: as diffusers returns it (``None`` without a safety checker).
@@ -95,11 +106,29 @@ class GuidedPipelineMixin:
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
-        """diffusers' ``from_pipe``, but keeping the source pipeline's dtype when none is given
-        (diffusers casts the shared components to float32 otherwise, the caller's too)."""
-        if "torch_dtype" not in kwargs and "dtype" not in kwargs:
-            kwargs.update(dtype_kwarg(pipeline.dtype))
-        return super().from_pipe(pipeline, **kwargs)
+        """diffusers' ``from_pipe``, but keeping each component's dtype when none is given:
+        diffusers casts the shared components, the caller's too, to one dtype (float32 by
+        default), which would also round an fp16 model's float32 VAE through float16."""
+        if "torch_dtype" in kwargs or "dtype" in kwargs:
+            return super().from_pipe(pipeline, **kwargs)
+        token = _KEEP_DTYPES.set(True)
+        try:
+            return super().from_pipe(pipeline, **kwargs)
+        finally:
+            _KEEP_DTYPES.reset(token)
+
+    def to(self, *args, **kwargs):
+        if _KEEP_DTYPES.get() and not args and set(kwargs) == {"dtype"}:
+            return self  # from_pipe's closing cast (see from_pipe)
+        return super().to(*args, **kwargs)
+
+    def to_json_string(self) -> str:
+        """The config ``save_pretrained`` writes to ``model_index.json``, naming the stock
+        pipeline class: the folder is a stock pipeline's, which ``DiffusionPipeline`` and the
+        AutoPipelines load (and a guided class loads too, as it loads any stock folder)."""
+        config = json.loads(super().to_json_string())
+        config["_class_name"] = next(c for c in type(self).__mro__ if c.__module__.startswith("diffusers.")).__name__
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     def _dispatch(self, passed: dict, prepared: dict, return_dict: bool, guidance, token_groups, **options):
         """A pipeline ``__call__``'s body: the stock call without guidance, else the guided one.
@@ -169,4 +198,7 @@ class GuidedPipelineMixin:
             callback_on_step_end_tensor_inputs=tensor_inputs,
             return_dict=False,
         )
+        if not return_dict and guider.keep_attention_maps:
+            logger.warning("return_attention_maps=True has no effect with return_dict=False: the maps and the "
+                           "guidance records are only in the output object.")
         return _output(out, session, guider) if return_dict else out

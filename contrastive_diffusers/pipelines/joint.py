@@ -43,6 +43,16 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
         lookup = self._word_lookup(passed, options)
         return GuidanceSession.start(lookup, guidance, prompt, token_groups, num_images_per_prompt, **options)
 
+    def _check_stock_keywords(self, passed: dict) -> None:
+        """The stock ``__call__`` refuses an unknown keyword (``num_inference_step``); here at
+        once, as there, not after step 0 has been guided."""
+        parameters = inspect.signature(super(GuidedPipelineMixin, self).__call__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return
+        unknown = [name for name in passed if name not in parameters]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.__call__() got an unexpected keyword argument {unknown[0]!r}")
+
     def _call_guided(self, session: GuidanceSession, passed: dict, prepared: dict, return_dict: bool):
         """Encode, draw the latents, guide step 0, then run the stock loop with the step guidance."""
         user_callback = prepared["callback_on_step_end"]
@@ -50,7 +60,8 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
         default_height, default_width = self._default_image_size()
         passed = {**passed, "height": passed["height"] or default_height, "width": passed["width"] or default_width}
         device = self._execution_device
-        # Checks first: bad sizes or callback names fail before the (expensive) step-0 guidance.
+        # Checks first: bad sizes, callback names or keywords fail before the (expensive) step-0 guidance.
+        self._check_stock_keywords(passed)
         if (prepared["prompt_embeds"] is None) != (prepared["pooled_prompt_embeds"] is None):
             raise ValueError("Pass prompt_embeds and pooled_prompt_embeds together (both come from encode_prompt).")
         embeds, inputs = self._encode_for_guidance(session.prompts, passed, prepared, tensor_inputs, device)

@@ -108,6 +108,9 @@ class GuidedStableDiffusionXLPipeline(GuidedPipelineMixin, StableDiffusionXLPipe
 
     def _encode_for_guidance(self, prompts, passed, prepared, tensor_inputs, do_cfg, device):
         height, width = passed["height"], passed["width"]
+        # the stock check, which the call below cannot make (it is given the prompt text too)
+        if prepared["prompt_embeds"] is not None and prepared["pooled_prompt_embeds"] is None:
+            raise ValueError("Pass pooled_prompt_embeds with prompt_embeds (both come from encode_prompt).")
         self.check_inputs(
             prompts,
             prepared["prompt_2"],
