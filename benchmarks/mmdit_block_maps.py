@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from contrastive_diffusers.guidance.tokens import resolve_groups
+    from contrastive_diffusers.eval.stats import mean_ci
     from contrastive_diffusers.models.loading import load_pipeline
     from contrastive_diffusers.runs import generation_options
     from contrastive_diffusers.shapes.oracle import detect
@@ -179,9 +180,8 @@ def main(argv=None) -> int:
         for name in blocks:
             cells = []
             for step in read_at:
-                values = np.asarray(scores[step, name])
-                half = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-                cells.append(f"{values.mean():.3f} ±{half:.3f}")
+                ci = mean_ci(scores[step, name])  # Student's t with n - 1 degrees of freedom
+                cells.append(f"{ci.mean:.3f} ±{ci.half_width:.3f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)

@@ -274,9 +274,9 @@ def test_text_table(records):
     text = format_summary_table(summarize(records))
     lines = text.splitlines()
     metrics = ["clip_score", "min_object_similarity", "binding_accuracy", "aesthetic", "zeta"]
-    assert lines[0].split() == ["method", *metrics, "n", "failed"]
+    assert lines[0].split() == ["method", *metrics, "images", "failed"]
     none_row = next(line for line in lines if line.startswith("none "))
-    assert "25.67 ± 4.86" in none_row and "0.2567 ± 0.0486" in none_row and "0.250 ± n/a" in none_row
+    assert "25.67 ± 4.86" in none_row and "0.2567 ± 0.0486" in none_row and "0.250 ± n/a (n=1)" in none_row
     assert none_row.split()[-2:] == ["6", "0"]
     ebama_row = next(line for line in lines if line.startswith("ebama "))
     assert ebama_row.split()[-2:] == ["6", "1"]
@@ -292,8 +292,10 @@ def test_markdown_report(records, tmp_path):
     assert "| model | tiny\\|sd |" in text and "| steps | 2 |" in text
     conform_binding = cell([1.0, 0.5], 3)
     assert f"| conform | {cell([21, 25, 30, 35, 23, 31], 2)} | " in text
-    assert f"| {conform_binding} | - | - | 6 | 0 |" in text  # binding, aesthetic, zeta, n, failed
-    assert f"| ebama | {cell([31, 33, 26, 25], 2)} | {cell([0.31, 0.33, 0.26, 0.25], 4)} | - | - | - | 6 | 1 |" in text
+    # binding, aesthetic, zeta, images, failed; a metric with fewer values than scorable images says n
+    assert f"| {conform_binding} (n=2) | - | - | 6 | 0 |" in text
+    assert (f"| ebama | {cell([31, 33, 26, 25], 2)} (n=4) | {cell([0.31, 0.33, 0.26, 0.25], 4)} (n=4) | - | - | - "
+            "| 6 | 1 |") in text
     assert f"| conform | {cell([5, -1, 3, 0, 3, 1], 2, signed=True, wins=4)} |" in text
     assert f"| ebama | {cell([1, 1, 2, -1], 2, signed=True, wins=3)} |" in text
     # Per-category tables for the two main metrics: categories as rows, methods as columns.

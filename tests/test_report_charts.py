@@ -41,6 +41,15 @@ def test_svg_and_png(tmp_path):
 def test_series_from_summary_reads_half_widths():
     summary = {"methods": ["none"], "per_category": {"a": {"none": {"m": {"mean": 0.5, "half_width": 0.1, "n": 4}}}}}
     assert series_from_summary(summary, "m") == {"none": {"a": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 4}}}
+    # one value has no interval: no whisker, not a zero-width one
+    single = {"methods": ["none"], "per_category": {"a": {"none": {"m": {"mean": 2.0, "half_width": None, "n": 1}}}}}
+    assert series_from_summary(single, "m") == {"none": {"a": {"mean": 2.0, "ci_low": None, "ci_high": None, "n": 1}}}
+    spread = {"methods": ["none"], "per_category": {"a": {"none": {"m": {"mean": 2.0, "half_width": 0.5, "n": 2}}}}}
+
+    def vertical_lines(summary):
+        return sum(s.kind == "line" and s.x == s.w for s in chart_layout(series_from_summary(summary, "m"))[2])
+
+    assert vertical_lines(spread) == vertical_lines(single) + 1  # the whisker
 
 
 def test_heatmap_strip_without_the_image():

@@ -74,6 +74,16 @@ def test_comparison_pairs_by_prompt_and_seed_with_t_intervals():
     assert "| b | 0.400 [" in text and "(n=5)" in text and "+0.500 [" in text
 
 
+def test_the_verdict_reads_the_interval_across_training_seeds_when_there_is_one():
+    pooled = {"delta": -0.046, "ci_low": -0.087, "ci_high": -0.006, "n": 108}
+    entry = {"metric": "success", "minutes": 1.0, "method": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "n": 108},
+             "baselines": {"b": {"mean": 0.25, "ci_low": 0.15, "ci_high": 0.35, "n": 108}}, "paired": {"b": pooled}}
+    assert "| b | 0.250 [0.150, 0.350] (n=108) | -0.046 [-0.087, -0.006] (worse) |" in training_markdown({"x": entry}, {})
+    entry["across_training_seeds"] = {"b": {"mean": -0.046, "ci_low": -0.245, "ci_high": 0.153, "n": 3}}
+    assert ("| -0.046 [-0.087, -0.006] over images; across training seeds [-0.245, +0.153] (no clear difference) |"
+            in training_markdown({"x": entry}, {}))
+
+
 def test_comparison_without_spread_has_no_interval():
     entry = comparison([_record("m", "p", 0, 1.0), _record("b", "p", 0, 0.0)], "success", "m", ["b"], 0.0)
     assert entry["method"] == {"mean": 1.0, "ci_low": None, "ci_high": None, "n": 1}

@@ -87,13 +87,21 @@ def _format_stat(metric: str, stat: dict, signed: bool = False) -> str:
 
 
 def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["method", *summary["metrics"], "n", "failed"]
+    """One row per method: each metric's mean ± CI, then the images drawn, failed and not
+    applicable. A metric with fewer values than the images left (unscored ones) says how
+    many its mean rests on: ``"0.52 ± 0.03 (n=40)"``."""
+    header = ["method", *summary["metrics"], "images", "failed"]
     with_na = any(info.get("n_not_applicable") for info in summary["per_method"].values())
     header += ["not applicable"] if with_na else []
     rows = []
     for method in summary["methods"]:
         info = summary["per_method"][method]
-        cells = [_format_stat(m, info["metrics"][m]) for m in summary["metrics"]]
+        scorable = info["n_images"] - info["n_failed"] - info.get("n_not_applicable", 0)
+        cells = []
+        for m in summary["metrics"]:
+            stat = info["metrics"][m]
+            n = stat.get("n", scorable)
+            cells.append(_format_stat(m, stat) + (f" (n={n})" if stat["mean"] is not None and n < scorable else ""))
         rows.append([str(method), *cells, str(info["n_images"]), str(info["n_failed"])])
         rows[-1] += [str(info.get("n_not_applicable", 0))] if with_na else []
     return header, rows

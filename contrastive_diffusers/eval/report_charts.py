@@ -46,7 +46,8 @@ def series_from_summary(summary: dict, metric: str) -> dict:
         mean, half = entry.get("mean"), entry.get("half_width")
         if mean is None:
             return {"mean": None, "ci_low": None, "ci_high": None, "n": entry.get("n", 0)}
-        half = 0.0 if half is None else half
+        if half is None:  # one value: no spread estimate, so no whisker (not a zero-width one)
+            return {"mean": mean, "ci_low": None, "ci_high": None, "n": entry.get("n", 0)}
         return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": entry.get("n", 0)}
 
     if summary.get("per_category"):

@@ -23,14 +23,24 @@ def format_stat(stat: dict) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}] (n={stat.get('n', 0)})"
 
 
-def _delta(stat: dict) -> str:
+def _verdict(low: float, high: float) -> str:
+    return "better" if low > 0 else ("worse" if high < 0 else "no clear difference")
+
+
+def _delta(stat: dict, across: dict | None = None) -> str:
+    """``"+0.05 [+0.01, +0.09] (better)"``. With ``across`` (the interval with the training
+    seeds as the samples), the verdict is read from it: the images of one trained model are
+    not independent draws of the method, so the pooled interval alone overstates certainty."""
     delta, low, high = stat.get("delta"), stat.get("ci_low"), stat.get("ci_high")
     if delta is None or not math.isfinite(delta):
         return "n/a"
     if low is None or not math.isfinite(low):
         return f"{delta:+.3f}"
-    verdict = "better" if low > 0 else ("worse" if high < 0 else "no clear difference")
-    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] ({verdict})"
+    a_low, a_high = (across or {}).get("ci_low"), (across or {}).get("ci_high")
+    if a_low is None or a_high is None or not (math.isfinite(a_low) and math.isfinite(a_high)):
+        return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] ({_verdict(low, high)})"
+    return (f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] over images; across training seeds "
+            f"[{a_low:+.3f}, {a_high:+.3f}] ({_verdict(a_low, a_high)})")
 
 
 def merge_results(path: Path, new: dict) -> dict:
@@ -54,7 +64,8 @@ def training_markdown(results: dict, details: dict, header: str = "") -> str:
                   "| arm | mean [95% CI] (n) | method − arm, paired [95% CI] |", "|---|---|---|",
                   f"| **{name}** (method) | {format_stat(entry['method'])} | |"]
         for baseline, stat in entry["baselines"].items():
-            lines.append(f"| {baseline} | {format_stat(stat)} | {_delta(entry['paired'][baseline])} |")
+            across = entry.get("across_training_seeds", {}).get(baseline)
+            lines.append(f"| {baseline} | {format_stat(stat)} | {_delta(entry['paired'][baseline], across)} |")
         for baseline, per_seed in entry.get("by_training_seed", {}).items():
             across = entry.get("across_training_seeds", {}).get(baseline, {})
             lines += ["", f"Each training seed's paired difference from {baseline}: " + "; ".join(
