@@ -250,7 +250,9 @@ def test_placeholder_rows_initialise_substitute_and_leave_others(pad):
     before = enc.get_input_embeddings().weight.detach().clone()
     pieces = tok("zebra", add_special_tokens=False).input_ids
     assert len(pieces) > 1  # a multi-piece initializer: mean of its pieces
-    info, rows = add_placeholder_tokens(tok, enc, ["<z>", "<and>"], ["zebra", "and"])
+    with pytest.warns(UserWarning, match=r"The initializer 'zebra' is \d+ tokenizer pieces .*typo") as caught:
+        info, rows = add_placeholder_tokens(tok, enc, ["<z>", "<and>"], ["zebra", "and"])
+    assert len(caught) == 1  # "and" is one piece, the placeholders are new strings
     assert info.token_ids == (before.shape[0], before.shape[0] + 1)
     assert torch.allclose(rows[0], before[pieces].mean(0)) and len(info.initializer_pieces[0]) == len(pieces)
     assert torch.equal(enc.get_input_embeddings().weight[: before.shape[0]], before)
@@ -268,6 +270,9 @@ def test_placeholder_rows_initialise_substitute_and_leave_others(pad):
     assert torch.equal(enc.get_input_embeddings()(ids)[0, z], rows[0])
     with pytest.raises(ValueError, match="already in the tokenizer"):
         add_placeholder_tokens(tok, enc, ["<z>"], ["cat"])
+    # a placeholder the tokenizer reads as a known word: every prompt with that word would change
+    with pytest.warns(UserWarning, match="The placeholder token 'cat' is a word the tokenizer already knows"):
+        add_placeholder_tokens(tok, enc, ["cat"], ["dog"])
 
 
 # ----------------------------------------------------------------------------- saved files

@@ -214,6 +214,11 @@ def test_interrupted_run_resumes_exactly(models, relation_data, tmp_path):
     with pytest.raises(ValueError, match="already holds checkpoints of an earlier run.*--resume_from_checkpoint latest"):
         _run(ReVersion(), models["sd1"], relation_data, tmp_path / "b", *common)
     assert (tmp_path / "b" / "checkpoint-4" / "training_state.json").exists()
+    # another tool's checkpoint folder (no state file) in a new run's folder: refused, not pruned
+    (tmp_path / "foreign" / "checkpoint-5000").mkdir(parents=True)
+    with pytest.raises(ValueError, match="checkpoint folders without training_state.json \\(checkpoint-5000\\)"):
+        _run(ReVersion(), models["sd1"], relation_data, tmp_path / "foreign", *common)
+    assert (tmp_path / "foreign" / "checkpoint-5000").is_dir()
     with pytest.raises(ValueError, match="resume with the same seed"):
         _run(
             ReVersion(),

@@ -16,6 +16,7 @@ from contrastive_diffusers.prompts import PromptItem
 from contrastive_diffusers.models.tiny import tiny_pipeline
 from contrastive_diffusers.training.dco import DCO
 from contrastive_diffusers.training.evogen import EvoGen
+from contrastive_diffusers.training.data import DataError
 from contrastive_diffusers.training.args import parse_method_args
 from contrastive_diffusers.training.loop import train
 from contrastive_diffusers.training.pairs import load_pairs
@@ -192,6 +193,20 @@ def test_contrastive_objective_widens_the_gap_on_a_fixed_batch(model, tmp_path):
     assert after.item() > before.item() + 1e-3 and after_accuracy.item() == 1.0
 
 
+def test_the_recorded_seed_of_a_run_without_one_reproduces_it(model, pairs, tmp_path):
+    """--seed omitted: the seed is drawn and recorded before the LoRA adapters are drawn from it."""
+    def run(out, *seed):
+        argv = ["--pretrained_model_name_or_path", str(model), "--train_data_dir", str(pairs), "--output_dir",
+                str(out), "--resolution", "64", "--stage_steps", "1,1,1", *seed]
+        train(parse_method_args(EvoGen(), argv, "test"), EvoGen())
+        return json.loads((out / "training_run.json").read_text())["seed"]
+
+    drawn = run(tmp_path / "drawn")
+    assert run(tmp_path / "again", "--seed", str(drawn)) == drawn
+    first, again = _lora(tmp_path / "drawn"), _lora(tmp_path / "again")
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
+
 def test_margin_objective_starts_at_log2_and_dco_trains(model, pairs, tmp_path):
     from diffusers import StableDiffusionPipeline
 
@@ -236,6 +251,11 @@ def test_margin_objective_starts_at_log2_and_dco_trains(model, pairs, tmp_path):
         after = pipe.text_encoder(ids)[0]
     assert any("text_encoder" in k for k in _lora(tmp_path / "d"))
     assert (after - before).abs().max() > 1e-6  # the loaded text-encoder LoRA acts
+    # a caption with a "{}" slot (a ReVersion text.json) would be trained as written: refused
+    (images / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "text": "a photo of {} dog"}) + "\n"
+                                           + rows[1] + "\n")
+    with pytest.raises(DataError, match=r"0.png in .* have captions with a '\{\}' slot, which DCO trains as written"):
+        _run(DCO(), model, images, tmp_path / "slot", "--max_train_steps", 1)
 
 
 def test_argument_errors(model, pairs, tmp_path):
@@ -251,7 +271,8 @@ def test_argument_errors(model, pairs, tmp_path):
     assert (contrastive.contrastive_loss_weight, contrastive.denoise_loss_weight) == (0.1, 1.0)
     assert (margin.contrastive_loss_weight, margin.denoise_loss_weight) == (1.0, 0.0)
     assert parse(EvoGen(), "--contrastive_loss_weight", "0.5").contrastive_loss_weight == 0.5
-    for extra in (["--stage_steps", "3,4", "--max_train_steps", 5], ["--placeholder_token", "<x>"],
+    for extra in (["--stage_steps", "3,4", "--max_train_steps", 5], ["--stage_steps", "5,5", "--max_train_steps", 3000],
+                  ["--placeholder_token", "<x>"],
                   ["--flip_p", 0.5], ["--advance_metric", "margin"], ["--stage_steps", "a,b"]):
         with pytest.raises(SystemExit):
             parse(EvoGen(), *extra)

@@ -109,10 +109,11 @@ def changed_settings(stored: dict | None, current: dict) -> dict[str, tuple]:
     }
 
 
-def resume(trainer: Trainer) -> int:
-    """Set the run's seed (``--seed``, else the checkpoint's, else drawn and shared), load the
-    checkpoint's state if there is one, and return the step to continue from (0: a new run)."""
-    from accelerate.utils import broadcast, set_seed
+def resolve_seed(trainer: Trainer) -> None:
+    """Before anything is built: find the checkpoint to resume (``trainer.resume_path``) and
+    set the run's seed (``--seed``, else the checkpoint's, else drawn and shared), so that what
+    is drawn at build time (LoRA adapters) comes from the seed the run records."""
+    from accelerate.utils import broadcast
 
     args, acc, method = trainer.args, trainer.accelerator, trainer.method
     path = resolve_checkpoint(trainer.output_dir, args.resume_from_checkpoint)
@@ -138,6 +139,14 @@ def resume(trainer: Trainer) -> int:
                 f"{trainer.output_dir} already holds checkpoints of an earlier run ({', '.join(earlier)}); resume it "
                 "with --resume_from_checkpoint latest, or train into a new --output_dir."
             )
+        # pruning removes checkpoint folders without a state file (a save cut off): not another tool's
+        foreign = [p.name for _, p in list_checkpoints(trainer.output_dir)]
+        if foreign:
+            raise ValueError(
+                f"{trainer.output_dir} holds checkpoint folders without {STATE_FILE} ({', '.join(foreign[:5])}): another "
+                "tool's, or a save that was cut off. This run would overwrite or prune them; move them away or "
+                "train into a new --output_dir."
+            )
     if args.seed is not None:
         trainer.seed = args.seed
     elif stored_seed is not None:
@@ -146,6 +155,15 @@ def resume(trainer: Trainer) -> int:
         # Drawn on the main process and shared, so that every process streams the same data.
         drawn = torch.tensor([int(torch.randint(0, 2**31 - 1, (1,)).item())], device=trainer.device)
         trainer.seed = int(broadcast(drawn, from_process=0).item())
+    trainer.resume_path = path
+
+
+def resume(trainer: Trainer) -> int:
+    """Seed the run (:func:`resolve_seed` chose the seed), load the checkpoint's state if there
+    is one, and return the step to continue from (0: a new run)."""
+    from accelerate.utils import set_seed
+
+    acc, method, path = trainer.accelerator, trainer.method, trainer.resume_path
     set_seed(trainer.seed)
     if path is None:
         trainer.metrics = []

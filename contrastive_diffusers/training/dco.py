@@ -27,7 +27,7 @@ import argparse
 from collections.abc import Sequence
 from types import MappingProxyType
 
-from .data import ImageCaptions, load_examples
+from .data import DataError, ImageCaptions, load_examples
 from .entry import run_main
 from .lora import LoraMethod
 from .objectives import consistency_dco, denoising_mse, per_sample_error
@@ -68,6 +68,13 @@ class DCO(LoraMethod):
     def load_data(self, trainer: Trainer):
         args = trainer.args
         trainer.examples = load_examples(args.train_data_dir, None)
+        # DCO learns no new token: a "{}" slot (a ReVersion text.json) would be trained as text
+        slotted = [e.path.name for e in trainer.examples if any("{}" in c for c in e.captions)]
+        if slotted:
+            raise DataError(
+                f"{', '.join(slotted[:5])} in {args.train_data_dir} have captions with a '{{}}' slot, which DCO "
+                "trains as written (it learns no new token); write the full captions, e.g. 'a photo of sks dog'."
+            )
         return ImageCaptions(trainer.examples, args.resolution, args.center_crop, args.flip_p)
 
     def loss(self, trainer: Trainer, batch: dict):

@@ -18,6 +18,7 @@ encoders, so DDP synchronises the rows' gradients.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -83,12 +84,26 @@ def add_placeholder_tokens(tokenizer, text_encoder, tokens, initializers) -> tup
             f"The placeholder token(s) {', '.join(taken)} are already in the tokenizer's vocabulary; choose "
             "new strings, e.g. '<my-token>'."
         )
+    for token in tokens:
+        whole = tokenizer.tokenize(token)
+        if len(whole) == 1 and whole[0] != token:
+            warnings.warn(
+                f"The placeholder token {token!r} is a word the tokenizer already knows ({whole[0]!r}): every prompt "
+                f"that says {token!r} will mean the learned token. Choose a new string such as '<{token}-x>'.",
+                stacklevel=2,
+            )
     weight = text_encoder.get_input_embeddings().weight
     init_rows, pieces = [], []
     for word in initializers:
         ids = tokenizer(word, add_special_tokens=False).input_ids
         if not ids:
             raise ValueError(f"The initializer token {word!r} has no tokens in this tokenizer.")
+        if len(ids) > 1:  # kept (a phrase may be meant), but a typo reads the same way
+            warnings.warn(
+                f"The initializer {word!r} is {len(ids)} tokenizer pieces ({' '.join(tokenizer.convert_ids_to_tokens(ids))}); "
+                "the new token starts from their mean. If that is a typo, give a word the tokenizer knows whole.",
+                stacklevel=2,
+            )
         pieces.append(tuple(tokenizer.convert_ids_to_tokens(ids)))
         init_rows.append(weight[ids].detach().float().mean(0))
     added = tokenizer.add_tokens(list(tokens))

@@ -168,7 +168,8 @@ class EvoGen(LoraMethod):
             if not args.stage_steps or any(s < 1 for s in args.stage_steps):
                 parser.error(f"--stage_steps must be positive integers, got {args.stage_steps}")
             total = sum(args.stage_steps)
-            if args.max_train_steps != parser.get_default("max_train_steps") and args.max_train_steps != total:
+            given = any(a == "--max_train_steps" or a.startswith("--max_train_steps=") for a in getattr(args, "command", ()))
+            if (given or args.max_train_steps != parser.get_default("max_train_steps")) and args.max_train_steps != total:
                 parser.error(
                     f"--max_train_steps {args.max_train_steps} disagrees with --stage_steps (sum {total}); "
                     "give one of them"

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from .checkpoints import checkpoint_path, resume, save_checkpoint
+from .checkpoints import checkpoint_path, resolve_seed, resume, save_checkpoint
 from .data import DataStream
 from .interrupt import StopRequests, TrainingInterrupted
 from .method import TrainingMethod
@@ -59,6 +60,7 @@ def train(args: argparse.Namespace, method: TrainingMethod, on_step: StepCallbac
     if acc.is_main_process:
         trainer.output_dir.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
+    resolve_seed(trainer)  # before load(), which builds what is drawn from the seed
     trainer.load()
     try:
         method.setup(trainer)
@@ -84,6 +86,11 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
     status = "running"
     files: list[Path] = []
     write_run_record(trainer, status, global_step)
+    acc.print(f"{method.name}: steps {global_step + 1}-{args.max_train_steps}, learning rate {trainer.effective_lr:g}"
+              + (f" (--learning_rate {args.learning_rate:g} scaled by batch x accumulation x processes; --no_scale_lr "
+                 "uses it as given)" if args.scale_lr else ""))
+    progress = tqdm(total=args.max_train_steps, initial=global_step, desc="Steps",
+                    disable=not acc.is_local_main_process)
     try:
         with StopRequests(announce=acc.print) as stop:
             while global_step < args.max_train_steps and not trainer.stop_training:
@@ -98,6 +105,8 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
                     "step_time_s": time.perf_counter() - started,
                 }
                 method.after_step(trainer, global_step, record)
+                progress.update(1)
+                progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}", lr=f"{record['lr']:.3g}", refresh=False)
                 trainer.metrics.append(record)
                 _after_step(trainer, global_step, record, status)
                 if on_step is not None:
@@ -120,6 +129,7 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
         status = "failed"
         raise
     finally:
+        progress.close()
         write_run_record(trainer, status, global_step)
         if args.report_to != "none":
             acc.end_training()

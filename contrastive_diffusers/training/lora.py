@@ -128,11 +128,10 @@ class LoraMethod(TrainingMethod):
         from diffusers.training_utils import cast_training_params
 
         args, m = trainer.args, trainer.models
-        # The gaussian LoRA A matrices are drawn from the run's seed (the global seed is set
-        # only later, at resume), so two runs with one --seed start from the same adapters.
+        # The LoRA A matrices are drawn from the run's seed (--seed, or the one drawn and
+        # recorded: resolve_seed runs first), so the recorded seed reproduces the adapters.
         with torch.random.fork_rng(devices=[]):
-            if args.seed is not None:
-                torch.manual_seed(mix_seed(args.seed, 0x10AA))
+            torch.manual_seed(mix_seed(trainer.seed, 0x10AA))
             self._add_adapters(args, m)
         trained = [m.unet] + (list(m.text_encoders) if args.train_text_encoder else [])
         # LoRA weights in float32 whatever the mixed precision (the frozen base keeps its dtype).
