@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic_io import write_json_atomic
+from ..atomic_io import read_json, write_json_atomic
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 from ..models.schedulers import use_scheduler
 from ..records import versions
@@ -273,7 +273,7 @@ def _refused_before_any_image(settings_path: Path) -> bool:
     """A run whose input the pipeline refused (size, attn_res, ...) before it made an image has
     nothing to overwrite: the corrected command may take its folder."""
     try:
-        settings = json.loads(settings_path.read_text())
+        settings = read_json(settings_path)
     except (OSError, ValueError):
         return False
     return isinstance(settings, dict) and settings.get("status") == "failed" and not settings.get("images")

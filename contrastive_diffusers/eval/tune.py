@@ -146,10 +146,10 @@ def split_prompts(config: TuneConfig) -> tuple[list, list]:
     if _is_shapes(items):
         from ..shapes.prompts import shapes_prompts
 
-        _check_categories(config.categories, shapes_prompts("train") + shapes_prompts("test"), source)
-        test = shapes_prompts("test")
+        train, test = shapes_prompts("train"), shapes_prompts("test")
+        _check_categories(config.categories, train + test, source)
         test_texts = {item.prompt for item in test}
-        train = [item for item in shapes_prompts("train") if item.prompt not in test_texts]
+        train = [item for item in train if item.prompt not in test_texts]
         categories = config.categories or SHAPES_TUNE_CATEGORIES
         test_categories = {*categories, "held_out"} if "two_object" in categories else set(categories)
         train = [i for i in train if i.category in categories]

@@ -133,14 +133,15 @@ def resolve_seed(trainer: Trainer) -> None:
     else:
         # A new run here would prune the earlier run's checkpoints (or its own, if those are
         # newer) and a later "latest" would resume the wrong run.
-        earlier = [p.name for _, p in list_checkpoints(trainer.output_dir) if (p / STATE_FILE).exists()]
+        folders = [p for _, p in list_checkpoints(trainer.output_dir)]
+        earlier = [p.name for p in folders if (p / STATE_FILE).exists()]
         if earlier:
             raise ValueError(
                 f"{trainer.output_dir} already holds checkpoints of an earlier run ({', '.join(earlier)}); resume it "
                 "with --resume_from_checkpoint latest, or train into a new --output_dir."
             )
         # pruning removes checkpoint folders without a state file (a save cut off): not another tool's
-        foreign = [p.name for _, p in list_checkpoints(trainer.output_dir)]
+        foreign = [p.name for p in folders if not (p / STATE_FILE).exists()]
         if foreign:
             raise ValueError(
                 f"{trainer.output_dir} holds checkpoint folders without {STATE_FILE} ({', '.join(foreign[:5])}): another "

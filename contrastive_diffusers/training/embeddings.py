@@ -98,13 +98,14 @@ def add_placeholder_tokens(tokenizer, text_encoder, tokens, initializers) -> tup
         ids = tokenizer(word, add_special_tokens=False).input_ids
         if not ids:
             raise ValueError(f"The initializer token {word!r} has no tokens in this tokenizer.")
-        if len(ids) > 1:  # kept (a phrase may be meant), but a typo reads the same way
+        names = tuple(tokenizer.convert_ids_to_tokens(ids))
+        if len(names) > 1:  # kept (a phrase may be meant), but a typo reads the same way
             warnings.warn(
-                f"The initializer {word!r} is {len(ids)} tokenizer pieces ({' '.join(tokenizer.convert_ids_to_tokens(ids))}); "
-                "the new token starts from their mean. If that is a typo, give a word the tokenizer knows whole.",
+                f"The initializer {word!r} is {len(names)} tokenizer pieces ({' '.join(names)}); the new token "
+                "starts from their mean. If that is a typo, give a word the tokenizer knows whole.",
                 stacklevel=2,
             )
-        pieces.append(tuple(tokenizer.convert_ids_to_tokens(ids)))
+        pieces.append(names)
         init_rows.append(weight[ids].detach().float().mean(0))
     added = tokenizer.add_tokens(list(tokens))
     if added != len(tokens):
