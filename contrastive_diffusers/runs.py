@@ -80,23 +80,43 @@ def generation_options(
     steps: int = 50,
     guidance_scale: float | None = None,
     negative_prompt: str | None = None,
+    true_cfg_scale: float | None = None,
 ) -> dict:
-    """Pipeline arguments shared by every image of a run, with the model's defaults resolved;
-    ``ValueError`` for a negative prompt on Flux, which would be ignored."""
-    if negative_prompt and is_flux(pipe):
+    """Pipeline arguments shared by every image of a run, with the model's defaults resolved.
+
+    ``true_cfg_scale`` is FLUX.1's true classifier-free guidance, which diffusers runs only
+    with a negative prompt (two transformer passes per step). ``ValueError`` for a setting the
+    pipeline would ignore: a negative prompt on Flux without ``true_cfg_scale > 1``, true CFG
+    without a negative prompt, or ``true_cfg_scale`` on another model."""
+    flux = is_flux(pipe)
+    true_cfg = true_cfg_scale is not None and true_cfg_scale > 1
+    if true_cfg_scale is not None and not flux:
+        raise ValueError(
+            f"true_cfg_scale is FLUX.1's true classifier-free guidance; {type(pipe).__name__} runs classifier-free "
+            "guidance with guidance_scale already: drop the true CFG scale."
+        )
+    if flux and negative_prompt and not true_cfg:
         raise ValueError(
             "FLUX.1 is guidance-distilled: diffusers reads a negative prompt only with true classifier-free "
-            "guidance (true_cfg_scale > 1, twice the passes), which generate and bench do not run; drop the "
-            "negative prompt."
+            "guidance: add a true CFG scale above 1 (--true-cfg-scale 4, two transformer passes per step) or "
+            "drop the negative prompt."
+        )
+    if true_cfg and not negative_prompt:
+        raise ValueError(
+            f"true_cfg_scale {true_cfg_scale} needs a negative prompt (diffusers runs true CFG only with one): "
+            "add one (--negative-prompt TEXT) or drop the true CFG scale."
         )
     default_h, default_w = default_size(pipe)
-    return {
+    options = {
         "height": height or default_h,
         "width": width or default_w,
         "num_inference_steps": steps,
         "guidance_scale": guidance_scale if guidance_scale is not None else default_guidance_scale(pipe),
         "negative_prompt": negative_prompt,
     }
+    if true_cfg:  # only when on: the settings of runs made without it stay as they were (resume)
+        options["true_cfg_scale"] = float(true_cfg_scale)
+    return options
 
 
 def default_guidance_scale(pipe) -> float:

@@ -347,9 +347,12 @@ def test_default_methods_skip_a_prompt_they_cannot_guide_named_ones_refuse_it(tm
     assert "CONFORM needs at least two" in capsys.readouterr().err and not (tmp_path / "named").exists()
 
 
-def test_flux_refuses_a_negative_prompt_it_would_ignore(tmp_path, capsys):
+def test_flux_reads_a_negative_prompt_only_with_true_cfg(tmp_path, capsys):
     args = ["generate", "a red car", "--model", "tiny-flux", "--steps", "1", "--method", "none",
             "--negative-prompt", "blurry", "--output-dir", str(tmp_path / "run")]
     assert main(args) == 2
     assert "FLUX.1 is guidance-distilled" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before the folder is made
+    assert main([*args, "--true-cfg-scale", "4"]) == 0  # true CFG reads it
+    settings = json.loads((tmp_path / "run/settings.json").read_text())
+    assert settings["generation"]["true_cfg_scale"] == 4.0 and settings["generation"]["negative_prompt"] == "blurry"

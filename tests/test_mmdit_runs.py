@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from contrastive_diffusers.guidance import get_method
 from contrastive_diffusers.models.loading import load_pipeline
@@ -36,3 +38,25 @@ def test_flux_run_resolves_on_t5_and_writes_image_and_heatmap(flux, tmp_path: Pa
 def test_attn_res_is_refused_for_mmdit(flux):
     with pytest.raises(ValueError, match="joint-attention blocks"):
         generate_image(flux, PROMPT, 0, generation_options(flux, steps=2), get_method("syngen"), "auto", (8, 8))
+
+
+def test_flux_true_cfg_is_checked_and_draws_what_the_stock_call_draws(flux):
+    with pytest.raises(ValueError, match="true CFG scale above 1"):
+        generation_options(flux, negative_prompt="blurry")
+    with pytest.raises(ValueError, match="needs a negative prompt"):
+        generation_options(flux, true_cfg_scale=4.0)
+    assert "true_cfg_scale" not in generation_options(flux)  # off: settings as before the option
+    options = generation_options(flux, height=32, width=32, steps=2, negative_prompt="blurry", true_cfg_scale=4.0)
+    assert options["true_cfg_scale"] == 4.0
+    image = generate_image(flux, PROMPT, 0, options, None, None, None).images[0]
+    stock = flux(PROMPT, negative_prompt="blurry", true_cfg_scale=4.0, height=32, width=32, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="pil").images[0]
+    plain = generate_image(flux, PROMPT, 0, generation_options(flux, height=32, width=32, steps=2), None, None, None)
+    assert np.array_equal(np.asarray(image), np.asarray(stock))
+    assert not np.array_equal(np.asarray(image), np.asarray(plain.images[0]))  # the negative prompt was used
+
+
+def test_true_cfg_scale_is_refused_off_flux():
+    sd3 = load_pipeline("tiny-sd3", "cpu", None, quiet=True)
+    with pytest.raises(ValueError, match="FLUX.1's true classifier-free guidance"):
+        generation_options(sd3, negative_prompt="blurry", true_cfg_scale=4.0)

@@ -151,7 +151,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="size of the attention maps the guidance loss reads. Default: latent size / 4 (image / 32 on SD)",
     )
-    p.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt, used for every prompt")
+    p.add_argument("--negative-prompt", metavar="TEXT", help="negative prompt, used for every prompt (Flux: with --true-cfg-scale)")
+    p.add_argument(
+        "--true-cfg-scale",
+        type=float,
+        metavar="SCALE",
+        help="FLUX.1 only: true classifier-free guidance against --negative-prompt at this scale (> 1; two "
+        "transformer passes per step), diffusers' true_cfg_scale. Default: off",
+    )
     p.add_argument("--scheduler", metavar="CLASS",
                    help="a diffusers scheduler class to sample with instead of the model's own, built from its "
                    "config (e.g. DDIMScheduler, as T2I-CompBench draws). Default: the model's")

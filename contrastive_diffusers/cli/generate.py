@@ -297,7 +297,7 @@ def run_generate(args: argparse.Namespace) -> int:
         skipped = {} if args.default_methods else None
         resolved = resolve_prompt_groups(pipe, prompts, specs, methods, skipped)
         options = generation_options(pipe, args.height, args.width, args.steps, args.guidance_scale,
-                                     args.negative_prompt)
+                                     args.negative_prompt, args.true_cfg_scale)
     except ValueError as err:
         raise CliError(str(err)) from None
 

@@ -91,6 +91,14 @@ def _write_reports(run_dir: Path, records: list[dict], ledger: Ledger, run_info:
     return summary, files
 
 
+def _negative_prompt_shown(generation: dict) -> str:
+    negative = generation.get("negative_prompt")
+    if not negative:
+        return "none"
+    true_cfg = generation.get("true_cfg_scale")
+    return f"{negative!r}" + (f" (true CFG scale {true_cfg})" if true_cfg else "")
+
+
 def _display_info(ledger: Ledger, run_info: dict) -> dict:
     """The run's settings as the reports show them: one short line each."""
     data = ledger.data
@@ -104,6 +112,7 @@ def _display_info(ledger: Ledger, run_info: dict) -> dict:
         "scheduler": data["fingerprint"].get("scheduler") or "the model's own",
         "size": f"{generation.get('height')} x {generation.get('width')}",
         "guidance scale": generation.get("guidance_scale"),
+        "negative prompt": _negative_prompt_shown(generation),
         "CLIP model": run_info.get("clip_model") or "none (not scored)",
         "captioner": run_info.get("captioner") or "none",
         "judges": ", ".join(f"{name} ({', '.join(f'{k}: {v}' for k, v in settings.items() if k != 'name')})"

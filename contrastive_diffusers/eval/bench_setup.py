@@ -182,9 +182,10 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         raise BenchInputError(str(err)) from None
     try:
         options = generation_options(
-            pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt
+            pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt,
+            config.true_cfg_scale,
         )
-    except ValueError as err:  # a negative prompt the model would ignore
+    except ValueError as err:  # a negative prompt or true CFG scale the model would ignore
         raise BenchInputError(str(err)) from None
     fingerprint = {
         "model": config.model,
