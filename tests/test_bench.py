@@ -357,9 +357,14 @@ def test_a_changed_prompt_text_is_refused(tmp_path, clip_dir):
 def test_another_scorer_rescores_and_no_scorer_hides_old_metrics(tmp_path, clip_dir):
     first = run_benchmark(_fast_config(tmp_path, clip_dir))
     assert first.scored == 2
+    for path in (tmp_path / "run/none").rglob("*.json"):  # scored before the A&E text clean-up
+        record = json.loads(path.read_text())
+        record["scorer"].pop("text_protocol")
+        path.write_text(json.dumps(record))
+    assert run_benchmark(_fast_config(tmp_path, clip_dir)).scored == 2
     other = run_benchmark(_fast_config(tmp_path, clip_dir, clip_model="tiny-clip"))
     assert other.generated == 0 and other.scored == 2  # new scorer: scored again, without --force
-    assert all(r["scorer"] == {"clip": "tiny-clip", "captioner": None} for r in other.records)
+    assert all(r["scorer"] == {"clip": "tiny-clip", "captioner": None, "text_protocol": 2} for r in other.records)
     unscored = run_benchmark(_fast_config(tmp_path, clip_dir, clip_model=None))
     assert unscored.scored == 0
     assert all(r["metrics"] is None and r["scored_by"]["clip"] == "tiny-clip" for r in unscored.records)

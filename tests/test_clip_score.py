@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from contrastive_diffusers.eval import ClipScorer, aggregate_clip_score, split_prompt
-from contrastive_diffusers.eval.templates import IMAGENET_TEMPLATES
+from contrastive_diffusers.eval.templates import IMAGENET_TEMPLATES, template_texts
 
 PROMPTS = ["a red car and a blue bench", "a green cat with a yellow hat", "a circle", "a dog"]
 
@@ -68,7 +68,8 @@ def test_image_forms_score_the_same(scorer):
     as_float = scorer.clip_score(pixels.astype(np.float32) / 255, PROMPTS[:2])
     as_tensor = scorer.clip_score(torch.from_numpy(pixels).permute(0, 3, 1, 2), PROMPTS[:2])
     as_pil = scorer.clip_score([Image.fromarray(p) for p in pixels], PROMPTS[:2])
-    for other in (as_float, as_tensor, as_pil):
+    as_int64 = scorer.clip_score(torch.from_numpy(pixels.astype(np.int64)), PROMPTS[:2])  # torchmetrics' examples
+    for other in (as_float, as_tensor, as_pil, as_int64):
         torch.testing.assert_close(other, as_uint8)
 
 
@@ -76,8 +77,9 @@ def test_object_similarity_hand_computed(scorer, images):
     out = scorer.object_similarity(images[:2], PROMPTS[:2])
     image_embeds = scorer.image_embeddings(images[:2])
 
-    def ensembled(text):
-        embeds = scorer.text_embeddings([t.format(text) for t in IMAGENET_TEMPLATES])
+    def ensembled(text):  # as A&E's metrics/imagenet_utils.get_embedding_for_prompt writes the texts
+        texts = [t.format(text).replace("a a", "a").replace("the a", "a") for t in IMAGENET_TEMPLATES]
+        embeds = scorer.text_embeddings(texts)
         return torch.nn.functional.normalize(embeds.mean(0), dim=-1)
 
     assert out["full"][0].item() == pytest.approx((image_embeds[0] @ ensembled(PROMPTS[0])).item(), abs=1e-5)
@@ -86,6 +88,18 @@ def test_object_similarity_hand_computed(scorer, images):
     assert out["objects"][0] == pytest.approx({"a red car": car, "a blue bench": bench}, abs=1e-5)
     assert out["min_object"][0].item() == pytest.approx(min(car, bench), abs=1e-5)
     assert list(out["objects"][1]) == ["a green cat", "a yellow hat"]
+    single = scorer.object_similarity(images[2:], PROMPTS[2:])  # one object: the protocol skips it
+    assert torch.isnan(single["min_object"]).all() and single["full"].isfinite().all()
+
+
+def test_template_texts_are_cleaned_as_the_authors_code_cleans_them():
+    texts = template_texts("a red car")
+    assert texts[IMAGENET_TEMPLATES.index("a photo of a {}.")] == "a photo of a red car."
+    assert texts[IMAGENET_TEMPLATES.index("a photo of the {}.")] == "a photo of a red car."
+    assert texts[IMAGENET_TEMPLATES.index("a photo of many {}.")] == "a photo of many a red car."
+    # plain substring replacements, as there: inside words too
+    assert template_texts("a banana and a cat")[IMAGENET_TEMPLATES.index("itap of my {}.")] == "itap of my a bananand a cat."
+    assert template_texts("apple")[IMAGENET_TEMPLATES.index("a photo of the {}.")] == "a photo of apple."
 
 
 def test_split_prompt_falls_back_to_token_groups():
@@ -96,6 +110,9 @@ def test_split_prompt_falls_back_to_token_groups():
         "a white dog",
     ]
     assert split_prompt("a circle") == ["a circle"]
+    # " and " first, as A&E's compute_clip_similarity.py splits; " with " only without it
+    assert split_prompt("a cat with a hat and a dog") == ["a cat with a hat", "a dog"]
+    assert split_prompt("a red cube and a blue ball and a green cone") == ["a red cube", "a blue ball", "a green cone"]
 
 
 def test_antonym_scores_are_pair_probabilities(scorer, images):
@@ -115,6 +132,10 @@ def test_bad_input_errors(scorer, images, tmp_path):
         scorer.clip_score(images, PROMPTS[:3])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         scorer.clip_score(images.astype(np.float32), PROMPTS)  # 0..255 floats
+    with pytest.raises(ValueError, match="NaN or infinite"):  # not scored as a black image
+        scorer.clip_score(np.full((1, 8, 8, 3), np.nan, dtype=np.float32), PROMPTS[:1])
+    with pytest.raises(ValueError, match="0..255"):
+        scorer.clip_score(np.full((1, 8, 8, 3), 256, dtype=np.int32), PROMPTS[:1])
     with pytest.raises(ValueError, match="3 channels"):
         scorer.clip_score(np.zeros((1, 8, 8, 4), dtype=np.uint8), PROMPTS[:1])
     with pytest.raises(OSError, match="CLIP model folder .*missing' does not exist"):

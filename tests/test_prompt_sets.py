@@ -294,6 +294,11 @@ def test_contrast_set_partial_cases():
     # equal attributes: the swap would not change the prompt, so it is left out; each "red" binds to its noun
     same = PromptItem("r", "a red car and a red bench", token_groups=[["red", "bench"], ["red", "car"]])
     assert [c.metadata["perturbation"] for c in contrast_set(same)] == ["replace_object"]
+    # one noun twice: swapping the attributes says the same ("a blue car and a red car"); so does case
+    two_cars = PromptItem("u", "a red car and a blue car", token_groups=[["red", "car"], ["blue", "car"]])
+    assert [c.metadata["perturbation"] for c in contrast_set(two_cars)] == ["replace_object"]
+    cased = PromptItem("v", "a Red car and a red bench", token_groups=[["Red", "car"], ["red", "bench"]])
+    assert [c.metadata["perturbation"] for c in contrast_set(cased)] == ["replace_object"]
     three = PromptItem("s", "a cat, a dog and a frog", token_groups=[["cat"], ["dog"], ["frog"]])
     assert [(c.id, c.prompt) for c in contrast_set(three)] == [("s~replace_object", "a cat, a dog and a turtle")]
     unknown_nouns = PromptItem("t", "a wooden spoon and a glass vase", token_groups=[["wooden", "spoon"], ["glass", "vase"]])

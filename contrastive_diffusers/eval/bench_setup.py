@@ -143,9 +143,16 @@ def load_captioner(captioner, device: str):
     return Captioner.from_pretrained(captioner, device=device)
 
 
+#: Version of how texts are embedded for the CLIP metrics: 2 = the A&E protocol's template
+#: clean-up and its " and "-first split; records scored before it are re-scored.
+CLIP_TEXT_PROTOCOL = 2
+
+
 def scorer_key(clip_model, captioner) -> dict:
     """What a record's metrics depend on besides the image: re-score when it changes."""
-    return {"clip": _name_of(clip_model), "captioner": _name_of(captioner) if clip_model is not None else None}
+    if clip_model is None:
+        return {"clip": None, "captioner": None}
+    return {"clip": _name_of(clip_model), "captioner": _name_of(captioner), "text_protocol": CLIP_TEXT_PROTOCOL}
 
 
 def process_state():

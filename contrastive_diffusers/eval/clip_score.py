@@ -12,9 +12,10 @@ The papers' choices: ViT-B/16 for the Attend-and-Excite protocol
 (``openai/clip-vit-base-patch16``), ViT-L/14 for CLIPScore (``openai/clip-vit-large-patch14``);
 any CLIP checkpoint (hub id or local folder) works.
 
-Images may be PIL images, ``uint8`` arrays/tensors (0..255), or float arrays/tensors in
-[0, 1], channels last ``(H, W, 3)`` or first ``(3, H, W)``, one by one or batched; all are
-converted to the same 8-bit RGB images first, so every form of one picture scores the same.
+Images may be PIL images, integer (``uint8``, ...) arrays/tensors in 0..255, or float
+arrays/tensors in [0, 1] (NaN or infinite values are refused), channels last ``(H, W, 3)``
+or first ``(3, H, W)``, one by one or batched; all are converted to the same 8-bit RGB
+images first, so every form of one picture scores the same.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from .._compat import clip_features
 from ..models.loading import looks_like_folder
-from .templates import IMAGENET_TEMPLATES
+from .templates import template_texts
 
 DEFAULT_ANTONYMS = (("Good photo.", "Bad photo."),)
 
@@ -45,7 +46,7 @@ def to_pil_images(images) -> list:
             array = array[None]
         if array.ndim != 4:
             raise ValueError(f"Expected images of shape (H, W, 3), (3, H, W) or a batch of them; got {array.shape}.")
-        return [_array_to_pil(a, is_uint8=_is_uint8(images)) for a in array]
+        return [_array_to_pil(a, is_integer=_is_integer(images)) for a in array]
     images = list(images)
     out = []
     for image in images:
@@ -53,30 +54,44 @@ def to_pil_images(images) -> list:
     return out
 
 
-def _is_uint8(images) -> bool:
-    return images.dtype == torch.uint8 if isinstance(images, torch.Tensor) else images.dtype == np.uint8
+def _is_integer(images) -> bool:
+    if isinstance(images, torch.Tensor):
+        return not (images.dtype.is_floating_point or images.dtype.is_complex or images.dtype == torch.bool)
+    return np.issubdtype(images.dtype, np.integer)
 
 
-def _array_to_pil(array: np.ndarray, is_uint8: bool):
+def _array_to_pil(array: np.ndarray, is_integer: bool):
     from PIL import Image
 
     if array.shape[0] == 3 and array.shape[-1] != 3:
         array = array.transpose(1, 2, 0)  # channels first -> last
     if array.shape[-1] != 3:
         raise ValueError(f"Expected RGB images with 3 channels; got an image of shape {array.shape}.")
-    if not is_uint8:
-        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
+    if not np.isfinite(array).all():  # NaN would be cast to 0 and scored as black
+        raise ValueError(
+            "Image values are NaN or infinite (a float16 VAE overflow?); decode in float32, or score "
+            "only finite images."
+        )
+    if is_integer:  # any integer type holds 0..255, as uint8 does (torchmetrics reads them so)
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError("Integer images must lie in 0..255 (found values outside).")
+    else:
+        if array.size and (array.min() < 0 or array.max() > 1):
             raise ValueError(
-                "Float images must lie in [0, 1] (found values outside); pass uint8 images for 0..255 data."
+                "Float images must lie in [0, 1] (found values outside); pass integer images for 0..255 data."
             )
         array = np.round(array * 255)
     return Image.fromarray(np.asarray(array, dtype=np.uint8), "RGB")
 
 
 def split_prompt(prompt: str, token_groups: Sequence[Sequence[str]] | None = None) -> list[str]:
-    """Sub-prompts of a compositional prompt: split on " and " / " with "; when that gives one
-    part, one sub-prompt per token group ("a " + its words)."""
-    parts = [p.strip(" .,") for p in re.split(r"\s+(?:and|with)\s+", prompt.strip()) if p.strip(" .,")]
+    """Sub-prompts of a compositional prompt, as the A&E protocol splits it: on " and " when
+    the prompt has one, else on " with " ("a cat with a hat and a dog" -> "a cat with a hat",
+    "a dog"); every part is kept (A&E's two-object prompts have two). When neither splits the
+    prompt, one sub-prompt per token group ("a " + its words)."""
+    text = prompt.strip()
+    word = "and" if re.search(r"\s+and\s+", text) else "with"
+    parts = [p.strip(" .,") for p in re.split(rf"\s+{word}\s+", text) if p.strip(" .,")]
     if len(parts) >= 2 or not token_groups:
         return parts
     return ["a " + " ".join(group) for group in token_groups]
@@ -150,9 +165,10 @@ class ClipScorer:
         return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
 
     def ensembled_text_embedding(self, text: str) -> torch.Tensor:
-        """The mean of the normalised embeddings of ``text`` in the 80 ImageNet templates, normalised."""
+        """The mean of the normalised embeddings of ``text`` in the 80 ImageNet templates
+        (:func:`~.templates.template_texts`, as the A&E protocol writes them), normalised."""
         if text not in self._template_cache:
-            embeds = self.text_embeddings([template.format(text) for template in IMAGENET_TEMPLATES])
+            embeds = self.text_embeddings(template_texts(text))
             self._template_cache[text] = torch.nn.functional.normalize(embeds.mean(0), dim=-1)
         return self._template_cache[text]
 
@@ -192,8 +208,9 @@ class ClipScorer:
         self, images, prompts: Sequence[str] | str, token_groups: Sequence | None = None
     ) -> dict[str, torch.Tensor | list]:
         """Attend-and-Excite protocol: ``full`` (image vs the template-ensembled prompt) and
-        ``min_object`` (the lowest image vs sub-prompt similarity), cosine per image;
-        ``objects`` lists each image's sub-prompts and their similarities.
+        ``min_object`` (the lowest image vs sub-prompt similarity; ``nan`` for a prompt with one
+        sub-prompt, which the protocol skips), cosine per image; ``objects`` lists each image's
+        sub-prompts and their similarities.
 
         ``token_groups``: per prompt, used to form sub-prompts when the prompt does not
         split on " and " / " with "."""
@@ -207,7 +224,7 @@ class ClipScorer:
             full.append(embed @ self.ensembled_text_embedding(prompt))
             parts = split_prompt(prompt, token_groups[i] if token_groups is not None else None)
             sims = [float(embed @ self.ensembled_text_embedding(part)) for part in parts]
-            minimum.append(min(sims))
+            minimum.append(min(sims) if len(parts) >= 2 else float("nan"))
             objects.append(dict(zip(parts, sims)))
         return {"full": torch.stack(full), "min_object": torch.tensor(minimum), "objects": objects}
 

@@ -1,5 +1,6 @@
 """The 80 ImageNet prompt templates of CLIP's zero-shot evaluation (Radford et al. 2021),
-used for prompt ensembling in the Attend-and-Excite evaluation protocol."""
+used for prompt ensembling in the Attend-and-Excite evaluation protocol
+(:func:`template_texts`: a text in every template, as that protocol writes them)."""
 
 IMAGENET_TEMPLATES = (
     "a bad photo of a {}.",
@@ -83,3 +84,13 @@ IMAGENET_TEMPLATES = (
     "a photo of a small {}.",
     "a tattoo of the {}.",
 )
+
+
+def template_texts(text: str) -> list[str]:
+    """``text`` in each of the 80 templates, cleaned as the Attend-and-Excite evaluation code
+    cleans them before embedding: every "a a" becomes "a", then every "the a" becomes "a"
+    ("a photo of a a red car." -> "a photo of a red car."). These are plain substring
+    replacements there, so they also act inside words ("a banana and" -> "a bananand"); kept
+    so, since the published similarities were computed so."""
+    texts = [template.format(text) for template in IMAGENET_TEMPLATES]
+    return [t.replace("a a", "a").replace("the a", "a") for t in texts]

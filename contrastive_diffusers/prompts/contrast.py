@@ -91,7 +91,9 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
     """Minimal perturbations of a prompt with token groups (Winoground-style contrast captions).
 
     - ``swap_attributes`` (exactly two groups, both with attributes, each group's attributes
-      consecutive words): "a red car and a blue bench" -> "a blue car and a red bench".
+      consecutive words): "a red car and a blue bench" -> "a blue car and a red bench". Left
+      out when it binds the same attributes to the same nouns ("a red car and a blue car",
+      or attributes that differ only in case).
     - ``swap_objects`` (exactly two groups): nouns swap, attributes stay in place -> "a cat
       and a red bench" becomes "a bench and a red cat". Left out when it binds the same
       attributes to the same nouns as the prompt ("a dog and a cat" only paraphrases "a cat
@@ -130,7 +132,8 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
             b_region = (b_attr[0][0], b_attr[-1][1])
             prompt = _edit(item.prompt, tokens, [(a_region, text(b_region)), (b_region, text(a_region))])
             new_groups = [groups[1][:-1] + groups[0][-1:], groups[0][:-1] + groups[1][-1:]]
-            results.append(("swap_attributes", prompt, new_groups))
+            if _bindings(new_groups) != _bindings(groups):  # "a red car and a blue car": a paraphrase
+                results.append(("swap_attributes", prompt, new_groups))
         prompt = _edit(
             item.prompt, tokens, [(a_spans[-1], text(b_spans[-1])), (b_spans[-1], text(a_spans[-1]))]
         )
