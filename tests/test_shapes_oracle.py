@@ -18,6 +18,17 @@ def test_clean_round_trip_accuracy():
     assert result["negative_accuracy"] >= 0.99, result["failures"]
 
 
+def test_clean_renders_read_back_object_for_object():
+    # No object more or less than drawn: yellow edges once read as extra "orange" objects
+    # (30 of 2000 scenes at 32 px, among them scene 339), which allow_extra=False rejects.
+    from contrastive_diffusers.shapes.world import sample_scene
+
+    for seed in [339, *range(300)]:
+        scene = sample_scene(seed)
+        found = detect(render(scene, 32))
+        assert sorted((o.color, o.shape) for o in found) == sorted((o.color, o.shape) for o in scene.objects), seed
+
+
 def test_every_negative_of_a_clean_sample_is_rejected():
     result = oracle_accuracy(n=70, seed=11, perturbation="clean", size=64)
     assert result["negative_accuracy"] == 1.0, result["failures"]

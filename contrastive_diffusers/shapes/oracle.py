@@ -6,9 +6,9 @@ Pipeline (pure numpy, no learned weights; every step can be inspected):
    off the border).
 2. Colour un-mixing: a pixel ``p`` is modelled as ``bg + a * (C - bg)`` for each palette
    colour ``C``; ``a`` is the least-squares mixing weight and the residual the distance from
-   that line. A pixel is foreground for colour ``C`` when ``a >= 0.5`` and the residual is at
-   most ``max(RESIDUAL_ABS, RESIDUAL_REL * a * |C - bg|)``; of several, the smallest residual
-   wins. This reads anti-aliased edges, blur (mixtures with the background), darker or lighter
+   that line. Of the colours with ``a >= 0.25`` and a residual of at most
+   ``max(RESIDUAL_ABS, RESIDUAL_REL * a * |C - bg|)`` the smallest residual wins, and the
+   pixel is foreground for it when its ``a >= 0.5``. This reads anti-aliased edges, blur (mixtures with the background), darker or lighter
    shades and moderate noise as the right colour, and leaves pixels of no palette colour out.
 3. Connected components per colour (8-connectivity); components smaller than
    ``MIN_AREA_FRACTION`` of the image are noise and dropped.
@@ -53,6 +53,8 @@ __all__ = [
 
 RESIDUAL_ABS = 30.0
 RESIDUAL_REL = 0.35
+#: Mixing weight from which a colour competes for a pixel (it is foreground from 0.5).
+_CANDIDATE_WEIGHT = 0.25
 #: Components below this fraction of the image area are noise (10 px at 32 px; a small
 #: triangle covers 32 px).
 MIN_AREA_FRACTION = 0.01
@@ -116,14 +118,19 @@ def segment(array: np.ndarray, background: np.ndarray | None = None) -> tuple[np
     diff = array - bg
     best = np.full(array.shape[:2], np.inf)
     labels = np.full(array.shape[:2], -1, dtype=np.int64)
+    weight = np.zeros(array.shape[:2])
     for k, name in enumerate(names):
         d = np.asarray(PALETTE[name], dtype=np.float64) - bg
         norm = np.linalg.norm(d)
         a = diff @ d / (norm * norm)
         residual = np.linalg.norm(diff - np.clip(a, 0, None)[..., None] * d, axis=-1)
-        ok = (a >= 0.5) & (residual <= np.maximum(RESIDUAL_ABS, RESIDUAL_REL * a * norm)) & (residual < best)
+        # The colour whose line fits best wins before the 0.5 cut, not after: an edge pixel
+        # 45% yellow would otherwise go to orange, whose longer line reaches 0.5 there.
+        ok = (a >= _CANDIDATE_WEIGHT) & (residual <= np.maximum(RESIDUAL_ABS, RESIDUAL_REL * a * norm)) & (residual < best)
         labels[ok] = k
         best[ok] = residual[ok]
+        weight[ok] = a[ok]
+    labels[weight < 0.5] = -1
     return labels, names
 
 
