@@ -13,7 +13,10 @@ Rules (GenEval-style):
   GenEval's ``exclude`` rows) exactly ``count``.
 - ``relation`` ``(i, name, j)``: some object matched to requirement ``i`` is ``name`` some
   object matched to requirement ``j``, box centres compared with ``RELATION_MARGIN`` of the
-  image side ("left of": ``x_j - x_i >= margin``; GenEval compares centres the same way).
+  image side ("left of": ``x_j - x_i >= margin``), on the named axis only: an object up and to
+  the left of another is both "above" and "left of" it. GenEval also compares centres axis by
+  axis, but with a margin of 0.1 times the boxes' summed size
+  (:func:`~contrastive_diffusers.eval.judges.geneval_rules.relative_position`).
 - Extra objects not named by the caption are allowed by default (GenEval allows them too);
   ``allow_extra=False`` forbids them.
 """
