@@ -305,6 +305,20 @@ def test_contrast_set_partial_cases():
     assert [c.prompt for c in contrast_set(unknown_nouns)] == ["a glass spoon and a wooden vase"]
 
 
+def test_contrast_captions_rechoose_their_articles():
+    def prompts(text, groups):
+        return [c.prompt for c in contrast_set(PromptItem("p", text, token_groups=groups))]
+
+    assert prompts("a purple square and an orange cross", [["purple", "square"], ["orange", "cross"]]) == [
+        "an orange square and a purple cross"]
+    assert prompts("A red apple and an orange car", [["red", "apple"], ["orange", "car"]]) == [
+        "An orange apple and a red car", "A red apple and an orange bowl"]
+    assert prompts("a cat and an elephant", [["cat"], ["elephant"]]) == ["a cat and a monkey"]
+    # a prompt whose articles do not follow the rule ("a apple", the A&E set's style) keeps them
+    assert prompts("a cat and a apple", [["cat"], ["apple"]]) == ["a cat and a backpack"]
+    assert prompts("a apple and a red bench", [["apple"], ["red", "bench"]])[0] == "a bench and a red apple"
+
+
 def test_contrast_set_errors():
     bad = PromptItem("p", "a red car and a blue bench", token_groups=[["red", "car"], ["green", "bench"]])
     with pytest.raises(ValueError, match=r"'green' not found in prompt 'a red car and a blue bench'"):

@@ -59,8 +59,24 @@ def _locate(item: PromptItem) -> tuple[list[re.Match], list[list[tuple[int, int]
     return tokens, spans
 
 
-def _edit(prompt: str, tokens, edits: list[tuple[tuple[int, int], str]]) -> str | None:
-    """Replace word-index spans with texts; ``None`` when spans overlap."""
+def _article(before: str, following: str) -> str:
+    """"a" or "an" (in ``before``'s case) for the word ``following``, by its first letter."""
+    article = "an" if following[:1].lower() in "aeiou" else "a"
+    return article.capitalize() if before[:1].isupper() else article
+
+
+def _edit(prompt: str, tokens, edits: list[tuple[tuple[int, int], str]], articles: bool = False) -> str | None:
+    """Replace word-index spans with texts; ``None`` when spans overlap. ``articles``: an "a" /
+    "an" right before an edited span is re-chosen for its new first word ("a purple square" ->
+    "an orange square"), by the first letter (so "an unicorn" can happen), unless the prompt's
+    own article did not follow that rule ("a apple", as the A&E set writes: kept as it is)."""
+    if articles:
+        edited = {i for (s, e), _ in edits for i in range(s, e)}
+        for (s, _), text in list(edits):
+            before = tokens[s - 1].group() if s > 0 else ""
+            follows_rule = before.lower() == _article(before, tokens[s].group()).lower()
+            if before.lower() in ("a", "an") and follows_rule and s - 1 not in edited:
+                edits = [*edits, ((s - 1, s), _article(before, text))]
     char_edits = sorted((tokens[s].start(), tokens[e - 1].end(), text) for (s, e), text in edits)
     for (_, end, _), (start, _, _) in zip(char_edits, char_edits[1:]):
         if start < end:
@@ -93,7 +109,8 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
     - ``swap_attributes`` (exactly two groups, both with attributes, each group's attributes
       consecutive words): "a red car and a blue bench" -> "a blue car and a red bench". Left
       out when it binds the same attributes to the same nouns ("a red car and a blue car",
-      or attributes that differ only in case).
+      or attributes that differ only in case). The article before a swapped word is re-chosen
+      ("a purple square and an orange cross" -> "an orange square and a purple cross").
     - ``swap_objects`` (exactly two groups): nouns swap, attributes stay in place -> "a cat
       and a red bench" becomes "a bench and a red cat". Left out when it binds the same
       attributes to the same nouns as the prompt ("a dog and a cat" only paraphrases "a cat
@@ -101,7 +118,8 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
       car and a red bench" says): a contrast caption must mean something else.
     - ``replace_object``: the last group whose noun is in :data:`ANIMALS` or :data:`OBJECTS`
       gets the next noun of that list that is none of the prompt's nouns -> "a red car and a
-      blue clock". Articles are left as they are ("a apple"), as in the published A&E set.
+      blue clock"; "an elephant" becomes "a monkey", while a prompt that writes "a" before
+      every noun, as the published A&E set does ("a apple"), keeps its articles.
 
     A perturbation that does not apply, or would leave the prompt unchanged (equal attributes),
     is left out. Ids are ``"<source id>~<perturbation>"``; metadata is ``{"perturbation": ...,
@@ -130,12 +148,12 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
         if a_attr and b_attr and consecutive(a_attr) and consecutive(b_attr):
             a_region = (a_attr[0][0], a_attr[-1][1])
             b_region = (b_attr[0][0], b_attr[-1][1])
-            prompt = _edit(item.prompt, tokens, [(a_region, text(b_region)), (b_region, text(a_region))])
+            prompt = _edit(item.prompt, tokens, [(a_region, text(b_region)), (b_region, text(a_region))], True)
             new_groups = [groups[1][:-1] + groups[0][-1:], groups[0][:-1] + groups[1][-1:]]
             if _bindings(new_groups) != _bindings(groups):  # "a red car and a blue car": a paraphrase
                 results.append(("swap_attributes", prompt, new_groups))
         prompt = _edit(
-            item.prompt, tokens, [(a_spans[-1], text(b_spans[-1])), (b_spans[-1], text(a_spans[-1]))]
+            item.prompt, tokens, [(a_spans[-1], text(b_spans[-1])), (b_spans[-1], text(a_spans[-1]))], True
         )
         new_groups = [groups[0][:-1] + groups[1][-1:], groups[1][:-1] + groups[0][-1:]]
         if _bindings(new_groups) not in [_bindings(groups)] + [_bindings(g) for _, _, g in results]:
@@ -148,7 +166,7 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
             continue
         old = text(spans[index][-1])
         new = replacement.capitalize() if old[:1].isupper() else replacement
-        prompt = _edit(item.prompt, tokens, [(spans[index][-1], new)])
+        prompt = _edit(item.prompt, tokens, [(spans[index][-1], new)], True)
         new_groups = [list(g) for g in groups]
         new_groups[index] = groups[index][:-1] + [replacement]
         results.append(("replace_object", prompt, new_groups))
