@@ -356,3 +356,17 @@ def test_flux_reads_a_negative_prompt_only_with_true_cfg(tmp_path, capsys):
     assert main([*args, "--true-cfg-scale", "4"]) == 0  # true CFG reads it
     settings = json.loads((tmp_path / "run/settings.json").read_text())
     assert settings["generation"]["true_cfg_scale"] == 4.0 and settings["generation"]["negative_prompt"] == "blurry"
+
+
+@pytest.mark.parametrize("command, other_file", [
+    (["bench", "--prompts", "shapes:sample", "--num-prompts", "1", "--method", "none", "--clip-model", "none"], "tune.json"),
+    (["tune", "--method", "ae"], "bench.json"),
+    (["generate", "a red circle", "--method", "none"], "bench.json"),
+])
+def test_a_folder_holding_another_commands_run_is_refused(command, other_file, tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / other_file).write_text("{}")
+    assert main([*command, "--steps", "1", "--output-dir", str(folder)]) == 2
+    assert f"holds a {other_file.split('.')[0]} run ({other_file})" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == [other_file]  # nothing written beside it

@@ -262,6 +262,11 @@ def check_output_dir(out_dir: Path | None) -> None:
     index and seed, so a second run there would overwrite the first one's."""
     if out_dir is None:
         return
+    from ..eval.run_folder import other_command_in  # here: eval's package imports torch (--help stays fast)
+
+    problem = other_command_in(out_dir, "generate")
+    if problem:
+        raise CliError(problem)
     if (out_dir / "settings.json").exists() and not _refused_before_any_image(out_dir / "settings.json"):
         raise CliError(
             f"--output-dir {out_dir} already holds a generate run (settings.json), whose images this run would "

@@ -60,6 +60,20 @@ def new_record(method: str, prompt_id: str, prompt: str, category, seed: int, to
     }
 
 
+#: The file each command keeps in its output folder, by which a folder is known as its.
+RUN_FILES = {"bench": BENCH_FILE, "tune": "tune.json", "generate": "settings.json"}
+
+
+def other_command_in(folder: Path, command: str) -> str | None:
+    """A message when ``folder`` holds another command's run (``bench``, ``tune`` or
+    ``generate``), whose report or settings ``command`` would overwrite; else ``None``."""
+    for other, name in RUN_FILES.items():
+        if other != command and (Path(folder) / name).exists():
+            return (f"{folder} holds a {other} run ({name}); a {command} run there would overwrite its report "
+                    f"or mix with its files: choose another output folder.")
+    return None
+
+
 def remove_stale_temporaries(run_dir: Path) -> int:
     """Delete the temporary files a killed run left behind (``.<name>.<random>.tmp``), only in
     a bench folder (one holding ``bench.json``): ``--output-dir`` may name any folder, whose
@@ -84,6 +98,9 @@ class Ledger:
     def load(cls, run_dir: Path) -> "Ledger":
         path = Path(run_dir) / BENCH_FILE
         if not path.exists():
+            problem = other_command_in(run_dir, "bench")
+            if problem:
+                raise BenchInputError(problem)
             return cls(run_dir)
         try:
             data = read_json(path)

@@ -39,13 +39,14 @@ from ..guidance.methods import method_class
 from ..models.names import EMBEDDED_MODEL, default_clip_model, is_embedded
 from ..records import jsonable
 from .prompt_sets import load_prompt_set
+from .run_folder import RUN_FILES, other_command_in
 from .tune_runs import Arm, arm_tables, run_arms
 from .tune_space import Plan, build_candidate, candidate_label, plan_halving, search_space, split_by_hash
 
 __all__ = ["TUNE_METRICS", "TuneConfig", "TuneResult", "run_tuning"]
 
 TUNE_METRICS = ("oracle_success", "min_object_similarity", "binding_accuracy", "binding_text_score", "clip_score")
-TUNE_FILE = "tune.json"
+TUNE_FILE = RUN_FILES["tune"]
 TEST_SHARE = 1 / 3  # of the budget, for the confirmation
 MIN_TEST_PROMPTS = 2  # an interval needs two pairs
 SHAPES_TUNE_CATEGORIES = ("two_object", "relation", "single")
@@ -279,6 +280,9 @@ def successive_halving(config: TuneConfig, plan: Plan, candidates: list[dict], t
 def _check_folder(config: TuneConfig) -> dict:
     path = config.output_dir / TUNE_FILE
     if not path.exists():
+        problem = other_command_in(config.output_dir, "tune")
+        if problem:
+            raise ValueError(problem)
         return {}
     state = read_json(path)
     if state.get("config") != config.key():
