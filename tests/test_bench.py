@@ -162,8 +162,12 @@ def test_summary_means_match_the_records(bench_run):
 def test_changed_settings_in_the_same_folder_are_refused(bench_run):
     config, *_ = bench_run
     changed = BenchConfig(**{**config.__dict__, "steps": 3})
-    with pytest.raises(ValueError, match="different settings.*generation"):
+    steps = config.steps
+    with pytest.raises(ValueError, match=rf"different settings \(generation.num_inference_steps: {steps} there, 3 now"):
         run_benchmark(changed)
+    # without contrast captions the binding columns would compare methods scored two ways
+    with pytest.raises(ValueError, match=r"different settings \(contrast_captions: None there, False now"):
+        run_benchmark(BenchConfig(**{**config.__dict__, "contrast": False}))
 
 
 def test_bad_prompt_is_recorded_not_skipped(tmp_path, capsys):

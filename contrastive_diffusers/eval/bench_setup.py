@@ -202,6 +202,8 @@ def setup_run(config: BenchConfig) -> BenchSetup:
     }
     if config.scheduler is not None:  # only when asked: folders made before the option still resume
         fingerprint["scheduler"] = type(pipe.scheduler).__name__
+    if not config.contrast:  # the report's binding columns compare every method: all with or all without
+        fingerprint["contrast_captions"] = False
     ledger = Ledger.load(config.output_dir)
     ledger.merge(
         fingerprint,

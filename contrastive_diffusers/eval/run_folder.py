@@ -87,6 +87,18 @@ def remove_stale_temporaries(run_dir: Path) -> int:
     return removed
 
 
+def _first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, object, object]:
+    """The first setting whose value differs, by dotted name ("generation.num_inference_steps");
+    a setting only one side has differs too (``None`` on the other)."""
+    for key in dict.fromkeys([*new, *old]):
+        there, now = old.get(key), new.get(key)
+        if there != now:
+            if isinstance(there, dict) and isinstance(now, dict):
+                return _first_difference(there, now, f"{prefix}{key}.")
+            return f"{prefix}{key}", there, now
+    raise ValueError("the settings do not differ")
+
+
 class Ledger:
     """``bench.json``: the folder's fixed settings and the union of what its runs asked for."""
 
@@ -118,14 +130,12 @@ class Ledger:
         """Add this run's methods, prompts and seeds; refuse a change of what the folder fixed."""
         fingerprint, methods = jsonable(fingerprint), jsonable(methods)
         old = self.data["fingerprint"]
-        if old is not None:
-            for key in dict.fromkeys([*fingerprint, *old]):  # a setting only one side has differs too
-                value = fingerprint.get(key)
-                if old.get(key) != value:
-                    raise BenchInputError(
-                        f"{self.run_dir} holds a run made with different settings ({key}: {old.get(key)!r} "
-                        f"there, {value!r} now). Resume with the same settings, or choose another output folder."
-                    )
+        if old is not None and old != fingerprint:
+            key, there, now = _first_difference(old, fingerprint)
+            raise BenchInputError(
+                f"{self.run_dir} holds a run made with different settings ({key}: {there!r} there, {now!r} "
+                "now). Resume with the same settings, or choose another output folder."
+            )
         for name, config in methods.items():
             if name in self.data["methods"] and self.data["methods"][name] != config:
                 raise BenchInputError(
