@@ -110,6 +110,12 @@ def test_bench_on_the_embedded_model_scores_with_oracle_and_world_clip(tmp_path)
     assert {r["method"] for r in records if r["status"] == "not_applicable"} == {"conform"}
     summary = (tmp_path / "summary.md").read_text()
     assert "oracle" in summary.lower()
+    from contrastive_diffusers.eval.report import main_table
+
+    header, rows = main_table(json.loads((tmp_path / "summary.json").read_text()))
+    conform = dict(zip(header, next(row for row in rows if row[0] == "conform")))
+    skipped = sum(r["method"] == "conform" and r["status"] == "not_applicable" for r in records)
+    assert (conform["images"], conform["not applicable"]) == (str(4 - skipped), str(skipped))  # drawn, skipped
 
 
 def test_missing_weights_name_the_fix(tmp_path, monkeypatch):

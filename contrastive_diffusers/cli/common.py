@@ -105,8 +105,10 @@ def device_name(text: str) -> str:
     return text
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``generate`` and ``bench``: model, methods, seeds, sampling, device, output."""
+def add_run_arguments(p: argparse.ArgumentParser, named_methods_refuse: bool = False) -> None:
+    """Options shared by ``generate`` and ``bench``: model, methods, seeds, sampling, device, output.
+    ``named_methods_refuse``: a method named with --method refuses a prompt it cannot guide
+    (generate); else the help says it is recorded as not applicable (bench)."""
     p.add_argument(
         "--model",
         default="embedded",
@@ -123,8 +125,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME[,NAME...]",
         help="guidance methods, comma-separated or repeated: none, attend_and_excite (ae), conform, "
         "ebama, syngen, or a method config FILE.json (as `tune` writes it; named by the file's stem in "
-        f"the output folder). Default: {','.join(DEFAULT_METHODS)}, each skipping a prompt it cannot guide "
-        "(CONFORM needs two objects); methods given here refuse such a prompt instead",
+        f"the output folder). Default: {','.join(DEFAULT_METHODS)}. "
+        + ("A default method skips a prompt it cannot guide (CONFORM needs two objects); methods given here "
+           "refuse such a prompt instead" if named_methods_refuse else
+           "A method records a prompt it cannot guide (CONFORM needs two objects) as not applicable"),
     )
     p.add_argument(
         "--seeds",

@@ -90,7 +90,7 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         metavar="SPEC",
         help='objects to guide: auto, "red car|blue bench", or JSON (see below). Default: auto',
     )
-    add_run_arguments(p)
+    add_run_arguments(p, named_methods_refuse=True)
     p.add_argument(
         "--output-dir",
         type=output_folder,

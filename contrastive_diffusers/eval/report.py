@@ -102,7 +102,8 @@ def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
             stat = info["metrics"][m]
             n = stat.get("n", scorable)
             cells.append(_format_stat(m, stat) + (f" (n={n})" if stat["mean"] is not None and n < scorable else ""))
-        rows.append([str(method), *cells, str(info["n_images"]), str(info["n_failed"])])
+        drawn = info["n_images"] - info.get("n_not_applicable", 0)  # records include the prompts it skipped
+        rows.append([str(method), *cells, str(drawn), str(info["n_failed"])])
         rows[-1] += [str(info.get("n_not_applicable", 0))] if with_na else []
     return header, rows
 
