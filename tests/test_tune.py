@@ -52,6 +52,7 @@ def test_plan_halves_the_candidates_and_fits_the_budget():
     plan = plan_halving(96, 100, 300, 1)
     assert plan == Plan(10, (2, 4, 8, 16), 1)
     assert plan.images == 10 * 2 + 5 * 4 + 3 * 8 + 2 * 16 == 96
+    assert plan.drawn == 10 * 2 + 5 * 2 + 3 * 4 + 2 * 8 == 58
     assert plan_halving(4, 100, 300, 1) == Plan(2, (2,), 1)
     assert plan_halving(24, 100, 3, 2).prompts[-1] <= 3  # never more prompts than the split has
     with pytest.raises(ValueError, match="cannot compare two settings"):
@@ -135,9 +136,12 @@ def test_tune_on_the_embedded_model(embedded_tune):
     config, result = embedded_tune
     state = json.loads((config.output_dir / "tune.json").read_text())
     assert state["status"] == "finished" and state["plan"]["rule"] == "successive halving, rate 2"
-    # 24 images: 3 arms x 2 test prompts for the confirmation, 18 for the search: 4 x 2 + 2 x 4 = 16
-    assert state["plan"] == {"candidates": 4, "prompts_per_rung": [2, 4], "images": 16, "test_prompts": 2,
-                             "rule": "successive halving, rate 2"}
+    # 24 images: 3 arms x 2 test prompts for the confirmation, 18 for the search: 4 x 2 + 2 x 4 = 16,
+    # of which 4 x 2 + 2 x 2 = 12 are drawn (the two survivors keep their first two prompts' images)
+    assert state["plan"] == {"candidates": 4, "prompts_per_rung": [2, 4], "images": 16, "drawn": 12,
+                             "test_prompts": 2, "rule": "successive halving, rate 2"}
+    drawn = [p for p in (config.output_dir / "search").rglob("*.png") if p.stem.isdigit()]
+    assert len(drawn) == 12
     rows = result.search
     assert [r["status"] for r in rows].count("chosen") == 1 and rows[0]["settings"] == {}
     assert sum(r["images"] for r in rows) <= 16  # the plan's images (a row holds its last rung's count)

@@ -21,7 +21,8 @@ what it does:
      keeps the better half and gives it twice the prompts;
   3. runs plain generation, the paper defaults and the chosen setting on the test prompts,
      paired by prompt and seed, with 95% intervals.
-  --budget counts images: a third for step 3, the rest for step 2.
+  --budget counts images: a third for step 3, the rest for step 2 (every rung counted in
+  full; survivors reuse their earlier images, so fewer are drawn: tune.json's plan says how many).
 
 metrics (--metric): oracle_success (the ShapesWorld oracle; embedded model, default there),
   min_object_similarity (default elsewhere), binding_accuracy, binding_text_score, clip_score.

@@ -315,7 +315,7 @@ def run_tuning(config: TuneConfig) -> TuneResult:
 
     state = {"config": config.key(), "status": "searching", **{k: v for k, v in state.items() if k == "history"}}
     state["plan"] = {"candidates": plan.candidates, "prompts_per_rung": list(plan.prompts), "images": plan.images,
-                     "test_prompts": n_test, "rule": "successive halving, rate 2"}
+                     "drawn": plan.drawn, "test_prompts": n_test, "rule": "successive halving, rate 2"}
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config.output_dir / TUNE_FILE, state)
 

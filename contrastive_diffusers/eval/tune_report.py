@@ -71,7 +71,9 @@ def _summary_lines(config, state: dict) -> list[str]:
         f"model {config.model}, method {config.method}, metric {config.metric}, {config.steps} steps, "
         f"seeds {', '.join(map(str, config.seeds))}, budget {config.budget} images.",
         f"Search: {plan.get('rule')}; {plan.get('candidates')} candidates, train prompts per rung "
-        f"{plan.get('prompts_per_rung')}, {plan.get('images')} images; confirmation on {plan.get('test_prompts')} "
+        f"{plan.get('prompts_per_rung')}, {plan.get('images')} images counted against the budget"
+        + (f" ({plan['drawn']} drawn: survivors reuse their images of earlier rungs)" if "drawn" in plan else "")
+        + f"; confirmation on {plan.get('test_prompts')} "
         "test prompts.",
     ]
     if chosen is not None:

@@ -99,7 +99,14 @@ class Plan:
 
     @property
     def images(self) -> int:
+        """What the plan counts against the budget: every rung's images in full."""
         return sum(self.survivors(k) * p * self.seeds for k, p in enumerate(self.prompts))
+
+    @property
+    def drawn(self) -> int:
+        """The images drawn: a survivor reuses its images of the rungs before."""
+        before = (0, *self.prompts[:-1])
+        return sum(self.survivors(k) * (p - q) * self.seeds for k, (p, q) in enumerate(zip(self.prompts, before)))
 
 
 def _rungs(candidates: int, first: int, available: int) -> tuple[int, ...]:
