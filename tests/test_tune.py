@@ -119,7 +119,9 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="CONFORM needs at least two token groups"):
         run_tuning(TuneConfig(tmp_path / "one", "conform", model="tiny-sd1", prompt_set=singles, clip_model="tiny-clip",
                               steps=1, progress=False))
-    assert not (tmp_path / "small").exists() and not (tmp_path / "one").exists()  # nothing written
+    with pytest.raises(ValueError, match=r"train split has no prompt of the categories single \(it holds count, "):
+        run_tuning(TuneConfig(tmp_path / "single", "attend_and_excite", categories=["single"], steps=1, progress=False))
+    assert not any((tmp_path / name).exists() for name in ("small", "one", "single"))  # nothing written
 
 
 # ============================================================================ runs

@@ -153,6 +153,13 @@ def split_prompts(config: TuneConfig) -> tuple[list, list]:
         train = [item for item in train if item.prompt not in test_texts]
         categories = config.categories or SHAPES_TUNE_CATEGORIES
         test_categories = {*categories, "held_out"} if "two_object" in categories else set(categories)
+        for split, pool in (("train", train), ("test", test)):
+            if not any(i.category in categories for i in pool):  # e.g. single objects: none in train
+                held = ", ".join(sorted({str(i.category) for i in pool}))
+                raise ValueError(
+                    f"ShapesWorld's {split} split has no prompt of the categories {', '.join(sorted(categories))} "
+                    f"(it holds {held}); add one of those to --categories."
+                )
         train = [i for i in train if i.category in categories]
         test = [i for i in test if i.category in test_categories]
     else:
