@@ -41,6 +41,11 @@ def test_svg_and_png(tmp_path):
 def test_series_from_summary_reads_half_widths():
     summary = {"methods": ["none"], "per_category": {"a": {"none": {"m": {"mean": 0.5, "half_width": 0.1, "n": 4}}}}}
     assert series_from_summary(summary, "m") == {"none": {"a": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 4}}}
+    # a success rate's interval stops at 0 and 1 (0.5 +- 0.919 over 4 images), another metric's does not
+    rate = {"methods": ["none"], "per_category": {"a": {"none": {"oracle_success": {"mean": 0.5, "half_width": 0.919, "n": 4},
+                                                                    "m": {"mean": 0.5, "half_width": 0.919, "n": 4}}}}}
+    assert series_from_summary(rate, "oracle_success")["none"]["a"] == {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0, "n": 4}
+    assert series_from_summary(rate, "m")["none"]["a"]["ci_low"] == pytest.approx(-0.419)
     # one value has no interval: no whisker, not a zero-width one
     single = {"methods": ["none"], "per_category": {"a": {"none": {"m": {"mean": 2.0, "half_width": None, "n": 1}}}}}
     assert series_from_summary(single, "m") == {"none": {"a": {"mean": 2.0, "ci_low": None, "ci_high": None, "n": 1}}}

@@ -39,16 +39,25 @@ class Shape:
     anchor: str = "start"  # text: "start", "middle" or "end"
 
 
+#: Metrics whose values lie in [0, 1] (success rates, shares, probabilities): a mean of them
+#: cannot leave [0, 1], so a t-interval of few values is drawn clipped to it.
+UNIT_INTERVAL_METRICS = ("oracle_success", "quality", "binding_accuracy", "binding_text_score",
+                         "replace_object_score", "bvqa", "geneval_correct")
+
+
 def series_from_summary(summary: dict, metric: str) -> dict:
     """``{method: {category: stat}}`` of ``metric`` from a bench summary (:func:`~.summary.summarize`);
-    one category "all" when the records have no categories."""
+    one category "all" when the records have no categories. Intervals of
+    :data:`UNIT_INTERVAL_METRICS` are clipped to [0, 1]."""
+    low, high = (0.0, 1.0) if metric in UNIT_INTERVAL_METRICS else (-math.inf, math.inf)
+
     def stat(entry: dict) -> dict:
         mean, half = entry.get("mean"), entry.get("half_width")
         if mean is None:
             return {"mean": None, "ci_low": None, "ci_high": None, "n": entry.get("n", 0)}
         if half is None:  # one value: no spread estimate, so no whisker (not a zero-width one)
             return {"mean": mean, "ci_low": None, "ci_high": None, "n": entry.get("n", 0)}
-        return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": entry.get("n", 0)}
+        return {"mean": mean, "ci_low": max(mean - half, low), "ci_high": min(mean + half, high), "n": entry.get("n", 0)}
 
     if summary.get("per_category"):
         return {
