@@ -166,8 +166,22 @@ def test_changed_settings_in_the_same_folder_are_refused(bench_run):
     with pytest.raises(ValueError, match=rf"different settings \(generation.num_inference_steps: {steps} there, 3 now"):
         run_benchmark(changed)
     # without contrast captions the binding columns would compare methods scored two ways
-    with pytest.raises(ValueError, match=r"different settings \(contrast_captions: None there, False now"):
+    with pytest.raises(ValueError, match=r"different settings \(contrast_captions: True there, False now"):
         run_benchmark(BenchConfig(**{**config.__dict__, "contrast": False}))
+
+
+def test_a_folder_made_before_a_setting_was_recorded_resumes(tmp_path):
+    from contrastive_diffusers.eval.run_folder import Ledger
+
+    old_fingerprint = {"model": "m", "generation": {"num_inference_steps": 2}}  # no contrast_captions
+    ledger = Ledger(tmp_path)
+    ledger.merge(old_fingerprint, {}, {}, {}, [0])
+    ledger.save()
+    resumed = Ledger.load(tmp_path)
+    resumed.merge({**old_fingerprint, "contrast_captions": False}, {}, {}, {}, [0])  # the same command again
+    assert resumed.data["fingerprint"]["contrast_captions"] is False
+    with pytest.raises(ValueError, match="contrast_captions: False there, True now"):
+        resumed.merge({**old_fingerprint, "contrast_captions": True}, {}, {}, {}, [0])
 
 
 def test_bad_prompt_is_recorded_not_skipped(tmp_path, capsys):
@@ -202,6 +216,23 @@ def test_unreadable_image_in_a_score_only_run(bench_run, tmp_path, capsys, clip_
     assert "cannot read image" in (run / "summary.md").read_text()
     assert sum(r["status"] == "ok" for r in _rows(run)) == 11
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_score_replaces_contrast_captions_made_by_an_older_version(bench_run, tmp_path, clip_dir):
+    import shutil
+
+    config, *_ = bench_run
+    run = tmp_path / "copy"
+    shutil.copytree(config.output_dir, run)
+    path = run / "none" / "car-bench" / "0.json"
+    record = json.loads(path.read_text())
+    made_now = record["contrast_captions"]
+    record["contrast_captions"] = {**made_now, "swap_attributes": "an blue car and an red bench"}
+    path.write_text(json.dumps(record))
+    assert main(["score", str(run), "--clip-model", str(clip_dir), "--quiet"]) == 0
+    rescored = json.loads(path.read_text())
+    assert rescored["contrast_captions"] == made_now and rescored["metrics"] is not None
+    assert rescored["metrics"]["binding_accuracy"] == record["metrics"]["binding_accuracy"]  # scored with these
 
 
 @pytest.mark.parametrize(

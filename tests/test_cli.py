@@ -370,3 +370,12 @@ def test_a_folder_holding_another_commands_run_is_refused(command, other_file, t
     assert main([*command, "--steps", "1", "--output-dir", str(folder)]) == 2
     assert f"holds a {other_file.split('.')[0]} run ({other_file})" in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == [other_file]  # nothing written beside it
+
+
+def test_a_generate_run_refused_before_its_first_image_holds_no_run(tmp_path):
+    from contrastive_diffusers.eval.run_folder import other_command_in
+
+    (tmp_path / "settings.json").write_text(json.dumps({"status": "failed", "images": []}))
+    assert other_command_in(tmp_path, "bench") is None and other_command_in(tmp_path, "tune") is None
+    (tmp_path / "settings.json").write_text(json.dumps({"status": "failed", "images": [{"image": "none/0-0.png"}]}))
+    assert "holds a generate run (settings.json), not a bench run" in other_command_in(tmp_path, "bench")

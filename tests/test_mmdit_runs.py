@@ -46,6 +46,9 @@ def test_flux_true_cfg_is_checked_and_draws_what_the_stock_call_draws(flux):
     with pytest.raises(ValueError, match="needs a negative prompt"):
         generation_options(flux, true_cfg_scale=4.0)
     assert "true_cfg_scale" not in generation_options(flux)  # off: settings as before the option
+    for off in (1.0, 0.5, float("nan")):
+        with pytest.raises(ValueError, match="must be above 1"):
+            generation_options(flux, negative_prompt="blurry", true_cfg_scale=off)
     options = generation_options(flux, height=32, width=32, steps=2, negative_prompt="blurry", true_cfg_scale=4.0)
     assert options["true_cfg_scale"] == 4.0
     image = generate_image(flux, PROMPT, 0, options, None, None, None).images[0]

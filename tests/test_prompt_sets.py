@@ -317,6 +317,9 @@ def test_contrast_captions_rechoose_their_articles():
     # a prompt whose articles do not follow the rule ("a apple", the A&E set's style) keeps them
     assert prompts("a cat and a apple", [["cat"], ["apple"]]) == ["a cat and a backpack"]
     assert prompts("a apple and a red bench", [["apple"], ["red", "bench"]])[0] == "a bench and a red apple"
+    # one article off the rule anywhere: the prompt's style, kept for every word (not half-corrected)
+    assert prompts("a orange backpack and a purple car", [["orange", "backpack"], ["purple", "car"]])[0] == (
+        "a purple backpack and a orange car")
 
 
 def test_contrast_set_errors():

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic_io import read_json, write_json_atomic
+from ..atomic_io import write_json_atomic
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 from ..models.schedulers import use_scheduler
 from ..records import versions
@@ -262,26 +262,17 @@ def check_output_dir(out_dir: Path | None) -> None:
     index and seed, so a second run there would overwrite the first one's."""
     if out_dir is None:
         return
-    from ..eval.run_folder import other_command_in  # here: eval's package imports torch (--help stays fast)
+    # here: eval's package imports torch (--help stays fast)
+    from ..eval.run_folder import other_command_in, refused_before_any_image
 
     problem = other_command_in(out_dir, "generate")
     if problem:
         raise CliError(problem)
-    if (out_dir / "settings.json").exists() and not _refused_before_any_image(out_dir / "settings.json"):
+    if (out_dir / "settings.json").exists() and not refused_before_any_image(out_dir / "settings.json"):
         raise CliError(
             f"--output-dir {out_dir} already holds a generate run (settings.json), whose images this run would "
             "overwrite; give another folder, or leave --output-dir out for a fresh outputs/generate-<time>."
         )
-
-
-def _refused_before_any_image(settings_path: Path) -> bool:
-    """A run whose input the pipeline refused (size, attn_res, ...) before it made an image has
-    nothing to overwrite: the corrected command may take its folder."""
-    try:
-        settings = read_json(settings_path)
-    except (OSError, ValueError):
-        return False
-    return isinstance(settings, dict) and settings.get("status") == "failed" and not settings.get("images")
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -55,6 +55,27 @@ from .summary import summarize
 __all__ = ["BenchConfig", "BenchResult", "BenchInputError", "run_benchmark", "score_run"]
 
 
+def _refresh_contrast_captions(paths) -> None:
+    """Records keep the contrast captions they were scored with; when the captions made now
+    differ (a newer version makes them differently), store the new ones and drop the metrics,
+    as a bench resume does, so that ``score`` never re-scores with stale captions."""
+    from ..atomic_io import read_json
+    from ..prompts import PromptItem
+    from .bench_setup import contrast_captions_for
+
+    for path in paths:
+        if not path.is_file():
+            continue
+        record = read_json(path)
+        if record.get("contrast_captions") is None:  # a --no-contrast folder, or a prompt with none
+            continue
+        item = PromptItem(record["prompt_id"], record["prompt"], record.get("category"))
+        captions = contrast_captions_for(item, record.get("token_groups"))
+        if captions != record["contrast_captions"]:
+            record.update(contrast_captions=captions, metrics=None)
+            write_json_atomic(path, record)
+
+
 # ============================================================================ stage 3: report
 
 
@@ -242,6 +263,7 @@ def score_run(
     pairs = list(dict.fromkeys((prompt_id, seed) for _, prompt_id, seed in ledger.all_jobs()))
     shard = pairs[state.process_index :: state.num_processes]
     paths = [record_path(run_dir, m, prompt_id, seed) for prompt_id, seed in shard for m in ledger.data["methods"]]
+    _refresh_contrast_captions(paths)
     scored = score_stage(run_dir, paths, scorer, captioner_model, key, force, _progress_factory(progress, state),
                          judges)
     state.wait_for_everyone()

@@ -18,7 +18,7 @@ from ..runs import ImageRun, build_methods, generation_options, inapplicable_met
 from ..shapes.spec import CaptionSpec
 from .bench_config import BenchConfig
 from .prompt_sets import load_prompt_set
-from .run_folder import BenchInputError, Ledger
+from .run_folder import BENCH_FILE, BenchInputError, Ledger, other_command_in
 
 # Processes wait for each other at the end of generation; a long share must not time out.
 _PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
@@ -89,12 +89,13 @@ def prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: b
         else:
             words = [list(g.words) for g in groups]
             not_applicable = inapplicable_methods(groups, item.prompt, methods, spec)
-        contrast = _contrast_captions(item, words) if want_contrast else None
+        contrast = contrast_captions_for(item, words) if want_contrast else None
         prepared.append(BenchItem(item, spec, groups, words, errors, not_applicable, contrast))
     return prepared
 
 
-def _contrast_captions(item: PromptItem, words) -> dict | None:
+def contrast_captions_for(item: PromptItem, words) -> dict | None:
+    """``{perturbation: caption}`` of a prompt with these token group words, or ``None``."""
     if not words:
         return None
     try:
@@ -173,6 +174,9 @@ def device_for(config_device: str, state) -> str:
 def setup_run(config: BenchConfig) -> BenchSetup:
     """Everything that can fail on the user's input, before anything is written."""
     state = process_state()
+    problem = other_command_in(config.output_dir, "bench") if not (config.output_dir / BENCH_FILE).exists() else None
+    if problem:  # before the model loads, which can take minutes
+        raise BenchInputError(problem)
     try:
         items = load_items(config)
         methods = build_methods(config.methods)
@@ -202,8 +206,8 @@ def setup_run(config: BenchConfig) -> BenchSetup:
     }
     if config.scheduler is not None:  # only when asked: folders made before the option still resume
         fingerprint["scheduler"] = type(pipe.scheduler).__name__
-    if not config.contrast:  # the report's binding columns compare every method: all with or all without
-        fingerprint["contrast_captions"] = False
+    # the report's binding columns compare every method: all scored with contrast captions or none
+    fingerprint["contrast_captions"] = bool(config.contrast)
     ledger = Ledger.load(config.output_dir)
     ledger.merge(
         fingerprint,

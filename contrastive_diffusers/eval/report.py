@@ -87,8 +87,8 @@ def _format_stat(metric: str, stat: dict, signed: bool = False) -> str:
 
 
 def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """One row per method: each metric's mean ± CI, then the images drawn, failed and not
-    applicable. A metric with fewer values than the images left (unscored ones) says how
+    """One row per method: each metric's mean ± CI, then the images it was to draw (the
+    prompts it applies to, times seeds), of them the failed ones, and the not applicable. A metric with fewer values than the images left (unscored ones) says how
     many its mean rests on: ``"0.52 ± 0.03 (n=40)"``."""
     header = ["method", *summary["metrics"], "images", "failed"]
     with_na = any(info.get("n_not_applicable") for info in summary["per_method"].values())
@@ -102,8 +102,8 @@ def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
             stat = info["metrics"][m]
             n = stat.get("n", scorable)
             cells.append(_format_stat(m, stat) + (f" (n={n})" if stat["mean"] is not None and n < scorable else ""))
-        drawn = info["n_images"] - info.get("n_not_applicable", 0)  # records include the prompts it skipped
-        rows.append([str(method), *cells, str(drawn), str(info["n_failed"])])
+        applied = info["n_images"] - info.get("n_not_applicable", 0)  # records include the prompts it skipped
+        rows.append([str(method), *cells, str(applied), str(info["n_failed"])])
         rows[-1] += [str(info.get("n_not_applicable", 0))] if with_na else []
     return header, rows
 

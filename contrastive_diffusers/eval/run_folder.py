@@ -66,12 +66,24 @@ RUN_FILES = {"bench": BENCH_FILE, "tune": "tune.json", "generate": "settings.jso
 
 def other_command_in(folder: Path, command: str) -> str | None:
     """A message when ``folder`` holds another command's run (``bench``, ``tune`` or
-    ``generate``), whose report or settings ``command`` would overwrite; else ``None``."""
+    ``generate``), whose report or settings ``command`` would overwrite; else ``None``. A
+    generate run refused before its first image holds nothing to overwrite."""
     for other, name in RUN_FILES.items():
-        if other != command and (Path(folder) / name).exists():
-            return (f"{folder} holds a {other} run ({name}); a {command} run there would overwrite its report "
-                    f"or mix with its files: choose another output folder.")
+        path = Path(folder) / name
+        if other != command and path.exists() and not (other == "generate" and refused_before_any_image(path)):
+            return (f"{folder} holds a {other} run ({name}), not a {command} run: {command} would overwrite its "
+                    f"report or mix with its files; choose another folder.")
     return None
+
+
+def refused_before_any_image(settings_path: Path) -> bool:
+    """A generate run whose input the pipeline refused (size, attn_res, ...) before it made an
+    image: its folder holds nothing to keep."""
+    try:
+        settings = read_json(settings_path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and settings.get("status") == "failed" and not settings.get("images")
 
 
 def remove_stale_temporaries(run_dir: Path) -> int:
@@ -85,6 +97,10 @@ def remove_stale_temporaries(run_dir: Path) -> int:
         path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+#: Fingerprint settings that folders made by earlier versions do not hold.
+_RECORDED_LATER = ("contrast_captions",)
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, object, object]:
@@ -130,6 +146,8 @@ class Ledger:
         """Add this run's methods, prompts and seeds; refuse a change of what the folder fixed."""
         fingerprint, methods = jsonable(fingerprint), jsonable(methods)
         old = self.data["fingerprint"]
+        if old is not None:  # a folder made before a setting was recorded takes this run's value
+            old = {**{k: fingerprint[k] for k in _RECORDED_LATER if k in fingerprint}, **old}
         if old is not None and old != fingerprint:
             key, there, now = _first_difference(old, fingerprint)
             raise BenchInputError(

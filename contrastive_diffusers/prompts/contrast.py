@@ -68,14 +68,12 @@ def _article(before: str, following: str) -> str:
 def _edit(prompt: str, tokens, edits: list[tuple[tuple[int, int], str]], articles: bool = False) -> str | None:
     """Replace word-index spans with texts; ``None`` when spans overlap. ``articles``: an "a" /
     "an" right before an edited span is re-chosen for its new first word ("a purple square" ->
-    "an orange square"), by the first letter (so "an unicorn" can happen), unless the prompt's
-    own article did not follow that rule ("a apple", as the A&E set writes: kept as it is)."""
+    "an orange square"), by the first letter (so "an unicorn" can happen)."""
     if articles:
         edited = {i for (s, e), _ in edits for i in range(s, e)}
         for (s, _), text in list(edits):
             before = tokens[s - 1].group() if s > 0 else ""
-            follows_rule = before.lower() == _article(before, tokens[s].group()).lower()
-            if before.lower() in ("a", "an") and follows_rule and s - 1 not in edited:
+            if before.lower() in ("a", "an") and s - 1 not in edited:
                 edits = [*edits, ((s - 1, s), _article(before, text))]
     char_edits = sorted((tokens[s].start(), tokens[e - 1].end(), text) for (s, e), text in edits)
     for (_, end, _), (start, _, _) in zip(char_edits, char_edits[1:]):
@@ -85,6 +83,14 @@ def _edit(prompt: str, tokens, edits: list[tuple[tuple[int, int], str]], article
     for start, end, text in reversed(char_edits):
         out = out[:start] + text + out[end:]
     return out
+
+
+def _articles_follow_the_rule(tokens) -> bool:
+    """Whether every "a" / "an" of the prompt is the one its next word's first letter asks for
+    (the published A&E set writes "a" before every noun: "a apple")."""
+    words = [t.group() for t in tokens]
+    return all(word.lower() == _article(word, following).lower()
+               for word, following in zip(words, words[1:]) if word.lower() in ("a", "an"))
 
 
 def _vocabulary_next(noun: str, avoid: set[str]) -> str | None:
@@ -118,8 +124,8 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
       car and a red bench" says): a contrast caption must mean something else.
     - ``replace_object``: the last group whose noun is in :data:`ANIMALS` or :data:`OBJECTS`
       gets the next noun of that list that is none of the prompt's nouns -> "a red car and a
-      blue clock"; "an elephant" becomes "a monkey", while a prompt that writes "a" before
-      every noun, as the published A&E set does ("a apple"), keeps its articles.
+      blue clock"; "an elephant" becomes "a monkey". A prompt with any article that breaks
+      this rule, as the published A&E set writes them ("a apple"), keeps all its articles.
 
     A perturbation that does not apply, or would leave the prompt unchanged (equal attributes),
     is left out. Ids are ``"<source id>~<perturbation>"``; metadata is ``{"perturbation": ...,
@@ -133,6 +139,7 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
         )
     groups = item.token_groups
     tokens, spans = _locate(item)
+    articles = _articles_follow_the_rule(tokens)  # else the prompt's own style is kept, "a orange" included
 
     def text(span: tuple[int, int]) -> str:
         return item.prompt[tokens[span[0]].start() : tokens[span[1] - 1].end()]
@@ -148,12 +155,12 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
         if a_attr and b_attr and consecutive(a_attr) and consecutive(b_attr):
             a_region = (a_attr[0][0], a_attr[-1][1])
             b_region = (b_attr[0][0], b_attr[-1][1])
-            prompt = _edit(item.prompt, tokens, [(a_region, text(b_region)), (b_region, text(a_region))], True)
+            prompt = _edit(item.prompt, tokens, [(a_region, text(b_region)), (b_region, text(a_region))], articles)
             new_groups = [groups[1][:-1] + groups[0][-1:], groups[0][:-1] + groups[1][-1:]]
             if _bindings(new_groups) != _bindings(groups):  # "a red car and a blue car": a paraphrase
                 results.append(("swap_attributes", prompt, new_groups))
         prompt = _edit(
-            item.prompt, tokens, [(a_spans[-1], text(b_spans[-1])), (b_spans[-1], text(a_spans[-1]))], True
+            item.prompt, tokens, [(a_spans[-1], text(b_spans[-1])), (b_spans[-1], text(a_spans[-1]))], articles
         )
         new_groups = [groups[0][:-1] + groups[1][-1:], groups[1][:-1] + groups[0][-1:]]
         if _bindings(new_groups) not in [_bindings(groups)] + [_bindings(g) for _, _, g in results]:
@@ -166,7 +173,7 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
             continue
         old = text(spans[index][-1])
         new = replacement.capitalize() if old[:1].isupper() else replacement
-        prompt = _edit(item.prompt, tokens, [(spans[index][-1], new)], True)
+        prompt = _edit(item.prompt, tokens, [(spans[index][-1], new)], articles)
         new_groups = [list(g) for g in groups]
         new_groups[index] = groups[index][:-1] + [replacement]
         results.append(("replace_object", prompt, new_groups))

@@ -14,8 +14,9 @@ Rules (GenEval-style):
 - ``relation`` ``(i, name, j)``: some object matched to requirement ``i`` is ``name`` some
   object matched to requirement ``j``, box centres compared with ``RELATION_MARGIN`` of the
   image side ("left of": ``x_j - x_i >= margin``), on the named axis only: an object up and to
-  the left of another is both "above" and "left of" it. GenEval also compares centres axis by
-  axis, but with a margin of 0.1 times the boxes' summed size
+  the left of another is both "above" and "left of" it. GenEval compares centres too, with a
+  margin of 0.1 times the boxes' summed size, and names a direction only when it carries more
+  than half of the offset: at 45 degrees both hold there as well, at 70 degrees only "above"
   (:func:`~contrastive_diffusers.eval.judges.geneval_rules.relative_position`).
 - Extra objects not named by the caption are allowed by default (GenEval allows them too);
   ``allow_extra=False`` forbids them.
