@@ -206,12 +206,43 @@ def test_given_prompt_embeds_are_the_ones_sampled_and_guided(pipes, kind):
         _call(pipe, kind, **kwargs, prompt_embeds=one_row["prompt_embeds"])
 
 
+@pytest.mark.parametrize("kind, name, options", [
+    ("flux", "prompt_2", {}), ("sd3", "prompt_2", {}), ("sd3", "prompt_3", {"text_sequence": "t5"}),
+])
+def test_a_second_prompt_the_loss_would_read_is_refused(pipes, kind, name, options):
+    # token groups are found in `prompt`; the loss reads the text encoded from `name`
+    with pytest.raises(ValueError, match=f"encoded from `{name}`"):
+        _call(pipes[kind], kind, guidance="syngen", token_groups=GROUPS, **{name: "a dog"}, **options)
+    same = _call(pipes[kind], kind, guidance="syngen", token_groups=GROUPS, num_inference_steps=2, **{name: PROMPT},
+                 **options)
+    assert torch.isfinite(same.images).all()  # the same text: guided as without it
+
+
+def test_flux_embeddings_of_another_length_and_one_row_negatives(pipes, caplog):
+    flux = pipes["flux"]
+    embeds = _encoded(flux, "flux", PROMPT)
+    with pytest.raises(ValueError, match="hold 32 T5 tokens, but max_sequence_length is 48"):
+        _call(flux, "flux", guidance="syngen", token_groups=GROUPS, **embeds, max_sequence_length=48)
+    # true CFG with one row of negative embeddings for two images of the prompt, as stock broadcasts it
+    negative, negative_pooled, _ = flux.encode_prompt("blurry", None, max_sequence_length=32)
+    out = _call(flux, "flux", guidance="syngen", token_groups=GROUPS, num_inference_steps=2, num_images_per_prompt=2,
+                true_cfg_scale=2.0, negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
+    by_text = _call(flux, "flux", guidance="syngen", token_groups=GROUPS, num_inference_steps=2,
+                    num_images_per_prompt=2, true_cfg_scale=2.0, negative_prompt="blurry")
+    torch.testing.assert_close(out.images, by_text.images, atol=1e-4, rtol=1e-4)
+    with caplog.at_level("WARNING"):
+        _call(flux, "flux", guidance="syngen", token_groups=GROUPS, num_inference_steps=1, return_attention_maps=True,
+              return_dict=False)
+    assert "has no effect with return_dict=False" in caplog.text
+
+
 def test_second_order_schedulers_and_caches_are_refused_with_the_fix(pipes):
     from diffusers import FirstBlockCacheConfig, FlowMatchHeunDiscreteScheduler
 
     heun = KINDS["sd3"].from_pipe(pipes["sd3"])
     heun.scheduler = FlowMatchHeunDiscreteScheduler.from_config(heun.scheduler.config)
-    with pytest.raises(ValueError, match="FlowMatchHeunDiscreteScheduler is a solver of order 2.*FlowMatchEuler"):
+    fix = "pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config"  # the first-order kind of this model
+    with pytest.raises(ValueError, match=f"FlowMatchHeunDiscreteScheduler is a solver of order 2.*{fix}"):
         _call(heun, "sd3", guidance="ae", token_groups=GROUPS)
     # A cache skips blocks whose input barely changed: the guidance gradient would skip them too.
     cached = GuidedFluxPipeline.from_pipe(tiny_pipeline("flux"))

@@ -114,7 +114,8 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
         raise ValueError(
             f"The prompt has {len(flat)} tokens but the text encoder sees at most {limit} "
             f"(model_max_length {tokenizer.model_max_length} minus the start and end tokens); "
-            f"shorten the prompt, since guidance cannot see truncated tokens: {prompt!r}"
+            f"shorten the prompt, since guidance cannot see truncated tokens (on SD3, text_sequence='t5' reads "
+            f"the T5 tokens, max_sequence_length of them): {prompt!r}"
         )
     input_ids = list(tokenizer(prompt).input_ids)
     if input_ids[1:-1] != flat or len(input_ids) < 2:

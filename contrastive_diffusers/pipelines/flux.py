@@ -111,6 +111,9 @@ class GuidedFluxPipeline(GuidedJointPipelineMixin, FluxPipeline):
     def _window_tokenizers(self):
         return [self.tokenizer_2]
 
+    def _texts_the_loss_reads(self, session):
+        return ("prompt_2",)  # the T5 text
+
     def _encode_for_guidance(self, prompts, passed, prepared, tensor_inputs, device):
         self.check_inputs(
             prompts,
@@ -149,6 +152,11 @@ class GuidedFluxPipeline(GuidedJointPipelineMixin, FluxPipeline):
                 pooled_prompt_embeds=prepared["negative_pooled_prompt_embeds"],
                 **encode,
             )
+            if negative.shape[0] != embeds.shape[0] and embeds.shape[0] % negative.shape[0] == 0:
+                # given negative embeddings of one row per prompt: one per image, as the prompt's
+                repeat = embeds.shape[0] // negative.shape[0]
+                negative = negative.repeat_interleave(repeat, dim=0)
+                negative_pooled = negative_pooled.repeat_interleave(repeat, dim=0)
             stock.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
         inputs = dict(
             encoder_hidden_states=embeds,
@@ -184,6 +192,11 @@ class GuidedFluxPipeline(GuidedJointPipelineMixin, FluxPipeline):
 
     def _text_sequence(self, passed, inputs, session):
         length = inputs["encoder_hidden_states"].shape[1]
+        if length != passed["max_sequence_length"]:  # prompt_embeds made at another length
+            raise ValueError(
+                f"The prompt embeddings hold {length} T5 tokens, but max_sequence_length is "
+                f"{passed['max_sequence_length']}; pass max_sequence_length as the embeddings were made with."
+            )
         return TextSequence(0, length, start_slot=False), length
 
     def _patch_grid(self, latents, passed):

@@ -26,7 +26,7 @@ import inspect
 import torch
 
 from ..guidance.joint_attention import TextSequence
-from .guided import GuidedPipelineMixin, _output, tensor_inputs_of
+from .guided import GuidedPipelineMixin, _output, logger, tensor_inputs_of
 from .session import GuidanceSession, StepGuidance, check_guidable_loop
 
 
@@ -62,6 +62,7 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
         device = self._execution_device
         # Checks first: bad sizes, callback names or keywords fail before the (expensive) step-0 guidance.
         self._check_stock_keywords(passed)
+        self._check_prompt_texts(session, prepared)
         if (prepared["prompt_embeds"] is None) != (prepared["pooled_prompt_embeds"] is None):
             raise ValueError("Pass prompt_embeds and pooled_prompt_embeds together (both come from encode_prompt).")
         embeds, inputs = self._encode_for_guidance(session.prompts, passed, prepared, tensor_inputs, device)
@@ -90,7 +91,25 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
             callback_on_step_end_tensor_inputs=tensor_inputs,
             return_dict=False,
         )
+        if not return_dict and guider.keep_attention_maps:
+            logger.warning("return_attention_maps=True has no effect with return_dict=False: the maps and the "
+                           "guidance records are only in the output object.")
         return _output(out, session, guider) if return_dict else out
+
+    def _check_prompt_texts(self, session: GuidanceSession, prepared: dict) -> None:
+        """Token groups are found in ``prompt``; refuse a call whose loss would read another text
+        (Flux's T5 is encoded from ``prompt_2``, SD3's T5 from ``prompt_3``, its CLIP-G half from
+        ``prompt_2``): the groups' positions would point at other words, or at padding."""
+        for name in self._texts_the_loss_reads(session):
+            other = prepared.get(name)
+            if other is None:
+                continue
+            others = [other] * len(session.prompts) if isinstance(other, str) else list(other)
+            if others != list(session.prompts):
+                raise ValueError(
+                    f"Token groups are found in `prompt`, but the text the guidance loss reads is encoded from "
+                    f"`{name}` ({other!r}); pass the same text as `prompt`, or leave `{name}` out, to guide."
+                )
 
     def token_lookup(self, max_sequence_length: int | None = None, text_sequence: str = "clip"):
         """The tokenizer (or T5 word lookup) whose positions token groups name in a call with

@@ -148,6 +148,10 @@ class GuidedStableDiffusion3Pipeline(GuidedJointPipelineMixin, StableDiffusion3P
     def _window_tokenizers(self):
         return [self.tokenizer, self.tokenizer_2, self.tokenizer_3]
 
+    def _texts_the_loss_reads(self, session):
+        # "clip": CLIP-L's and CLIP-G's tokens side by side (prompt, prompt_2); "t5": prompt_3
+        return ("prompt_3",) if session.text_sequence == "t5" else ("prompt_2",)
+
     def _encode_for_guidance(self, prompts, passed, prepared, tensor_inputs, device):
         self.check_inputs(
             prompts,

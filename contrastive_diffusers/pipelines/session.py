@@ -233,12 +233,14 @@ def check_guidable_loop(pipeline) -> None:
     scheduler = pipeline.scheduler
     order = getattr(scheduler, "order", 1)
     if order != 1:
+        # a first-order scheduler of this model's kind: flow matching on the MMDiT models
+        first_order = "FlowMatchEulerDiscreteScheduler" if hasattr(pipeline, "transformer") else "EulerDiscreteScheduler"
         raise ValueError(
             f"{type(scheduler).__name__} is a solver of order {order}: its loop evaluates each timestep "
             f"{order} times, which step-indexed guidance cannot follow. Use a first-order scheduler for guided "
             "calls: EulerDiscreteScheduler, DDIM, PNDM, DPMSolverMultistep or UniPC (FlowMatchEulerDiscreteScheduler "
-            "for SD3 and Flux); in Python pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config), "
-            "on the command line --scheduler EulerDiscreteScheduler."
+            f"for SD3 and Flux); in Python pipe.scheduler = {first_order}.from_config(pipe.scheduler.config), "
+            f"on the command line --scheduler {first_order}."
         )
     model = getattr(pipeline, "transformer", None) or getattr(pipeline, "unet", None)
     if getattr(model, "is_cache_enabled", False):
