@@ -382,6 +382,16 @@ def test_runs_add_methods_and_seeds_to_one_folder(tmp_path, clip_dir):
     assert second.summary["baseline"] == "none" and "syngen" in second.summary["deltas"]
 
 
+def test_the_report_names_every_prompt_set_of_the_folder(tmp_path):
+    from contrastive_diffusers.eval.bench import _prompt_sets
+    from contrastive_diffusers.eval.run_folder import Ledger
+
+    ledger = Ledger(tmp_path)
+    ledger.data["runs"] = [{"run_info": {"prompt_set": "shapes:sample"}}, {"run_info": {"prompt_set": "mine.txt"}},
+                           {"run_info": {"prompt_set": "shapes:sample"}}]
+    assert _prompt_sets(ledger, {"prompt_set": "mine.txt"}) == "shapes:sample, mine.txt"
+
+
 def test_a_changed_prompt_text_is_refused(tmp_path, clip_dir):
     run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=PROMPT_ITEMS[:1]))
     changed = [PromptItem("car-bench", "a red car and a green bench", None, [["red", "car"], ["green", "bench"]])]

@@ -102,7 +102,7 @@ def _write_reports(run_dir: Path, records: list[dict], ledger: Ledger, run_info:
     }
     write_jsonl_atomic(files["metrics"], records)
     write_json_atomic(files["summary"], summary)
-    title = f"Benchmark: {run_info.get('model')} on {run_info.get('prompt_set')}"
+    title = f"Benchmark: {run_info.get('model')} on {_prompt_sets(ledger, run_info)}"
     shown = _display_info(ledger, run_info)
     write_markdown(summary, files["markdown"], title=title, run_info=shown)
     write_html(records, summary, run_dir, files["html"], title=title, run_info=shown, max_prompts=max_prompts)
@@ -120,13 +120,19 @@ def _negative_prompt_shown(generation: dict) -> str:
     return f"{negative!r}" + (f" (true CFG scale {true_cfg})" if true_cfg else "")
 
 
+def _prompt_sets(ledger: Ledger, run_info: dict) -> str:
+    """The prompt sets of every run the folder holds (runs may add prompts from other sets)."""
+    sets = [run.get("run_info", {}).get("prompt_set") for run in ledger.data["runs"]] + [run_info.get("prompt_set")]
+    return ", ".join(str(s) for s in dict.fromkeys(sets) if s is not None)
+
+
 def _display_info(ledger: Ledger, run_info: dict) -> dict:
     """The run's settings as the reports show them: one short line each."""
     data = ledger.data
     generation = data["fingerprint"]["generation"]
     shown = {
         "model": run_info.get("model"),
-        "prompt set": f"{run_info.get('prompt_set')} ({len(data['prompts'])} prompts in the folder)",
+        "prompt set": f"{_prompt_sets(ledger, run_info)} ({len(data['prompts'])} prompts in the folder)",
         "methods": ", ".join(data["methods"]),
         "seeds": ", ".join(str(s) for s in data["seeds"]),
         "steps": generation.get("num_inference_steps"),
