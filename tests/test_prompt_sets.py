@@ -207,7 +207,14 @@ def write(tmp_path, name, text):
         ("e.jsonl", "\n\n", "auto", r"no prompts found"),
         ("x.json", '{\n  "animals": [\n    "a cat and a dog",\n  ]\n}\n', "auto", r"x\.json, line 4: malformed JSON"),
         ("x.json", '["a cat"]', "attend_and_excite", r"expected one JSON object"),
-        ("x.csv", "a cat\n", "auto", r"cannot tell the format.*pass format="),
+        ("x.csv", "a cat\n", "auto", r"cannot tell the format.*name it \.txt.*pass format="),
+        ("x.txt.gz", "a cat\n", "auto", r"a gzip file: unpack it first"),
+        ("a.jsonl", '{"prompt": "a cat", "token_groups": []}\n', "jsonl", r"line 1: token_groups is empty"),
+        ("a.jsonl", '{"prompt": "a red circle", "token_groups": [["green", "bus"]]}\n', "jsonl",
+         r"line 1: token group word 'green' is not in the prompt 'a red circle'"),
+        ("a.jsonl", '{"prompt": "a", "id": "A"}\n{"prompt": "b", "id": "a"}\n', "jsonl",
+         r"line 2: id 'a' already used on line 1 \(ids differing only in case"),
+        ("x.json", '{"a b": ["a cat and a dog"], "a_b": ["a frog"]}', "auto", r"subsets 'a b' and 'a_b' give prompts the same ids"),
         ("x.txt", "a cat\n", "yaml", r"Unknown prompt file format 'yaml'; valid formats: auto, text"),
     ],
 )
@@ -233,6 +240,17 @@ def test_auto_detects_geneval_vs_generic_jsonl(tmp_path):
     generic = write(tmp_path, "h.jsonl", '{"prompt": "a red car"}\n')
     assert load_prompt_file(geneval)[0].category == "colors"
     assert load_prompt_file(generic)[0].metadata == {}
+    # a user's row with a "tag" of its own is no GenEval row: its id, category and groups are kept
+    mine = write(tmp_path, "m.jsonl", '{"id": "mine-1", "prompt": "a red car", "tag": "favourite", '
+                                      '"category": "color", "token_groups": [["red", "car"]]}\n')
+    assert load_prompt_file(mine) == [PromptItem("mine-1", "a red car", "color", [["red", "car"]], {"tag": "favourite"})]
+
+
+def test_text_files_drop_invisible_characters(tmp_path):
+    # files concatenated with `cat` keep the second file's byte-order mark mid-file; a zero-width space alone
+    path = tmp_path / "joined.txt"
+    path.write_text("a cat\n\ufeffa red car\n\u200b\n")
+    assert [i.prompt for i in load_prompt_file(path)] == ["a cat", "a red car"]
 
 
 # --- load_prompt_set ----------------------------------------------------------------------------

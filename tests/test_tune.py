@@ -64,6 +64,11 @@ def test_hash_split_is_deterministic_and_disjoint():
     assert {i.id for i in train}.isdisjoint({i.id for i in test}) and len(train) + len(test) == len(TINY_PROMPTS)
     again = split_by_hash(list(reversed(TINY_PROMPTS)))
     assert {i.id for i in again[1]} == {i.id for i in test}
+    # a text held twice (CC-500 repeats lines) lands on one side under both ids, in any order
+    repeated = [PromptItem(f"p-{n}", f"a cat number {n % 7}") for n in range(40)]
+    for order in (repeated, repeated[::-1]):
+        train, test = split_by_hash(order)
+        assert {i.prompt for i in train}.isdisjoint({i.prompt for i in test}) and train and test
 
 
 def test_shapes_split_uses_the_world_splits(tmp_path):
@@ -121,6 +126,9 @@ def test_errors_name_the_problem(tmp_path):
                               steps=1, progress=False))
     with pytest.raises(ValueError, match=r"train split has no prompt of the categories single \(it holds count, "):
         run_tuning(TuneConfig(tmp_path / "single", "attend_and_excite", categories=["single"], steps=1, progress=False))
+    uncategorised = [PromptItem(f"u{i}", f"a red cat and a blue dog number {i}") for i in range(6)]
+    with pytest.raises(ValueError, match="has no category 'None'; its prompts have none"):
+        split_prompts(TuneConfig(tmp_path, "conform", prompt_set=uncategorised, categories=["None"]))
     assert not any((tmp_path / name).exists() for name in ("small", "one", "single"))  # nothing written
 
 

@@ -173,11 +173,11 @@ def split_prompts(config: TuneConfig) -> tuple[list, list]:
 
 
 def _check_categories(categories, items: list, source) -> None:
-    known = sorted({str(item.category) for item in items})
+    known = sorted({str(item.category) for item in items if item.category is not None})  # none: not selectable
     unknown = [c for c in categories or () if c not in known]
     if unknown:
-        raise ValueError(f"The prompt set {source!r} has no category {', '.join(map(repr, unknown))}; "
-                         f"its categories: {', '.join(known)}.")
+        has = f"its categories: {', '.join(known)}" if known else "its prompts have none: leave --categories out"
+        raise ValueError(f"The prompt set {source!r} has no category {', '.join(map(repr, unknown))}; {has}.")
 
 
 def applicable(pipe, method, items: list, split: str) -> list:

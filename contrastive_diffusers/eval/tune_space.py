@@ -77,10 +77,19 @@ def build_candidate(method_name: str, candidate: dict):
 
 def split_by_hash(items, test_fraction: float = 0.5) -> tuple[list, list]:
     """A deterministic train/test split by the SHA-256 of each prompt id: the same prompt lands
-    on the same side in every run and on every machine, whatever else is in the set."""
+    on the same side in every run and on every machine, whatever the order. A text the set
+    holds more than once (under several ids) goes, every time, where its smallest id goes: a
+    test prompt is never also a train prompt."""
+    def text(item) -> str:
+        return " ".join(item.prompt.lower().split())
+
+    first_id = {}
+    for item in items:
+        first_id[text(item)] = min(first_id.get(text(item), item.id), item.id)
     train, test = [], []
     for item in items:
-        value = int.from_bytes(hashlib.sha256(item.id.encode("utf-8")).digest()[:8], "big") / 2**64
+        key = first_id[text(item)].encode("utf-8")
+        value = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
         (test if value < test_fraction else train).append(item)
     return train, test
 

@@ -17,6 +17,10 @@ PROMPT_FILE_FORMATS = ("auto", "text", "t2i_compbench", "geneval", "parti", "att
 _AE_PATTERN = re.compile(r"an? (\w+(?: \w+)?) (?:and|with) an? (\w+(?: \w+)?)")
 
 
+#: Byte-order marks (inside concatenated files) and zero-width characters, stripped from line ends.
+_INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060"
+
+
 def _stem_id(path: Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).lstrip(".-") or "prompts"
     return stem[:150]  # leaves room for "-<line number>" within the 200-character id limit
@@ -52,7 +56,7 @@ def _load_text(path: Path, category_from_stem: bool) -> list[PromptItem]:
         category = path.stem[: -len("_val")] if path.stem.endswith("_val") else path.stem
     items = []
     for number, line in enumerate(_read_lines(path), start=1):
-        prompt = line.strip()
+        prompt = line.strip(_INVISIBLE + " \t\r\n\f\v")
         if not prompt or prompt.startswith("#"):
             continue
         items.append(PromptItem(f"{stem}-{number}", prompt, category))
@@ -135,18 +139,22 @@ def _load_jsonl(path: Path) -> list[PromptItem]:
                 f"{path}, line {number}: id {item_id!r} is not filesystem-safe; use letters, digits "
                 "and . _ ~ + - (or drop the id to get '<file stem>-<line number>')."
             )
-        if item_id in seen:
+        if item_id.lower() in seen:  # case-insensitive: on macOS and Windows they would share a folder
             raise ValueError(
-                f"{path}, line {number}: id {item_id!r} already used on line {seen[item_id]}; ids "
-                "must be unique."
+                f"{path}, line {number}: id {item_id!r} already used on line {seen[item_id.lower()]} (ids "
+                "differing only in case count as one); ids must be unique."
             )
-        seen[item_id] = number
+        seen[item_id.lower()] = number
         category = row.get("category")
         if category is not None and not isinstance(category, str):
             raise ValueError(f"{path}, line {number}: \"category\" must be a string or null.")
         groups = row.get("token_groups")
-        if groups is not None and token_groups_problem(groups):
-            raise ValueError(f"{path}, line {number}: {token_groups_problem(groups)}")
+        problem = None if groups is None else (
+            token_groups_problem(groups) or _groups_not_in_prompt(groups, row["prompt"])
+            or ("token_groups is empty; list the prompt's objects, or leave the key out for automatic groups."
+                if not groups else None))
+        if problem:
+            raise ValueError(f"{path}, line {number}: {problem}")
         metadata = row.get("metadata", {})
         if not isinstance(metadata, dict):
             raise ValueError(f"{path}, line {number}: \"metadata\" must be a JSON object.")
@@ -157,6 +165,17 @@ def _load_jsonl(path: Path) -> list[PromptItem]:
     if not items:
         raise _no_prompts(path, "every line is blank; the format is one JSON object per line")
     return items
+
+
+def _groups_not_in_prompt(groups, prompt: str) -> str | None:
+    """A token group word (one or more words) that is not a run of the prompt's words."""
+    words = [w.lower() for w in prompt_words(prompt)]
+    for group in groups:
+        for entry in group:
+            parts = [w.lower() for w in prompt_words(entry)]
+            if not any(words[i : i + len(parts)] == parts for i in range(len(words) - len(parts) + 1)):
+                return f"token group word {entry!r} is not in the prompt {prompt!r}; fix the group or the prompt."
+    return None
 
 
 def _load_parti(path: Path) -> list[PromptItem]:
@@ -216,10 +235,16 @@ def _load_attend_and_excite(path: Path) -> list[PromptItem]:
             '{"animals": ["a cat and a dog"]}.'
         )
     stem = _stem_id(path)
-    items = []
+    items, key_ids = [], {}
     for key, prompts in data.items():
         category = SUBSET_ALIASES.get(key, key)
         key_id = re.sub(r"[^A-Za-z0-9._-]+", "_", key)
+        if key_id.lower() in key_ids:
+            raise ValueError(
+                f"{path}: subsets {key_ids[key_id.lower()]!r} and {key!r} give prompts the same ids "
+                f"('{stem}-{key_id}-0001', ...); rename one of them."
+            )
+        key_ids[key_id.lower()] = key
         for n, prompt in enumerate(prompts, start=1):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(
@@ -241,14 +266,16 @@ def _auto_format(path: Path) -> str:
     name = path.name.lower()
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        # GenEval rows carry a "tag"; peek at the first row (a broken one is reported by the loader).
+        # GenEval rows carry a "tag" and an "include" list (a user row may have a "tag" of its
+        # own); peek at the first row (a broken one is reported by the loader).
         for line in _read_lines(path):
             if line.strip():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     return "jsonl"
-                return "geneval" if isinstance(row, dict) and "tag" in row else "jsonl"
+                geneval = isinstance(row, dict) and "tag" in row and isinstance(row.get("include"), list)
+                return "geneval" if geneval else "jsonl"
         return "jsonl"
     if suffix == ".tsv":
         return "parti"
@@ -258,9 +285,12 @@ def _auto_format(path: Path) -> str:
         return "text"
     if suffix == ".json":
         return "attend_and_excite"
+    hint = " (a gzip file: unpack it first)" if suffix == ".gz" else ""
     raise ValueError(
-        f"{path}: cannot tell the format from the file name (extension {path.suffix!r}); pass "
-        f"format= one of {', '.join(PROMPT_FILE_FORMATS[1:])}."
+        f"{path}: cannot tell the format from the file name (extension {path.suffix!r}){hint}; name it "
+        ".txt (one prompt per line), .jsonl (JSON rows with \"prompt\"), .tsv (PartiPrompts), .json "
+        "(Attend-and-Excite's subsets) or *_val.txt (T2I-CompBench), or in Python pass format= one of "
+        f"{', '.join(PROMPT_FILE_FORMATS[1:])}."
     )
 
 
