@@ -165,7 +165,9 @@ class Ledger:
             if self.data["prompts"].get(prompt_id, text) != text:
                 raise BenchInputError(
                     f"{self.run_dir} has prompt id {prompt_id!r} as {self.data['prompts'][prompt_id]!r}, the "
-                    f"prompt set now says {text!r}; use another output folder for a changed prompt set."
+                    f"prompt set now says {text!r}; use another output folder for a changed prompt set (a text "
+                    "file's ids are its line numbers: an added or removed line renumbers the rest; JSON Lines "
+                    "rows can carry their own ids)."
                 )
         self.data["fingerprint"] = fingerprint
         self.data["methods"].update(methods)
