@@ -250,3 +250,11 @@ def test_second_order_schedulers_and_caches_are_refused_with_the_fix(pipes):
     with pytest.raises(ValueError, match="cache enabled.*disable_cache"):
         _call(cached, "flux", guidance="ae", token_groups=GROUPS)
     assert torch.isfinite(_call(cached, "flux", num_inference_steps=2).images).all()  # plain calls keep it
+
+
+def test_flux_guidance_works_under_inference_mode(pipes):
+    kwargs = dict(guidance="syngen", token_groups=GROUPS, num_inference_steps=2)
+    expected = _call(pipes["flux"], "flux", **kwargs)
+    with torch.inference_mode():
+        out = _call(pipes["flux"], "flux", **kwargs)
+    assert torch.equal(out.images, expected.images) and out.guidance_records[0].updated == [True]

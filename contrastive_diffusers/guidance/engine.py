@@ -235,10 +235,13 @@ class Guider:
         step_size = float(self.step_sizes[step_index])
         batch = latents.shape[0]
         iterations, updated = [0] * batch, [False] * batch
-        skipped = torch.zeros(batch, dtype=torch.bool, device=latents.device)
         loss_after = None
-        with self._guiding():
-            z = latents.detach().requires_grad_(True)
+        # torch.inference_mode() (a common wrapper of pipeline calls) turns gradients off in a
+        # way enable_grad cannot lift; the loop's latents are then inference tensors, which
+        # autograd refuses: guide outside it, on a normal copy.
+        with torch.inference_mode(False), self._guiding():
+            skipped = torch.zeros(batch, dtype=torch.bool, device=latents.device)
+            z = latents.detach().clone().requires_grad_(True)
             losses, maps = self.losses(z, t)
             if self.schedule.refines_at(step_index):
                 target = self.schedule.refinement[step_index]
