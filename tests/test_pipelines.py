@@ -536,6 +536,23 @@ def test_guidance_callback_refuses_controlnet_pipelines():
     pipe = StableDiffusionControlNetPipeline(**components, controlnet=controlnet)
     with pytest.raises(ValueError, match="does not support pipelines with a controlnet"):
         GuidanceCallback(pipe, SynGen(), PROMPTS[0])
+    # a callback built on the plain pipeline, then handed to a ControlNet pipeline sharing its UNet
+    from diffusers import StableDiffusionPipeline
+
+    plain = StableDiffusionPipeline(**components)
+    callback = GuidanceCallback(plain, SynGen(), PROMPTS[0], token_groups=[["red", "car"], ["blue", "bench"]])
+    condition = torch.zeros(1, 3, SIZE, SIZE)
+    with pytest.raises(ValueError, match="does not support pipelines with a controlnet"):
+        run(pipe, PROMPTS[0], image=condition, num_inference_steps=2, callback_on_step_end=callback)
+
+
+def test_guidance_callback_refuses_perturbed_attention_guidance():
+    from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline
+
+    plain = StableDiffusionPipeline(**tiny_components("sd1"))
+    pag = AutoPipelineForText2Image.from_pipe(plain, enable_pag=True, pag_applied_layers=["mid"])
+    with pytest.raises(ValueError, match="does not support perturbed-attention guidance"):
+        GuidanceCallback(pag, SynGen(), PROMPTS[0])
 
 
 def test_guidance_callback_on_an_sdxl_refiner_without_the_first_text_encoder():

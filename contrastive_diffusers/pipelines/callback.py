@@ -16,6 +16,29 @@ from .session import (
 )
 
 
+def _check_pipeline(pipeline) -> None:
+    """Refuse pipelines whose UNet forward the guidance forward cannot repeat."""
+    name = type(pipeline).__name__
+    if getattr(pipeline, "unet", None) is None:  # SD3 / Flux: joint attention in a transformer
+        raise ValueError(
+            f"GuidanceCallback guides UNet pipelines; {name} has no UNet. For SD3 and Flux "
+            "use GuidedStableDiffusion3Pipeline.from_pipe(pipe) or GuidedFluxPipeline.from_pipe(pipe)."
+        )
+    for component in ("controlnet", "adapter"):  # their residuals enter the UNet; the guidance forward has none
+        if getattr(pipeline, component, None) is not None:
+            raise ValueError(
+                f"GuidanceCallback does not support pipelines with a {component} ({name}): the "
+                "guidance forward would read attention maps of a UNet without its residuals."
+            )
+    if getattr(pipeline, "pag_applied_layers", None) is not None:
+        # PAG swaps the UNet's self-attention processors during its call, for a batch with a perturbed row
+        raise ValueError(
+            f"GuidanceCallback does not support perturbed-attention guidance ({name}): PAG's attention "
+            "processors expect its perturbed batch, which the guidance forward does not have. Use the pipeline "
+            "without PAG (e.g. GuidedStableDiffusionPipeline.from_pipe(pipe))."
+        )
+
+
 def _cond_half(tensor: torch.Tensor | None, do_cfg: bool) -> torch.Tensor | None:
     """The conditional rows of a CFG batch (diffusers stacks [uncond, cond])."""
     if tensor is None or not do_cfg:
@@ -66,17 +89,7 @@ class GuidanceCallback(PipelineCallback):
         return_attention_maps: bool = False,
     ):
         super().__init__(cutoff_step_ratio=1.0)
-        if getattr(pipeline, "unet", None) is None:  # SD3 / Flux: joint attention in a transformer
-            raise ValueError(
-                f"GuidanceCallback guides UNet pipelines; {type(pipeline).__name__} has no UNet. For SD3 and Flux "
-                "use GuidedStableDiffusion3Pipeline.from_pipe(pipe) or GuidedFluxPipeline.from_pipe(pipe)."
-            )
-        for component in ("controlnet", "adapter"):  # their residuals enter the UNet; the guidance forward has none
-            if getattr(pipeline, component, None) is not None:
-                raise ValueError(
-                    f"GuidanceCallback does not support pipelines with a {component} ({type(pipeline).__name__}): the "
-                    "guidance forward would read attention maps of a UNet without its residuals."
-                )
+        _check_pipeline(pipeline)
         check_guidable_loop(pipeline)
         self.session = GuidanceSession.start(
             getattr(pipeline, "tokenizer", None) or getattr(pipeline, "tokenizer_2", None),  # SDXL refiner: only the 2nd
@@ -130,9 +143,11 @@ class GuidanceCallback(PipelineCallback):
         if embeds.shape[0] != latents.shape[0] or latents.shape[0] != images:
             raise ValueError(
                 f"GuidanceCallback was built for {images} images ({len(self.session.prompts)} prompts x "
-                f"num_images_per_prompt), but the pipeline runs {latents.shape[0]}; pass the same prompt and "
-                "num_images_per_prompt to both."
+                f"num_images_per_prompt), but the pipeline runs {latents.shape[0]} latents with {embeds.shape[0]} "
+                "rows of conditional embeddings; pass the same prompt and num_images_per_prompt to both."
             )
+        # the callback may serve another pipeline than it was built on (from_pipe shares the UNet)
+        _check_pipeline(pipeline)
         check_supported_unet(pipeline.unet, latents)
         check_guidable_loop(pipeline)  # the scheduler may have been swapped since __init__
         added = None
