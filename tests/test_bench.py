@@ -482,9 +482,9 @@ def test_stale_temporaries_are_cleaned_only_in_bench_folders(tmp_path):
 
 
 def test_contrast_captions_do_not_depend_on_the_prompt_id_length():
-    from contrastive_diffusers.eval.bench_setup import _contrast_captions
+    from contrastive_diffusers.eval.bench_setup import contrast_captions_for
 
     words = [["red", "car"], ["blue", "bench"]]
-    short = _contrast_captions(PromptItem("p", "a red car and a blue bench", None, words), words)
-    long = _contrast_captions(PromptItem("p" * 190, "a red car and a blue bench", None, words), words)
+    short = contrast_captions_for(PromptItem("p", "a red car and a blue bench", None, words), words)
+    long = contrast_captions_for(PromptItem("p" * 190, "a red car and a blue bench", None, words), words)
     assert short and long == short and "a blue car and a red bench" in short.values()

@@ -547,10 +547,9 @@ def test_guidance_callback_refuses_controlnet_pipelines():
 
 
 def test_guidance_callback_refuses_perturbed_attention_guidance():
-    from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline
+    from diffusers import StableDiffusionPAGPipeline
 
-    plain = StableDiffusionPipeline(**tiny_components("sd1"))
-    pag = AutoPipelineForText2Image.from_pipe(plain, enable_pag=True, pag_applied_layers=["mid"])
+    pag = StableDiffusionPAGPipeline(**tiny_components("sd1"), pag_applied_layers=["mid"])
     with pytest.raises(ValueError, match="does not support perturbed-attention guidance"):
         GuidanceCallback(pag, SynGen(), PROMPTS[0])
 
