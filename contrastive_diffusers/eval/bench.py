@@ -39,13 +39,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import write_json_atomic, write_jsonl_atomic
+from ..atomic_io import read_json, write_json_atomic, write_jsonl_atomic
 from ..models.names import TINY_CLIP, TINY_MODELS, default_clip_model
+from ..prompts import PromptItem
 from ..records import versions
 from .bench_config import AUTO, BenchConfig, BenchResult
 from .bench_generate import generate_stage
 from .bench_score import score_stage
-from .bench_setup import device_for, load_captioner, load_scorer, process_state, scorer_key, setup_run
+from .bench_setup import (
+    contrast_captions_for,
+    device_for,
+    load_captioner,
+    load_scorer,
+    process_state,
+    scorer_key,
+    setup_run,
+)
 from .judges import load_judges
 from .report import format_summary_table, write_markdown
 from .report_html import write_html
@@ -59,10 +68,6 @@ def _refresh_contrast_captions(paths) -> None:
     """Records keep the contrast captions they were scored with; when the captions made now
     differ (a newer version makes them differently), store the new ones and drop the metrics,
     as a bench resume does, so that ``score`` never re-scores with stale captions."""
-    from ..atomic_io import read_json
-    from ..prompts import PromptItem
-    from .bench_setup import contrast_captions_for
-
     for path in paths:
         if not path.is_file():
             continue
