@@ -18,7 +18,7 @@ from ..runs import ImageRun, build_methods, generation_options, inapplicable_met
 from ..shapes.spec import CaptionSpec
 from .bench_config import BenchConfig
 from .prompt_sets import load_prompt_set
-from .run_folder import BENCH_FILE, BenchInputError, Ledger, other_command_in
+from .run_folder import BenchInputError, Ledger
 
 # Processes wait for each other at the end of generation; a long share must not time out.
 _PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
@@ -174,9 +174,7 @@ def device_for(config_device: str, state) -> str:
 def setup_run(config: BenchConfig) -> BenchSetup:
     """Everything that can fail on the user's input, before anything is written."""
     state = process_state()
-    problem = other_command_in(config.output_dir, "bench") if not (config.output_dir / BENCH_FILE).exists() else None
-    if problem:  # before the model loads, which can take minutes
-        raise BenchInputError(problem)
+    ledger = Ledger.load(config.output_dir)  # first: a folder it refuses is refused before the model loads
     try:
         items = load_items(config)
         methods = build_methods(config.methods)
@@ -208,7 +206,6 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         fingerprint["scheduler"] = type(pipe.scheduler).__name__
     # the report's binding columns compare every method: all scored with contrast captions or none
     fingerprint["contrast_captions"] = bool(config.contrast)
-    ledger = Ledger.load(config.output_dir)
     ledger.merge(
         fingerprint,
         {name: (m.config() if m is not None else None) for name, m in methods.items()},
