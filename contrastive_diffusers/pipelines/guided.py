@@ -68,6 +68,17 @@ def match_negative_prompt(negative_prompt, prompts: list[str]):
     return negative_prompt
 
 
+def guided_output(out, session, guider, return_dict: bool):
+    """A guided call's result: the output object, or the stock tuple (warning when maps were
+    asked for, which only the object holds)."""
+    if return_dict:
+        return _output(out, session, guider)
+    if guider.keep_attention_maps:
+        logger.warning("return_attention_maps=True has no effect with return_dict=False: the maps and the "
+                       "guidance records are only in the output object.")
+    return out
+
+
 def tensor_inputs_of(callback, requested: Sequence[str] | None) -> list[str]:
     """The tensors the loop hands the callbacks: the user's, and ``latents`` for guidance."""
     names = list(requested or ["latents"])
@@ -198,7 +209,4 @@ class GuidedPipelineMixin:
             callback_on_step_end_tensor_inputs=tensor_inputs,
             return_dict=False,
         )
-        if not return_dict and guider.keep_attention_maps:
-            logger.warning("return_attention_maps=True has no effect with return_dict=False: the maps and the "
-                           "guidance records are only in the output object.")
-        return _output(out, session, guider) if return_dict else out
+        return guided_output(out, session, guider, return_dict)

@@ -26,7 +26,7 @@ import inspect
 import torch
 
 from ..guidance.joint_attention import TextSequence
-from .guided import GuidedPipelineMixin, _output, logger, tensor_inputs_of
+from .guided import GuidedPipelineMixin, guided_output, tensor_inputs_of
 from .session import GuidanceSession, StepGuidance, check_guidable_loop
 
 
@@ -91,10 +91,7 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
             callback_on_step_end_tensor_inputs=tensor_inputs,
             return_dict=False,
         )
-        if not return_dict and guider.keep_attention_maps:
-            logger.warning("return_attention_maps=True has no effect with return_dict=False: the maps and the "
-                           "guidance records are only in the output object.")
-        return _output(out, session, guider) if return_dict else out
+        return guided_output(out, session, guider, return_dict)
 
     def _check_prompt_texts(self, session: GuidanceSession, prepared: dict) -> None:
         """Token groups are found in ``prompt``; refuse a call whose loss would read another text
