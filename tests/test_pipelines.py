@@ -325,7 +325,17 @@ def test_unsupported_unet_inputs_are_refused():
         check_supported_unet(SimpleNamespace(config=SimpleNamespace(encoder_hid_dim_type="ip_image_proj")))
     inpainting = SimpleNamespace(config=SimpleNamespace(encoder_hid_dim_type=None, in_channels=9))
     with pytest.raises(ValueError, match="9 input channels"):
-        check_supported_unet(inpainting, torch.zeros(1, 4, 8, 8))
+        check_supported_unet(inpainting, 4)
+
+
+def test_guidance_callback_refuses_an_inpainting_unet_when_built():
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    components = tiny_components("sd1")
+    unet = UNet2DConditionModel.from_config({**components["unet"].config, "in_channels": 9})
+    pipe = StableDiffusionInpaintPipeline(**{**components, "unet": unet})
+    with pytest.raises(ValueError, match="UNet takes 9 input channels but the latents have 4"):
+        GuidanceCallback(pipe, SynGen(), PROMPTS[0])
 
 
 def test_bad_size_fails_before_any_guidance_work(pipe):

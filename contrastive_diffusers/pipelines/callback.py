@@ -30,6 +30,8 @@ def _check_pipeline(pipeline) -> None:
                 f"GuidanceCallback does not support pipelines with a {component} ({name}): the "
                 "guidance forward would read attention maps of a UNet without its residuals."
             )
+    vae = getattr(pipeline, "vae", None)  # an inpainting UNet's extra channels: refused when built, not at step 1
+    check_supported_unet(pipeline.unet, getattr(getattr(vae, "config", None), "latent_channels", None))
     if getattr(pipeline, "pag_applied_layers", None) is not None:
         # PAG swaps the UNet's self-attention processors during its call, for a batch with a perturbed row
         raise ValueError(
@@ -148,7 +150,7 @@ class GuidanceCallback(PipelineCallback):
             )
         # the callback may serve another pipeline than it was built on (from_pipe shares the UNet)
         _check_pipeline(pipeline)
-        check_supported_unet(pipeline.unet, latents)
+        check_supported_unet(pipeline.unet, latents.shape[1])
         check_guidable_loop(pipeline)  # the scheduler may have been swapped since __init__
         added = None
         if self.is_sdxl:

@@ -250,17 +250,18 @@ def check_guidable_loop(pipeline) -> None:
         )
 
 
-def check_supported_unet(unet, latents: torch.Tensor | None = None) -> None:
-    """Refuse UNet set-ups whose extra inputs the guidance forward would not feed."""
+def check_supported_unet(unet, latent_channels: int | None = None) -> None:
+    """Refuse UNet set-ups whose extra inputs the guidance forward would not feed
+    (``latent_channels``: of the loop's latents, or of the pipeline's VAE)."""
     if getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj":
         raise ValueError(
             "Attention guidance does not support IP-Adapter yet: the guidance forward has no image "
             "embeddings to give it. Unload it first with pipe.unload_ip_adapter()."
         )
-    if latents is not None and unet.config.in_channels != latents.shape[1]:
+    if latent_channels is not None and unet.config.in_channels != latent_channels:
         raise ValueError(
             f"The UNet takes {unet.config.in_channels} input channels but the latents have "
-            f"{latents.shape[1]} (an inpainting or depth UNet concatenates extra inputs); attention "
+            f"{latent_channels} (an inpainting or depth UNet concatenates extra inputs); attention "
             "guidance supports UNets fed with the latents alone."
         )
 
