@@ -89,10 +89,10 @@ def generation_options(
     pipeline would ignore: a negative prompt on Flux without ``true_cfg_scale > 1``, true CFG
     without a negative prompt, or ``true_cfg_scale`` on another model."""
     flux = is_flux(pipe)
-    if true_cfg_scale is not None and not true_cfg_scale > 1:  # also NaN
-        raise ValueError(f"true_cfg_scale must be above 1 (got {true_cfg_scale}); leave it out to sample without true CFG.")
     true_cfg = true_cfg_scale is not None
-    if true_cfg_scale is not None and not flux:
+    if true_cfg and not true_cfg_scale > 1:  # also NaN
+        raise ValueError(f"true_cfg_scale must be above 1 (got {true_cfg_scale}); leave it out to sample without true CFG.")
+    if true_cfg and not flux:
         raise ValueError(
             f"true_cfg_scale is FLUX.1's true classifier-free guidance; {type(pipe).__name__} runs classifier-free "
             "guidance with guidance_scale already: drop the true CFG scale."

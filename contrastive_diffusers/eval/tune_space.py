@@ -80,15 +80,13 @@ def split_by_hash(items, test_fraction: float = 0.5) -> tuple[list, list]:
     on the same side in every run and on every machine, whatever the order. A text the set
     holds more than once (under several ids) goes, every time, where its smallest id goes: a
     test prompt is never also a train prompt."""
-    def text(item) -> str:
-        return " ".join(item.prompt.lower().split())
-
+    texts = [" ".join(item.prompt.lower().split()) for item in items]
     first_id = {}
-    for item in items:
-        first_id[text(item)] = min(first_id.get(text(item), item.id), item.id)
+    for item, text in zip(items, texts):
+        first_id[text] = min(first_id.get(text, item.id), item.id)
     train, test = [], []
-    for item in items:
-        key = first_id[text(item)].encode("utf-8")
+    for item, text in zip(items, texts):
+        key = first_id[text].encode("utf-8")
         value = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
         (test if value < test_fraction else train).append(item)
     return train, test

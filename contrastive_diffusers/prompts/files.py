@@ -150,10 +150,9 @@ def _load_jsonl(path: Path) -> list[PromptItem]:
             raise ValueError(f"{path}, line {number}: \"category\" must be a string or null.")
         groups = row.get("token_groups")
         # (a group word not in the prompt is no file error: bench records that image as failed, named)
-        problem = None if groups is None else (
-            token_groups_problem(groups)
-            or ("token_groups is empty; list the prompt's objects, or leave the key out for automatic groups."
-                if not groups else None))
+        problem = None if groups is None else token_groups_problem(groups)
+        if groups == []:
+            problem = "token_groups is empty; list the prompt's objects, or leave the key out for automatic groups."
         if problem:
             raise ValueError(f"{path}, line {number}: {problem}")
         metadata = row.get("metadata", {})
