@@ -235,6 +235,30 @@ def test_score_replaces_contrast_captions_made_by_an_older_version(bench_run, tm
     assert rescored["metrics"]["binding_accuracy"] == record["metrics"]["binding_accuracy"]  # scored with these
 
 
+def test_baseline_is_a_report_setting(bench_run, tmp_path, capsys, clip_dir):
+    import shutil
+
+    config, first, *_ = bench_run
+    run = tmp_path / "copy"
+    shutil.copytree(config.output_dir, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*.json") if p.parent != run}
+    assert main(["score", str(run), "--clip-model", str(clip_dir), "--quiet", "--baseline", "conform"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["baseline"] == "conform" and list(summary["deltas"]) == ["none"]
+    flipped = summary["deltas"]["none"]["clip_score"]
+    original = first.summary["deltas"]["conform"]["clip_score"]
+    assert flipped["mean"] == pytest.approx(-original["mean"], abs=1e-9)
+    assert (flipped["wins"], flipped["losses"]) == (original["losses"], original["wins"])
+    assert "Difference from conform" in (run / "summary.md").read_text()
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing re-scored
+    # A method the folder does not have: refused before any model loads, naming the ones it has.
+    assert main(["score", str(run), "--clip-model", "no/such-clip", "--baseline", "ebama"]) == 2
+    assert "--baseline 'ebama' is not a method of this run" in capsys.readouterr().err
+    assert main(["bench", "--output-dir", str(run), "--model", "tiny-sd1", "--method", "none",
+                 "--baseline", "syngen"]) == 2
+    assert "none, conform" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "prompts, message",
     [("no_such_set", "Unknown prompt set 'no_such_set'"), ("missing/prompts.txt", "missing/prompts.txt")],

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from contrastive_diffusers import atomic_io
-from contrastive_diffusers.eval.report import format_summary_table, write_markdown
+from contrastive_diffusers.eval.report import coverage_note, format_summary_table, write_markdown
 from contrastive_diffusers.eval.report_html import write_html
 from contrastive_diffusers.eval.summary import summarize
 from contrastive_diffusers.eval.stats import MeanCI, mean_ci, metric_value, paired_differences, t_quantile
@@ -223,11 +223,11 @@ def test_summary_deltas_and_wins(records):
     assert list(deltas) == ["conform", "ebama"]
     conform = deltas["conform"]["clip_score"]
     assert_stat(conform, [5, -1, 3, 0, 3, 1])
-    assert conform["wins"] == 4
+    assert conform["wins"] == 4 and conform["losses"] == 1  # one tie
     ebama = deltas["ebama"]["clip_score"]
     assert_stat(ebama, [1, 1, 2, -1])
-    assert ebama["wins"] == 3
-    assert deltas["ebama"]["binding_accuracy"] == {"mean": None, "half_width": None, "n": 0, "wins": 0}
+    assert ebama["wins"] == 3 and ebama["losses"] == 1
+    assert deltas["ebama"]["binding_accuracy"] == {"mean": None, "half_width": None, "n": 0, "wins": 0, "losses": 0}
 
 
 def test_summary_failures_are_listed(records):
@@ -248,6 +248,37 @@ def test_baseline_choice(records):
         summarize(records, baseline="sdxl")
 
 
+def test_coverage_names_methods_whose_means_rest_on_other_images(records, tmp_path):
+    # ebama failed on one image that `none` drew: its means are over other images than none's.
+    summary = summarize(records)
+    assert summary["coverage"] == {"ebama": {"images": 5, "baseline_images": 6, "shared": 5}}
+    note = coverage_note(summary)
+    assert "ebama: 5 image(s), 5 of them with a none image of the same prompt and seed (none: 6)" in note
+    assert note in format_summary_table(summary)
+    assert note in write_markdown(summary, tmp_path / "r.md").read_text(encoding="utf-8")
+    # A method not applicable to a prompt (CONFORM and a single object) draws fewer images too.
+    for record in records:
+        if record["method"] == "conform" and record["prompt_id"] == "ae-objects-0":
+            record.update(status="not_applicable", metrics=None, error="needs two groups")
+    assert summarize(records)["coverage"]["conform"] == {"images": 4, "baseline_images": 6, "shared": 4}
+    # The same images everywhere: no note.
+    same = [r for r in records if r["method"] == "none"] + [{**r, "method": "copy"} for r in records
+                                                             if r["method"] == "none"]
+    assert summarize(same)["coverage"] == {} and coverage_note(summarize(same)) is None
+
+
+def test_markdown_escapes_html_and_backticks(records, tmp_path):
+    for record in records:
+        if record["method"] == "ebama":
+            record["method"] = "m`x<b>"
+    records[0]["category"] = "<i>cats</i>"
+    text = write_markdown(summarize(records), tmp_path / "r.md").read_text(encoding="utf-8")
+    outside_code = text.replace("``m`x<b>``", "")
+    assert "<b>" not in outside_code and "<i>" not in outside_code
+    assert "| m`x&lt;b&gt; |" in text and "| &lt;i&gt;cats&lt;/i&gt; |" in text
+    assert "- ``m`x<b>`` / `ae-animals-0` / seed 0: out of memory &lt;oom&gt;" in text  # code spans stay literal
+
+
 def test_summary_of_categoryless_records_has_no_category_table(records):
     for record in records:
         record["category"] = None
@@ -261,13 +292,14 @@ def cell(values, decimals, signed=False, wins=None):
     mean, half_width, n = expected_stat(values)
     text = f"{mean:+.{decimals}f}" if signed else f"{mean:.{decimals}f}"
     text += f" ± {half_width:.{decimals}f}"
-    return text if wins is None else f"{text} ({wins}/{n})"
+    losses = sum(v < 0 for v in values)
+    return text if wins is None else f"{text} ({wins}↑ {losses}↓ of {n})"
 
 
 def test_formatted_cells_by_hand():
     # The helper above against literal numbers, so the report assertions rest on known strings.
     assert cell([20, 22, 30, 32, 24, 26], 2) == "25.67 ± 4.86"
-    assert cell([5, -1, 3, 0, 3, 1], 2, signed=True, wins=4) == "+1.83 ± 2.34 (4/6)"
+    assert cell([5, -1, 3, 0, 3, 1], 2, signed=True, wins=4) == "+1.83 ± 2.34 (4↑ 1↓ of 6)"
 
 
 def test_text_table(records):
@@ -280,8 +312,8 @@ def test_text_table(records):
     assert none_row.split()[-2:] == ["6", "0"]
     ebama_row = next(line for line in lines if line.startswith("ebama "))
     assert ebama_row.split()[-2:] == ["6", "1"]
-    assert "Difference from 'none'" in text
-    assert "+1.83 ± 2.34 (4/6)" in text
+    assert "Difference from none," in text
+    assert "+1.83 ± 2.34 (4↑ 1↓ of 6)" in text
 
 
 def test_markdown_report(records, tmp_path):
@@ -302,7 +334,7 @@ def test_markdown_report(records, tmp_path):
     assert "## By category: clip_score" in text and "## By category: min_object_similarity" in text
     assert f"| objects | {cell([30, 32], 2)}, n=2 | {cell([30, 35], 2)}, n=2 | {cell([31, 33], 2)}, n=2 |" in text
     assert "## How to read this" in text and "paired" in text and "Winoground" in text
-    assert f"- `ebama` / `ae-animals-0` / seed 0: {ERROR}" in text
+    assert "- `ebama` / `ae-animals-0` / seed 0: out of memory &lt;oom&gt;" in text  # not read as an HTML tag
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary file left
 
 
@@ -371,6 +403,18 @@ def test_html_page(records, run_dir, tmp_path):
     assert text.count("<section>") == 3
     assert cell([20, 22, 30, 32, 24, 26], 2) in text  # the summary table is on the page too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "run"]  # no temporary file left
+
+
+def test_html_not_applicable_list_and_coverage_note(records, run_dir, tmp_path):
+    for record in records:
+        if record["method"] == "conform" and record["prompt_id"] == "ae-objects-0":
+            record.update(status="not_applicable", metrics=None, image=None, error="needs two groups | one given")
+    summary = summarize(records)
+    text = write_html(records, summary, run_dir, tmp_path / "index.html").read_text(encoding="utf-8")
+    # HTML, not the Markdown list's syntax: no backticks, no escaped pipe.
+    assert "<li><code>conform</code>: 2 image(s): needs two groups | one given</li>" in text
+    assert "`" not in text and "\\|" not in text
+    assert coverage_note(summary).replace("(", "") in text.replace("(", "")
 
 
 def test_html_grid_columns_are_methods_and_rows_are_seeds(records, run_dir, tmp_path):

@@ -130,6 +130,9 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
                    "openai/clip-vit-base-patch32; geneval: colours). Not the --clip-model of the CLIP metrics")
     p.add_argument("--report-max-prompts", type=positive_int, default=100, metavar="N",
                    help="prompts shown with images in report.html. Default: %(default)s")
+    p.add_argument("--baseline", metavar="METHOD",
+                   help="the method the reports compare every other with, paired by prompt and seed. "
+                   "Default: none (plain generation) when the folder has it, else the first method it ran")
 
 
 def judge_arguments(args: argparse.Namespace) -> tuple[list[str], dict]:
@@ -181,6 +184,7 @@ def run_bench(args: argparse.Namespace) -> int:
             contrast=not args.no_contrast,
             heatmaps=not args.no_heatmaps,
             report_max_prompts=args.report_max_prompts,
+            baseline=args.baseline,
             progress=not args.quiet,
             seed_batch=args.seed_batch,
         )
@@ -206,7 +210,7 @@ def run_score(args: argparse.Namespace) -> int:
         judges, judge_options = judge_arguments(args)
         result = score_run(args.run_dir, clip_model, _optional_model(args.captioner), force=args.force,
                            device=args.device, progress=not args.quiet, report_max_prompts=args.report_max_prompts,
-                           judges=judges, judge_options=judge_options)
+                           baseline=args.baseline, judges=judges, judge_options=judge_options)
     except KeyboardInterrupt:
         return _interrupted("the metrics written so far")
     except ValueError as err:

@@ -47,6 +47,7 @@ from .bench_config import AUTO, BenchConfig, BenchResult
 from .bench_generate import generate_stage
 from .bench_score import score_stage
 from .bench_setup import (
+    check_baseline,
     contrast_captions_for,
     device_for,
     load_captioner,
@@ -96,8 +97,8 @@ def _judge_tables(records: list[dict], judges) -> dict:
 
 
 def _write_reports(run_dir: Path, records: list[dict], ledger: Ledger, run_info: dict, max_prompts, quiet: bool,
-                   judges=()):
-    summary = summarize(records)
+                   judges=(), baseline=None):
+    summary = summarize(records, baseline=baseline)
     summary["judges"] = _judge_tables(records, judges)
     files = {
         "metrics": run_dir / "metrics.jsonl",
@@ -169,13 +170,13 @@ def _requested(ledger: Ledger) -> set:
 
 
 def _finish(run_dir: Path, state, ledger: Ledger, run_info: dict, key, counts, max_prompts, quiet,
-            judges=()) -> BenchResult:
+            judges=(), baseline=None) -> BenchResult:
     """Main process: gather every record of the folder, write the reports and the final status."""
     generated, scored = counts
     if not state.is_main_process:
         return BenchResult(run_dir, [], None, generated, scored)
     records = gather(run_dir, ledger, _requested(ledger), key)
-    summary, files = _write_reports(run_dir, records, ledger, run_info, max_prompts, quiet, judges)
+    summary, files = _write_reports(run_dir, records, ledger, run_info, max_prompts, quiet, judges, baseline)
     failed = sum(r["status"] == "failed" for r in records)
     ledger.save(status="finished" if not failed else "finished with failures", failed=failed, last_run=run_info)
     return BenchResult(run_dir, records, summary, generated, scored, failed, files)
@@ -227,7 +228,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     scored = score_stage(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress, judges)
     state.wait_for_everyone()
     return _finish(run_dir, state, ledger, setup.run_info, setup.scorer_key, (generated, scored),
-                   config.report_max_prompts, not config.progress, judges)
+                   config.report_max_prompts, not config.progress, judges, config.baseline)
 
 
 def _load_judges(names, options: dict, device: str) -> list:
@@ -249,9 +250,10 @@ def score_run(
     report_max_prompts: int | None = 100,
     judges=(),
     judge_options: dict | None = None,
+    baseline: str | None = None,
 ) -> BenchResult:
     """Score (or, with ``force``, re-score) the images of an existing benchmark folder and
-    rewrite its reports; ``judges`` / ``judge_options`` as in :class:`BenchConfig`. Images that
+    rewrite its reports; ``judges`` / ``judge_options`` / ``baseline`` as in :class:`BenchConfig`. Images that
     cannot be read become failed records, listed in the reports; nothing is generated."""
     run_dir = Path(run_dir)
     ledger = Ledger.load(run_dir)
@@ -259,6 +261,7 @@ def score_run(
         raise BenchInputError(
             f"{run_dir} is not a benchmark folder (no bench.json); pass the output folder of a `bench` run."
         )
+    check_baseline(baseline, ledger.data["methods"])
     if clip_model is None:
         raise BenchInputError("score_run needs a CLIP model (a hub id, a folder or 'tiny-clip').")
     if isinstance(clip_model, str) and clip_model == AUTO:
@@ -281,4 +284,5 @@ def score_run(
     last = ledger.data.get("last_run", {})
     run_info = {**last, "clip_model": key["clip"], "captioner": key["captioner"], "device": device,
                 "judges": {judge.name: judge.settings() for judge in judges}}
-    return _finish(run_dir, state, ledger, run_info, key, (0, scored), report_max_prompts, not progress, judges)
+    return _finish(run_dir, state, ledger, run_info, key, (0, scored), report_max_prompts, not progress, judges,
+                   baseline)

@@ -31,7 +31,9 @@ class BenchConfig:
     dominates (small images, CPU) and needs that many times the memory. ``judges``: the
     benchmarks' own judges (:mod:`.judges`) by name (``"t2i-compbench"``, ``"geneval"``) or as
     :class:`~.judges.Judge` objects, scored after the CLIP metrics; ``judge_options``: their
-    models (``vqa_model``, ``detector``, ``clip_model``), each given to the judges that take it."""
+    models (``vqa_model``, ``detector``, ``clip_model``), each given to the judges that take it.
+    ``baseline``: the method the reports compare every other with (default: ``"none"`` when the
+    folder has it, else the first method it ran); a report setting, so it may change between calls."""
 
     output_dir: Path
     model: str = "embedded"
@@ -54,6 +56,7 @@ class BenchConfig:
     contrast: bool = True
     heatmaps: bool = True
     report_max_prompts: int | None = 100
+    baseline: str | None = None  # the reports' reference method; None: "none" if run, else the first method
     progress: bool = True
     seed_batch: int = 1
     judges: Sequence[Any] = ()

@@ -171,10 +171,19 @@ def device_for(config_device: str, state) -> str:
     return resolve_device(config_device)
 
 
+def check_baseline(baseline: str | None, methods) -> None:
+    """The reports' baseline must be one of the folder's methods (after this call)."""
+    methods = list(dict.fromkeys(methods))
+    if baseline is not None and baseline not in methods:
+        raise BenchInputError(f"--baseline {baseline!r} is not a method of this run; the folder's methods (with "
+                              f"this call's) are: {', '.join(methods)}.")
+
+
 def setup_run(config: BenchConfig) -> BenchSetup:
     """Everything that can fail on the user's input, before anything is written."""
     state = process_state()
     ledger = Ledger.load(config.output_dir)  # first: a folder it refuses is refused before the model loads
+    check_baseline(config.baseline, [*ledger.data["methods"], *config.methods])
     try:
         items = load_items(config)
         methods = build_methods(config.methods)

@@ -8,11 +8,12 @@ tables every report shares (the HTML page, :mod:`.report_html`, builds on them).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ..atomic_io import write_text_atomic
 
-__all__ = ["format_summary_table", "judge_tables", "write_markdown"]
+__all__ = ["coverage_note", "format_summary_table", "judge_tables", "not_applicable_counts", "write_markdown"]
 
 _DECIMALS = {"clip_score": 2, "full_similarity": 4, "min_object_similarity": 4, "text_text_similarity": 4,
              "bvqa": 4, "t2i_clip": 4}
@@ -20,9 +21,11 @@ _DEFAULT_DECIMALS = 3  # probabilities and accuracies (quality, binding_*) and u
 _CATEGORY_METRICS = ("oracle_success", "clip_score", "min_object_similarity", "bvqa", "geneval_correct")
 HOW_TO_READ = (
     "Each cell is the mean over images with the half-width of its {pct} t-interval "
-    "(mean ± t · s/√n; \"n/a\" when only one image). Differences from the baseline are paired: "
-    "each image is compared with the baseline's image of the same prompt and seed, and *wins* "
-    "counts the pairs where the method scored higher. Binding accuracy is the fraction of "
+    "(mean ± t · s/√n; \"n/a\" when only one image; ± 0 when every image has the same value, "
+    "which is no certainty: for a 0/1 metric the exact interval is wider). Differences from the "
+    "baseline are paired: each image is compared with the baseline's image of the same prompt "
+    "and seed, and (a↑ b↓ of n) counts the pairs where the method scored higher (a) and lower "
+    "(b); the rest are ties. Binding accuracy is the fraction of "
     "binding contrast captions (the prompt with the attributes or the objects swapped) that "
     "CLIP ranks below the image's own prompt; binding text score is 1 when all of them are "
     "(Winoground-style text score); replace-object score is 1 when the prompt beats the one "
@@ -109,7 +112,8 @@ def main_table(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def delta_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """Rows of ``"+0.52 ± 0.30 (7/10)"``: paired mean difference, CI, wins out of pairs."""
+    """Rows of ``"+0.52 ± 0.30 (7↑ 2↓ of 10)"``: paired mean difference, CI, the pairs where the
+    method scored higher and lower (ties are the rest)."""
     header = ["method", *summary["metrics"]]
     rows = []
     for method, per_metric in summary["deltas"].items():
@@ -117,7 +121,7 @@ def delta_table(summary: dict) -> tuple[list[str], list[list[str]]]:
         for metric in summary["metrics"]:
             stat = per_metric[metric]
             cell = _format_stat(metric, stat, signed=True)
-            cells.append(cell if stat["n"] == 0 else f"{cell} ({stat['wins']}/{stat['n']})")
+            cells.append(cell if stat["n"] == 0 else f"{cell} ({stat['wins']}↑ {stat['losses']}↓ of {stat['n']})")
         rows.append([str(method), *cells])
     return header, rows
 
@@ -141,7 +145,20 @@ def category_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]
 
 
 def delta_title(summary: dict) -> str:
-    return f"Difference from {summary['baseline']!r}, paired by prompt and seed (mean ± CI (wins/pairs))"
+    return f"Difference from {summary['baseline']}, paired by prompt and seed (mean ± CI (higher↑ lower↓ of pairs))"
+
+
+def coverage_note(summary: dict) -> str | None:
+    """A warning when the methods' means rest on different images (a method not applicable to
+    some prompts, failures, or seeds and prompts added for some methods only): their means are
+    then not comparable, their paired differences are."""
+    coverage = summary.get("coverage") or {}
+    if not coverage:
+        return None
+    parts = [f"{method}: {c['images']} image(s), {c['shared']} of them with a {summary['baseline']} image of the "
+             f"same prompt and seed ({summary['baseline']}: {c['baseline_images']})" for method, c in coverage.items()]
+    return ("The means above rest on different images (" + "; ".join(parts) + "), so they are not comparable "
+            "with each other; the paired differences compare the same prompts and seeds.")
 
 
 # --- plain text ---------------------------------------------------------------------------------
@@ -150,6 +167,8 @@ def delta_title(summary: dict) -> str:
 def format_summary_table(summary: dict) -> str:
     """The summary as aligned plain-text tables: one row per method, then deltas vs baseline."""
     parts = [_text_table(*main_table(summary))]
+    note = coverage_note(summary)
+    parts += [note] if note else []
     if summary["deltas"]:
         parts.append(delta_title(summary) + ":\n" + _text_table(*delta_table(summary)))
     return "\n\n".join(parts)
@@ -174,6 +193,8 @@ def write_markdown(
     if run_info:
         lines += ["## Run", "", *_md_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()]), ""]
     lines += [f"## Results (mean ± {pct} CI)", "", *_md_table(*main_table(summary)), ""]
+    note = coverage_note(summary)
+    lines += [_md_text(note), ""] if note else []
     if summary["deltas"]:
         lines += [f"## {_md_text(delta_title(summary))}", "", *_md_table(*delta_table(summary)), ""]
     for metric, header, rows in category_tables(summary):
@@ -195,18 +216,37 @@ def write_markdown(
     return write_report_file(path, "\n".join(lines) + "\n")
 
 
-def not_applicable_text(entries: list[dict]) -> str:
-    """One line per method and reason: images a method cannot make (left out of its means)."""
+def not_applicable_counts(entries: list[dict]) -> list[tuple[str, str, int]]:
+    """(method, reason, images) per method and reason: images a method cannot make (left out
+    of its means)."""
     counts: dict[tuple, int] = {}
     for e in entries:
         reason = str(e["error"] or "").split(";")[0].split(" for prompt")[0]
-        counts[(e["method"], reason)] = counts.get((e["method"], reason), 0) + 1
-    return "\n".join(f"- `{m}`: {n} image(s): {_md_text(reason)}" for (m, reason), n in counts.items())
+        counts[(str(e["method"]), reason)] = counts.get((str(e["method"]), reason), 0) + 1
+    return [(method, reason, n) for (method, reason), n in counts.items()]
+
+
+def not_applicable_text(entries: list[dict]) -> str:
+    """One Markdown list line per method and reason (:func:`not_applicable_counts`)."""
+    return "\n".join(f"- {_md_code(m)}: {n} image(s): {_md_text(reason)}"
+                     for m, reason, n in not_applicable_counts(entries))
 
 
 def _md_text(text: str) -> str:
-    # A pipe would split a table cell and a newline would end the row.
-    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    # A pipe would split a table cell and a newline would end the row; <, > and & would be read
+    # as HTML (a prompt "a <b>red</b> car" would turn bold, an error "<oom>" vanish).
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _md_code(text) -> str:
+    """``text`` as a code span: fenced with more backticks than it holds in a row, so a backtick
+    in a method name or prompt id cannot end the span early."""
+    text = str(text).replace("\r", " ").replace("\n", " ")
+    run = max((len(r) for r in re.findall("`+", text)), default=0)
+    fence = "`" * (run + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -216,7 +256,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _md_failure(failure: dict) -> str:
     return (
-        f"- `{failure['method']}` / `{failure['prompt_id']}` / seed {failure['seed']}: "
+        f"- {_md_code(failure['method'])} / {_md_code(failure['prompt_id'])} / seed {failure['seed']}: "
         f"{_md_text(failure['error'] or 'no error message')}"
     )
 

@@ -18,13 +18,14 @@ from .report import (
     JUDGE_AGREEMENT_TITLE,
     agreement_table,
     category_tables,
+    coverage_note,
     delta_table,
     delta_title,
     format_number,
     judge_agreement_table,
     judge_tables,
     main_table,
-    not_applicable_text,
+    not_applicable_counts,
     write_report_file,
 )
 from .report_charts import chart_svg, series_from_summary
@@ -70,6 +71,8 @@ def write_html(
     if run_info:
         body += ["<h2>Run</h2>", _html_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()])]
     body += [f"<h2>Results (mean ± {pct} CI)</h2>", _html_table(*main_table(summary))]
+    note = coverage_note(summary)
+    body += [f'<p class="note">{esc(note)}</p>'] if note else []
     if summary["deltas"]:
         body += [f"<h2>{esc(delta_title(summary))}</h2>", _html_table(*delta_table(summary))]
     for metric, header, rows in category_tables(summary):
@@ -82,11 +85,12 @@ def write_html(
         body += [f'<p class="note">{esc(note)}</p>' for note in notes]
     if summary.get("judge_agreement"):
         body += [f"<h2>{JUDGE_AGREEMENT_TITLE}</h2>", _html_table(*judge_agreement_table(summary))]
-    body += ["<h2>How to read this</h2>", f"<p>{esc(HOW_TO_READ.format(pct=pct)).replace('*', '')}</p>"]
+    body += ["<h2>How to read this</h2>", f"<p>{esc(HOW_TO_READ.format(pct=pct))}</p>"]
     body += _html_failures(summary["failures"])
     if summary.get("not_applicable"):
-        lines = not_applicable_text(summary["not_applicable"]).splitlines()
-        body += ["<h2>Not applicable</h2>", "<ul>" + "".join(f"<li>{esc(x[2:])}</li>" for x in lines) + "</ul>"]
+        items = [f"<li><code>{esc(m)}</code>: {n} image(s): {esc(reason)}</li>"
+                 for m, reason, n in not_applicable_counts(summary["not_applicable"])]
+        body += ["<h2>Not applicable</h2>", "<ul>" + "".join(items) + "</ul>"]
     body += _html_prompts(records, summary["methods"], Path(run_dir), thumb_size, max_prompts)
     page = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'

@@ -1,7 +1,7 @@
 """The summary of a benchmark run, from its per-image records (``metrics.jsonl``):
 :func:`summarize` gives, per method and per category, every metric's mean with a t confidence
 interval over images; every method's paired difference from the baseline (same prompt, same
-seed); CLIP's agreement with the ShapesWorld oracle; the failures. A JSON-serialisable dict
+seed) and which methods' means rest on other images than the baseline's; CLIP's agreement with the ShapesWorld oracle; the failures. A JSON-serialisable dict
 (``None`` where a number is undefined).
 
 A record is a dict with ``method``, ``prompt_id``, ``prompt``, ``category``, ``seed``,
@@ -44,6 +44,7 @@ def summarize(records: Sequence[dict], baseline: str | None = None, confidence: 
         "per_method": {m: _method_summary(records, m, metrics, confidence) for m in methods},
         "per_category": _category_summary(records, methods, metrics, confidence),
         "deltas": _delta_summary(records, methods, metrics, baseline, confidence),
+        "coverage": _coverage(records, methods, baseline),
         "agreement": _agreement(records, methods, metrics),
         "judge_agreement": _judge_agreement(records, methods, metrics),
         "failures": _listed(records, "failed"),
@@ -135,8 +136,29 @@ def _delta_summary(records, methods, metrics, baseline, confidence) -> dict:
         deltas[method] = {}
         for metric in metrics:
             differences = paired_differences(records, metric, method, baseline)
-            deltas[method][metric] = {**_stat(differences, confidence), "wins": sum(d > 0 for d in differences)}
+            deltas[method][metric] = {**_stat(differences, confidence), "wins": sum(d > 0 for d in differences),
+                                      "losses": sum(d < 0 for d in differences)}
     return deltas
+
+
+def _coverage(records, methods, baseline) -> dict:
+    """{method: {images, baseline_images, shared}} for each method whose usable images (drawn,
+    not failed) are not those of the baseline, by prompt and seed: its mean is then over other
+    images than the baseline's (CONFORM skips one-object prompts; seeds added for one method)."""
+    if baseline is None:
+        return {}
+
+    def drawn(method):
+        return {(r.get("prompt_id"), r.get("seed")) for r in records if r.get("method") == method
+                and r.get("status") == "ok"}
+
+    base = drawn(baseline)
+    out = {}
+    for method in methods:
+        own = drawn(method)
+        if method != baseline and own != base:
+            out[method] = {"images": len(own), "baseline_images": len(base), "shared": len(own & base)}
+    return out
 
 
 # Does CLIP's judgement follow the exact one? Only where both exist (ShapesWorld prompts).
