@@ -146,6 +146,59 @@ def test_processors_restored_after_call_and_after_error(pipe):
     assert all_processors(pipe.unet) == before
 
 
+def test_guiding_swaps_only_the_recorded_layers_and_restores_them_exactly():
+    # A module processor (as adapters install) on a recorded layer, some weights frozen by the
+    # user: after a guided step, also one that raises, the same objects and flags are back.
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from contrastive_diffusers.guidance.attention import RecordingAttnProcessor
+    from contrastive_diffusers.guidance.engine import GuidanceConditioning, Guider
+    from contrastive_diffusers.guidance.tokens import TokenGroup
+
+    class ModuleProcessor(torch.nn.Module):
+        def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    components = tiny_components("sd1")
+    unet, scheduler = components["unet"], components["scheduler"]
+    scheduler.set_timesteps(4)
+    frozen = [p for name, p in unet.named_parameters() if name.startswith("down_blocks.0")]
+    for p in frozen:
+        p.requires_grad_(False)
+    text = torch.randn(1, 77, unet.config.cross_attention_dim)
+    groups = [TokenGroup(("red", "car"), ((2,), (3,))), TokenGroup(("blue", "bench"), ((5,), (6,)))]
+    cond = GuidanceConditioning(text, [groups], [7], ["a red car and a blue bench"])
+    guider = Guider(AttendAndExcite(), unet, scheduler, cond, (16, 16), None, 4)
+    recorded = guider.layer_names[0]
+    layer = unet.get_submodule(recorded.removesuffix(".processor"))
+    layer.set_processor(ModuleProcessor())
+    before = dict(unet.attn_processors)
+    seen = {}
+
+    class Spy(torch.nn.Module):  # notes the processors in place during the guidance forward
+        def forward(self, *args, **kwargs):
+            seen.update(unet.attn_processors)
+            raise RuntimeError("inside")
+
+    latents = torch.randn(1, 4, 16, 16)
+    guider.step(latents, scheduler.timesteps[0], 0)
+    assert {n: p for n, p in unet.attn_processors.items()} == before  # the same objects
+    assert layer._modules["processor"] is before[recorded]  # still a registered submodule
+    assert all(not p.requires_grad for p in frozen) and all(p.grad is None for p in unet.parameters())
+    assert sum(p.requires_grad for p in unet.parameters()) == len(list(unet.parameters())) - len(frozen)
+    spied = next(n for n in reversed(list(unet.attn_processors)) if n not in guider.layer_names)
+    unet.get_submodule(spied.removesuffix(".processor")).set_processor(Spy())
+    before = dict(unet.attn_processors)
+    guider.recorder.stop_after = None  # let the forward reach the spy's layer (an unrecorded one)
+    with pytest.raises(RuntimeError, match="inside"):
+        guider.step(latents, scheduler.timesteps[0], 0)
+    assert {n: p for n, p in unet.attn_processors.items()} == before
+    assert all(not p.requires_grad for p in frozen)
+    swapped = {n for n, p in seen.items() if isinstance(p, RecordingAttnProcessor)}
+    assert swapped == set(guider.layer_names)  # while guiding: the recorded layers swapped, no other
+    assert all(seen[n] is before[n] for n in seen if n not in guider.layer_names)
+
+
 def test_attention_maps_and_user_callback(pipe):
     seen = []
 

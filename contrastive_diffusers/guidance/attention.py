@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -202,15 +202,25 @@ class RecordingAttnProcessor:
 
 
 @contextmanager
+def swapped_processors(model, make: Callable[[str, Any], Any], names: Sequence[str]) -> Iterator[None]:
+    """Give the attention layers ``names`` (keys of ``model.attn_processors``) the processor
+    ``make(name, original)`` and restore the originals on exit, also when the body raises.
+    Only those layers are touched: rebuilding the whole processor table (``attn_processors`` /
+    ``set_attn_processor``) at every guided step cost ~10 ms on SD 1.5, ~30 ms on SDXL."""
+    layers = [(name, model.get_submodule(name.removesuffix(".processor"))) for name in names]
+    originals = [(layer, layer.processor) for _, layer in layers]
+    try:
+        for name, layer in layers:
+            layer.set_processor(make(name, layer.processor))
+        yield
+    finally:
+        for layer, original in originals:
+            layer.set_processor(original)
+
+
+@contextmanager
 def recording_processors(unet, layer_names: list[str], recorder: AttentionRecorder):
     """Install recording processors on ``layer_names`` and restore the originals on exit,
     also when the body raises."""
-    originals = dict(unet.attn_processors)
-    patched = dict(originals)
-    for name in layer_names:
-        patched[name] = RecordingAttnProcessor(recorder, name, originals[name])
-    unet.set_attn_processor(patched)
-    try:
+    with swapped_processors(unet, lambda name, original: RecordingAttnProcessor(recorder, name, original), layer_names):
         yield recorder
-    finally:
-        unet.set_attn_processor(originals)

@@ -57,16 +57,17 @@ class GuidanceConditioning:
 
 
 @contextmanager
-def _frozen_parameters(module: torch.nn.Module):
-    """No gradient bookkeeping for the weights while guiding; restores the flags after."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
+def _frozen_parameters(parameters: Sequence[torch.nn.Parameter]):
+    """No gradient bookkeeping for the weights while guiding; restores the flags after.
+    ``parameters`` is listed once per call (``module.parameters()`` walks every submodule)."""
+    trainable = [p for p in parameters if p.requires_grad]
+    for p in trainable:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def resolve_window_mode(method: GuidanceMethod, tokenizers: Sequence) -> str:
@@ -107,6 +108,7 @@ class Guider:
         truncate_forward: bool = True,
     ):
         self.unet = unet
+        self.weights = list(unet.parameters())  # listed once: walking the modules costs ms per step
         self.scheduler = scheduler
         if attn_res is None:
             attn_res = default_attn_res(unet, latent_hw)
@@ -194,7 +196,7 @@ class Guider:
         restored on exit, also when anything inside raises."""
         with (
             torch.enable_grad(),
-            _frozen_parameters(self.unet),
+            _frozen_parameters(self.weights),
             recording_processors(self.unet, self.layer_names, self.recorder),
         ):
             yield

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import apply_rotary_emb
 
-from .attention import AttentionRecorder
+from .attention import AttentionRecorder, swapped_processors
 
 _JOINT, _SINGLE = "transformer_blocks", "single_transformer_blocks"
 
@@ -183,13 +183,8 @@ def joint_recording_processors(
 ) -> Iterator[JointAttentionRecorder]:
     """Install recording processors on ``blocks``' joint attention and restore the originals
     on exit, also when the body raises."""
-    originals = dict(transformer.attn_processors)
-    patched = dict(originals)
-    for block in blocks:
-        key = f"{block}.attn.processor"
-        patched[key] = JointRecordingProcessor(recorder, block, originals[key], text)
-    transformer.set_attn_processor(patched)
-    try:
+    def make(name, original):
+        return JointRecordingProcessor(recorder, name.removesuffix(".attn.processor"), original, text)
+
+    with swapped_processors(transformer, make, [f"{block}.attn.processor" for block in blocks]):
         yield recorder
-    finally:
-        transformer.set_attn_processor(originals)

@@ -72,6 +72,7 @@ class JointGuider(Guider):
     ):
         # Guider.__init__ selects UNet layers; the state every guider keeps is set the same way.
         self.transformer = transformer
+        self.weights = list(transformer.parameters())
         self.run_transformer = run_transformer
         self.text = text
         self.attn_res = tuple(int(s) for s in grid_hw)
@@ -96,7 +97,7 @@ class JointGuider(Guider):
     def _guiding(self):
         with (
             torch.enable_grad(),
-            _frozen_parameters(self.transformer),
+            _frozen_parameters(self.weights),
             joint_recording_processors(self.transformer, self.layer_names, self.recorder, self.text),
         ):
             yield
