@@ -11,7 +11,8 @@ import pytest
 from contrastive_diffusers.cli import main
 from contrastive_diffusers.eval import PromptItem
 from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
-from contrastive_diffusers.eval.tune import TuneConfig, run_tuning, split_prompts
+from contrastive_diffusers.eval.tune import TuneConfig, rung_scores, run_tuning, split_prompts
+from contrastive_diffusers.eval.tune_report import search_rows
 from contrastive_diffusers.eval.tune_runs import arm_tables
 from contrastive_diffusers.eval.tune_space import Plan, build_candidate, plan_halving, search_space, split_by_hash
 from contrastive_diffusers.guidance import load_method
@@ -106,6 +107,40 @@ def test_arm_tables_do_not_clip_unbounded_metrics():
     stat = arm_tables(records, "clip_score", ["none"])["methods"]["none"]["c"]
     half = 12.706205 * math.sqrt(50.0) / math.sqrt(2)  # t(0.975, 1) x s / sqrt(n)
     assert stat["ci_low"] == pytest.approx(25 - half, abs=1e-4) and stat["ci_high"] == pytest.approx(25 + half, abs=1e-4)
+
+
+def test_failed_search_images_count_as_the_worst_score():
+    # c0 draws all four prompts, right on half; c1 fails on the two hard ones and is right on
+    # the easy ones: left out, its failures would rank it first (1.0 against 0.5).
+    def rec(method, prompt, value=None, status="ok"):
+        return {"method": method, "prompt_id": prompt, "seed": 0, "status": status,
+                "metrics": None if value is None else {"clip_score": value}}
+
+    records = [rec("c0", "easy1", 30.0), rec("c0", "easy2", 28.0), rec("c0", "hard1", 21.0), rec("c0", "hard2", 20.0),
+               rec("c1", "easy1", 31.0), rec("c1", "easy2", 29.0), rec("c1", "hard1", status="failed"),
+               rec("c1", "hard2", status="failed"), rec("c1", "single", status="not_applicable"),
+               rec("c0", "single", status="not_applicable"), rec("other", "easy1", 5.0)]
+    scores = rung_scores(records, ["c0", "c1"], "clip_score")
+    assert scores["c0"] == {"mean": 24.75, "images": 4, "failed": 0}
+    assert scores["c1"] == {"mean": (31 + 29 + 20 + 20) / 4, "images": 4, "failed": 2}  # the worst: c0's 20
+    assert rung_scores([rec("c1", "a", status="failed")], ["c1"], "oracle_success")["c1"]["mean"] == 0.0
+    assert search_rows({"search": [{"candidate": 1, "label": "x", "rung": 0, "images": 4, "failed": 2, "mean": 25.0,
+                                    "status": "stopped after rung 0"}]})[1][0][3] == \
+        "4 (2 failed, counted as the rung's worst score)"
+
+
+def test_tune_report_names_failed_test_images(tmp_path):
+    from types import SimpleNamespace
+
+    from contrastive_diffusers.eval.tune_report import write_tune_report
+
+    config = SimpleNamespace(output_dir=tmp_path, method="conform", model="embedded", metric="oracle_success",
+                             steps=2, seeds=[0], budget=18)
+    records = [{"method": "conform:tuned", "prompt_id": "p", "seed": 0, "status": "failed", "error": "NaN image"},
+               {"method": "none", "prompt_id": "p", "seed": 0, "status": "ok", "metrics": {"oracle_success": 1.0}}]
+    paths = write_tune_report(config, {"search": []}, records)
+    expected = "Failed test images, left out of the tables below (their errors: confirm/summary.md): conform:tuned 1."
+    assert expected in paths["markdown"].read_text() and expected in paths["html"].read_text()
 
 
 # ============================================================================ errors

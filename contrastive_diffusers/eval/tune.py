@@ -251,26 +251,44 @@ def _write_candidates(config: TuneConfig, candidates: list[dict]) -> list[Arm]:
     return arms
 
 
-def _mean(records: list[dict], name: str, metric: str) -> tuple[float | None, int]:
+def rung_scores(records: list[dict], names: Sequence[str], metric: str) -> dict[str, dict]:
+    """Each candidate's ``{mean, images, failed}`` over one rung's images. A failed image (no
+    image, a NaN one, guidance that broke) counts as the rung's worst scored value, 0 for the
+    oracle: left out, a setting that fails on the hard prompts would be ranked on the easy ones.
+    Not-applicable and unscored images are left out (the same for every candidate of a method)."""
     from .stats import metric_value
 
-    values = [metric_value(r, metric) for r in records if r["method"] == name]
-    values = [v for v in values if v is not None]
-    return (sum(values) / len(values) if values else None), len(values)
+    scored = {name: [] for name in names}
+    failed = dict.fromkeys(names, 0)
+    for r in records:
+        if r["method"] not in scored:
+            continue
+        if r.get("status") == "failed":
+            failed[r["method"]] += 1
+        elif (value := metric_value(r, metric)) is not None:
+            scored[r["method"]].append(value)
+    everything = [v for values in scored.values() for v in values]
+    worst = min(everything, default=0.0)
+    out = {}
+    for name in names:
+        values = scored[name] + [worst] * failed[name]
+        out[name] = {"mean": sum(values) / len(values) if values else None, "images": len(values),
+                     "failed": failed[name]}
+    return out
 
 
 def successive_halving(config: TuneConfig, plan: Plan, candidates: list[dict], train: list) -> tuple[int, list[dict]]:
     """Run the plan; returns the winner's index and one table row per candidate."""
     arms = _write_candidates(config, candidates[: plan.candidates])
     rows = [{"candidate": i, "name": a.name, "settings": candidates[i], "label": candidate_label(candidates[i]),
-             "rung": 0, "prompts": 0, "images": 0, "mean": None, "status": "running"} for i, a in enumerate(arms)]
+             "rung": 0, "prompts": 0, "images": 0, "failed": 0, "mean": None, "status": "running"} for i, a in enumerate(arms)]
     alive = list(range(len(arms)))
     for rung, n_prompts in enumerate(plan.prompts):
         records = run_arms(config.output_dir / "search", [arms[i] for i in alive], train[:n_prompts], config.seeds,
                            config.bench_settings(heatmaps=False))
+        scores = rung_scores(records, [arms[i].name for i in alive], config.metric)
         for i in alive:
-            mean, n = _mean(records, arms[i].name, config.metric)
-            rows[i].update(rung=rung, prompts=n_prompts, images=n, mean=mean)
+            rows[i].update(rung=rung, prompts=n_prompts, **scores[arms[i].name])
         ranked = sorted(alive, key=lambda i: (-(rows[i]["mean"] if rows[i]["mean"] is not None else -math.inf), i))
         keep = ranked[: plan.survivors(rung + 1)] if rung + 1 < len(plan.prompts) else ranked[:1]
         for i in alive:

@@ -24,9 +24,15 @@ def _number(value, signed: bool = False) -> str:
 
 def search_rows(state: dict) -> tuple[list[str], list[list[str]]]:
     header = ["#", "settings (changes to the paper defaults)", "last rung", "images", "mean", "status"]
-    rows = [[str(r["candidate"]), r["label"], str(r["rung"]), str(r["images"]), _number(r["mean"]), r["status"]]
+    rows = [[str(r["candidate"]), r["label"], str(r["rung"]), _images(r), _number(r["mean"]), r["status"]]
             for r in state.get("search", [])]
     return header, rows
+
+
+def _images(row: dict) -> str:
+    """``"12"``, or ``"12 (2 failed, counted as the rung's worst score)"``."""
+    failed = row.get("failed") or 0  # rows of folders made before failures were counted have none
+    return f"{row['images']} ({failed} failed, counted as the rung's worst score)" if failed else str(row["images"])
 
 
 def _interval(stat: dict, key: str = "mean", signed: bool = False) -> str:
@@ -89,9 +95,16 @@ def write_tune_report(config, state: dict, records: list[dict]) -> dict:
     """Write ``report.md`` and ``report.html`` into the tune folder; returns their paths."""
     out = Path(config.output_dir)
     title = f"Tuning {config.method} for {config.model}"
-    md = [f"# {title}", "", *_summary_lines(config, state), "", "## Search (train split)", "",
-          *_md_table(*search_rows(state)), ""]
-    page = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{html.escape(x)}</p>" for x in _summary_lines(config, state)]]
+    lines = _summary_lines(config, state)
+    failed = {}
+    for r in records:
+        if r.get("status") == "failed":
+            failed[r["method"]] = failed.get(r["method"], 0) + 1
+    if failed:
+        lines.append("Failed test images, left out of the tables below (their errors: confirm/summary.md): "
+                     + ", ".join(f"{arm} {n}" for arm, n in failed.items()) + ".")
+    md = [f"# {title}", "", *lines, "", "## Search (train split)", "", *_md_table(*search_rows(state)), ""]
+    page = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{html.escape(x)}</p>" for x in lines]]
     confirmation = state.get("confirmation")
     if confirmation:
         arms = list(confirmation["methods"])
