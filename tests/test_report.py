@@ -279,6 +279,15 @@ def test_markdown_escapes_html_and_backticks(records, tmp_path):
     assert "- ``m`x<b>`` / `ae-animals-0` / seed 0: out of memory &lt;oom&gt;" in text  # code spans stay literal
 
 
+def test_records_without_a_category_beside_others_are_a_category_of_their_own(records):
+    for record in records:
+        if record["prompt_id"] == "ae-objects-0":
+            record["category"] = None
+    per_category = summarize(records)["per_category"]
+    assert list(per_category) == ["animals", "(no category)"]
+    assert_stat(per_category["(no category)"]["none"]["clip_score"], [30, 32])
+
+
 def test_summary_of_categoryless_records_has_no_category_table(records):
     for record in records:
         record["category"] = None

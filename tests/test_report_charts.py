@@ -57,6 +57,24 @@ def test_series_from_summary_reads_half_widths():
     assert vertical_lines(spread) == vertical_lines(single) + 1  # the whisker
 
 
+def test_long_category_labels_get_room_and_grid_values_are_round():
+    categories = ["animal_object", "object_object", "animals"]
+    series = {m: {c: {"mean": 20.0 + i, "ci_low": 15.0, "ci_high": 104.0, "n": 4} for i, c in enumerate(categories)}
+              for m in ("none", "conform")}
+    width, _, shapes = chart_layout(series)
+    labels = sorted((s for s in shapes if s.kind == "text" and s.text in categories), key=lambda s: s.x)
+    spans = [(s.x - len(s.text) * 3.25, s.x + len(s.text) * 3.25) for s in labels]  # centred, 6.5 px a letter
+    assert all(left[1] <= right[0] for left, right in zip(spans, spans[1:]))  # no two labels overlap
+    assert spans[-1][1] <= width
+    bars = sorted((s for s in shapes if s.kind == "rect" and s.w == 14), key=lambda s: s.x)
+    for label, pair in zip(labels, (bars[0::2][i:i + 1] + bars[1::2][i:i + 1] for i in range(3))):
+        assert label.x == pytest.approx((pair[0].x + pair[1].x + 14) / 2)  # bars centred under their label
+    grid = [s.text for s in shapes if s.kind == "text" and s.anchor == "end"]
+    assert grid == ["0", "50", "100", "150"]  # 0..104 on round values, not 0, 26.00, 52.00, ...
+    summary = {"methods": ["none"], "per_category": {"a": {"none": {"clip_score": {"mean": 99.0, "half_width": 3.0, "n": 4}}}}}
+    assert series_from_summary(summary, "clip_score")["none"]["a"]["ci_high"] == 100.0  # CLIPScore stops at 100
+
+
 def test_heatmap_strip_without_the_image():
     image = Image.new("RGB", (32, 32), (255, 0, 0))
     maps = [np.eye(4), np.ones((4, 4))]

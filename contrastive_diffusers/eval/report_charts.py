@@ -23,6 +23,7 @@ _PALETTE = ("#555555", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#
 _BAR_W, _BAR_GAP, _GROUP_GAP = 14, 2, 22
 _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 28, 40
 _PLOT_H, _LEGEND_ROW = 180, 16
+_CHAR_W = 6.5  # a generous mean advance of 11 px sans-serif: labels are given this much room
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,15 @@ class Shape:
 #: cannot leave [0, 1], so a t-interval of few values is drawn clipped to it.
 UNIT_INTERVAL_METRICS = ("oracle_success", "quality", "binding_accuracy", "binding_text_score",
                          "replace_object_score", "bvqa", "geneval_correct")
+#: The values each bounded metric can take (CLIPScore is 100 * max(cosine, 0)).
+METRIC_BOUNDS = {**{m: (0.0, 1.0) for m in UNIT_INTERVAL_METRICS}, "clip_score": (0.0, 100.0)}
 
 
 def series_from_summary(summary: dict, metric: str) -> dict:
     """``{method: {category: stat}}`` of ``metric`` from a bench summary (:func:`~.summary.summarize`);
     one category "all" when the records have no categories. Intervals of
-    :data:`UNIT_INTERVAL_METRICS` are clipped to [0, 1]."""
-    low, high = (0.0, 1.0) if metric in UNIT_INTERVAL_METRICS else (-math.inf, math.inf)
+    bounded metrics are clipped to the values they can take (:data:`METRIC_BOUNDS`)."""
+    low, high = METRIC_BOUNDS.get(metric, (-math.inf, math.inf))
 
     def stat(entry: dict) -> dict:
         mean, half = entry.get("mean"), entry.get("half_width")
@@ -72,14 +75,24 @@ def series_from_evidence(evidence: dict) -> dict:
     return evidence["methods"]
 
 
-def _value_range(series: dict) -> tuple[float, float]:
+def _value_range(series: dict) -> tuple[float, float, float]:
+    """The axis: ``(low, high, grid step)``, low and high multiples of the step."""
     values = [v for cats in series.values() for s in cats.values() for v in (s.get("ci_low"), s.get("ci_high"), s.get("mean"))
               if v is not None and math.isfinite(v)]
     low, high = min(values, default=0.0), max(values, default=1.0)
     if 0.0 <= low and high <= 1.0:  # a rate: the whole [0, 1] scale, so charts compare by eye
-        return 0.0, 1.0
+        return 0.0, 1.0, 0.25
     low, high = min(low, 0.0), max(high, 0.0)
-    return (low, high) if high > low else (low - 1.0, high + 1.0)
+    if high <= low:
+        low, high = low - 1.0, high + 1.0
+    step = _tick_step((high - low) / 4)  # round grid values (20, 40, ...), not 28.69, 57.38
+    return step * math.floor(low / step + 1e-9), step * math.ceil(high / step - 1e-9), step
+
+
+def _tick_step(raw: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is at least ``raw``."""
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * (1 - 1e-9))
 
 
 def chart_layout(series: dict, title: str = "", metric: str = "") -> tuple[int, int, list[Shape]]:
@@ -87,26 +100,30 @@ def chart_layout(series: dict, title: str = "", metric: str = "") -> tuple[int, 
     method (the mean), a whisker from ``ci_low`` to ``ci_high``, ``n`` under each bar's group."""
     methods = list(series)
     categories = list(dict.fromkeys(c for cats in series.values() for c in cats))
-    group_w = len(methods) * (_BAR_W + _BAR_GAP)
-    plot_w = max(240, max(1, len(categories)) * (group_w + _GROUP_GAP))
+    group_w = len(methods) * (_BAR_W + _BAR_GAP) - _BAR_GAP  # the bars side by side
+    # Each category's slot fits its bars and its label ("animal_object" is wider than two bars).
+    slots = [max(group_w, len(str(c)) * _CHAR_W + 4) + _GROUP_GAP for c in categories]
+    starts = [sum(slots[:i]) for i in range(len(slots))]
+    plot_w = max(240, sum(slots) or group_w + _GROUP_GAP)
     columns = max(1, min(3, plot_w // 110))
     legend_rows = math.ceil(len(methods) / columns)
     width = _LEFT + plot_w + _RIGHT
     height = _TOP + _PLOT_H + _BOTTOM + legend_rows * _LEGEND_ROW
-    low, high = _value_range(series)
+    low, high, step = _value_range(series)
 
     def y_of(value: float) -> float:
         return _TOP + _PLOT_H * (high - value) / (high - low)
 
     title = f"{title} ({metric})" if title and metric else title or metric
     shapes = [Shape("text", width / 2, 16, text=title, anchor="middle")] if title else []
-    for k in range(5):  # horizontal grid lines with their values
-        value = low + (high - low) * k / 4
+    for k in range(round((high - low) / step) + 1):  # horizontal grid lines with their values
+        value = low + step * k
         shapes.append(Shape("line", _LEFT, y_of(value), _LEFT + plot_w, y_of(value), color="#dddddd"))
-        shapes.append(Shape("text", _LEFT - 4, y_of(value) + 4, text=f"{value:.2f}", anchor="end", color="#444444"))
+        shapes.append(Shape("text", _LEFT - 4, y_of(value) + 4, text=f"{value:.{_decimals(step)}f}", anchor="end",
+                            color="#444444"))
     shapes.append(Shape("line", _LEFT, y_of(0.0), _LEFT + plot_w, y_of(0.0), color="#888888"))
     for ci, category in enumerate(categories):
-        x0 = _LEFT + ci * (group_w + _GROUP_GAP) + _GROUP_GAP / 2
+        x0 = _LEFT + starts[ci] + (slots[ci] - group_w) / 2  # the bars centred in the slot
         ns = []
         for mi, method in enumerate(methods):
             stat = series[method].get(category) or {}
@@ -137,6 +154,14 @@ def chart_layout(series: dict, title: str = "", metric: str = "") -> tuple[int, 
         shapes.append(Shape("rect", x, y, 10, 10, color=_PALETTE[mi % len(_PALETTE)]))
         shapes.append(Shape("text", x + 14, y + 9, text=str(method)))
     return int(width), int(height), shapes
+
+
+def _decimals(step: float) -> int:
+    """Decimals that show every multiple of ``step`` exactly (0.25 -> 2, 20 -> 0, 2.5 -> 1)."""
+    for decimals in range(6):
+        if abs(round(step, decimals) - step) < 1e-9 * max(1.0, step):
+            return decimals
+    return 6
 
 
 def chart_svg(series: dict, title: str = "", metric: str = "") -> str:

@@ -110,19 +110,30 @@ def _method_summary(records: Sequence[dict], method: str, metrics: list[str], co
     }
 
 
+#: The category of records without one, in a folder where others have one (a plain-text
+#: prompt file added to a ShapesWorld run): shown, not dropped from the per-category tables.
+NO_CATEGORY = "(no category)"
+
+
 def _category_summary(records, methods, metrics, confidence) -> dict:
-    """{category: {method: {metric: stat}}}; records without a category are only in the totals."""
-    categories = unique(r.get("category") for r in records if r.get("category") is not None)
+    """{category: {method: {metric: stat}}}; ``{}`` when no record has a category, else records
+    without one form the category :data:`NO_CATEGORY`."""
+    if all(r.get("category") is None for r in records):
+        return {}
+
+    def category_of(record):
+        return NO_CATEGORY if record.get("category") is None else record.get("category")
+
     return {
         category: {
             method: _metric_stats(
-                [r for r in records if r.get("category") == category and r.get("method") == method],
+                [r for r in records if category_of(r) == category and r.get("method") == method],
                 metrics,
                 confidence,
             )
             for method in methods
         }
-        for category in categories
+        for category in unique(category_of(r) for r in records)
     }
 
 
