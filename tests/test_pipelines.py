@@ -199,6 +199,41 @@ def test_guiding_swaps_only_the_recorded_layers_and_restores_them_exactly():
     assert all(seen[n] is before[n] for n in seen if n not in guider.layer_names)
 
 
+def test_refinement_forwards_only_the_images_above_their_target(pipe, monkeypatch):
+    # Two prompts, a refinement target between their losses: only the image above it is run
+    # again (as diffusers' A&E pipeline refines one image at a time); the latents are those of
+    # refining the whole batch with the other image masked out, up to batched rounding.
+    from contrastive_diffusers.guidance.engine import Guider
+
+    def call(method):
+        return run(pipe, guidance=method, num_inference_steps=2)
+
+    first = call(AttendAndExcite(max_iter_to_alter=1, thresholds={}))
+    low, high = sorted(first.guidance_records[0].loss)
+    assert high - low > 1e-3
+    method = AttendAndExcite(max_iter_to_alter=1, thresholds={0: 1 - (low + high) / 2}, max_refinement_steps=3)
+    sizes = []
+    forward = Guider._forward_maps
+
+    def counting(self, latents, t, rows=None):
+        sizes.append(latents.shape[0])
+        return forward(self, latents, t, rows)
+
+    monkeypatch.setattr(Guider, "_forward_maps", counting)
+    subsets = call(method)
+    iterations = subsets.guidance_records[0].refinement_iterations
+    assert sorted(iterations)[0] == 0 and sorted(iterations)[1] >= 2
+    assert sizes[0] == 2 and sizes[-1] == 2 and sizes[1:-1] == [1] * (max(iterations) - 1)
+    monkeypatch.setattr(Guider, "forwards_row_subsets", False)
+    sizes.clear()
+    whole = call(method)
+    assert sizes == [2] * (max(iterations) + 1)
+    assert whole.guidance_records[0].refinement_iterations == iterations
+    resting = iterations.index(0)
+    np.testing.assert_array_equal(subsets.images[resting], whole.images[resting])
+    np.testing.assert_allclose(subsets.images, whole.images, atol=1e-4)
+
+
 def test_attention_maps_and_user_callback(pipe):
     seen = []
 

@@ -55,6 +55,23 @@ class GuidanceConditioning:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for a batch of {n} images")
 
+    def rows(self, index: list[int]) -> "GuidanceConditioning":
+        """The conditioning of the images ``index`` only (every per-image tensor sliced)."""
+        picked = torch.tensor(index, device=self.encoder_hidden_states.device)
+
+        def take(x):
+            return x.index_select(0, picked.to(x.device)) if isinstance(x, torch.Tensor) else x
+
+        return GuidanceConditioning(
+            take(self.encoder_hidden_states),
+            [self.groups[i] for i in index],
+            [self.prompt_lengths[i] for i in index],
+            [self.prompts[i] for i in index],
+            None if self.added_cond_kwargs is None else {k: take(v) for k, v in self.added_cond_kwargs.items()},
+            self.cross_attention_kwargs,
+            take(self.timestep_cond),
+        )
+
 
 @contextmanager
 def _frozen_parameters(parameters: Sequence[torch.nn.Parameter]):
@@ -141,40 +158,50 @@ class Guider:
             method.validate_groups(groups, prompt)
 
     # ------------------------------------------------------------------ forward + loss
-    def _forward_maps(self, latents: torch.Tensor, t) -> torch.Tensor:
+    #: Whether :meth:`_forward_maps` can run a subset of the batch (the MMDiT guider's forward
+    #: is the pipeline's closure over the whole batch).
+    forwards_row_subsets = True
+
+    def _forward_maps(self, latents: torch.Tensor, t, rows: list[int] | None = None) -> torch.Tensor:
+        """The maps of the images ``rows`` (all for ``None``; ``latents`` holds just those rows)."""
+        cond = self.cond if rows is None else self.cond.rows(rows)
         model_input = self.scheduler.scale_model_input(latents, t)
         with self.recorder.recording():
             try:
                 self.unet(
                     model_input,
                     t,
-                    encoder_hidden_states=self.cond.encoder_hidden_states,
-                    timestep_cond=self.cond.timestep_cond,
-                    added_cond_kwargs=self.cond.added_cond_kwargs,
-                    cross_attention_kwargs=self.cond.cross_attention_kwargs,
+                    encoder_hidden_states=cond.encoder_hidden_states,
+                    timestep_cond=cond.timestep_cond,
+                    added_cond_kwargs=cond.added_cond_kwargs,
+                    cross_attention_kwargs=cond.cross_attention_kwargs,
                     return_dict=False,
                 )
             except ForwardComplete:
                 pass
             return self.recorder.aggregate()
 
-    def _losses(self, maps: torch.Tensor) -> torch.Tensor:
+    def _losses(self, maps: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
         per_image = []
-        for b in range(maps.shape[0]):
+        for k, b in enumerate(range(maps.shape[0]) if rows is None else rows):
             previous = None
             if self.method.uses_previous_maps and self.previous_maps is not None:
                 previous = self.previous_maps[b]
             per_image.append(
                 self.method.loss(
-                    maps[b], self.cond.groups[b], self.windows[b], self.cond.prompt_lengths[b], previous
+                    maps[k], self.cond.groups[b], self.windows[b], self.cond.prompt_lengths[b], previous
                 )
             )
         return torch.stack(per_image).float()
 
-    def losses(self, latents: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image losses at ``latents`` (with the graph to ``latents``) and the maps."""
-        maps = self._forward_maps(latents, t)
-        return self._losses(maps), maps
+    def losses(self, latents: torch.Tensor, t, rows: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image losses at ``latents`` (with the graph to ``latents``) and the maps; with
+        ``rows``, of those images only (``latents`` still the whole batch)."""
+        if rows is None:
+            maps = self._forward_maps(latents, t)
+            return self._losses(maps), maps
+        maps = self._forward_maps(latents[rows], t, rows)
+        return self._losses(maps, rows), maps
 
     def _descend(self, latents, losses, step_size, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """One masked gradient step; rows with a non-finite gradient or loss stay put."""
@@ -216,7 +243,15 @@ class Guider:
         while bool(active.any()) and count < self.schedule.refinement_iterations:
             if count > 0:  # the first iteration reuses the caller's forward
                 z = z.detach().requires_grad_(True)
-                losses, maps = self.losses(z, t)
+                if self.forwards_row_subsets and not bool(active.all()):
+                    # Only the images still above their target: the others would be masked out
+                    # of the update after a forward and backward of their own (as diffusers'
+                    # pipeline, which refines one image at a time, never runs them).
+                    rows = active.nonzero().flatten().tolist()
+                    row_losses, _ = self.losses(z, t, rows)
+                    losses = losses.detach().index_put((torch.tensor(rows, device=losses.device),), row_losses)
+                else:
+                    losses, maps = self.losses(z, t)
             if not losses.requires_grad:
                 break  # constant in the latents (no positive pair yet): nothing to refine
             count += 1

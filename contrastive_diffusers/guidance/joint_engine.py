@@ -85,7 +85,9 @@ class JointGuider(Guider):
         self._start_run(method, conditioning, schedule, num_inference_steps, window_mode, text.map_tokens,
                         record_loss_after_update, keep_attention_maps)
 
-    def _forward_maps(self, latents: torch.Tensor, t) -> torch.Tensor:
+    forwards_row_subsets = False  # run_transformer is the pipeline's closure over the whole batch
+
+    def _forward_maps(self, latents: torch.Tensor, t, rows: list[int] | None = None) -> torch.Tensor:
         with self.recorder.recording():
             try:
                 self.run_transformer(latents, t)
