@@ -22,7 +22,9 @@ _CATEGORY_METRICS = ("oracle_success", "clip_score", "min_object_similarity", "b
 HOW_TO_READ = (
     "Each cell is the mean over images with the half-width of its {pct} t-interval "
     "(mean ± t · s/√n; \"n/a\" when only one image; ± 0 when every image has the same value, "
-    "which is no certainty: for a 0/1 metric the exact interval is wider). Differences from the "
+    "which is no certainty: for a 0/1 metric the exact interval is wider; the chart draws the "
+    "same intervals cut at the values a metric can take, 0 and 1 for rates, 100 for CLIPScore). "
+    "Differences from the "
     "baseline are paired: each image is compared with the baseline's image of the same prompt "
     "and seed, and (a↑ b↓ of n) counts the pairs where the method scored higher (a) and lower "
     "(b); the rest are ties. Binding accuracy is the fraction of "
