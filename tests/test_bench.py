@@ -446,6 +446,7 @@ def test_bad_clip_folder_fails_before_anything_is_written(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "CLIP model folder" in err and "does not exist" in err
+    assert "--clip-model none skips the CLIP metrics, tiny-clip" in err  # what works without the hub
     assert not (tmp_path / "run").exists()
 
 

@@ -152,6 +152,26 @@ def test_interrupted_run_keeps_finished_images(tmp_path, monkeypatch, capsys):
     assert "interrupted after 1 of 2 images" in capsys.readouterr().err
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    real_run_job = generate.run_job
+
+    def terminate_second(run, job):
+        if job.seed == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or `timeout` sends it
+        return real_run_job(run, job)
+
+    monkeypatch.setattr(generate, "run_job", terminate_second)
+    before = signal.getsignal(signal.SIGTERM)
+    args = ["generate", PROMPT, *FAST, "--method", "none", "--seeds", "0", "1", "--output-dir", str(tmp_path)]
+    assert main(args) == 130
+    assert _settings(tmp_path)["status"] == "interrupted"  # not "running" forever
+    assert [r["image"] for r in _settings(tmp_path)["images"]] == ["none/0-0.png"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the command's only
+
+
 def test_pipeline_value_error_exits_2_and_is_recorded(tmp_path, capsys):
     # No cross-attention layer of the tiny UNet has 3x3 maps at 128 px.
     args = ["generate", PROMPT, *FAST, "--method", "ebama", "--attn-res", "3", "3", "--output-dir", str(tmp_path)]

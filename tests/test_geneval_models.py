@@ -186,3 +186,11 @@ def test_judge_scores_records_end_to_end(detector_dir, tiny_clip_dir):
     assert row[0] == "none" and row[1] == pytest.approx(np.mean(task_scores)) and row[-1] == 6
     with pytest.raises(ValueError, match="2 images for 7 records"):
         judge.score(images[:2], records)
+
+
+def test_models_that_cannot_load_are_named_with_the_option_to_pass(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError, match=r"GenEval's detector '.*empty'.*\(--detector\)"):
+        Mask2FormerDetector.from_pretrained(str(tmp_path / "empty"), "cpu", torch.float32)
+    with pytest.raises(OSError, match=r"GenEval's colour CLIP '.*empty'.*\(--judge-clip-model\)"):
+        ClipColorClassifier.from_pretrained(str(tmp_path / "empty"), "cpu", torch.float32)

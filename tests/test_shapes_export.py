@@ -51,9 +51,19 @@ def test_mcpl_metadata(tmp_path):
     tokens = json.loads((folder / "tokens.json").read_text())
     assert all(t == f"<{w}>" for t, w in zip(tokens["placeholder_tokens"], tokens["initializer_tokens"]))
     assert len(load_examples(folder)) == 6
-    plain = export_mcpl(tmp_path / "plain", n=3, seed=0, size=32)
+    plain = export_mcpl(tmp_path / "plain", n=3, seed=0, size=32, learned="none")
     assert not (plain / "tokens.json").exists()
     assert all("<" not in json.loads(l)["text"] for l in (plain / "metadata.jsonl").read_text().splitlines())
+
+
+def test_mcpl_export_command_writes_learned_tokens_and_says_how_to_train(tmp_path, capsys):
+    from contrastive_diffusers.shapes.export import main
+
+    main(["mcpl", str(tmp_path / "data"), "--n", "3", "--size", "32"])  # MCPL needs them: nouns by default
+    tokens = json.loads((tmp_path / "data" / "tokens.json").read_text())
+    out = capsys.readouterr().out
+    assert f'--placeholder_tokens "{",".join(tokens["placeholder_tokens"])}"' in out
+    assert f'--initializer_tokens "{",".join(tokens["initializer_tokens"])}"' in out
 
 
 def test_evogen_pairs(tmp_path):

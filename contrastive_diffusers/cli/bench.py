@@ -124,10 +124,12 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
                    help="a benchmark's own judge: t2i-compbench, geneval (repeatable or a comma list)")
     p.add_argument("--vqa-model", metavar="ID_OR_DIR",
                    help="the BLIP VQA model of --judge t2i-compbench. Default: Salesforce/blip-vqa-capfilt-large")
-    p.add_argument("--detector", metavar="ID_OR_DIR", help="the object detector of --judge geneval")
+    p.add_argument("--detector", metavar="ID_OR_DIR",
+                   help="the object detector of --judge geneval. Default: facebook/mask2former-swin-small-coco-instance")
     p.add_argument("--judge-clip-model", metavar="ID_OR_DIR",
                    help="the CLIP model of the judges that use one (t2i-compbench: non-spatial, default "
-                   "openai/clip-vit-base-patch32; geneval: colours). Not the --clip-model of the CLIP metrics")
+                   "openai/clip-vit-base-patch32; geneval: colours, default openai/clip-vit-large-patch14). "
+                   "Not the --clip-model of the CLIP metrics")
     p.add_argument("--report-max-prompts", type=positive_int, default=100, metavar="N",
                    help="prompts shown with images in report.html. Default: %(default)s")
     p.add_argument("--baseline", metavar="METHOD",

@@ -8,7 +8,10 @@ and ``--version`` answer at once.
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..models.loading import DEVICE_PATTERN
@@ -19,6 +22,25 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 EXIT_FAILURES = 1  # a bench / score run finished, but some images failed (listed in the reports)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a command as Ctrl-C does, so
+    that its run folder says "interrupted" and keeps what finished instead of "running"
+    forever. Only in the main thread, where Python runs signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class CliError(Exception):

@@ -12,7 +12,7 @@ from ..models.loading import LoadError
 from ..training.args import nonfinite_options
 from ..training.cli import add_train_parser
 from .bench import add_bench_parser, add_score_parser
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliError
+from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CliError, sigterm_as_interrupt
 from .generate import add_generate_parser
 from .tune import add_tune_parser
 
@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     args.argv = argv
     try:
-        return args.run(args)
+        with sigterm_as_interrupt():
+            return args.run(args)
     except (CliError, LoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_prog_name(),
         description="Attention-map guidance (Attend-and-Excite, CONFORM, EBAMA, SynGen) for "
-        "Stable Diffusion and SDXL.",
+        "Stable Diffusion 1.x/2.x, SDXL, SD3/3.5 and FLUX.1, with benchmarks, tuning and training.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -133,7 +133,11 @@ def load_scorer(clip_model, device: str):
             raise OSError(str(err)) from None
         # the name, not the install path, goes into the records
         return ClipScorer.from_pretrained(folder, device=device, name=EMBEDDED_CLIP)
-    return ClipScorer.from_pretrained(clip_model, device=device)
+    try:
+        return ClipScorer.from_pretrained(clip_model, device=device)
+    except OSError as err:
+        raise OSError(f"{err} Without the hub: --clip-model none skips the CLIP metrics, tiny-clip (random "
+                      f"weights) runs them for the machinery only.") from None
 
 
 def load_captioner(captioner, device: str):

@@ -31,6 +31,7 @@ Run ``python -m contrastive_diffusers.shapes.export {reversion,mcpl,evogen,dco} 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -110,9 +111,11 @@ def export_reversion(out_dir, per_relation: int = 10, seed: int = 0, size: int =
     return folders
 
 
-def export_mcpl(out_dir, n: int = 100, seed: int = 0, size: int = 64, learned: str = "none",
+def export_mcpl(out_dir, n: int = 100, seed: int = 0, size: int = 64, learned: str = "nouns",
                 pairs: Iterable[tuple[str, str]] | None = None) -> Path:
-    """``n`` images with two or three objects and one sentence each; returns the folder."""
+    """``n`` images with two or three objects and one sentence each; returns the folder.
+    ``learned="none"`` writes plain sentences (for textual inversion or a baseline: MCPL needs
+    learned tokens in every caption)."""
     if learned not in ("none", "nouns", "all"):
         raise ValueError(f"learned must be 'none', 'nouns' or 'all', got {learned!r}.")
     out = _empty_folder(out_dir)
@@ -246,12 +249,19 @@ def main(argv=None) -> None:
                         "or subject images (dco, 8).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--learned", default="none", choices=("none", "nouns", "all"), help="MCPL placeholder words.")
+    parser.add_argument("--learned", default="nouns", choices=("none", "nouns", "all"),
+                        help="mcpl: the words written as placeholder tokens (<circle>): shapes (nouns), colours "
+                        "and shapes (all), or none (plain sentences, which MCPL cannot train on). Default: nouns")
     args = parser.parse_args(argv)
     if args.format == "reversion":
         print(export_reversion(args.out_dir, args.n or 10, args.seed, args.size)[RELATIONS[0]].parent)
     elif args.format == "mcpl":
-        print(export_mcpl(args.out_dir, args.n or 100, args.seed, args.size, args.learned))
+        folder = export_mcpl(args.out_dir, args.n or 100, args.seed, args.size, args.learned)
+        print(folder)
+        if (folder / "tokens.json").exists():
+            tokens = json.loads((folder / "tokens.json").read_text())
+            print(f"train with: --placeholder_tokens \"{','.join(tokens['placeholder_tokens'])}\" "
+                  f"--initializer_tokens \"{','.join(tokens['initializer_tokens'])}\"")
     elif args.format == "evogen":
         print(export_evogen(args.out_dir, args.n or 30, args.seed, args.size))
     else:

@@ -31,7 +31,7 @@ methods:
   contrastive-diffusers train reversion --help     lists a method's options
 
 example:
-  contrastive-diffusers train reversion --pretrained_model_name_or_path runwayml/stable-diffusion-v1-5 \\
+  contrastive-diffusers train reversion --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
       --train_data_dir reversion_benchmark/painted_on --output_dir out/painted_on
 """
 

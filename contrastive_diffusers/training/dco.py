@@ -2,7 +2,7 @@
 shared loop and the same code as EvoGen.
 
     accelerate launch -m contrastive_diffusers.training.dco \\
-        --pretrained_model_name_or_path runwayml/stable-diffusion-v1-5 \\
+        --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --train_data_dir my_dog/ --output_dir out/dco-dog
 
 (also ``contrastive-diffusers train dco ...``). The data is a folder of reference images with

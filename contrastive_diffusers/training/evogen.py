@@ -1,7 +1,7 @@
 """EvoGen-style contrastive LoRA fine-tuning on positive / hard-negative pairs, in stages.
 
     accelerate launch -m contrastive_diffusers.training.evogen \\
-        --pretrained_model_name_or_path runwayml/stable-diffusion-v1-5 \\
+        --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --train_data_dir pairs/ --output_dir out/evogen --stage_steps 500,500,1000
 
 (also ``contrastive-diffusers train evogen ...``). EvoGen's code is not published; this follows

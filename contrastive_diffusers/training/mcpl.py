@@ -1,7 +1,7 @@
 """MCPL: learn several concept tokens at once from image-sentence pairs (Jin et al., 2024).
 
     accelerate launch -m contrastive_diffusers.training.mcpl \\
-        --pretrained_model_name_or_path runwayml/stable-diffusion-v1-5 \\
+        --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --train_data_dir data/ball_box --placeholder_tokens "<brown>,<ball>,<white>,<box>" \\
         --initializer_tokens "brown,ball,white,box" --bind_adjectives "<brown>:<ball>,<white>:<box>"
 

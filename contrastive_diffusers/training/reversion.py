@@ -1,7 +1,7 @@
 """ReVersion: learn a relation token ``<R>`` from exemplar images (Huang et al., 2023).
 
     accelerate launch -m contrastive_diffusers.training.reversion \\
-        --pretrained_model_name_or_path runwayml/stable-diffusion-v1-5 \\
+        --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --train_data_dir reversion_benchmark/painted_on --output_dir out/painted_on
 
 Loss = denoising MSE + ``--steering_loss_weight`` x steering loss. The steering loss is a

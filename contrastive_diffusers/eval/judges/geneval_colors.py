@@ -59,8 +59,12 @@ class ClipColorClassifier:
     def from_pretrained(cls, name_or_path: str, device, dtype, **kwargs) -> ClipColorClassifier:
         from transformers import CLIPModel, CLIPProcessor
 
-        return cls(CLIPModel.from_pretrained(name_or_path), CLIPProcessor.from_pretrained(name_or_path),
-                   device, dtype, **kwargs)
+        try:
+            model, processor = CLIPModel.from_pretrained(name_or_path), CLIPProcessor.from_pretrained(name_or_path)
+        except (OSError, ValueError) as err:
+            raise OSError(f"cannot load GenEval's colour CLIP {name_or_path!r} ({err}); pass a CLIP hub id such as "
+                          f"{DEFAULT_CLIP} or a folder saved with save_pretrained (--judge-clip-model).") from None
+        return cls(model, processor, device, dtype, **kwargs)
 
     @torch.no_grad()
     def color_embeddings(self, classname: str) -> torch.Tensor:

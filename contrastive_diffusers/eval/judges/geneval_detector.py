@@ -94,12 +94,16 @@ class Mask2FormerDetector:
             from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
 
             model = Mask2FormerForUniversalSegmentation.from_pretrained(name_or_path)
+            processor = AutoImageProcessor.from_pretrained(name_or_path)
         except ImportError as err:
             if "scipy" not in str(err):
                 raise
             raise ImportError("GenEval's detector (transformers' Mask2Former) needs scipy: pip install scipy, or "
                               "pip install 'contrastive-diffusers[judges]'.") from None
-        return cls(model, AutoImageProcessor.from_pretrained(name_or_path), device, dtype, **kwargs)
+        except (OSError, ValueError) as err:
+            raise OSError(f"cannot load GenEval's detector {name_or_path!r} ({err}); pass a COCO Mask2Former hub id "
+                          f"such as {DEFAULT_DETECTOR} or a folder saved with save_pretrained (--detector).") from None
+        return cls(model, processor, device, dtype, **kwargs)
 
     @torch.no_grad()
     def __call__(self, images: list) -> list[list[Detection]]:
