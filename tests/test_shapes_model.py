@@ -83,6 +83,75 @@ def test_same_seed_gives_identical_weights(trained):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_a_killed_run_resumes_to_the_same_weights(trained, tmp_path, monkeypatch, capsys):
+    # Killed in the UNet phase, then again in the CLIP phase (checkpoints every step): the third
+    # call finishes with the weights of the uninterrupted run, and leaves no checkpoints behind.
+    folder = tmp_path / "run"
+    args = ["--output_dir", str(folder), *MICRO, "--checkpointing_steps", "1"]
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def kill_at(call):  # one optimiser step per call
+        calls = []
+
+        def clip(*a, **k):
+            calls.append(1)
+            if len(calls) == call:
+                raise KeyboardInterrupt
+            return real_clip(*a, **k)
+
+        return clip
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", kill_at(3 + 3))  # VAE 3 steps, UNet step 3
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+        "run.json", "unet-step.pt", "vae.json", "vae.safetensors"]
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", kill_at(1 + 2))  # UNet step 3, CLIP step 2
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    out = capsys.readouterr().out
+    assert "[vae] finished before" in out and "[unet] resumed at step 2/3" in out
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    assert main(args) == 0
+    assert "[clip] resumed at step 1/3" in capsys.readouterr().out
+    for name in WEIGHTS:
+        a, b = load_file(folder / name), load_file(trained[0] / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert not (folder / "checkpoints").exists()
+    log = json.loads((folder / "training_log.json").read_text())
+    assert log["resumed_phases"] == ["vae", "unet"]
+
+
+def test_an_output_folder_holding_something_else_is_refused(trained, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(trained[0]), *MICRO])  # a finished run
+    assert "holds a finished training run" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path), *MICRO])
+    assert "is not empty and holds no unfinished training run" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "run.json").write_text(json.dumps({"arguments": {"seed": 1}}))
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(unfinished), *MICRO])
+    assert "holds an unfinished training run with other arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--clip_negatives", "0", "--clip_negatives must be positive"),
+    ("--retrieval_scenes", "0", "--retrieval_scenes must be positive"),
+    ("--clip_lr", "-1", "--clip_lr must be positive"),
+    ("--ema_decay", "1.5", "--ema_decay must be in [0, 1)"),
+    ("--num_threads", "-1", "--num_threads must be positive"),
+    ("--snr_gamma", "-1", "--snr_gamma must be >= 0"),
+])
+def test_bad_values_are_refused_before_training(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path / "run"), *MICRO, flag, value])
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_training_log_and_model_card(trained):
     log = json.loads((trained[0] / "training_log.json").read_text())
     assert {"arguments", "seed", "config", "parameters", "phases", "clip_retrieval", "versions"} <= log.keys()
@@ -105,7 +174,7 @@ def test_unet_and_vae_stored_half_text_encoder_and_clip_float32(trained):
     pipe = StableDiffusionPipeline.from_pretrained(trained[0])  # stock loading: float32 everywhere
     assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float32}
     log = json.loads((trained[0] / "training_log.json").read_text())
-    assert log["stored_dtype"]["unet"] == "float16"
+    assert log["stored_dtype"] == {"unet": "float16", "vae": "float16", "text_encoder": "float32", "clip": "float32"}
     assert log["weights_bytes"] == sum(f.stat().st_size for f in trained[0].rglob("*.safetensors"))
 
 
@@ -124,6 +193,9 @@ def test_finalize_only_evaluates_the_stored_weights(trained, tmp_path):
     assert set(per_category) == {"single", "two_object", "relation", "count", "no_color", "size", "held_out"}
     assert all(r["n"] == 1 and 0 <= r["rate"] <= 1 for r in per_category.values())
     assert "## Oracle success of the plain model" in (folder / "README.md").read_text()
+    # float32 asked of float16 files: the log says what the files hold
+    assert main(["--output_dir", str(folder), "--finalize_only", "--save_dtype", "float32"]) == 0
+    assert json.loads((folder / "training_log.json").read_text())["stored_dtype"]["unet"] == "float16"
 
 
 def test_finalize_only_needs_a_training_output(tmp_path, capsys):

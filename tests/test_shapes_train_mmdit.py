@@ -133,3 +133,31 @@ def test_probe_estimates_the_transformer_phase(tmp_path, capsys):
 def test_flow_shift_must_be_positive(tmp_path):
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path), *MICRO, "--flow_shift", "0"])
+
+
+def test_a_killed_mmdit_run_resumes_to_the_same_weights(trained, tmp_path, monkeypatch):
+    # T5 trains with dropout, drawn from the global RNG: the checkpoint keeps its state too.
+    folder = tmp_path / "run"
+    args = ["--output_dir", str(folder), *MICRO, "--checkpointing_steps", "1"]
+    real_clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def clip(*a, **k):
+        calls.append(1)
+        if len(calls) == 2 + 3:  # VAE 2 steps, then transformer step 3
+            raise KeyboardInterrupt
+        return real_clip(*a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+        torch.manual_seed(12345)  # another process's global RNG: the checkpoint must restore it
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("transformer/diffusion_pytorch_model.safetensors", "text_encoder_3/model.safetensors",
+                 "vae/diffusion_pytorch_model.safetensors", "clip/model.safetensors"):
+        a, b = load_file(folder / name), load_file(trained / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

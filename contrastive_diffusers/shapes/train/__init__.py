@@ -2,7 +2,8 @@
 (the command the model card records).
 
 Phases (each timed and logged; every random choice comes from a generator seeded by
-``(seed, phase)``, so the same seed and arguments give the same weights on the same device):
+``(seed, phase)``, or from the global RNG, reseeded when the CLIP is built (T5's dropout in the
+MMDiT format), so the same seed and arguments give the same weights on the same device):
 
 1. data: ``--num_scenes`` captioned scenes of the training split (colour-shape pairs from
    ``shapes.prompts.training_pairs`` only; caption kinds mixed by ``--kind_weights``), each
@@ -38,13 +39,15 @@ rectified-flow loss (:mod:`.flow`; architecture in :mod:`.mmdit`; ``--transforme
 ``--transformer_lr``, ``--flow_shift``), the VAE gets a ``shift_factor`` as SD3's has, and the
 folder is a ``StableDiffusion3Pipeline`` with a ``FlowMatchEulerDiscreteScheduler``.
 
-Plain torch, not accelerate: one process on one device; accelerate's value (multi-process,
-mixed precision, state checkpointing) does not apply to runs of minutes, and ``--device cuda``
-is all a lent GPU needs. The architectures are data in :mod:`contrastive_diffusers.shapes.model`.
+A run saves each finished phase and, every ``--checkpointing_steps`` steps, the phase in
+progress (:mod:`.checkpoints`): the same command in the same folder resumes a killed run to
+the weights an uninterrupted one makes; a folder holding anything else is refused. Plain torch,
+not accelerate: one process on one device (accelerate's multi-process and state checkpointing
+need a prepared ``Accelerator``), and ``--device cuda`` is all a lent GPU needs. The architectures are data in :mod:`contrastive_diffusers.shapes.model`.
 
 Modules, one per job: ``data`` (scenes and captions), ``optim`` (the loop every phase
 shares), ``autoencoder``, ``denoiser``, ``flow`` and ``world_clip`` (the phases), ``mmdit`` (the
-MMDiT format's architecture and pipeline), ``finalize`` (stored
+MMDiT format's architecture and pipeline), ``checkpoints`` (resuming), ``finalize`` (stored
 weights and evaluation), ``card`` (the model card), ``run`` (command line and driver).
 """
 

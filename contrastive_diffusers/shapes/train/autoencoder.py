@@ -10,8 +10,9 @@ from .data import ShapesData, batch_indices, to_unit
 from .optim import optimise
 
 
-def train_vae(vae, data: ShapesData, args, log: dict) -> float:
-    """Train the VAE; set and return its ``scaling_factor`` (1 / std of the training latents)."""
+def train_vae(vae, data: ShapesData, args, log: dict, checkpoint=None) -> float:
+    """Train the VAE; set and return its ``scaling_factor`` (1 / std of the training latents).
+    ``checkpoint``: :class:`~.checkpoints.PhaseStep` to resume from and save to."""
     gen = torch.Generator().manual_seed(args.seed * 1000 + 1)
     device = args.device
     vae.to(device).train()
@@ -24,7 +25,8 @@ def train_vae(vae, data: ShapesData, args, log: dict) -> float:
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         return F.l1_loss(recon, x) + F.mse_loss(recon, x) + args.vae_kl_weight * kl
 
-    optimise("vae", list(vae.parameters()), args.vae_steps, args.vae_lr, batch_loss, log, args.log_every)
+    optimise("vae", list(vae.parameters()), args.vae_steps, args.vae_lr, batch_loss, log, args.log_every,
+             checkpoint=checkpoint, generator=gen)
     vae.eval()
     mean, std = encode_all(vae, data.images, args)
     scale = 1.0 / float(mean.flatten().std().clamp_min(1e-6))

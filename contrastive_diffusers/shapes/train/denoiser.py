@@ -17,8 +17,9 @@ def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, v_weighting: s
     """Min-SNR-gamma loss weights (Hang et al. 2023), ones when gamma <= 0. Epsilon prediction:
     ``min(snr, gamma) / snr``. v-prediction, ``v_weighting="snr"``: Hang et al.'s
     ``min(snr, gamma) / (snr + 1)`` - the same weight on the clean-latent error as epsilon's, so 0
-    at a zero-SNR timestep; ``"snr_plus_one"``: ``snr + 1`` in place of ``snr`` (diffusers'
-    training scripts), which weighs the noisiest timesteps ~1 instead of ~snr."""
+    at a zero-SNR timestep (diffusers' training scripts since 0.26); ``"snr_plus_one"``:
+    ``snr + 1`` in place of ``snr`` (those scripts before 0.26), which weighs the noisiest
+    timesteps ~1 instead of ~snr."""
     if gamma <= 0:
         return torch.ones_like(timesteps, dtype=torch.float32)
     # alpha_bar / (1 - alpha_bar), not diffusers' compute_snr: its (sqrt(alpha_bar) / sqrt(1 -
@@ -35,7 +36,8 @@ def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, v_weighting: s
     raise ValueError(f"Unknown v_weighting {v_weighting!r}; choose snr or snr_plus_one.")
 
 
-def train_unet(unet, text_encoder, tokenizer, vae_latents, scale: float, data: ShapesData, args, log: dict) -> None:
+def train_unet(unet, text_encoder, tokenizer, vae_latents, scale: float, data: ShapesData, args, log: dict,
+               checkpoint=None) -> None:
     """Joint training of the UNet and the text encoder; leaves the EMA weights in them."""
     gen = torch.Generator().manual_seed(args.seed * 1000 + 2)
     device = args.device
@@ -65,7 +67,8 @@ def train_unet(unet, text_encoder, tokenizer, vae_latents, scale: float, data: S
         per_sample = F.mse_loss(pred.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * snr_weights(scheduler, timesteps, args.snr_gamma, args.v_weighting).to(device)).mean()
 
-    optimise("unet", params, args.unet_steps, args.unet_lr, batch_loss, log, args.log_every, ema=ema)
+    optimise("unet", params, args.unet_steps, args.unet_lr, batch_loss, log, args.log_every, ema=ema,
+             checkpoint=checkpoint, generator=gen)
     if ema is not None:
         ema.copy_to(params)
     unet.eval()

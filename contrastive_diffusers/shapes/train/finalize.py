@@ -74,6 +74,19 @@ def store_half(folder: Path) -> None:
         model.to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
 
 
+def _stored_dtype(folder: Path) -> str:
+    """The dtype of the floating-point tensors in a model folder's safetensors files."""
+    from safetensors import safe_open
+
+    dtypes = set()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(path, framework="pt") as f:
+            dtypes |= {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+    names = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+    floats = sorted(names[d] for d in dtypes if d in names)
+    return "/".join(floats) if floats else "none"
+
+
 def finalize(folder: Path, args) -> dict:
     """What makes a trained folder the shippable one: weights stored as ``--save_dtype``, the
     oracle evaluation of the weights *as stored* (loaded back with stock ``from_pretrained``,
@@ -85,12 +98,13 @@ def finalize(folder: Path, args) -> dict:
     if args.save_dtype == "float16":
         store_half(folder)
     denoiser = _denoiser(folder)
+    # As the files hold them: --finalize_only --save_dtype float32 cannot widen float16 weights.
     if denoiser == "transformer":
-        log["stored_dtype"] = {"transformer": args.save_dtype, "vae": args.save_dtype, "text_encoders": "float32",
-                               "clip": "float32"}
+        encoders = sorted({_stored_dtype(folder / n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")})
+        log["stored_dtype"] = {"transformer": _stored_dtype(folder / "transformer"), "vae": _stored_dtype(folder / "vae"),
+                               "text_encoders": "/".join(encoders), "clip": _stored_dtype(folder / "clip")}
     else:
-        log["stored_dtype"] = {"unet": args.save_dtype, "vae": args.save_dtype, "text_encoder": "float32",
-                               "clip": "float32"}
+        log["stored_dtype"] = {name: _stored_dtype(folder / name) for name in ("unet", "vae", "text_encoder", "clip")}
     log["weights_bytes"] = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     if args.eval:
         t0 = time.perf_counter()

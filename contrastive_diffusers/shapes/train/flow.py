@@ -37,7 +37,8 @@ def flow_targets(scheduler, latents: torch.Tensor, noise: torch.Tensor, u: torch
     return timesteps, noisy, noise - latents, weights
 
 
-def train_transformer(pipe, vae_latents, scale: float, shift: float, data: ShapesData, args, log: dict) -> None:
+def train_transformer(pipe, vae_latents, scale: float, shift: float, data: ShapesData, args, log: dict,
+                      checkpoint=None) -> None:
     """Joint training of ``pipe``'s transformer and text encoders on latents standardised with
     the VAE's ``shift`` and ``scale``; leaves the EMA weights in them."""
     from diffusers.training_utils import compute_density_for_timestep_sampling
@@ -73,7 +74,7 @@ def train_transformer(pipe, vae_latents, scale: float, shift: float, data: Shape
         return per_sample.mean()
 
     optimise("transformer", params, args.transformer_steps, args.transformer_lr, batch_loss, log, args.log_every,
-             ema=ema)
+             ema=ema, checkpoint=checkpoint, generator=gen)
     if ema is not None:
         ema.copy_to(params)
     for module in modules:

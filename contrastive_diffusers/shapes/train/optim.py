@@ -32,14 +32,30 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def optimise(phase: str, params: list[torch.nn.Parameter], steps: int, lr: float,
              batch_loss: Callable[[int], torch.Tensor], log: dict, log_every: int,
-             weight_decay: float = 0.01, ema=None) -> None:
+             weight_decay: float = 0.01, ema=None, checkpoint=None, generator: torch.Generator | None = None) -> None:
     """AdamW over ``steps`` calls of ``batch_loss(step)``, with warm-up + cosine lr, gradient
     clipping at 1, optional EMA (updated after every step), and the curve (mean loss per
-    ``log_every`` steps) and timing written to ``log["phases"][phase]``."""
+    ``log_every`` steps) and timing written to ``log["phases"][phase]``. ``checkpoint``
+    (:class:`~.checkpoints.PhaseStep`): continue from its last save and save every few steps,
+    with ``generator`` (the phase's draws) and the global RNG state."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, min(100, steps // 10))
-    curve, window, start = [], [], time.perf_counter()
-    for step in range(steps):
+    curve, window, first, elapsed = [], [], 0, 0.0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            for p, value in zip(params, saved["params"], strict=True):
+                p.copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        if generator is not None:
+            generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["global_rng"])
+        curve, window, first, elapsed = saved["curve"], saved["window"], saved["step"], saved["seconds"]
+        print(f"[{phase}] resumed at step {first}/{steps}", flush=True)
+    start = time.perf_counter() - elapsed
+    for step in range(first, steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
         loss = batch_loss(step)
@@ -58,6 +74,14 @@ def optimise(phase: str, params: list[torch.nn.Parameter], steps: int, lr: float
             print(f"[{phase}] step {step + 1}/{steps} loss {curve[-1]['loss']:.4f} "
                   f"({elapsed / (step + 1):.2f} s/step)", flush=True)
             window = []
+        if checkpoint is not None and checkpoint.due(step + 1, steps):
+            checkpoint.save({
+                "params": [p.detach().clone() for p in params], "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "generator": generator.get_state() if generator is not None else None,
+                "global_rng": torch.get_rng_state(), "curve": curve, "window": window, "step": step + 1,
+                "seconds": time.perf_counter() - start,
+            })
     seconds = time.perf_counter() - start
     log["phases"].setdefault(phase, {}).update(
         steps=steps, curve=curve, seconds=round(seconds, 2),

@@ -22,6 +22,8 @@ from ..model import (
 )
 from ..prompts import held_out_pairs, training_pairs
 from .autoencoder import encode_all, train_vae
+from .checkpoints import FOLDER as CHECKPOINT_FOLDER
+from .checkpoints import RunCheckpoints
 from .data import DEFAULT_KIND_WEIGHTS, make_data, seed_of
 from .denoiser import train_unet
 from .finalize import build_pipeline, finalize
@@ -86,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--snr_gamma", type=float, default=5.0, help="min-SNR weighting; 0 for the unweighted loss")
     add("--v_weighting", choices=("snr_plus_one", "snr"), default="snr",
         help="min-SNR form for v-prediction (zero_snr): snr_plus_one weighs the noisiest timesteps ~1 "
-             "(diffusers' scripts), snr ~snr (Hang et al.; the clean-latent weights of the sd schedule)")
+             "(diffusers' scripts before 0.26), snr ~snr (Hang et al., diffusers' scripts since 0.26; the "
+             "clean-latent weights of the sd schedule)")
     add("--ema_decay", type=float, default=0.995, help="0 disables EMA")
     add("--mixed_precision", choices=("no", "bf16"), default="no",
         help="autocast of the UNet + text encoder forward passes (weights, optimiser and loss stay fp32)")
@@ -108,16 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--finalize_only", action="store_true",
         help="skip training: re-store, evaluate (with --eval) and re-write the card of --output_dir")
     add("--retrieval_scenes", type=int, default=300, help="fresh renders per CLIP retrieval check")
+    add("--checkpointing_steps", type=int, default=100,
+        help="save the phase in progress every N steps (0: only finished phases); a killed run resumes "
+             "from there when the same command runs again, to the same weights")
     return parser
 
 
 def _check_args(parser, args) -> None:
-    for name in ("num_scenes", "batch_size", "log_every", "eval_seeds", "eval_per_category", "eval_steps"):
+    for name in ("num_scenes", "batch_size", "log_every", "eval_seeds", "eval_per_category", "eval_steps",
+                 "clip_negatives", "retrieval_scenes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
-    for name in ("vae_steps", "unet_steps", "clip_steps", "transformer_steps", "probe", "clip_negatives"):
+    for name in ("vae_steps", "unet_steps", "clip_steps", "transformer_steps", "probe", "checkpointing_steps",
+                 "snr_gamma", "vae_kl_weight"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
+    for name in ("vae_lr", "unet_lr", "clip_lr", "transformer_lr"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
+    if args.num_threads is not None and args.num_threads < 1:
+        parser.error(f"--num_threads must be positive, got {args.num_threads}.")
+    if not 0 <= args.ema_decay < 1:
+        parser.error(f"--ema_decay must be in [0, 1) (0: no EMA), got {args.ema_decay}.")
     if not 0 <= args.caption_dropout < 1:
         parser.error(f"--caption_dropout must be in [0, 1), got {args.caption_dropout}.")
     if args.resolution % 8 or args.resolution < 16:
@@ -137,6 +152,7 @@ def model_config(args) -> ShapesModelConfig:
     config = ShapesModelConfig()
     config.vae["sample_size"] = args.resolution
     config.unet["sample_size"] = config.latent_size
+    config.clip["vision"]["image_size"] = args.resolution  # the world's CLIP sees the images as drawn
     return config
 
 
@@ -167,22 +183,49 @@ def probe(args, config: ShapesModelConfig) -> dict:
     return result
 
 
-def _train_denoiser(components: dict, data, args, log: dict) -> str:
+def _phase(checkpoints: RunCheckpoints | None, name: str, modules: dict, log: dict, run) -> dict:
+    """Phase ``name``: ``run(step_checkpoint)`` (returns a dict of values to keep, or None), or,
+    when an earlier call of the same run finished it, its saved weights, log and values."""
+    if checkpoints is not None and checkpoints.finished(name):
+        entry, extra = checkpoints.load_phase(name, modules)
+        log["phases"][name] = entry
+        log.setdefault("resumed_phases", []).append(name)
+        return extra
+    extra = run(None if checkpoints is None else checkpoints.step(name)) or {}
+    if checkpoints is not None:
+        checkpoints.save_phase(name, modules, log["phases"][name], extra)
+    return extra
+
+
+def _train_denoiser(components: dict, data, args, log: dict, checkpoints: RunCheckpoints | None = None) -> str:
     """The VAE phase, then the denoiser phase of ``args.format`` (``unet``: UNet + CLIP text
     encoder on the DDPM schedule; ``mmdit``: SD3 transformer + three text encoders with the flow
-    loss); returns the denoiser phase's name."""
-    scale = train_vae(components["vae"], data, args, log)
-    latents = encode_all(components["vae"], data.images, args)
+    loss); returns the denoiser phase's name. ``checkpoints``: resume and save (see
+    :mod:`.checkpoints`)."""
+    vae = components["vae"]
+    scale = _phase(checkpoints, "vae", {"vae": vae}, log,
+                   lambda step: {"scale": train_vae(vae, data, args, log, step)})["scale"]
+    vae.register_to_config(scaling_factor=scale)  # as train_vae does (a loaded phase skipped it)
+    vae.to(args.device).eval()
+    latents = encode_all(vae, data.images, args)
     if args.format == "unet":
-        train_unet(components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data,
-                   args, log)
+        trained = {"unet": components["unet"], "text_encoder": components["text_encoder"]}
+        _phase(checkpoints, "unet", trained, log, lambda step: train_unet(
+            components["unet"], components["text_encoder"], components["tokenizer"], latents, scale, data, args,
+            log, step))
+        for module in trained.values():
+            module.to(args.device).eval()
         return "unet"
     # SD3's VAE standardises latents with a shift as well as a scale: (z - shift) * scale.
     shift = float(latents[0].mean())
     components["vae"].register_to_config(shift_factor=shift)
     log["phases"]["vae"]["shift_factor"] = shift
     pipe = build_mmdit_pipeline(components, args.flow_shift)
-    train_transformer(pipe, latents, scale, shift, data, args, log)
+    trained = {name: components[name] for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3")}
+    _phase(checkpoints, "transformer", trained, log,
+           lambda step: train_transformer(pipe, latents, scale, shift, data, args, log, step))
+    for module in trained.values():
+        module.to(args.device).eval()
     return "transformer"
 
 
@@ -213,14 +256,39 @@ def _parameters(components: dict, clip) -> dict:
     return {**{name: parameter_count(components[name]) for name in names}, "clip": parameter_count(clip)}
 
 
+#: Arguments that do not change the weights: a resumed run may give them otherwise.
+_NOT_IN_WEIGHTS = ("output_dir", "command", "log_every", "eval", "eval_seeds", "eval_per_category", "eval_steps",
+                   "eval_guidance_scale", "save_dtype", "finalize_only", "probe", "checkpointing_steps")
+
+
+def run_checkpoints(args) -> RunCheckpoints:
+    """The run's checkpoints; an output folder holding anything else is refused (a second run
+    there would mix its weights with the first one's files)."""
+    out = Path(args.output_dir)
+    if (out / "training_log.json").is_file():
+        raise ValueError(f"{out} holds a finished training run; choose another --output_dir (--finalize_only "
+                         "re-stores, evaluates and re-writes the card of a finished run).")
+    if out.is_dir() and any(out.iterdir()) and not (out / CHECKPOINT_FOLDER / "run.json").is_file():
+        raise ValueError(f"{out} is not empty and holds no unfinished training run; choose a new or empty "
+                         "--output_dir.")
+    arguments = {k: v for k, v in jsonable(vars(args)).items() if k not in _NOT_IN_WEIGHTS}
+    return RunCheckpoints(out, arguments, args.checkpointing_steps)
+
+
 def train(args) -> dict:
-    """Run every phase and write the output folder; returns the training log."""
+    """Run every phase and write the output folder; returns the training log. A folder holding
+    an unfinished run of the same arguments is resumed (:mod:`.checkpoints`)."""
+    defaults = vars(build_parser().parse_args(["--output_dir", str(args.output_dir)]))
+    args = argparse.Namespace(**{**defaults, **vars(args)})  # library callers may leave options out
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     config = model_config(args)
     out = Path(args.output_dir)
+    checkpoints = run_checkpoints(args)
     out.mkdir(parents=True, exist_ok=True)
-    log: dict = {"arguments": jsonable(vars(args)), "seed": args.seed, "command": args.command,
+    if checkpoints.start():
+        print(f"[resume] {out} holds an unfinished run of these arguments: going on from its checkpoints", flush=True)
+    log: dict = {"arguments": jsonable(vars(args)), "seed": args.seed, "command": getattr(args, "command", ""),
                  "versions": versions(), "kind_weights": args.kind_weights, "config": config.to_dict(),
                  "phases": {}, "threads": torch.get_num_threads()}
     start = time.perf_counter()
@@ -236,13 +304,14 @@ def train(args) -> dict:
         log["mmdit_config"] = mmdit_config(args).to_dict()
     print(f"[model] parameters {log['parameters']}", flush=True)
 
-    _train_denoiser(components, data, args, log)
+    _train_denoiser(components, data, args, log, checkpoints)
     if args.format == "mmdit":
         build_mmdit_pipeline(components, args.flow_shift).save_pretrained(out, safe_serialization=True)
     else:
         build_pipeline(components, args.noise_schedule).save_pretrained(out, safe_serialization=True)
 
-    train_clip(clip, processor, data, args, log)
+    _phase(checkpoints, "clip", {"clip": clip}, log, lambda step: train_clip(clip, processor, data, args, log, step))
+    clip.eval()
     clip.save_pretrained(out / "clip", safe_serialization=True)
     processor.save_pretrained(out / "clip")
     log["clip_retrieval"] = {
@@ -256,6 +325,7 @@ def train(args) -> dict:
     log["training_seconds"] = round(time.perf_counter() - start, 1)  # everything but the evaluation
     log["total_seconds"] = log["training_seconds"]
     write_json_atomic(out / "training_log.json", jsonable(log))
+    checkpoints.remove()  # the run is whole: its folder is the model
     finalize(out, args)
     print(f"[done] {out}: trained in {log['training_seconds'] / 60:.1f} min", flush=True)
     return json.loads((out / "training_log.json").read_text())
@@ -279,5 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--finalize_only: {args.output_dir} holds no training_log.json (not a training output)")
         finalize(args.output_dir, args)
         return 0
+    try:
+        run_checkpoints(args).check()
+    except ValueError as error:  # the output folder refused, before any training
+        parser.error(str(error))
     train(args)
     return 0

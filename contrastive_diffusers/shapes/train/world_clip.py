@@ -37,7 +37,7 @@ def _text_features(model, ids: torch.Tensor, device) -> torch.Tensor:
     return F.normalize(clip_features(model.get_text_features(input_ids=ids)), dim=-1)
 
 
-def train_clip(model, processor, data: ShapesData, args, log: dict) -> None:
+def train_clip(model, processor, data: ShapesData, args, log: dict, checkpoint=None) -> None:
     """InfoNCE: each image against the batch's captions plus its own ``--clip_negatives`` hard
     negatives; each caption against the batch's images."""
     gen = torch.Generator().manual_seed(args.seed * 1000 + 3)
@@ -67,7 +67,7 @@ def train_clip(model, processor, data: ShapesData, args, log: dict) -> None:
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :n].T, target)) / 2
 
     optimise("clip", list(model.parameters()), args.clip_steps, args.clip_lr, batch_loss, log, args.log_every,
-             weight_decay=0.1)
+             weight_decay=0.1, checkpoint=checkpoint, generator=gen)
     model.eval()
 
 
