@@ -346,3 +346,14 @@ def test_ema_is_diffusers_ema_model_with_the_recipe_warm_up():
     steady.step(weights)
     assert steady.cur_decay_value == 0.995
     assert torch.equal(steady.shadow_params[0], torch.lerp(shadow, weights[0].detach(), 1 - 0.995))
+
+
+def test_train_from_python_at_another_resolution(tmp_path):
+    # A library call (no `command` attribute, no argument checks of main) at 16 px: the world's
+    # CLIP is built for the images as drawn (it was fixed at 32 px and failed after the UNet).
+    from contrastive_diffusers.shapes.train import build_parser, train
+
+    args = build_parser().parse_args(["--output_dir", str(tmp_path / "run"), *MICRO, "--resolution", "16"])
+    log = train(args)
+    assert log["command"] == "" and log["config"]["clip"]["vision"]["image_size"] == 16
+    assert (tmp_path / "run" / "clip" / "model.safetensors").is_file()
