@@ -195,10 +195,9 @@ def test_smoke_run_on_the_cpu(suite, tmp_path):
     assert flux["conform"]["nan"] is False
     assert report["rows"][-1]["settings"]["refinement_iterations"] == 4
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
-    start = time.perf_counter()
     assert suite.main(argv) == 0
+    # nothing ran again: a rerun row would carry its own timings and memory
     assert (tmp_path / "out" / "results.jsonl").read_text().splitlines() == lines
-    assert time.perf_counter() - start < 15  # nothing ran again
 
 
 def test_the_readme_block_is_rewritten_between_its_markers(suite, tmp_path):
