@@ -145,6 +145,7 @@ def test_an_output_folder_holding_something_else_is_refused(trained, tmp_path, c
     ("--ema_decay", "1.5", "--ema_decay must be in [0, 1)"),
     ("--num_threads", "-1", "--num_threads must be positive"),
     ("--snr_gamma", "-1", "--snr_gamma must be >= 0"),
+    ("--transformer_steps", "5", "--transformer_steps apply to --format mmdit only"),
 ])
 def test_bad_values_are_refused_before_training(tmp_path, capsys, flag, value, message):
     with pytest.raises(SystemExit):

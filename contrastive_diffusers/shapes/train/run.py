@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options only one format reads (the other's would be ignored without a word).
+_FORMAT_OPTIONS = {"unet": ("unet_steps", "unet_lr", "noise_schedule", "snr_gamma", "v_weighting"),
+                   "mmdit": ("transformer_steps", "transformer_lr", "clip_length", "t5_length", "flow_shift")}
+
+
 def _check_args(parser, args) -> None:
     for name in ("num_scenes", "batch_size", "log_every", "eval_seeds", "eval_per_category", "eval_steps",
                  "clip_negatives", "retrieval_scenes"):
@@ -133,6 +138,10 @@ def _check_args(parser, args) -> None:
         parser.error(f"--num_threads must be positive, got {args.num_threads}.")
     if not 0 <= args.ema_decay < 1:
         parser.error(f"--ema_decay must be in [0, 1) (0: no EMA), got {args.ema_decay}.")
+    other = "unet" if args.format == "mmdit" else "mmdit"
+    ignored = [f"--{n}" for n in _FORMAT_OPTIONS[other] if getattr(args, n) != parser.get_default(n)]
+    if ignored:
+        parser.error(f"{', '.join(ignored)} apply to --format {other} only; this run is --format {args.format}.")
     if not 0 <= args.caption_dropout < 1:
         parser.error(f"--caption_dropout must be in [0, 1), got {args.caption_dropout}.")
     if args.resolution % 8 or args.resolution < 16:
