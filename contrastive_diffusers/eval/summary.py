@@ -1,8 +1,9 @@
 """The summary of a benchmark run, from its per-image records (``metrics.jsonl``):
 :func:`summarize` gives, per method and per category, every metric's mean with a t confidence
 interval over images; every method's paired difference from the baseline (same prompt, same
-seed) and which methods' means rest on other images than the baseline's; CLIP's agreement with the ShapesWorld oracle; the failures. A JSON-serialisable dict
-(``None`` where a number is undefined).
+seed) and which methods' means rest on other images than the baseline's; CLIP's agreement
+with the ShapesWorld oracle; the failures. A JSON-serialisable dict (``None`` where a number
+is undefined).
 
 A record is a dict with ``method``, ``prompt_id``, ``prompt``, ``category``, ``seed``,
 ``image`` / ``attention`` (paths relative to the run folder), ``status`` ("ok", "failed", or
