@@ -19,6 +19,7 @@ from ..shapes.spec import CaptionSpec
 from .bench_config import BenchConfig
 from .prompt_sets import load_prompt_set
 from .run_folder import BenchInputError, Ledger
+from .summary import unique
 
 # Processes wait for each other at the end of generation; a long share must not time out.
 _PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
@@ -177,7 +178,7 @@ def device_for(config_device: str, state) -> str:
 
 def check_baseline(baseline: str | None, methods) -> None:
     """The reports' baseline must be one of the folder's methods (after this call)."""
-    methods = list(dict.fromkeys(methods))
+    methods = unique(methods)
     if baseline is not None and baseline not in methods:
         raise BenchInputError(f"--baseline {baseline!r} is not a method of this run; the folder's methods (with "
                               f"this call's) are: {', '.join(methods)}.")

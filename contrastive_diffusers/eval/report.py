@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 from ..atomic_io import write_text_atomic
 
-__all__ = ["coverage_note", "format_summary_table", "judge_tables", "not_applicable_counts", "write_markdown"]
+__all__ = ["coverage_note", "format_summary_table", "judge_tables", "md_table", "not_applicable_counts",
+           "write_markdown"]
 
 _DECIMALS = {"clip_score": 2, "full_similarity": 4, "min_object_similarity": 4, "text_text_similarity": 4,
              "bvqa": 4, "t2i_clip": 4}
@@ -193,22 +195,22 @@ def write_markdown(
     pct = f"{summary['confidence'] * 100:g}%"  # 0.975 -> 97.5%, not 98%
     lines = [f"# {_md_text(title)}", ""]
     if run_info:
-        lines += ["## Run", "", *_md_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()]), ""]
-    lines += [f"## Results (mean ± {pct} CI)", "", *_md_table(*main_table(summary)), ""]
+        lines += ["## Run", "", *md_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()]), ""]
+    lines += [f"## Results (mean ± {pct} CI)", "", *md_table(*main_table(summary)), ""]
     note = coverage_note(summary)
     lines += [_md_text(note), ""] if note else []
     if summary["deltas"]:
-        lines += [f"## {_md_text(delta_title(summary))}", "", *_md_table(*delta_table(summary)), ""]
+        lines += [f"## {_md_text(delta_title(summary))}", "", *md_table(*delta_table(summary)), ""]
     for metric, header, rows in category_tables(summary):
-        lines += [f"## By category: {metric}", "", *_md_table(header, rows), ""]
+        lines += [f"## By category: {metric}", "", *md_table(header, rows), ""]
     if summary.get("agreement"):
-        lines += [f"## {AGREEMENT_TITLE}", "", *_md_table(*agreement_table(summary)), ""]
+        lines += [f"## {AGREEMENT_TITLE}", "", *md_table(*agreement_table(summary)), ""]
     for title, header, rows, notes in judge_tables(summary):
         lines += [f"## {_md_text(title)} (the benchmark's own judge)", ""]
-        lines += [*_md_table(header, rows), ""] if rows else []
+        lines += [*md_table(header, rows), ""] if rows else []
         lines += [*(f"- {_md_text(note)}" for note in notes), ""] if notes else []
     if summary.get("judge_agreement"):
-        lines += [f"## {JUDGE_AGREEMENT_TITLE}", "", *_md_table(*judge_agreement_table(summary)), ""]
+        lines += [f"## {JUDGE_AGREEMENT_TITLE}", "", *md_table(*judge_agreement_table(summary)), ""]
     lines += ["## How to read this", "", HOW_TO_READ.format(pct=pct), ""]
     lines += ["## Failures", ""]
     failures = summary["failures"]
@@ -221,10 +223,7 @@ def write_markdown(
 def not_applicable_counts(entries: list[dict]) -> list[tuple[str, str, int]]:
     """(method, reason, images) per method and reason: images a method cannot make (left out
     of its means)."""
-    counts: dict[tuple, int] = {}
-    for e in entries:
-        reason = str(e["error"] or "").split(";")[0].split(" for prompt")[0]
-        counts[(str(e["method"]), reason)] = counts.get((str(e["method"]), reason), 0) + 1
+    counts = Counter((str(e["method"]), str(e["error"] or "").split(";")[0].split(" for prompt")[0]) for e in entries)
     return [(method, reason, n) for (method, reason), n in counts.items()]
 
 
@@ -251,7 +250,7 @@ def _md_code(text) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(_md_text(c) for c in header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(_md_text(c) for c in row) + " |" for row in rows]
 

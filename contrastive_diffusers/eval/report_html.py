@@ -33,7 +33,7 @@ from .report_grid import comparison_cells, grid_sample, verdict
 from .stats import metric_value
 from .summary import NOT_APPLICABLE, unique
 
-__all__ = ["chart_metric", "comparison_grid", "image_tag", "write_html"]
+__all__ = ["chart_metric", "comparison_grid", "html_table", "image_tag", "write_html"]
 
 # The metric the chart shows: the first of these the run has.
 _CHART_METRICS = ("oracle_success", "binding_accuracy", "min_object_similarity", "clip_score")
@@ -69,22 +69,22 @@ def write_html(
     body = [f"<h1>{esc(title)}</h1>"]
     body += _html_overview(records, summary, Path(run_dir), pct, max_prompts)
     if run_info:
-        body += ["<h2>Run</h2>", _html_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()])]
-    body += [f"<h2>Results (mean ± {pct} CI)</h2>", _html_table(*main_table(summary))]
+        body += ["<h2>Run</h2>", html_table(["setting", "value"], [[str(k), str(v)] for k, v in run_info.items()])]
+    body += [f"<h2>Results (mean ± {pct} CI)</h2>", html_table(*main_table(summary))]
     note = coverage_note(summary)
     body += [f'<p class="note">{esc(note)}</p>'] if note else []
     if summary["deltas"]:
-        body += [f"<h2>{esc(delta_title(summary))}</h2>", _html_table(*delta_table(summary))]
+        body += [f"<h2>{esc(delta_title(summary))}</h2>", html_table(*delta_table(summary))]
     for metric, header, rows in category_tables(summary):
-        body += [f"<h2>By category: {esc(metric)}</h2>", _html_table(header, rows)]
+        body += [f"<h2>By category: {esc(metric)}</h2>", html_table(header, rows)]
     if summary.get("agreement"):
-        body += [f"<h2>{AGREEMENT_TITLE}</h2>", _html_table(*agreement_table(summary))]
+        body += [f"<h2>{AGREEMENT_TITLE}</h2>", html_table(*agreement_table(summary))]
     for judge_title, header, rows, notes in judge_tables(summary):
         body += [f"<h2>{esc(judge_title)} (the benchmark's own judge)</h2>"]
-        body += [_html_table(header, rows)] if rows else []
+        body += [html_table(header, rows)] if rows else []
         body += [f'<p class="note">{esc(note)}</p>' for note in notes]
     if summary.get("judge_agreement"):
-        body += [f"<h2>{JUDGE_AGREEMENT_TITLE}</h2>", _html_table(*judge_agreement_table(summary))]
+        body += [f"<h2>{JUDGE_AGREEMENT_TITLE}</h2>", html_table(*judge_agreement_table(summary))]
     body += ["<h2>How to read this</h2>", f"<p>{esc(HOW_TO_READ.format(pct=pct))}</p>"]
     body += _html_failures(summary["failures"])
     if summary.get("not_applicable"):
@@ -140,10 +140,10 @@ def comparison_grid(records, methods: Sequence[str], pairs: Sequence[tuple[str, 
             shown.append(image_tag(record.get("image"), run_dir, thumb_size) + mark)
         rows.append([head, *shown])
     header = ["prompt", *[str((labels or {}).get(m, m)) for m in methods]]
-    return _html_table(header, rows, escape=False).replace("<table>", '<table class="grid">', 1)
+    return html_table(header, rows, escape=False).replace("<table>", '<table class="grid">', 1)
 
 
-def _html_table(header: list[str], rows: list[list[str]], escape: bool = True) -> str:
+def html_table(header: list[str], rows: list[list[str]], escape: bool = True) -> str:
     cell = html.escape if escape else str
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
     body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -154,7 +154,7 @@ def _html_failures(failures: list[dict]) -> list[str]:
     if not failures:
         return ["<h2>Failures</h2>", "<p>None.</p>"]
     rows = [[str(f["method"]), str(f["prompt_id"]), str(f["seed"]), str(f["error"] or "")] for f in failures]
-    return ["<h2>Failures</h2>", _html_table(["method", "prompt", "seed", "error"], rows)]
+    return ["<h2>Failures</h2>", html_table(["method", "prompt", "seed", "error"], rows)]
 
 
 def _html_prompts(records, methods, run_dir: Path, thumb_size: int, max_prompts: int | None) -> list[str]:
@@ -185,7 +185,7 @@ def _html_prompt_section(records: list[dict], methods: list, run_dir: Path, thum
         cells = [_html_cell(by_cell.get((m, seed)), run_dir, thumb_size) for m in methods]
         rows.append([esc(f"seed {seed}"), *cells])
     # The cells are built (and escaped) HTML already, so they must not be escaped again.
-    grid = _html_table(["", *map(str, methods)], rows, escape=False)
+    grid = html_table(["", *map(str, methods)], rows, escape=False)
     grid = grid.replace("<table>", '<table class="grid">', 1)
     return f"<section>\n<h3>{esc(str(first.get('prompt')))}</h3>\n<p>{' · '.join(details)}</p>\n{grid}\n</section>"
 

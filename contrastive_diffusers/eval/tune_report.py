@@ -5,11 +5,12 @@ plain generation, the paper defaults and the tuned setting side by side)."""
 from __future__ import annotations
 
 import html
+from collections import Counter
 from pathlib import Path
 
-from .report import write_report_file
+from .report import md_table, write_report_file
 from .report_charts import chart_svg
-from .report_html import comparison_grid
+from .report_html import comparison_grid, html_table
 
 __all__ = ["confirmation_rows", "search_rows", "write_tune_report"]
 
@@ -55,21 +56,6 @@ def confirmation_rows(confirmation: dict) -> list[tuple[str, list[str], list[lis
     ]
 
 
-def _md_table(header, rows) -> list[str]:
-    def cell(text):
-        return str(text).replace("|", "\\|")
-
-    return ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(map(cell, row)) + " |" for row in rows]]
-
-
-def _html_table(header, rows) -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _summary_lines(config, state: dict) -> list[str]:
     plan = state.get("plan", {})
     chosen = state.get("chosen")
@@ -96,14 +82,11 @@ def write_tune_report(config, state: dict, records: list[dict]) -> dict:
     out = Path(config.output_dir)
     title = f"Tuning {config.method} for {config.model}"
     lines = _summary_lines(config, state)
-    failed = {}
-    for r in records:
-        if r.get("status") == "failed":
-            failed[r["method"]] = failed.get(r["method"], 0) + 1
+    failed = Counter(r["method"] for r in records if r.get("status") == "failed")
     if failed:
         lines.append("Failed test images, left out of the tables below (their errors: confirm/summary.md): "
                      + ", ".join(f"{arm} {n}" for arm, n in failed.items()) + ".")
-    md = [f"# {title}", "", *lines, "", "## Search (train split)", "", *_md_table(*search_rows(state)), ""]
+    md = [f"# {title}", "", *lines, "", "## Search (train split)", "", *md_table(*search_rows(state)), ""]
     page = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{html.escape(x)}</p>" for x in lines]]
     confirmation = state.get("confirmation")
     if confirmation:
@@ -114,9 +97,9 @@ def write_tune_report(config, state: dict, records: list[dict]) -> dict:
         labels = {arms[0]: "plain", arms[1]: f"{arms[1]} (paper defaults)", arms[2]: f"{arms[2]} (tuned)"}
         page += [comparison_grid(records, arms, pairs, out / "confirm", labels=labels)]
         for heading, header, rows in confirmation_rows(confirmation):
-            md += [f"## {heading}", "", *_md_table(header, rows), ""]
-            page += [f"<h2>{html.escape(heading)}</h2>", _html_table(header, rows)]
-    page += ["<h2>Search (train split)</h2>", _html_table(*search_rows(state))]
+            md += [f"## {heading}", "", *md_table(header, rows), ""]
+            page += [f"<h2>{html.escape(heading)}</h2>", html_table(header, rows)]
+    page += ["<h2>Search (train split)</h2>", html_table(*search_rows(state))]
     css = "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:.5em 0 1.5em}" \
           "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.note{color:#666}.error{color:#b00}"
     document = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
