@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from contrastive_diffusers.atomic_io import write_json_atomic
-from contrastive_diffusers.eval.train_evidence import RecipeChangedError
+from contrastive_diffusers.eval.train_evidence import RecipeError
 from contrastive_diffusers.eval.train_experiments import (
     EXPERIMENTS,
     FULL,
@@ -67,30 +67,38 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     results_dir = args.results_dir or (args.output_dir / "results" if args.smoke else DEFAULT_RESULTS)
-    new, details = {}, {}
+    # each experiment says what it ran with and where: results carried over from earlier calls keep theirs
+    call = {"command": " ".join(["python benchmarks/shapes_training_evidence.py --output-dir DIR",
+                                 *(["--smoke"] if args.smoke else []), *(f"--set {o}" for o in args.overrides)]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads",
+            "date": time.strftime("%Y-%m-%d")}
+    new, status = {}, 0
     for name in args.only:
         started = time.perf_counter()
         try:
             entry, detail = run_experiment(name, args.output_dir, sizes)
-        except RecipeChangedError as error:  # a run of another recipe in the folder: say which arguments differ
+        except RecipeError as error:  # e.g. a run of another recipe in the folder: say which arguments differ
             print(f"error: {error}", file=sys.stderr)
-            return 2
+            status = 2
+            break  # the experiments finished before it still reach the report
         write_json_atomic(args.output_dir / name / "details.json", detail)
-        new[name] = {**entry, "sizes": sizes_of(name, sizes)}  # each experiment says what it ran with
+        new[name] = {**entry, "sizes": sizes_of(name, sizes), "last_call": call}
         print(f"{name}: {entry['metric']}: method {format_stat(entry['method'])}; "
               + "; ".join(f"{b} {format_stat(s)}" for b, s in entry["baselines"].items())
               + f" ({(time.perf_counter() - started) / 60:.1f} min this call)", flush=True)
+    if not new:
+        return status
     results = merge_results(results_dir / "training.json", new)
+    details = {}
     for name in results:
         path = args.output_dir / name / "details.json"
-        if name not in details and path.exists():
+        if path.exists():
             details[name] = json.loads(path.read_text())
-    header = (f"`python benchmarks/shapes_training_evidence.py --output-dir DIR{' --smoke' if args.smoke else ''}` "
-              f"on {platform.machine()} with {args.threads} torch threads ({os.cpu_count()} CPUs); each "
-              "experiment's sizes (`--set` changes them) are in its section.")
+    header = ("Each experiment's sizes (`--set` changes them) and the call that last added to it "
+              "(`last_call`: command, machine, date) are in its section.")
     for path in write_report(results, details, args.output_dir, results_dir, header):
         print(path)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -100,6 +100,11 @@ def test_reversion_prompts_use_object_pairs_the_exemplars_never_show(tmp_path):
     for p in prompts:
         assert "{R}" in p.text and p.spec["relation"] == [0, "above", 1]
         assert p.text.replace("{R}", "{}") not in templates
+    # exemplars showing the first two pairs drawn: those pairs give way to others
+    shown = {"0.png": [p.text.replace("{R}", "{}") for p in prompts[:2]]}
+    others = _reversion_prompts("above", shown, 5, 0)
+    assert not {p.text for p in prompts[:2]} & {p.text for p in others}
+    assert [p.text for p in others[:3]] == [p.text for p in prompts[2:]]
 
 
 def test_mcpl_prompts_require_each_concept_without_the_other():
@@ -150,7 +155,8 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread, ca
     assert script.main(argv) == 0
     data = json.loads((results / "training.json").read_text())
     entry = data["dco"]
-    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes", "sizes"}
+    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes", "sizes", "last_call"}
+    assert entry["last_call"]["command"].endswith("--output-dir DIR --smoke")
     assert entry["sizes"]["dco_steps"] == 1 and entry["sizes"]["train_seeds"] == [0]  # the smoke sizes
     assert not any(k.startswith(("mcpl_", "reversion_", "evogen_")) for k in entry["sizes"])
     assert set(entry["baselines"]) == set(entry["paired"]) == {"dreambooth_lora"}
@@ -203,3 +209,114 @@ def test_recipe_overrides_are_typed_and_named():
         with_overrides(FULL, ["seeds=0,100000"])
     with pytest.raises(ValueError, match="mcpl_steps needs an integer"):
         with_overrides(FULL, ["mcpl_steps=1.5"])
+
+
+class _BlankPipeline:
+    """Draws white images (the oracle finds nothing) and counts what it drew."""
+
+    def __init__(self, drawn):
+        self.drawn = drawn
+
+    def __call__(self, texts, **kwargs):
+        from types import SimpleNamespace
+
+        from PIL import Image
+
+        self.drawn += texts
+        return SimpleNamespace(images=[Image.new("RGB", (32, 32), (255, 255, 255)) for _ in texts])
+
+
+@pytest.fixture
+def fake_dco(monkeypatch):
+    """The DCO experiment with training and drawing replaced: what is drawn, and what exported."""
+    import contrastive_diffusers.eval.train_evidence as evidence
+    import contrastive_diffusers.eval.train_experiments as experiments
+
+    drawn, exported = [], []
+    monkeypatch.setattr(evidence, "load_pipeline", lambda arm: _BlankPipeline(drawn))
+    monkeypatch.setattr(experiments, "train_once", lambda method, argv, out: Path(out))
+
+    def export(data, n, size):
+        exported.append(n)
+        Path(data).mkdir(parents=True)
+
+    monkeypatch.setattr(experiments, "export_dco", export)
+    return drawn, exported
+
+
+def test_a_smaller_recipe_counts_only_its_own_images(tmp_path, fake_dco):
+    from contrastive_diffusers.eval.train_experiments import FULL, run_experiment, with_overrides
+
+    drawn, _ = fake_dco
+    entry, _ = run_experiment("dco", tmp_path, with_overrides(FULL, ["dco_prompts=2"]))
+    assert entry["method"]["n"] == 12 and len(drawn) == 2 * (12 + 12)  # 2 arms x (composition + fidelity)
+    drawn.clear()
+    entry, details = run_experiment("dco", tmp_path, with_overrides(FULL, ["dco_prompts=2", "seeds=0,1"]))
+    assert entry["method"]["n"] == entry["paired"]["dreambooth_lora"]["n"] == 4 and drawn == []
+    entry, details = run_experiment("dco", tmp_path, with_overrides(FULL, ["dco_prompts=1"]))
+    assert entry["method"]["n"] == 6 and details["arms"]["dco"]["success/fidelity"]["n"] == 6 and drawn == []
+
+
+def test_a_recipe_asking_for_other_data_is_refused(tmp_path, fake_dco):
+    from contrastive_diffusers.eval.train_evidence import RecipeChangedError
+    from contrastive_diffusers.eval.train_experiments import FULL, run_experiment, with_overrides
+
+    _, exported = fake_dco
+    run_experiment("dco", tmp_path, with_overrides(FULL, ["dco_prompts=1", "seeds=0"]))
+    run_experiment("dco", tmp_path, with_overrides(FULL, ["dco_prompts=1", "seeds=0"]))
+    assert exported == [6]  # exported once, then reused
+    with pytest.raises(RecipeChangedError, match=r"other sizes \(images: 6 -> 24\)"):
+        run_experiment("dco", tmp_path, with_overrides(FULL, ["dco_prompts=1", "seeds=0", "dco_images=24"]))
+    assert exported == [6]
+
+
+def test_an_image_whose_prompt_changed_is_drawn_again(tmp_path, monkeypatch):
+    import contrastive_diffusers.eval.train_evidence as evidence
+
+    drawn = []
+    monkeypatch.setattr(evidence, "load_pipeline", lambda arm: _BlankPipeline(drawn))
+    spec = {"objects": [ObjectSpec("circle", "red").to_dict()], "relation": None}
+    path, settings = tmp_path / "records.jsonl", evidence.GenerationSettings(steps=1)
+    evidence.score_arm(evidence.Arm("a"), [EvalPrompt("p", "a red circle", spec)], [0, 1], path, settings)
+    records = evidence.score_arm(evidence.Arm("a"), [EvalPrompt("p", "one red circle", spec)], [0], path, settings)
+    assert drawn == ["a red circle", "a red circle", "one red circle"]
+    assert [(r["prompt"], r["seed"]) for r in records] == [("one red circle", 0)]
+    assert len(evidence.read_records(path)) == 2  # one record per image: the later line replaced the earlier
+
+
+def test_a_line_cut_by_an_interrupted_write_does_not_swallow_the_next(tmp_path, monkeypatch):
+    import contrastive_diffusers.eval.train_evidence as evidence
+
+    drawn = []
+    monkeypatch.setattr(evidence, "load_pipeline", lambda arm: _BlankPipeline(drawn))
+    spec = {"objects": [ObjectSpec("circle", "red").to_dict()], "relation": None}
+    prompts = [EvalPrompt(f"p{k}", "a red circle", spec) for k in range(4)]
+    path, settings = tmp_path / "records.jsonl", evidence.GenerationSettings(steps=1, batch=1)
+    evidence.score_arm(evidence.Arm("a"), prompts[:2], [0], path, settings)
+    text = path.read_text()
+    path.write_text(text[: text.index("\n") + 20])  # the second line cut in the middle
+    records = evidence.score_arm(evidence.Arm("a"), prompts, [0], path, settings)
+    assert sorted(r["prompt_id"] for r in records) == ["p0", "p1", "p2", "p3"]
+    assert len(drawn) == 2 + 3  # p1 (cut), p2 and p3 drawn by the second call
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_recipes_that_cannot_run_are_refused_before_training():
+    from contrastive_diffusers.eval.train_experiments import FULL, with_overrides
+
+    for override, message in [("batch=0", r"batch must be a positive integer, got 0 \(--set batch=N\)"),
+                              ("mcpl_steps=-5", "mcpl_steps must be a positive integer"),
+                              ("dco_lr=nan", "dco_lr must be a positive number"),
+                              ("evogen_steps=2", "evogen_steps must be at least 3"),
+                              ("seeds=0,0,1", r"seeds names a seed twice: \(0, 0, 1\)")]:
+        with pytest.raises(ValueError, match=message):
+            with_overrides(FULL, [override])
+
+
+def test_more_reversion_prompts_than_object_pairs_are_refused(tmp_path):
+    from contrastive_diffusers.eval.train_evidence import RecipeError
+
+    exemplars = json.loads((export_reversion(tmp_path / "r", per_relation=6, size=32)["above"] / "text.json")
+                           .read_text())
+    with pytest.raises(RecipeError, match=r"only \d+ object pairs .* use --set reversion_prompts=\d+ or fewer"):
+        _reversion_prompts("above", exemplars, 2000, 0)

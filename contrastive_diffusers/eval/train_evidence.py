@@ -26,8 +26,9 @@ from .stats import mean_ci, metric_value, paired_differences
 
 __all__ = [
     "Arm",
-
     "EvalPrompt",
+    "RecipeChangedError",
+    "RecipeError",
     "GenerationSettings",
     "Timer",
     "comparison",
@@ -127,8 +128,12 @@ def train_once(method: str, argv: Sequence[str], output_dir: Path) -> Path:
     return output_dir
 
 
-class RecipeChangedError(ValueError):
-    """A run folder holds a training run made with other arguments than the recipe's."""
+class RecipeError(ValueError):
+    """The experiments' recipe cannot be run as asked (found once its data are known)."""
+
+
+class RecipeChangedError(RecipeError):
+    """A run folder holds a training run (or data) made with other settings than the recipe's."""
 
 
 #: Arguments a run may differ in and still be the same run: where things are, not what is trained.
@@ -183,29 +188,58 @@ def judge(image, prompt: EvalPrompt) -> dict[str, float]:
 
 
 def read_records(path: Path) -> list[dict]:
+    """The records of a JSONL file, one per (method, prompt id, seed): a later line replaces an
+    earlier one of the same image (an image drawn again after its prompt changed)."""
     path = Path(path)
     if not path.exists():
         return []
-    records = []
+    records: dict = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:  # a line cut by an interrupted run; its image is drawn again
                 continue
-    return records
+            key = (record.get("method"), record.get("prompt_id"), record.get("seed"))
+            records.pop(key, None)  # the later line, in the later line's place
+            records[key] = record
+    return list(records.values())
+
+
+def _drop_cut_line(path: Path) -> None:
+    """Truncate ``path`` after its last newline: a line cut by an interrupted write would
+    otherwise swallow the first line appended after it."""
+    if not path.exists():
+        return
+    with path.open("rb+") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
 
 
 def score_arm(arm: Arm, prompts: Sequence[EvalPrompt], seeds: Sequence[int], records_path: Path,
               settings: GenerationSettings, examples_dir: Path | None = None, examples: int = 4) -> list[dict]:
-    """Generate and judge every (prompt, seed) of ``arm`` not yet in ``records_path``; returns
-    the arm's records. The first ``examples`` prompts' images at the first seed are saved."""
+    """Generate and judge every (prompt, seed) of ``arm`` not yet in ``records_path`` (a record
+    of the same prompt id with another text is drawn again); returns the arm's records of these
+    prompts and seeds. The first ``examples`` prompts' images at the first seed are saved."""
     import torch
 
     records_path = Path(records_path)
-    done = {(r["prompt_id"], r["seed"]) for r in read_records(records_path) if r.get("method") == arm.name}
+    wanted = {(p.id, s): _rewrite(p.text, arm.rewrite) for s in seeds for p in prompts}
+
+    def current():
+        return [r for r in read_records(records_path)
+                if r.get("method") == arm.name and wanted.get((r["prompt_id"], r["seed"])) == r.get("prompt")]
+
+    done = {(r["prompt_id"], r["seed"]) for r in current()}
     todo = [(p, s) for s in seeds for p in prompts if (p.id, s) not in done]
     if todo:
+        _drop_cut_line(records_path)
         pipe = load_pipeline(arm)
         records_path.parent.mkdir(parents=True, exist_ok=True)
         keep = {p.id for p in prompts[:examples]}
@@ -230,9 +264,9 @@ def score_arm(arm: Arm, prompts: Sequence[EvalPrompt], seeds: Sequence[int], rec
                     target = Path(examples_dir) / arm.name / f"{prompt.id}.png"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     save_image_atomic(image, target)
-            with records_path.open("a", encoding="utf-8") as f:  # whole lines; a cut last line is skipped
+            with records_path.open("a", encoding="utf-8") as f:  # whole lines; a cut last line is dropped
                 f.write("\n".join(lines) + "\n")
-    return [r for r in read_records(records_path) if r.get("method") == arm.name]
+    return current()
 
 
 def _rewrite(text: str, mapping: dict) -> str:
@@ -252,10 +286,11 @@ def stat(values: Sequence[float]) -> dict:
 
 
 def comparison(records: Sequence[dict], metric: str, method: str, baselines: Sequence[str],
-               minutes: float, label: str | None = None, category: str | None = None) -> dict:
+               minutes: float, label: str | None = None) -> dict:
     """One experiment's entry of ``training.json``: the method's and each baseline's mean with
-    its 95% interval, and the paired differences method - baseline over (prompt, seed)."""
-    rows = [r for r in records if category is None or r.get("category") == category]
+    its 95% interval, and the paired differences method - baseline over (prompt, seed).
+    ``records`` holds one record per (method, prompt id, seed) (:func:`read_records`)."""
+    rows = list(records)
 
     def values(name):
         return [v for r in rows if r.get("method") == name and (v := metric_value(r, metric)) is not None]

@@ -12,15 +12,16 @@ metrics, per-category rates, per arm). :class:`Sizes` holds every size; :data:`F
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import save_image_atomic, write_jsonl_atomic
+from ..atomic_io import save_image_atomic, write_json_atomic, write_jsonl_atomic
 from ..models.embedded import embedded_model_dir
 from ..shapes.captions import caption_text, scenes_for
 from ..shapes.export import (
@@ -39,9 +40,10 @@ from .train_evidence import (
     Arm,
     EvalPrompt,
     GenerationSettings,
+    RecipeChangedError,
+    RecipeError,
     Timer,
     comparison,
-    read_records,
     score_arm,
     stat,
     train_once,
@@ -90,11 +92,27 @@ class Sizes:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def __post_init__(self):
+        for name in ("reversion_images", "reversion_steps", "reversion_prompts", "mcpl_images", "mcpl_steps",
+                     "evogen_pairs", "evogen_prompts", "dco_images", "dco_steps", "dco_prompts", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)} "
+                                 f"(--set {name}=N).")
+        if self.evogen_steps < 3:
+            raise ValueError(f"evogen_steps must be at least 3 (one per curriculum stage), got {self.evogen_steps}.")
+        for name in ("reversion_lr", "mcpl_lr", "evogen_lr", "dco_lr", "dco_beta"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}.")
+        if not (math.isfinite(self.evogen_contrastive_weight) and self.evogen_contrastive_weight >= 0):
+            raise ValueError(f"evogen_contrastive_weight must be a number >= 0, got {self.evogen_contrastive_weight}.")
+        for name in ("seeds", "train_seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):  # a repeated seed would count its images twice
+                raise ValueError(f"{name} names a seed twice: {values}.")
         if not self.train_seeds or min(self.train_seeds) < 0:
             raise ValueError(f"train_seeds must name at least one seed >= 0, got {self.train_seeds}.")
         # image seeds (DCO's fidelity seeds from 1000 up included) stay below the stride, so
         # that each image seed names its training seed
-        top = max([*self.seeds, 1000 + max(1, self.dco_prompts) * len(self.seeds)], default=0)
+        top = max([*self.seeds, 1000 + self.dco_prompts * len(self.seeds)], default=0)
         if not self.seeds or min(self.seeds) < 0 or top >= TRAIN_SEED_STRIDE:
             raise ValueError(f"seeds must be >= 0 and leave DCO's fidelity seeds below {TRAIN_SEED_STRIDE}; "
                              f"got {self.seeds}.")
@@ -178,8 +196,31 @@ def _arm_rates(records: list[dict], metrics=("success", "objects", "clean")) -> 
     return out
 
 
+def _exported(data: Path, params: dict, export: Callable[[], object], derived: Sequence[Path] = ()) -> Path:
+    """``data`` exported by ``export`` once: ``data/recipe.json`` records ``params`` (the sizes
+    the data were drawn with), and a recipe asking for other data is refused, as a changed
+    training argument is (the finished runs were trained on these data). ``derived`` folders
+    (made from the data) are removed when the data are exported anew."""
+    marker = data / "recipe.json"
+    if marker.exists():
+        stored = json.loads(marker.read_text())
+        if stored != params:
+            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {params.get(k)!r}"
+                               for k in sorted(stored.keys() | params.keys()) if stored.get(k) != params.get(k))
+            raise RecipeChangedError(
+                f"{data} holds training data exported with other sizes ({detail}), and the finished runs "
+                "were trained on them; use a new --output-dir for a changed recipe.")
+        return data
+    for folder in (data, *derived):
+        shutil.rmtree(folder, ignore_errors=True)
+    export()
+    write_json_atomic(marker, params)  # last: the data are complete
+    return data
+
+
 def _score(arms: list[Arm], prompts, sizes: Sizes, folder: Path, train_seed: int = 0) -> list[dict]:
-    """Judge every arm at the generation seeds of ``train_seed``; example images from seed 0's models."""
+    """Judge every arm at the generation seeds of ``train_seed``; example images from seed 0's
+    models. Returns the records of these arms, prompts and seeds only (the folder may hold more)."""
     records = []
     for arm in arms:
         records += score_arm(arm, prompts, generation_seeds(sizes.seeds, train_seed), folder / "records.jsonl",
@@ -188,38 +229,48 @@ def _score(arms: list[Arm], prompts, sizes: Sizes, folder: Path, train_seed: int
 
 
 # ---------------------------------------------------------------- ReVersion
+def _relation_prompt(relation: str, first: tuple[str, str], second: tuple[str, str]) -> tuple[CaptionSpec, str, str]:
+    """``(spec, caption, caption with the relation phrase as "_")`` of two (colour, shape) objects."""
+    spec = CaptionSpec((ObjectSpec(first[1], first[0]), ObjectSpec(second[1], second[0])), (0, relation, 1))
+    text = caption_text(spec, "relation").text
+    return spec, text, text.replace(f" {RELATION_PHRASES[relation]} ", " _ ", 1)
+
+
 def _reversion_prompts(relation: str, exemplar_text: dict, n: int, seed: int) -> list[EvalPrompt]:
     """Relation prompts whose object pair appears in none of the relation's exemplar captions."""
     seen = {t.replace("{}", "_") for texts in exemplar_text.values() for t in texts}
     pool = training_pairs()
+    available = sum(_relation_prompt(relation, a, b)[2] not in seen for a in pool for b in pool if a[1] != b[1])
+    if n > available:
+        raise RecipeError(f"reversion_prompts={n}, but only {available} object pairs of two shapes are absent from "
+                         f"the exemplars of {relation!r}; use --set reversion_prompts={available} or fewer.")
     rng = np.random.default_rng([seed, RELATIONS.index(relation), 0x8E1])
     prompts, texts = [], set()
     while len(prompts) < n:
-        (c1, s1), (c2, s2) = (pool[int(k)] for k in rng.choice(len(pool), size=2, replace=False))
-        if s1 == s2:
+        first, second = (pool[int(k)] for k in rng.choice(len(pool), size=2, replace=False))
+        if first[1] == second[1]:
             continue
-        spec = CaptionSpec((ObjectSpec(s1, c1), ObjectSpec(s2, c2)), (0, relation, 1))
-        text = caption_text(spec, "relation").text
-        phrase = RELATION_PHRASES[relation]
-        template = text.replace(f" {phrase} ", " _ ", 1)
+        spec, text, template = _relation_prompt(relation, first, second)
         if template in seen or text in texts:
             continue
         texts.add(text)
         prompts.append(EvalPrompt(f"{relation_folder(relation)}-{len(prompts):02d}",
-                                  text.replace(f" {phrase} ", " {R} ", 1), spec.to_dict(), relation_folder(relation)))
+                                  template.replace(" _ ", " {R} ", 1), spec.to_dict(), relation_folder(relation)))
     return prompts
 
 
 def run_reversion(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     timer = Timer(folder / "time.json")
-    data = folder / "data"
-    if not (data / relation_folder(RELATIONS[-1]) / "text.json").exists():
-        shutil.rmtree(data, ignore_errors=True)
-        export_reversion(data, per_relation=sizes.reversion_images, size=sizes.generation.resolution)
+    size = sizes.generation.resolution
+    data = _exported(folder / "data", {"per_relation": sizes.reversion_images, "size": size},
+                     lambda: export_reversion(folder / "data", per_relation=sizes.reversion_images, size=size))
+    prompts = {  # every relation's before any training: a recipe asking for too many fails first
+        relation: _reversion_prompts(relation, json.loads((data / relation_folder(relation) / "text.json").read_text()),
+                                     sizes.reversion_prompts, 0)
+        for relation in RELATIONS}
+    records = []
     for relation in RELATIONS:
         name = relation_folder(relation)
-        exemplars = json.loads((data / name / "text.json").read_text())
-        prompts = _reversion_prompts(relation, exemplars, sizes.reversion_prompts, 0)
         for train_seed in sizes.train_seeds:
             argv = _common(data / name, sizes.reversion_steps, sizes.reversion_lr, sizes, train_seed) + [
                 "--placeholder_token", "<R>", "--initializer_token", "and"]
@@ -228,9 +279,8 @@ def run_reversion(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
             arms = [Arm("reversion", (trained["reversion"],), "tokens", {"{R}": "<R>"}),
                     Arm("textual_inversion", (trained["textual_inversion"],), "tokens", {"{R}": "<R>"}),
                     Arm("plain_words", rewrite={"{R}": RELATION_PHRASES[relation]})]
-            _score(arms, prompts, sizes, folder, train_seed)
+            records += _score(arms, prompts[relation], sizes, folder, train_seed)
             timer.save()
-    records = _records(folder, sizes)  # every relation's, each image once
     entry = _compare(records, "success", "reversion", ["textual_inversion", "plain_words"], timer.save(),
                        "oracle relation success (both objects right and the relation holds)")
     return entry, {"arms": _arm_rates(records, ("success", "objects"))}
@@ -241,9 +291,6 @@ def _mcpl_data(folder: Path, n: int, size: int) -> tuple[Path, Path]:
     """Two-object scenes of the two concepts; ``mcpl/`` captioned "a <c1> and a <c2>" (both
     orders), ``images/`` the same images without captions (textual inversion's generic ones)."""
     mcpl, images = folder / "mcpl", folder / "images"
-    if (mcpl / "metadata.jsonl").exists() and images.exists():
-        return mcpl, images
-    shutil.rmtree(folder, ignore_errors=True)
     mcpl.mkdir(parents=True)
     images.mkdir()
     rng = np.random.default_rng([0, 0x3C1])
@@ -257,7 +304,6 @@ def _mcpl_data(folder: Path, n: int, size: int) -> tuple[Path, Path]:
         save_image_atomic(image, images / name)
         rows.append({"file_name": name, "text": f"a {t1} and a {t2}" if k % 2 == 0 else f"a {t2} and a {t1}"})
     write_jsonl_atomic(mcpl / "metadata.jsonl", rows)
-    return mcpl, images
 
 
 def _mcpl_prompts() -> list[EvalPrompt]:
@@ -276,7 +322,11 @@ def _mcpl_prompts() -> list[EvalPrompt]:
 
 def run_mcpl(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     timer = Timer(folder / "time.json")
-    mcpl_data, ti_data = _mcpl_data(folder / "data", sizes.mcpl_images, sizes.generation.resolution)
+    size = sizes.generation.resolution
+    data = _exported(folder / "data", {"images": sizes.mcpl_images, "size": size},
+                     lambda: _mcpl_data(folder / "data", sizes.mcpl_images, size))
+    mcpl_data, ti_data = data / "mcpl", data / "images"
+    records = []
     tokens = [t for t, *_ in MCPL_CONCEPTS]
     inits = [w for _, w, *_ in MCPL_CONCEPTS]
     variants = {"mcpl": [], "mcpl_no_promptcl": ["--promptcl_weight", "0"], "mcpl_no_attnmask": ["--attn_mask", "none"]}
@@ -293,8 +343,7 @@ def run_mcpl(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
             for k, (token, init) in enumerate(zip(tokens, inits)))
         arms.append(Arm("textual_inversion", ti_runs, "tokens"))
         timer.save()
-        _score(arms, _mcpl_prompts(), sizes, folder, train_seed)
-    records = _records(folder, sizes)
+        records += _score(arms, _mcpl_prompts(), sizes, folder, train_seed)
     entry = _compare(records, "success", "mcpl", ["textual_inversion", "mcpl_no_promptcl", "mcpl_no_attnmask"],
                        timer.save(), "oracle concept success (the token's object right, the other concept absent)")
     return entry, {"arms": _arm_rates(records)}
@@ -324,10 +373,10 @@ def _flat_copy(pairs: Path, out: Path) -> Path:
 
 def run_evogen(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     timer = Timer(folder / "time.json")
-    data = folder / "data"
-    if not (data / "pairs.jsonl").exists():
-        shutil.rmtree(data, ignore_errors=True)
-        export_evogen(data, per_stage=sizes.evogen_pairs, size=sizes.generation.resolution)
+    size = sizes.generation.resolution
+    data = _exported(folder / "data", {"per_stage": sizes.evogen_pairs, "size": size},
+                     lambda: export_evogen(folder / "data", per_stage=sizes.evogen_pairs, size=size),
+                     derived=[folder / "data-flat"])
     flat = _flat_copy(data, folder / "data-flat")
     steps = max(3, sizes.evogen_steps - sizes.evogen_steps % 3)
     staged = ["--stage_steps", ",".join([str(steps // 3)] * 3)]
@@ -338,6 +387,7 @@ def run_evogen(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
         "evogen_margin": (data, staged + ["--objective", "margin"]),
         "evogen_no_curriculum": (flat, contrastive),
     }
+    records = []
     for train_seed in sizes.train_seeds:
         arms = []
         for name, (pairs, extra) in variants.items():
@@ -345,8 +395,7 @@ def run_evogen(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
             arms.append(Arm(name, (train_once("evogen", argv, _run_dir(folder, name, train_seed)),), "lora"))
         arms.append(Arm("untrained"))
         timer.save()
-        _score(arms, _evogen_prompts(sizes.evogen_prompts), sizes, folder, train_seed)
-    records = _records(folder, sizes)
+        records += _score(arms, _evogen_prompts(sizes.evogen_prompts), sizes, folder, train_seed)
     entry = _compare(records, "success", "evogen", ["lora_positives", "untrained", "evogen_margin",
                                                       "evogen_no_curriculum"], timer.save(),
                        "oracle success on test two_object, relation, count and held_out prompts")
@@ -375,13 +424,13 @@ def _dco_prompts(n: int) -> list[EvalPrompt]:
 
 def run_dco(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
     timer = Timer(folder / "time.json")
-    data = folder / "data"
-    if not (data / "metadata.jsonl").exists():
-        shutil.rmtree(data, ignore_errors=True)
-        export_dco(data, n=sizes.dco_images, size=sizes.generation.resolution)
+    size = sizes.generation.resolution
+    data = _exported(folder / "data", {"images": sizes.dco_images, "size": size},
+                     lambda: export_dco(folder / "data", n=sizes.dco_images, size=size))
     prompts = _dco_prompts(sizes.dco_prompts)
     # the one fidelity prompt is drawn with as many seeds as there are composition images
-    fidelity_seeds = tuple(range(1000, 1000 + max(1, sizes.dco_prompts) * len(sizes.seeds)))
+    fidelity_seeds = tuple(range(1000, 1000 + sizes.dco_prompts * len(sizes.seeds)))
+    records = []
     for train_seed in sizes.train_seeds:
         base = _common(data, sizes.dco_steps, sizes.dco_lr, sizes, train_seed)
         arms = [Arm("dco", (train_once("dco", base + ["--objective", "dco", "--dco_beta", str(sizes.dco_beta)],
@@ -391,11 +440,10 @@ def run_dco(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
         timer.save()
         examples = folder / "examples" if train_seed == 0 else None
         for arm in arms:
-            score_arm(arm, prompts[:1], generation_seeds(fidelity_seeds, train_seed), folder / "records.jsonl",
-                      sizes.generation, examples)
-            score_arm(arm, prompts[1:], generation_seeds(sizes.seeds, train_seed), folder / "records.jsonl",
-                      sizes.generation, examples)
-    records = _records(folder, sizes)
+            records += score_arm(arm, prompts[:1], generation_seeds(fidelity_seeds, train_seed),
+                                 folder / "records.jsonl", sizes.generation, examples)
+            records += score_arm(arm, prompts[1:], generation_seeds(sizes.seeds, train_seed),
+                                 folder / "records.jsonl", sizes.generation, examples)
     composition = [r for r in records if r.get("category") == "composition"]
     entry = _compare(composition, "success", "dco", ["dreambooth_lora"], timer.save(),
                        "oracle composition success (the subject and the other object right, and the relation)")
@@ -421,12 +469,6 @@ def _compare(records: list[dict], metric: str, method: str, baselines: Sequence[
     return entry
 
 
-def _records(folder: Path, sizes: Sizes) -> list[dict]:
-    """The experiment's records of this recipe's training seeds (a folder may hold more)."""
-    wanted = set(sizes.train_seeds)
-    return [r for r in read_records(folder / "records.jsonl") if training_seed_of(r["seed"]) in wanted]
-
-
 _RUNNERS = {"reversion": run_reversion, "mcpl": run_mcpl, "evogen": run_evogen, "dco": run_dco}
 
 
@@ -437,7 +479,3 @@ def run_experiment(name: str, output_dir, sizes: Sizes = FULL) -> tuple[dict, di
     folder = Path(output_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     return _RUNNERS[name](folder, sizes)
-
-
-def existing_records(output_dir, name: str) -> list[dict]:
-    return read_records(Path(output_dir) / name / "records.jsonl")

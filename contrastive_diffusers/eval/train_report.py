@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 from ..atomic_io import save_image_atomic, write_json_atomic, write_text_atomic
@@ -51,16 +52,18 @@ def merge_results(path: Path, new: dict) -> dict:
     return results
 
 
-def training_markdown(results: dict, details: dict, header: str = "") -> str:
+def training_markdown(results: dict, details: dict, header: str = "", examples: Collection[str] = ()) -> str:
     """Tables of every experiment: method and baselines (mean, 95% interval, n) with the paired
-    difference, then each arm's secondary metrics."""
+    difference, then each arm's secondary metrics; ``examples`` names the experiments whose
+    example grid was written."""
     lines = ["# Training evidence in ShapesWorld", ""]
     if header:
         lines += [header, ""]
     for name, entry in results.items():
-        sizes = entry.get("sizes")
+        sizes, call = entry.get("sizes"), entry.get("last_call")
         lines += [f"## {name}", "", f"Metric: {entry['metric']}; {entry['minutes']:.1f} minutes.", "",
                   *([f"Sizes: {', '.join(f'{k}={v}' for k, v in sizes.items())}.", ""] if sizes else []),
+                  *([f"Last call: `{call['command']}` on {call['machine']}, {call['date']}.", ""] if call else []),
                   "| arm | mean [95% CI] (n) | method − arm, paired [95% CI] |", "|---|---|---|",
                   f"| **{name}** (method) | {format_stat(entry['method'])} | |"]
         for baseline, stat in entry["baselines"].items():
@@ -78,8 +81,9 @@ def training_markdown(results: dict, details: dict, header: str = "") -> str:
             for arm, rates in arms.items():
                 cells = [f"{rates[k]['mean']:.3f}" if k in rates and rates[k]["n"] else "" for k in keys]
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-            lines += ["", f"Examples (`training-{name}-examples.png`, first seed): one row per arm, top to bottom: "
-                      + ", ".join(sorted(arms)) + "."]
+            if name in examples:
+                lines += ["", f"Examples (`training-{name}-examples.png`, first seed): one row per arm, top to "
+                          "bottom: " + ", ".join(sorted(arms)) + "."]
         lines.append("")
     return "\n".join(lines)
 
@@ -112,9 +116,7 @@ def write_report(results: dict, details: dict, output_dir: Path, results_dir: Pa
     """Write ``training.json``, ``training.md``, the charts and example grids into ``results_dir``."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    written = [results_dir / "training.json", results_dir / "training.md"]
-    write_json_atomic(written[0], results)
-    write_text_atomic(written[1], training_markdown(results, details, header) + "\n")
+    written, examples = [], []
     for name in results:
         arms = details.get(name, {}).get("arms", {})
         series = {arm: {k.split("/", 1)[1]: v for k, v in rates.items() if k.startswith("success/")} or
@@ -125,4 +127,7 @@ def write_report(results: dict, details: dict, output_dir: Path, results_dir: Pa
         grid = example_grid(Path(output_dir) / name / "examples", results_dir / f"training-{name}-examples.png")
         if grid is not None:
             written.append(grid)
-    return written
+            examples.append(name)
+    write_json_atomic(results_dir / "training.json", results)
+    write_text_atomic(results_dir / "training.md", training_markdown(results, details, header, examples) + "\n")
+    return [results_dir / "training.json", results_dir / "training.md", *written]
