@@ -236,6 +236,18 @@ def test_flux_embeddings_of_another_length_and_one_row_negatives(pipes, caplog):
     assert "has no effect with return_dict=False" in caplog.text
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradient_checkpointing_changes_nothing_and_stays_on(kind):
+    pipe = KINDS[kind].from_pipe(tiny_pipeline(kind))
+    kwargs = dict(guidance=get_method("syngen").with_schedule(step_size=5.0), token_groups=GROUPS,
+                  num_inference_steps=3)
+    plain = _call(pipe, kind, **kwargs).images
+    pipe.transformer.enable_gradient_checkpointing()
+    for truncate in (True, False):
+        assert torch.equal(_call(pipe, kind, truncate_guidance_forward=truncate, **kwargs).images, plain)
+    assert pipe.transformer.is_gradient_checkpointing
+
+
 def test_second_order_schedulers_and_caches_are_refused_with_the_fix(pipes):
     from diffusers import FirstBlockCacheConfig, FlowMatchHeunDiscreteScheduler
 

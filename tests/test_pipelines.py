@@ -504,6 +504,22 @@ def test_truncated_guidance_forward_gives_the_same_images(pipe, method_cls):
         torch.testing.assert_close(fast.attention_maps[step], full.attention_maps[step], atol=1e-6, rtol=1e-5)
 
 
+def test_gradient_checkpointing_changes_nothing_and_stays_on():
+    """A UNet with gradient checkpointing on (kept from training, or to save memory) guides as
+    one without: the guidance pass turns it off (its recomputation would run after the maps were
+    recorded, and torch would abort) and turns it back on."""
+    pipe = guided("sd1")
+    kwargs = dict(guidance=SynGen(), num_inference_steps=4)
+    plain = run(pipe, **kwargs).images
+    pipe.unet.enable_gradient_checkpointing()
+    try:
+        for truncate in (True, False):
+            np.testing.assert_array_equal(run(pipe, truncate_guidance_forward=truncate, **kwargs).images, plain)
+        assert pipe.unet.is_gradient_checkpointing
+    finally:
+        pipe.unet.disable_gradient_checkpointing()
+
+
 def test_guidance_callback_with_denoising_end_starts_at_the_first_timestep():
     """SDXL's denoising_end shortens the loop from the end: the callback must still index from 0."""
     stock = tiny_pipeline("sdxl")

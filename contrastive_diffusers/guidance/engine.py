@@ -87,6 +87,26 @@ def _frozen_parameters(parameters: Sequence[torch.nn.Parameter]):
             p.requires_grad_(True)
 
 
+@contextmanager
+def _checkpointing_off(modules: Sequence[torch.nn.Module]):
+    """Gradient checkpointing off in ``modules`` while guiding: its backward recomputes each
+    block after the recording has ended (and, truncated, raises again), so the recomputed block
+    saves other tensors than the first pass did and torch aborts. The guidance forward keeps its
+    activations instead; the flags are restored after."""
+    for m in modules:
+        m.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.gradient_checkpointing = True
+
+
+def checkpointed_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of ``model`` with gradient checkpointing on (``enable_gradient_checkpointing``)."""
+    return [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+
+
 def resolve_window_mode(method: GuidanceMethod, tokenizers: Sequence) -> str:
     """``auto``: ``all`` (diffusers' ``[1:-1]``) when every tokenizer pads with its end token,
     ``prompt`` when one pads with a real token (SD 2.x, SDXL)."""
@@ -126,6 +146,7 @@ class Guider:
     ):
         self.unet = unet
         self.weights = list(unet.parameters())  # listed once: walking the modules costs ms per step
+        self.checkpointed = checkpointed_modules(unet)
         self.scheduler = scheduler
         if attn_res is None:
             attn_res = default_attn_res(unet, latent_hw)
@@ -224,6 +245,7 @@ class Guider:
         with (
             torch.enable_grad(),
             _frozen_parameters(self.weights),
+            _checkpointing_off(self.checkpointed),
             recording_processors(self.unet, self.layer_names, self.recorder),
         ):
             yield

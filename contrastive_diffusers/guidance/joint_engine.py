@@ -15,7 +15,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from .engine import ForwardComplete, GuidanceConditioning, Guider, _frozen_parameters, can_truncate
+from .engine import (
+    ForwardComplete,
+    GuidanceConditioning,
+    Guider,
+    _checkpointing_off,
+    _frozen_parameters,
+    can_truncate,
+    checkpointed_modules,
+)
 from .joint_attention import JointAttentionRecorder, TextSequence, joint_recording_processors, select_blocks
 from .methods import GuidanceMethod
 from .schedule import GuidanceSchedule
@@ -73,6 +81,7 @@ class JointGuider(Guider):
         # Guider.__init__ selects UNet layers; the state every guider keeps is set the same way.
         self.transformer = transformer
         self.weights = list(transformer.parameters())
+        self.checkpointed = checkpointed_modules(transformer)
         self.run_transformer = run_transformer
         self.text = text
         self.attn_res = tuple(int(s) for s in grid_hw)
@@ -100,6 +109,7 @@ class JointGuider(Guider):
         with (
             torch.enable_grad(),
             _frozen_parameters(self.weights),
+            _checkpointing_off(self.checkpointed),
             joint_recording_processors(self.transformer, self.layer_names, self.recorder, self.text),
         ):
             yield
