@@ -236,6 +236,15 @@ def test_flux_embeddings_of_another_length_and_one_row_negatives(pipes, caplog):
     assert "has no effect with return_dict=False" in caplog.text
 
 
+def test_inputs_the_maps_cannot_follow_are_refused(pipes):
+    flux = pipes["flux"]
+    mask = torch.ones(1, 32 + 64, dtype=torch.bool)
+    with pytest.raises(ValueError, match="attention_mask in joint_attention_kwargs"):
+        _call(flux, "flux", guidance="syngen", token_groups=GROUPS, joint_attention_kwargs={"attention_mask": mask})
+    with pytest.raises(ValueError, match="does not support IP-Adapter inputs"):
+        _call(flux, "flux", guidance="syngen", token_groups=GROUPS, negative_ip_adapter_image_embeds=[mask])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradient_checkpointing_changes_nothing_and_stays_on(kind):
     pipe = KINDS[kind].from_pipe(tiny_pipeline(kind))

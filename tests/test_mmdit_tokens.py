@@ -31,6 +31,20 @@ def test_case_punctuation_and_lone_word_start_pieces(lookup):
     assert resolve_groups(lookup, "A Red car, and a zebra.", "auto")[0].words == ("red", "car")
 
 
+def test_the_same_words_however_the_tokenizer_was_loaded(lookup):
+    """transformers' T5Tokenizer gives a lone "▁" the next letter's offset, the same
+    tokenizer.json loaded as a plain fast tokenizer gives it the space's: the words are the same."""
+    from transformers import PreTrainedTokenizerFast
+
+    from contrastive_diffusers.models.tiny_tokenizers import T5_TOKENIZER_DIR
+
+    plain = T5WordLookup(PreTrainedTokenizerFast(tokenizer_file=str(T5_TOKENIZER_DIR / "tokenizer.json"),
+                                                 eos_token="</s>", pad_token="<pad>", unk_token="<unk>"), 32)
+    for prompt in ["a zebra and a firetruck", "A Red car, and a zebra.", "Ünïcode éclair's 42 dogs"]:
+        assert plain.prompt_tokens(prompt).words == lookup.prompt_tokens(prompt).words
+    assert dict(plain.prompt_tokens("a zebra").words)["zebra"] == (2, 3, 4, 5, 6)  # ▁ z e b ra
+
+
 def test_errors_name_the_problem(lookup):
     with pytest.raises(ValueError, match=r"Word 'truck' .* not in the prompt .* 1:'▁a'"):
         resolve_groups(lookup, "a red car", [["truck"]])

@@ -52,13 +52,16 @@ class T5WordLookup:
                 f"the pipeline's max_sequence_length argument (the commands keep its default), since guidance "
                 f"cannot see truncated tokens: {prompt!r}"
             )
+        pieces = self.tokenizer.convert_ids_to_tokens(ids)
+        # A lone "▁" starts the word of the piece after it ("▁", "z", "e", "bra"); its offset is
+        # the space before the word or the word's first letter, by how the tokenizer was loaded.
+        offsets = [offsets[i + 1] if pieces[i] == "▁" and i + 1 < own else offsets[i] for i in range(len(offsets))]
         words = []
         for match in _CLIP_PAT.finditer(prompt):
             start, end = match.span()
             positions = tuple(i + 1 for i, (s, e) in enumerate(offsets[:own]) if s < end and e > start)
             if positions:  # a character T5 drops (unknown to its vocabulary) has no piece
                 words.append((match.group().lower(), positions))
-        pieces = self.tokenizer.convert_ids_to_tokens(ids)
         return PromptTokens(
             prompt=prompt,
             input_ids=(self.pad_token_id, *ids[:own], self.eos_token_id),

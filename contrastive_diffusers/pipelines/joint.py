@@ -37,8 +37,15 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
     def _start_guidance(self, guidance, prompt, token_groups, num_images_per_prompt: int, passed: dict, **options):
         """Validate a guided call's inputs; resolve the method and the token groups on the
         text sequence the loss reads."""
-        if any(passed.get(k) is not None for k in ("ip_adapter_image", "ip_adapter_image_embeds")):
-            raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image.")
+        ip_adapter = ("ip_adapter_image", "ip_adapter_image_embeds", "negative_ip_adapter_image",
+                      "negative_ip_adapter_image_embeds")
+        if any(passed.get(k) is not None for k in ip_adapter):
+            raise ValueError("Attention guidance does not support IP-Adapter inputs yet; drop ip_adapter_image "
+                             "(and its negative_/_embeds forms).")
+        if (passed.get("joint_attention_kwargs") or {}).get("attention_mask") is not None:
+            # the recorded maps are the unmasked softmax: the loss would read keys the block ignores
+            raise ValueError("Attention guidance does not support an attention_mask in joint_attention_kwargs; "
+                             "drop it, or call without guidance.")
         check_guidable_loop(self)
         lookup = self._word_lookup(passed, options)
         return GuidanceSession.start(lookup, guidance, prompt, token_groups, num_images_per_prompt, **options)
