@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic_io import atomic_path, save_image_atomic
-from .models.loading import default_size, is_flux, is_sdxl
+from .models.loading import default_size, is_flux, is_sdxl, map_grid, size_multiple
 
 
 def is_method_file(entry) -> bool:
@@ -108,12 +108,31 @@ def generation_options(
             f"true_cfg_scale {true_cfg_scale} needs a negative prompt (diffusers runs true CFG only with one): "
             "add one (--negative-prompt TEXT) or drop the true CFG scale."
         )
+    if flux and guidance_scale is not None and not pipe.transformer.config.guidance_embeds:
+        raise ValueError(
+            "This FLUX.1 model (schnell-like: its transformer has no guidance embedding) takes no guidance scale; "
+            "drop it (--guidance-scale)."
+        )
     default_h, default_w = default_size(pipe)
+    height, width = height or default_h, width or default_w
+    multiple = size_multiple(pipe)
+    if height % multiple or width % multiple:
+        raise ValueError(
+            f"{type(pipe).__name__} draws images whose height and width are multiples of {multiple}; got "
+            f"{height}x{width}: use e.g. {max(multiple, height // multiple * multiple)}x"
+            f"{max(multiple, width // multiple * multiple)}."
+        )
+    scale = guidance_scale if guidance_scale is not None else default_guidance_scale(pipe)
+    if negative_prompt and not flux and not scale > 1:
+        raise ValueError(
+            f"guidance_scale {scale} turns classifier-free guidance off, and with it the negative prompt: raise "
+            "the guidance scale above 1 (--guidance-scale) or drop the negative prompt."
+        )
     options = {
-        "height": height or default_h,
-        "width": width or default_w,
+        "height": height,
+        "width": width,
         "num_inference_steps": steps,
-        "guidance_scale": guidance_scale if guidance_scale is not None else default_guidance_scale(pipe),
+        "guidance_scale": scale,
         "negative_prompt": negative_prompt,
     }
     if true_cfg:  # only when on: the settings of runs made without it stay as they were (resume)
@@ -129,6 +148,32 @@ def default_guidance_scale(pipe) -> float:
     if is_sdxl(pipe) or hasattr(pipe, "transformer"):
         return float(inspect.signature(pipe.__call__).parameters["guidance_scale"].default)
     return 7.5
+
+
+def check_map_settings(pipe, options: dict, attn_res, methods: dict) -> None:
+    """``ValueError`` before any image for map settings the guided calls would refuse: an
+    ``attn_res`` with nothing guided or on an MMDiT model (it picks UNet layers), one no
+    cross-attention layer has at this image size, or maps too small for a method's smoothing."""
+    guided = [m for m in methods.values() if m is not None]
+    if attn_res is not None and not guided:
+        raise ValueError("attn_res (--attn-res) picks the maps guidance reads, and no method here guides; drop it.")
+    if not guided:
+        return
+    grid = map_grid(pipe, options["height"], options["width"])
+    if hasattr(pipe, "transformer"):
+        if attn_res is not None:
+            raise ValueError(
+                f"attn_res selects UNet cross-attention layers; {type(pipe).__name__} has joint-attention blocks "
+                "instead (its `blocks` argument). Drop attn_res (--attn-res) for this model."
+            )
+        map_hw = grid  # one map cell per patch token
+    else:
+        from .guidance.attention import default_attn_res, select_layers
+
+        map_hw = tuple(int(s) for s in attn_res) if attn_res is not None else default_attn_res(pipe.unet, grid)
+        select_layers(pipe.unet, grid, map_hw)
+    for method in guided:
+        method.check_map_size(map_hw)
 
 
 # ============================================================================ token groups

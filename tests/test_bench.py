@@ -495,6 +495,13 @@ def test_a_prompt_file_spec_that_is_no_caption_spec_is_refused_before_drawing(tm
     assert not (tmp_path / "run").exists()
 
 
+def test_map_settings_the_guided_images_would_refuse_are_refused_before_drawing(tmp_path, clip_dir):
+    """A map size no layer has would fail every guided image, one by one, as failed records."""
+    with pytest.raises(ValueError, match="No cross-attention layer has 3x3 maps"):
+        run_benchmark(_fast_config(tmp_path, clip_dir, methods=["none", "ebama"], attn_res=(3, 3)))
+    assert not (tmp_path / "run" / "none").exists()
+
+
 def test_stale_temporaries_are_cleaned_only_in_bench_folders(tmp_path):
     from contrastive_diffusers.eval.run_folder import remove_stale_temporaries
 

@@ -172,18 +172,68 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the command's only
 
 
-def test_pipeline_value_error_exits_2_and_is_recorded(tmp_path, capsys):
-    # No cross-attention layer of the tiny UNet has 3x3 maps at 128 px.
-    args = ["generate", PROMPT, *FAST, "--method", "ebama", "--attn-res", "3", "3", "--output-dir", str(tmp_path)]
+@pytest.mark.parametrize("extra, message", [
+    # no cross-attention layer of the tiny UNet has 3x3 maps at 128 px
+    (["--attn-res", "3", "3"], "No cross-attention layer has 3x3 maps"),
+    # at 32 px the 1x1 maps are too small for EBAMA's smoothing kernel
+    (["--height", "32", "--width", "32"], "1x1 attention maps are too small for the smoothing kernel"),
+    (["--height", "100"], "multiples of 8; got 100x128"),
+    (["--guidance-scale", "1", "--negative-prompt", "blurry"], "turns classifier-free guidance off"),
+])
+def test_settings_the_guided_images_would_refuse_fail_before_the_plain_ones(tmp_path, capsys, extra, message):
+    args = ["generate", PROMPT, *FAST, "--method", "none,ebama", *extra, "--output-dir", str(tmp_path / "run")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing drawn, no folder left
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "none", "--attn-res", "8", "8"], "no method here guides; drop it"),
+    (["--method", "none", "--token-groups", "red car"], "--token-groups are read only by guided methods"),
+])
+def test_settings_nothing_reads_are_refused(tmp_path, capsys, extra, message):
+    assert main(["generate", PROMPT, *FAST, *extra, "--output-dir", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_pipeline_error_mid_run_exits_2_and_is_recorded(tmp_path, capsys, monkeypatch):
+    """What the checks up front cannot see (the pipeline refusing an input, a full disk) ends
+    the run with its message in settings.json; a run with no image leaves the folder reusable."""
+    real_run_job = generate.run_job
+    failure = [ValueError("the pipeline refused this")]
+
+    def failing_run_job(run, job):
+        if failure:
+            raise failure[0]
+        return real_run_job(run, job)
+
+    monkeypatch.setattr(generate, "run_job", failing_run_job)
+    args = ["generate", PROMPT, *FAST, "--method", "ebama", "--output-dir", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the pipeline refused this") and "Traceback" not in err
     s = _settings(tmp_path)
-    assert s["status"] == "failed" and s["images"] == [] and "3x3" in s["error"]
-    # a run refused before its first image has nothing to overwrite: the corrected command may reuse the folder
-    args[args.index("--attn-res"):args.index("--attn-res") + 3] = []
+    assert s["status"] == "failed" and s["images"] == [] and s["error"] == "the pipeline refused this"
+    failure[0] = FileExistsError(17, "File exists", str(tmp_path / "ebama"))
+    assert main(args) == 2  # the folder held no image: the command may run there again
+    assert f"error: cannot write {tmp_path / 'ebama'}: File exists" in capsys.readouterr().err
+    failure.clear()
     assert main(args) == 0
     assert _settings(tmp_path)["status"] == "finished"
+
+
+def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no folder can be made (root can write to any other folder)")
+    monkeypatch.setattr(generate, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["generate", PROMPT, *FAST, "--output-dir", "/proc/contrastive-diffusers-test"]) == 2
+    assert "cannot write to --output-dir /proc/contrastive-diffusers-test: No such file" in capsys.readouterr().err
+
+
+def test_a_run_stopped_before_its_first_image_leaves_the_folder_reusable(tmp_path):
+    (tmp_path / "settings.json").write_text(json.dumps({"status": "interrupted", "images": []}))
+    assert main(["generate", PROMPT, *FAST, "--method", "none", "--output-dir", str(tmp_path)]) == 0
 
 
 def test_default_output_dir_is_fresh(tmp_path, monkeypatch):
@@ -378,6 +428,18 @@ def test_flux_reads_a_negative_prompt_only_with_true_cfg(tmp_path, capsys):
     assert settings["generation"]["true_cfg_scale"] == 4.0 and settings["generation"]["negative_prompt"] == "blurry"
 
 
+@pytest.mark.parametrize("model, extra, message", [
+    # FluxPipeline would resize such an image with a warning, and settings.json record the size asked for
+    ("tiny-flux", ["--height", "100"], "multiples of 16; got 100x128"),
+    ("tiny-flux-schnell", ["--guidance-scale", "1"], "takes no guidance scale"),
+])
+def test_flux_settings_the_pipeline_would_change_or_ignore_are_refused(tmp_path, capsys, model, extra, message):
+    args = ["generate", "a red car", "--model", model, "--steps", "1", "--method", "none", *extra,
+            "--output-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command, other_file", [
     (["bench", "--prompts", "shapes:sample", "--num-prompts", "1", "--method", "none", "--clip-model", "none"], "tune.json"),
     (["tune", "--method", "ae"], "bench.json"),
@@ -392,7 +454,7 @@ def test_a_folder_holding_another_commands_run_is_refused(command, other_file, t
     assert sorted(p.name for p in folder.iterdir()) == [other_file]  # nothing written beside it
 
 
-def test_a_generate_run_refused_before_its_first_image_holds_no_run(tmp_path):
+def test_a_generate_run_without_images_holds_no_run(tmp_path):
     from contrastive_diffusers.eval.run_folder import other_command_in
 
     (tmp_path / "settings.json").write_text(json.dumps({"status": "failed", "images": []}))

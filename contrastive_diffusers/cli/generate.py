@@ -7,6 +7,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ..records import versions
 from ..runs import (
     ImageRun,
     build_methods,
+    check_map_settings,
     generation_options,
     groups_record,
     inapplicable_methods,
@@ -160,6 +162,9 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict,
     is guided. With a ``skipped`` dict, a method that cannot guide a prompt (CONFORM with one
     object) is noted there as ``{(method, prompt index): why}`` instead of refusing the run."""
     if all(m is None for m in methods.values()):
+        if any(spec != "auto" for spec in specs):
+            raise ValueError("--token-groups are read only by guided methods, and no method here guides; "
+                             "drop them, or add a method (--method none,conform).")
         return None
     resolved = []
     for index, (prompt, spec) in enumerate(zip(prompts, specs, strict=True)):
@@ -250,6 +255,9 @@ def run_jobs(run: ImageRun, jobs: list[Job], settings: dict, settings_path: Path
     except ValueError as err:  # the pipeline rejecting the user's input (size, attn_res, ...)
         settings["error"] = str(err)
         print(f"error: {err}", file=sys.stderr)
+    except OSError as err:  # the output folder: not writable, a file in the way, the disk full
+        settings["error"] = f"cannot write {err.filename or run.out_dir}: {err.strerror or err}"
+        print(f"error: {settings['error']}", file=sys.stderr)
     finally:  # also on unexpected errors, whose traceback then follows
         if settings["status"] == "running":
             settings["status"] = "failed"
@@ -258,21 +266,32 @@ def run_jobs(run: ImageRun, jobs: list[Job], settings: dict, settings_path: Path
 
 
 def check_output_dir(out_dir: Path | None) -> None:
-    """A given ``--output-dir`` must be new or hold no earlier run: images are named by prompt
-    index and seed, so a second run there would overwrite the first one's."""
+    """A given ``--output-dir`` must be new or hold no earlier run's images: they are named by
+    prompt index and seed, so a second run there would overwrite the first one's. A file is
+    written there (and the folders made for it removed again) before the model loads, so that
+    a folder that cannot be written fails at once."""
     if out_dir is None:
         return
     # here: eval's package imports torch (--help stays fast)
-    from ..eval.run_folder import other_command_in, refused_before_any_image
+    from ..eval.run_folder import holds_no_images, other_command_in
 
     problem = other_command_in(out_dir, "generate")
     if problem:
         raise CliError(problem)
-    if (out_dir / "settings.json").exists() and not refused_before_any_image(out_dir / "settings.json"):
+    if (out_dir / "settings.json").exists() and not holds_no_images(out_dir / "settings.json"):
         raise CliError(
             f"--output-dir {out_dir} already holds a generate run (settings.json), whose images this run would "
             "overwrite; give another folder, or leave --output-dir out for a fresh outputs/generate-<time>."
         )
+    missing = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # the deepest first
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+        for folder in missing:  # a refused run leaves no empty folder behind
+            folder.rmdir()
+    except OSError as err:
+        raise CliError(f"cannot write to --output-dir {out_dir}: {err.strerror or err}") from None
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -294,6 +313,7 @@ def run_generate(args: argparse.Namespace) -> int:
         resolved = resolve_prompt_groups(pipe, prompts, specs, methods, skipped)
         options = generation_options(pipe, args.height, args.width, args.steps, args.guidance_scale,
                                      args.negative_prompt, args.true_cfg_scale)
+        check_map_settings(pipe, options, args.attn_res, methods)
     except ValueError as err:
         raise CliError(str(err)) from None
 
@@ -305,10 +325,13 @@ def run_generate(args: argparse.Namespace) -> int:
         heatmaps=not args.no_heatmaps,
         out_dir=args.output_dir or default_output_dir(),
     )
-    run.out_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run.out_dir / "settings.json"
     settings = initial_settings(args, run, device, dtype_name, specs, resolved)
-    write_json_atomic(settings_path, settings)
+    try:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(settings_path, settings)
+    except OSError as err:
+        raise CliError(f"cannot write to the output folder {run.out_dir}: {err.strerror or err}") from None
 
     for (name, index), why in (skipped or {}).items():
         settings["skipped"].append({"method": name, "prompt_index": index, "reason": why})

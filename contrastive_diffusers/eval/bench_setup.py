@@ -14,7 +14,14 @@ from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 from ..models.names import EMBEDDED_CLIP, TINY_CLIP
 from ..models.schedulers import use_scheduler
 from ..prompts import PromptItem, contrast_set
-from ..runs import ImageRun, build_methods, generation_options, inapplicable_methods, resolve_token_groups
+from ..runs import (
+    ImageRun,
+    build_methods,
+    check_map_settings,
+    generation_options,
+    inapplicable_methods,
+    resolve_token_groups,
+)
 from ..shapes.spec import CaptionSpec
 from .bench_config import BenchConfig
 from .prompt_sets import load_prompt_set
@@ -208,7 +215,8 @@ def setup_run(config: BenchConfig) -> BenchSetup:
             pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt,
             config.true_cfg_scale,
         )
-    except ValueError as err:  # a negative prompt or true CFG scale the model would ignore
+        check_map_settings(pipe, options, config.attn_res, methods)
+    except ValueError as err:  # a setting the model would ignore or refuse on the first guided image
         raise BenchInputError(str(err)) from None
     fingerprint = {
         "model": config.model,

@@ -67,23 +67,23 @@ RUN_FILES = {"bench": BENCH_FILE, "tune": "tune.json", "generate": "settings.jso
 def other_command_in(folder: Path, command: str) -> str | None:
     """A message when ``folder`` holds another command's run (``bench``, ``tune`` or
     ``generate``), whose report or settings ``command`` would overwrite; else ``None``. A
-    generate run refused before its first image holds nothing to overwrite."""
+    generate run that ended before its first image holds nothing to overwrite."""
     for other, name in RUN_FILES.items():
         path = Path(folder) / name
-        if other != command and path.exists() and not (other == "generate" and refused_before_any_image(path)):
+        if other != command and path.exists() and not (other == "generate" and holds_no_images(path)):
             return (f"{folder} holds a {other} run ({name}), not a {command} run: {command} would overwrite its "
                     f"report or mix with its files; choose another folder.")
     return None
 
 
-def refused_before_any_image(settings_path: Path) -> bool:
-    """A generate run whose input the pipeline refused (size, attn_res, ...) before it made an
-    image: its folder holds nothing to keep."""
+def holds_no_images(settings_path: Path) -> bool:
+    """A generate run that ended before its first image (its input refused, or stopped while
+    the first image was drawn): its folder holds nothing to keep."""
     try:
         settings = read_json(settings_path)
     except (OSError, ValueError):
         return False
-    return isinstance(settings, dict) and settings.get("status") == "failed" and not settings.get("images")
+    return isinstance(settings, dict) and not settings.get("images")
 
 
 def remove_stale_temporaries(run_dir: Path) -> int:

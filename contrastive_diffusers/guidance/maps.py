@@ -57,17 +57,24 @@ def gaussian_kernel(kernel_size: int = 3, sigma: float = 0.5, device=None) -> to
     return kernel / kernel.sum()
 
 
+def check_smoothable(map_hw: tuple[int, int], kernel_size: int) -> None:
+    """``ValueError`` when maps of ``map_hw`` are too small for the smoothing kernel: reflect
+    padding needs a side longer than the pad."""
+    side = min(int(s) for s in map_hw)
+    if kernel_size // 2 >= side:
+        raise ValueError(
+            f"{map_hw[0]}x{map_hw[1]} attention maps are too small for the smoothing kernel of size {kernel_size}; "
+            f"draw larger images, read larger maps (UNet models: attn_res / --attn-res), or give the method a "
+            f"kernel_size below {2 * side}."
+        )
+
+
 def smooth(maps: torch.Tensor, kernel_size: int = 3, sigma: float = 0.5) -> torch.Tensor:
     """Gaussian-smooth 2-D maps ``(..., h, w)`` with reflect padding (output has the same shape)."""
     shape = maps.shape
     flat = maps.reshape(-1, 1, shape[-2], shape[-1])
+    check_smoothable((shape[-2], shape[-1]), kernel_size)
     pad = kernel_size // 2
-    if pad >= min(shape[-2], shape[-1]):  # reflect padding needs a side longer than the pad
-        raise ValueError(
-            f"{shape[-2]}x{shape[-1]} attention maps are too small for the smoothing kernel of size {kernel_size}; "
-            f"draw larger images, read larger maps (attn_res / --attn-res), or give the method a kernel_size "
-            f"below {2 * min(shape[-2], shape[-1])}."
-        )
     flat = F.pad(flat, (pad, pad, pad, pad), mode="reflect")
     kernel = gaussian_kernel(kernel_size, sigma, maps.device).to(maps.dtype)
     return F.conv2d(flat, kernel[None, None]).reshape(shape)

@@ -19,6 +19,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 
 from . import losses
+from .maps import check_smoothable
 from .schedule import GuidanceSchedule, StepPosition
 
 TokenWindow = Literal["auto", "all", "prompt"]
@@ -46,6 +47,8 @@ class GuidanceMethod(ConfigMixin, ABC):
     name = "base"
     #: whether :meth:`loss` reads the previous denoising step's maps.
     uses_previous_maps = False
+    #: whether :meth:`loss` smooths the maps (``kernel_size``, ``sigma``).
+    smooths_maps = True
 
     def __init__(
         self,
@@ -114,6 +117,11 @@ class GuidanceMethod(ConfigMixin, ABC):
 
     def _smoothing(self) -> dict:
         return dict(kernel_size=self.kernel_size, sigma=self.sigma)
+
+    def check_map_size(self, map_hw: tuple[int, int]) -> None:
+        """``ValueError`` when this method cannot read maps of ``map_hw`` (too small to smooth)."""
+        if self.smooths_maps:
+            check_smoothable(map_hw, self.kernel_size)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.init_kwargs().items())
@@ -280,6 +288,7 @@ class SynGen(GuidanceMethod):
     (the authors' ``num_intervention_steps=25``), no refinement."""
 
     name = "syngen"
+    smooths_maps = False
 
     @register_to_config
     def __init__(

@@ -161,6 +161,23 @@ def is_flux(pipe) -> bool:
     return isinstance(pipe, FluxPipeline)
 
 
+def size_multiple(pipe) -> int:
+    """What height and width must be multiples of: the VAE's downsampling, times the
+    transformer's patch on SD3 and the 2x2 packing on Flux (whose pipeline would otherwise
+    resize the image with a warning, not refuse)."""
+    if is_flux(pipe):
+        return pipe.vae_scale_factor * 2
+    if hasattr(pipe, "transformer"):
+        return pipe.vae_scale_factor * pipe.transformer.config.patch_size
+    return pipe.vae_scale_factor
+
+
+def map_grid(pipe, height: int, width: int) -> tuple[int, int]:
+    """The latent (UNet) or patch grid (MMDiT) of an image of ``height`` x ``width``."""
+    side = size_multiple(pipe)
+    return height // side, width // side
+
+
 def default_size(pipe) -> tuple[int, int]:
     """The model's native (height, width): the pipeline's own default, as its ``__call__`` would
     pick, except for Flux, whose pipeline defaults to 1024 px whatever the model; there the
