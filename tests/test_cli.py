@@ -415,6 +415,12 @@ def test_default_methods_skip_a_prompt_they_cannot_guide_named_ones_refuse_it(tm
     named = ["generate", "a red car", *FAST, "--method", "none,conform", "--output-dir", str(tmp_path / "named")]
     assert main(named) == 2
     assert "CONFORM needs at least two" in capsys.readouterr().err and not (tmp_path / "named").exists()
+    # a prompt the parser finds no object in: drawn plainly by the default methods, refused by named ones
+    assert main(["generate", "beautiful", *FAST, "--output-dir", str(tmp_path / "no-noun")]) == 0
+    s = _settings(tmp_path / "no-noun")
+    assert [r["method"] for r in s["images"]] == ["none"] and s["token_groups"] == [None]
+    assert "conform skipped for prompt 0 ('beautiful'): The automatic prompt parser" in capsys.readouterr().err
+    assert main(["generate", "beautiful", *FAST, "--method", "none,conform", "--output-dir", str(tmp_path / "x")]) == 2
 
 
 def test_flux_reads_a_negative_prompt_only_with_true_cfg(tmp_path, capsys):

@@ -168,7 +168,15 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict,
         return None
     resolved = []
     for index, (prompt, spec) in enumerate(zip(prompts, specs, strict=True)):
-        groups = resolve_token_groups(pipe, prompt, spec)
+        try:
+            groups = resolve_token_groups(pipe, prompt, spec)
+        except ValueError as err:
+            if skipped is None or spec != "auto":  # groups the user gave are the user's to fix
+                raise
+            # the parser found nothing to guide: the default methods draw the prompt plainly
+            skipped.update({(name, index): str(err) for name, method in methods.items() if method is not None})
+            resolved.append(None)
+            continue
         problems = inapplicable_methods(groups, prompt, methods, spec)
         if problems and skipped is None:
             raise ValueError(next(iter(problems.values())))
@@ -234,7 +242,8 @@ def initial_settings(args, run: ImageRun, device: str, dtype_name: str, specs: l
         "prompts": list(args.prompt),
         "seeds": args.seeds,
         "token_group_specs": specs,
-        "token_groups": [groups_record(g) for g in resolved] if resolved is not None else None,
+        # per prompt; None where nothing guides it (a prompt the default methods draw plainly)
+        "token_groups": None if resolved is None else [g and groups_record(g) for g in resolved],
         "status": "running",
         "skipped": [],  # (method, prompt) pairs the default methods could not guide
         "images": [],
