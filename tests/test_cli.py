@@ -446,6 +446,17 @@ def test_flux_settings_the_pipeline_would_change_or_ignore_are_refused(tmp_path,
     assert message in capsys.readouterr().err
 
 
+def test_a_method_that_guides_no_step_is_named(tmp_path, capsys):
+    # on MMDiT models the papers' step indices are fractions of 50: EBAMA's 26 updates, 52% of
+    # a 1-step run, end before its first step; A&E refines at step 0
+    args = ["generate", "a red car and a blue bench", "--model", "tiny-sd3", "--steps", "1", "--method", "ebama,ae",
+            "--quiet", "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: ebama guided no step at 1 steps" in err and "attend_and_excite guided" not in err
+    assert [r["guidance"]["guided_steps"] for r in _settings(tmp_path)["images"]] == [0, 1]
+
+
 @pytest.mark.parametrize("command, other_file", [
     (["bench", "--prompts", "shapes:sample", "--num-prompts", "1", "--method", "none", "--clip-model", "none"], "tune.json"),
     (["tune", "--method", "ae"], "bench.json"),

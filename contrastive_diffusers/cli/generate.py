@@ -253,10 +253,16 @@ def initial_settings(args, run: ImageRun, device: str, dtype_name: str, specs: l
 def run_jobs(run: ImageRun, jobs: list[Job], settings: dict, settings_path: Path) -> int:
     """Make every image, recording each in settings.json as soon as it exists."""
     status = EXIT_USAGE
+    unguided: set[str] = set()  # methods already warned about
     try:
         for job in jobs:
-            settings["images"].append(run_job(run, job))
+            settings["images"].append(record := run_job(run, job))
             write_json_atomic(settings_path, settings)  # an interrupted run keeps what finished
+            if record["guidance"] is not None and not record["guidance"]["guided_steps"] and job.method not in unguided:
+                unguided.add(job.method)
+                print(f"warning: {job.method} guided no step at {run.options['num_inference_steps']} steps (its "
+                      "schedule ends before the first one): its images equal plain generation; raise --steps.",
+                      file=sys.stderr)
         settings["status"], status = "finished", EXIT_OK
     except KeyboardInterrupt:
         settings["status"], status = "interrupted", EXIT_INTERRUPTED
