@@ -13,16 +13,12 @@ from contrastive_diffusers.training.losses import (
     steering_loss,
 )
 from contrastive_diffusers.training.mcpl import bind_pairs, token_labels
-from contrastive_diffusers.training.reversion import negative_words
+from contrastive_diffusers.training.reversion import excluded_token_ids, negative_token_ids
 from contrastive_diffusers.training.timesteps import (
     relation_focal_probabilities,
     sample_timestep,
 )
-from contrastive_diffusers.training.vocabulary import (
-    PREPOSITIONS,
-    STOP_WORDS,
-    content_words,
-)
+from contrastive_diffusers.training.vocabulary import PREPOSITIONS, STOP_WORDS
 
 
 # ----------------------------------------------------------------------------- steering (ReVersion)
@@ -39,14 +35,22 @@ def test_steering_loss_by_hand():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_steering_loss_batches_average_and_no_negatives_is_zero():
+def test_steering_loss_pools_the_batch_positives_as_the_authors_code_does():
+    """One InfoNCE per batch: ReVersion's calculate_steer_loss takes the relation embedding once
+    and every positive token of the batch (num_positives x batch rows) in one numerator, every
+    negative token occurrence in the denominator."""
     anchor = torch.tensor([1.0, 0.0])
-    pos = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # (B=2, P=1, D)
-    neg = torch.tensor([[0.0, 1.0]])
-    per = [steering_loss(anchor, pos[b], neg, 0.07).item() for b in range(2)]
-    assert steering_loss(anchor, pos, neg, 0.07).item() == pytest.approx(sum(per) / 2, rel=1e-6)
-    assert steering_loss(anchor, pos, None).item() == 0.0
-    assert steering_loss(anchor, pos, torch.empty(0, 2)).item() == 0.0
+    positives = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # example 1's preposition, example 2's
+    negatives = torch.tensor([[0.0, -1.0], [0.0, -1.0]])  # one word twice: counted twice
+    t = 0.5
+    numerator = math.log(math.exp(1 / t) + math.exp(0))
+    expected = math.log(math.exp(1 / t) + 1 + 2 * math.exp(0)) - numerator
+    assert steering_loss(anchor, positives, negatives, t).item() == pytest.approx(expected, rel=1e-6)
+    # not the mean of one InfoNCE per example (what an earlier version computed)
+    per_example = [steering_loss(anchor, positives[b:b + 1], negatives, t).item() for b in range(2)]
+    assert abs(sum(per_example) / 2 - expected) > 0.1
+    assert steering_loss(anchor, positives, None).item() == 0.0
+    assert steering_loss(anchor, positives, torch.empty(0, 2)).item() == 0.0
 
 
 def test_steering_gradient_pulls_anchor_towards_positives():
@@ -187,9 +191,21 @@ def test_sampled_timesteps_follow_the_distribution():
 
 
 # ----------------------------------------------------------------------------- words
-def test_preposition_basis_and_negative_words():
-    assert len(PREPOSITIONS) == 56 and len(set(PREPOSITIONS)) == 56
-    assert all(" " not in w for w in PREPOSITIONS) and not STOP_WORDS & set(PREPOSITIONS)
-    words = negative_words(["a cat <R> the basket!", "Two dogs <R> a red box, 3 times <|endoftext|>"], ["<R>"])
-    assert words == ["cat", "basket", "dogs", "red", "box", "times"]
-    assert content_words(["sks on the table"], exclude=["sks"]) == ["table"]
+def test_preposition_basis_and_negative_tokens():
+    from contrastive_diffusers.models.tiny_tokenizers import tiny_tokenizer
+
+    # the authors' lists: 56 prepositions, NLTK's 127 English stop words
+    assert len(PREPOSITIONS) == 56 == len(set(PREPOSITIONS)) and all(" " not in w for w in PREPOSITIONS)
+    assert len(STOP_WORDS) == 127 == len(set(STOP_WORDS))
+    assert {"amidst", "astride", "versus"} <= set(PREPOSITIONS) and "during" not in PREPOSITIONS
+    tok = tiny_tokenizer()
+    tok.add_tokens(["<R>"])
+    excluded = excluded_token_ids(tok, ["<R>"], PREPOSITIONS)
+    captions = ["a cat <R> the basket!", "Two cats <R> a red box, 3 times <|endoftext|>"]
+    negatives = negative_token_ids(tok, captions, excluded)
+    # every other token, each occurrence: punctuation and numbers too, as in the authors' code
+    expected = [t for c in captions for t in tok(c, add_special_tokens=False).input_ids if t not in excluded]
+    assert negatives == expected
+    words = tok.convert_ids_to_tokens(negatives)
+    assert words[0] == "cat</w>" and {"!</w>", "3</w>", ",</w>"} <= set(words) and words.count("cat</w>") == 1
+    assert not {"a</w>", "the</w>", "<R>", tok.eos_token} & set(words)

@@ -82,36 +82,26 @@ def steering_loss(
     negatives: torch.Tensor | None,
     temperature: float = 0.07,
 ) -> torch.Tensor:
-    """ReVersion's steering loss: multi-positive InfoNCE between the normalised relation-token
-    embedding and positive (preposition) embeddings, against negative embeddings.
-
-    ``anchor``: ``(D,)`` or ``(B, D)``; ``positives``: ``(P, D)`` or ``(B, P, D)``;
-    ``negatives``: ``(N, D)`` shared by the batch, ``(B, N, D)``, or ``None``/empty. Per
-    sample ``-log(sum_p e^{a.p/t} / (sum_p e^{a.p/t} + sum_n e^{a.n/t}))`` on unit vectors,
-    averaged over the batch. Without negatives the loss is 0 (nothing to push away from).
+    """ReVersion's steering loss: one multi-positive InfoNCE between the normalised relation-token
+    embedding ``anchor`` ``(D,)`` and every positive row ``(P, D)`` (the token pieces of the
+    prepositions drawn for the whole batch, pooled as the authors' code pools them), against
+    the negative rows ``(N, D)`` (``None`` or empty: none):
+    ``-log(sum_p e^{a.p/t} / (sum_p e^{a.p/t} + sum_n e^{a.n/t}))`` on unit vectors. Without
+    negatives the loss is 0 (nothing to push away from).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    if anchor.dim() == 1:
-        anchor = anchor.unsqueeze(0)
-    if positives.dim() == 2:
-        positives = positives.unsqueeze(0).expand(anchor.shape[0], -1, -1)
-    if positives.shape[0] != anchor.shape[0] and anchor.shape[0] == 1:
-        anchor = anchor.expand(positives.shape[0], -1)
-    if positives.shape[0] != anchor.shape[0] or positives.shape[-1] != anchor.shape[-1] or positives.shape[1] == 0:
+    if anchor.dim() != 1 or positives.dim() != 2 or positives.shape[0] == 0 or positives.shape[1] != anchor.shape[0]:
         raise ValueError(
             f"steering_loss: anchor {tuple(anchor.shape)} and positives {tuple(positives.shape)} do not match "
-            "(need (B, D) and (B, P, D) with P >= 1)."
+            "(need (D,) and (P, D) with P >= 1)."
         )
     a = F.normalize(anchor.float(), dim=-1)
-    pos = torch.einsum("bd,bpd->bp", a, F.normalize(positives.float(), dim=-1)) / temperature
+    pos = F.normalize(positives.float(), dim=-1) @ a / temperature
     logits = pos
     if negatives is not None and negatives.numel() > 0:
-        if negatives.dim() == 2:
-            negatives = negatives.unsqueeze(0).expand(a.shape[0], -1, -1)
-        neg = torch.einsum("bd,bnd->bn", a, F.normalize(negatives.float(), dim=-1)) / temperature
-        logits = torch.cat([pos, neg], dim=1)
-    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(pos, dim=1)).mean()
+        logits = torch.cat([pos, F.normalize(negatives.float(), dim=-1) @ a / temperature])
+    return torch.logsumexp(logits, dim=0) - torch.logsumexp(pos, dim=0)
 
 
 def prompt_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:

@@ -4,13 +4,16 @@
         --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --train_data_dir reversion_benchmark/painted_on --output_dir out/painted_on
 
-Loss = denoising MSE + ``--steering_loss_weight`` x steering loss. The steering loss is a
-multi-positive InfoNCE (temperature ``--steering_temperature``) between the normalised input
-embedding of ``<R>`` and the embeddings of ``--num_positives`` prepositions drawn per example
-from a basis of 56 English prepositions (``vocabulary.PREPOSITIONS``), against negatives:
-the other content words of the batch's captions (no stop words, no prepositions, no
-placeholder, special or padding tokens — SD 2.x pads with the real token "!", so padding is
-excluded by position, never by id). With SDXL it is averaged over both text encoders.
+Loss = denoising MSE + ``--steering_loss_weight`` x steering loss. The steering loss is, as in
+the authors' code, one multi-positive InfoNCE (temperature ``--steering_temperature``) per
+batch between the normalised input embedding of ``<R>`` and the token rows of the
+``--num_positives`` prepositions drawn for each example from the basis of 56 English
+prepositions (``vocabulary.PREPOSITIONS``), pooled over the batch, against negatives: every
+token of the batch's captions (each occurrence) except the tokens of stop words and of the
+basis, the placeholders and the start, end and padding tokens (SD 2.x pads with the real token
+"!", so the captions are tokenized without padding; the authors' code would count those "!"
+as negatives). With SDXL it is averaged over both text encoders; under several processes
+every process computes it on the whole global batch, as one process would.
 
 Timesteps are drawn by relation-focal importance sampling, ``p(t) ∝ 1 - α cos(π t / T)``
 (``--relation_focal_alpha``, 0 for uniform). Defaults follow the paper: ``<R>`` from "and",
@@ -27,21 +30,30 @@ from types import MappingProxyType
 import torch
 
 from .args import comma_list
-from .embeddings import word_embedding
 from .entry import run_main
 from .losses import denoising_loss, steering_loss
 from .timesteps import relation_focal_probabilities
 from .tokens import TokenMethod
 from .trainer import Trainer
-from .vocabulary import PREPOSITIONS, content_words
+from .vocabulary import PREPOSITIONS, STOP_WORDS
 
 
-def negative_words(captions: Sequence[str], placeholder_tokens: Sequence[str], basis: Sequence[str] = ()) -> list[str]:
-    """The batch's negatives: content words of its captions, without the placeholder tokens
-    and without any word of the positive basis (a custom ``--prepositions`` list may hold
-    words the built-in one lacks: a word must never be both positive and negative)."""
-    basis_words = [word for entry in basis for word in entry.lower().split()]
-    return content_words(captions, exclude=[*placeholder_tokens, *basis_words])
+def excluded_token_ids(tokenizer, placeholder_tokens: Sequence[str], basis: Sequence[str]) -> set[int]:
+    """Token ids that are never negatives: the pieces of the stop words and of the positive
+    basis (a word must never be both positive and negative), the placeholders and the special
+    tokens."""
+    words = [*STOP_WORDS, *basis]  # one at a time: pieces as in the joined text, without a length warning
+    ids = {i for row in tokenizer(words, add_special_tokens=False).input_ids for i in row}
+    ids |= set(tokenizer.convert_tokens_to_ids(list(placeholder_tokens)))
+    return ids | {i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+
+
+def negative_token_ids(tokenizer, captions: Sequence[str], excluded: set[int]) -> list[int]:
+    """Every token of ``captions`` (each occurrence, in order) whose id is not ``excluded``;
+    tokenized without start, end or padding tokens, truncated as the text encoder sees them."""
+    rows = tokenizer(list(captions), add_special_tokens=False, truncation=True,
+                     max_length=tokenizer.model_max_length - 2).input_ids
+    return [i for row in rows for i in row if i not in excluded]
 
 
 class ReVersion(TokenMethod):
@@ -97,49 +109,40 @@ class ReVersion(TokenMethod):
         args = trainer.args
         self.basis = list(args.prepositions) if args.prepositions is not None else list(PREPOSITIONS)
         m = trainer.models
-        self._tables = []  # per encoder: frozen (P, D) preposition embeddings
-        for tok, enc in zip(m.tokenizers, m.text_encoders):
-            weight = enc.get_input_embeddings().weight
-            self._tables.append(torch.stack([word_embedding(tok, weight, w) for w in self.basis]).to(trainer.device))
-        self._word_cache: dict[str, list[torch.Tensor]] = {}
+        # per encoder: the token pieces of each basis entry, and the ids that are never negatives
+        self._pieces = [[tok(w, add_special_tokens=False).input_ids for w in self.basis] for tok in m.tokenizers]
+        self._excluded = [excluded_token_ids(tok, args.placeholder_tokens, self.basis) for tok in m.tokenizers]
 
     def timestep_probabilities(self, trainer: Trainer):
         alpha = trainer.args.relation_focal_alpha
         return relation_focal_probabilities(trainer.num_train_timesteps, alpha) if alpha > 0 else None
 
-    def _negatives(self, trainer: Trainer, captions) -> list[torch.Tensor | None]:
-        if trainer.accelerator.num_processes > 1:
-            # The negatives are the whole global batch's words, as on one process with the
-            # same total batch (every process calls this at every step).
-            from accelerate.utils import gather_object
-
-            captions = gather_object(list(captions))
-        words = negative_words(captions, trainer.args.placeholder_tokens, self.basis)
-        if not words:
-            return [None] * len(self._tables)
-        m = trainer.models
-        for word in words:
-            if word not in self._word_cache:
-                self._word_cache[word] = [
-                    word_embedding(tok, enc.get_input_embeddings().weight, word).to(trainer.device)
-                    for tok, enc in zip(m.tokenizers, m.text_encoders)
-                ]
-        return [torch.stack([self._word_cache[w][k] for w in words]) for k in range(len(self._tables))]
-
     def steering(self, trainer: Trainer, batch: dict) -> torch.Tensor:
         """The steering loss of a batch, averaged over text encoders."""
         args = trainer.args
-        picks = [
-            torch.randperm(len(self.basis), generator=g)[: args.num_positives]
+        picks = [  # each example's prepositions, drawn by its own generator (exact resume)
+            torch.randperm(len(self.basis), generator=g)[: args.num_positives].tolist()
             for g in trainer.generators(batch["positions"], 4)
         ]
-        index = torch.stack(picks).to(trainer.device)  # (B, P)
-        negatives = self._negatives(trainer, batch["captions"])
+        captions = list(batch["captions"])
+        if trainer.accelerator.num_processes > 1:
+            # the whole global batch's positives and negatives, as one process with the same total
+            # batch would pool them (every process calls this at every step)
+            from accelerate.utils import gather_object
+
+            picks, captions = gather_object(picks), gather_object(captions)
         rows = self.embeddings(trainer).rows
-        losses = [
-            steering_loss(rows[k][0], table[index], negatives[k], args.steering_temperature)
-            for k, table in enumerate(self._tables)
-        ]
+        losses = []
+        for k, (tok, enc) in enumerate(zip(trainer.models.tokenizers, trainer.models.text_encoders)):
+            weight = enc.get_input_embeddings().weight
+            positive_ids = [i for example in picks for w in example for i in self._pieces[k][w]]
+            negative_ids = negative_token_ids(tok, captions, self._excluded[k])
+
+            def table(ids):
+                return weight[torch.tensor(ids, dtype=torch.long, device=weight.device)].detach().to(trainer.device)
+
+            negatives = table(negative_ids) if negative_ids else None
+            losses.append(steering_loss(rows[k][0], table(positive_ids), negatives, args.steering_temperature))
         return torch.stack(losses).mean()
 
     def loss(self, trainer: Trainer, batch: dict):
