@@ -45,6 +45,8 @@ class DCO(LoraMethod):
             "gradient_accumulation_steps": 1,
             "max_train_steps": 1000,
             "flip_p": 0.0,
+            "rank": 32,  # the authors' LoRA rank and weight decay (kyungmnlee/dco customize.py)
+            "adam_weight_decay": 1e-4,
         }
     )
 

@@ -117,6 +117,7 @@ class MCPL(TokenMethod):
             "gradient_accumulation_steps": 2,
             "max_train_steps": 3000,
             "flip_p": 0.0,
+            "max_grad_norm": 0.0,  # the authors' code clips no gradient
         }
     )
 

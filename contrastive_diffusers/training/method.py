@@ -32,6 +32,8 @@ class TrainingMethod(ABC):
     description: str
     #: Defaults this method sets on the common parser (read-only; subclasses assign their own).
     defaults: Mapping[str, object] = MappingProxyType({})
+    #: Keep the text encoders in float32 under mixed precision (the trained rows live there).
+    text_encoders_in_float32: bool = False
 
     # ---------------------------------------------------------------- command line
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

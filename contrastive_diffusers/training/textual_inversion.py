@@ -41,6 +41,7 @@ class TextualInversion(TokenMethod):
             "gradient_accumulation_steps": 4,
             "max_train_steps": 3000,
             "flip_p": 0.5,
+            "max_grad_norm": 0.0,  # the authors' code clips no gradient
         }
     )
 

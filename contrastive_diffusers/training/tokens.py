@@ -33,6 +33,8 @@ class TokenMethod(TrainingMethod):
 
     #: Templates for a folder of images without captions (``None``: captions required).
     default_templates: tuple[str, ...] | None = None
+    # as diffusers' textual inversion and ReVersion's scripts: only the UNet and VAE are cast
+    text_encoders_in_float32 = True
 
     def validate(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         try:

@@ -162,8 +162,9 @@ class Trainer:
             if (self.weight_dtype == torch.float16 and m.vae.config.get("force_upcast", False))
             else self.weight_dtype
         )
+        text_dtype = torch.float32 if self.method.text_encoders_in_float32 else self.weight_dtype
         for module, dtype in [(m.unet, self.weight_dtype), (m.vae, vae_dtype)] + [
-            (e, self.weight_dtype) for e in m.text_encoders
+            (e, text_dtype) for e in m.text_encoders
         ]:
             module.requires_grad_(False)
             module.to(self.device)

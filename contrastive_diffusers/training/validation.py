@@ -57,6 +57,25 @@ def _pipeline(trainer: Trainer):
     return pipe
 
 
+def _prompt_embeds(pipe, prompt: str, dtype: torch.dtype) -> dict:
+    """The pipeline's prompt (and empty negative prompt) embeddings in the UNet's ``dtype``: the
+    token methods keep their text encoders in float32 under mixed precision, and the SD
+    pipelines draw the latents in the embeddings' dtype."""
+    if hasattr(pipe, "text_encoder_2"):  # SDXL: with the pooled embeddings
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompt, device=pipe.device)
+        named = {"prompt_embeds": embeds, "negative_prompt_embeds": negative, "pooled_prompt_embeds": pooled,
+                 "negative_pooled_prompt_embeds": negative_pooled}
+    else:
+        embeds, negative = pipe.encode_prompt(prompt, pipe.device, 1, True)
+        named = {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
+    # without text encoders the pipeline keeps the embeddings in the UNet's dtype (it would cast
+    # them back to a text encoder's); this pipeline is the validation's own
+    pipe.text_encoder = None
+    if hasattr(pipe, "text_encoder_2"):
+        pipe.text_encoder_2 = None
+    return {name: value.to(dtype) for name, value in named.items()}
+
+
 def log_validation(trainer: Trainer, step: int) -> Path:
     """Generate, save and log the validation images of ``step``; returns the grid's path."""
     from diffusers.utils import make_image_grid
@@ -66,9 +85,10 @@ def log_validation(trainer: Trainer, step: int) -> Path:
     generator = torch.Generator().manual_seed(trainer.seed)
     images = []
     with torch.no_grad(), trainer.method.validation_context(trainer):
+        prompt = _prompt_embeds(pipe, args.validation_prompt, trainer.weight_dtype)
         for _ in range(args.num_validation_images):
             latents = pipe(
-                args.validation_prompt,
+                **prompt,
                 num_inference_steps=args.validation_num_inference_steps,
                 height=args.resolution,
                 width=args.resolution,
