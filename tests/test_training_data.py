@@ -16,6 +16,7 @@ from contrastive_diffusers.training.data import (
     ImageCaptions,
     fill_placeholders,
     load_examples,
+    to_pixels,
 )
 from contrastive_diffusers.training.embeddings import (
     LearnedEmbeddings,
@@ -145,6 +146,22 @@ def test_image_loading_is_seeded_by_position(tmp_path):
     assert captions == {"a <R>", "b <R>", "c <R>"}
 
 
+def test_squashed_images_keep_the_whole_picture(tmp_path):
+    """--image_fit squash: the whole 56x40 image resized to the square, as the token methods'
+    own loaders (diffusers' textual inversion, ReVersion, MCPL) do; --center_crop: its centre square."""
+    from PIL import Image
+
+    examples = fill_placeholders(load_examples(_reversion(tmp_path / "d", ["a {}"])), ["<R>"])
+    source = Image.open(examples[0].path).convert("RGB")
+    squashed = ImageCaptions(examples, 32, squash=True).load(0, seed=1, position=7)
+    expected = source.resize((32, 32), resample=Image.BICUBIC)
+    assert torch.equal(squashed["pixel_values"], to_pixels(expected))
+    assert squashed["original_size"] == (40, 56) and squashed["crop_top_left"] == (0, 0)
+    centred = ImageCaptions(examples, 32, center_crop=True, squash=True).load(0, seed=1, position=7)
+    expected = source.crop((8, 0, 48, 40)).resize((32, 32), resample=Image.BICUBIC)
+    assert torch.equal(centred["pixel_values"], to_pixels(expected))
+
+
 # ----------------------------------------------------------------------------- arguments
 def _argv(*extra):
     return ["--pretrained_model_name_or_path", "m", "--train_data_dir", "d", *extra]
@@ -163,7 +180,9 @@ def test_method_defaults_and_argument_errors(capsys):
         args.steering_loss_weight,
         args.steering_temperature,
         args.relation_focal_alpha,
-    ) == (2.5e-4, True, 2, 4, 3000, 0.0, 0.01, 0.07, 0.5)
+        args.max_grad_norm,
+        args.image_fit,
+    ) == (2.5e-4, True, 2, 4, 3000, 0.0, 0.01, 0.07, 0.5, 0.0, "squash")  # the authors' code: no clipping
     args = parse_method_args(
         MCPL(),
         _argv(
@@ -206,6 +225,17 @@ def test_method_defaults_and_argument_errors(capsys):
             parse_method_args(method, argv, "prog")
         assert exit_.value.code == 2
         assert match in capsys.readouterr().err, (argv, match)
+
+
+def test_each_method_defaults_to_its_authors_settings():
+    from contrastive_diffusers.training import DCO, TextualInversion
+
+    dco = parse_method_args(DCO(), _argv(), "dco")
+    assert (dco.rank, dco.adam_weight_decay, dco.max_grad_norm, dco.image_fit) == (32, 1e-4, 1.0, "crop")
+    ti = parse_method_args(TextualInversion(), _argv("--placeholder_token", "<t>", "--initializer_token", "x"), "ti")
+    assert (ti.max_grad_norm, ti.image_fit, ti.flip_p) == (0.0, "squash", 0.5)
+    mcpl = parse_method_args(MCPL(), _argv("--placeholder_tokens", "<a>", "--initializer_tokens", "x"), "mcpl")
+    assert (mcpl.max_grad_norm, mcpl.image_fit) == (0.0, "squash")
 
 
 def test_common_parser_has_the_diffusers_names():

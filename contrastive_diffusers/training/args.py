@@ -74,6 +74,14 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     g.add_argument("--resolution", type=int, default=512, help="Training image size (square).")
     g.add_argument("--center_crop", action="store_true", help="Center-crop instead of random-crop after resizing.")
+    g.add_argument(
+        "--image_fit",
+        choices=("crop", "squash"),
+        default="crop",
+        help="crop: resize the short side to --resolution, then a random (--center_crop: centred) square; "
+        "squash: resize the whole image to the square (--center_crop: its centre square), as textual "
+        "inversion's, ReVersion's and MCPL's own data loaders do (their default here).",
+    )
     g.add_argument("--flip_p", type=float, default=0.0, help="Probability of a horizontal flip.")
 
     g = p.add_argument_group("optimisation")

@@ -226,6 +226,21 @@ def open_short_side(path: Path, resolution: int):
     return image, image.resize(size, resample=Image.BICUBIC)
 
 
+def open_squashed(path: Path, resolution: int, center: bool):
+    """The RGB image at ``path``, and a copy resized (bicubic) to ``resolution`` x ``resolution``
+    whatever its aspect (``center``: its centre square first)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    square = image
+    if center:
+        side = min(image.width, image.height)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        square = image.crop((left, top, left + side, top + side))
+    return image, square.resize((resolution, resolution), resample=Image.BICUBIC)
+
+
 def crop_origin(image, resolution: int, center: bool, rng: random.Random) -> tuple[int, int]:
     """``(left, top)`` of a ``resolution`` square crop: centred, or drawn from ``rng`` (x, then y)."""
     free_x, free_y = image.width - resolution, image.height - resolution
@@ -274,7 +289,8 @@ class ImageCaptions:
     """Loads one example for a stream position: crop, flip and caption drawn with a generator
     seeded by ``(seed, position)``."""
 
-    def __init__(self, examples: list[Example], resolution: int, center_crop: bool = False, flip_p: float = 0.0):
+    def __init__(self, examples: list[Example], resolution: int, center_crop: bool = False, flip_p: float = 0.0,
+                 squash: bool = False):
         if not examples:
             raise ValueError("No examples.")
         if resolution < 8 or resolution % 8:
@@ -285,6 +301,7 @@ class ImageCaptions:
         self.resolution = resolution
         self.center_crop = center_crop
         self.flip_p = flip_p
+        self.squash = squash  # --image_fit squash
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -295,10 +312,14 @@ class ImageCaptions:
         rng = random.Random(mix_seed(seed, position, 0xDA7A))
         example = self.examples[index]
         caption = example.captions[rng.randrange(len(example.captions))]
-        original, image = open_short_side(example.path, self.resolution)
+        if self.squash:
+            original, image = open_squashed(example.path, self.resolution, self.center_crop)
+            left = top = 0
+        else:
+            original, image = open_short_side(example.path, self.resolution)
+            left, top = crop_origin(image, self.resolution, self.center_crop, rng)
+            image = image.crop((left, top, left + self.resolution, top + self.resolution))
         original_size = (original.height, original.width)
-        left, top = crop_origin(image, self.resolution, self.center_crop, rng)
-        image = image.crop((left, top, left + self.resolution, top + self.resolution))
         if rng.random() < self.flip_p:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         return {

@@ -77,7 +77,8 @@ class DCO(LoraMethod):
                 f"{', '.join(slotted[:5])} in {args.train_data_dir} have captions with a '{{}}' slot, which DCO "
                 "trains as written (it learns no new token); write the full captions, e.g. 'a photo of sks dog'."
             )
-        return ImageCaptions(trainer.examples, args.resolution, args.center_crop, args.flip_p)
+        return ImageCaptions(trainer.examples, args.resolution, args.center_crop, args.flip_p,
+                             squash=args.image_fit == "squash")
 
     def loss(self, trainer: Trainer, batch: dict):
         captions = list(batch["captions"])

@@ -185,8 +185,10 @@ class EvoGen(LoraMethod):
         args = trainer.args
         pairs = load_pairs(args.train_data_dir)
         stages = sorted({p.stage for p in pairs})
+        squash = args.image_fit == "squash"
         self.stage_data = {
-            s: PairImages([p for p in pairs if p.stage == s], args.resolution, args.center_crop) for s in stages
+            s: PairImages([p for p in pairs if p.stage == s], args.resolution, args.center_crop, squash)
+            for s in stages
         }
         kwargs = dict(metric=args.advance_metric, threshold=args.advance_threshold, check_every=args.advance_check_steps)
         try:
@@ -201,7 +203,7 @@ class EvoGen(LoraMethod):
             for s in stages
         }
         self._streams: dict[int, DataStream] = {}
-        return PairImages(pairs, args.resolution, args.center_crop)
+        return PairImages(pairs, args.resolution, args.center_crop, squash)
 
     def setup(self, trainer: Trainer) -> None:
         tok = trainer.models.tokenizers[0]

@@ -118,6 +118,7 @@ class MCPL(TokenMethod):
             "max_train_steps": 3000,
             "flip_p": 0.0,
             "max_grad_norm": 0.0,  # the authors' code clips no gradient
+            "image_fit": "squash",  # the authors' loader resizes the whole image
         }
     )
 

@@ -27,7 +27,17 @@ from pathlib import Path
 
 import torch
 
-from .data import DataError, DataStream, _check_image, crop_origin, jsonl_rows, mix_seed, open_short_side, to_pixels
+from .data import (
+    DataError,
+    DataStream,
+    _check_image,
+    crop_origin,
+    jsonl_rows,
+    mix_seed,
+    open_short_side,
+    open_squashed,
+    to_pixels,
+)
 
 PAIRS_FILE = "pairs.jsonl"
 CATEGORIES = ("color", "shape", "texture", "counting", "spatial", "non-spatial", "scene", "complex")
@@ -102,7 +112,7 @@ class PairImages:
     """Positive and negative resized and cropped IDENTICALLY (one crop drawn per stream
     position); never flipped, since a flip turns "left of" into "right of"."""
 
-    def __init__(self, pairs: Sequence[Pair], resolution: int, center_crop: bool = False):
+    def __init__(self, pairs: Sequence[Pair], resolution: int, center_crop: bool = False, squash: bool = False):
         if not pairs:
             raise ValueError("No pairs.")
         if resolution < 8 or resolution % 8:
@@ -110,6 +120,7 @@ class PairImages:
         self.pairs = list(pairs)
         self.resolution = resolution
         self.center_crop = center_crop
+        self.squash = squash  # --image_fit squash: the whole image resized to the square
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -117,11 +128,16 @@ class PairImages:
     def load(self, index: int, seed: int, position: int) -> dict:
         rng = random.Random(mix_seed(seed, position, 0xDA7A))
         pair = self.pairs[index]
-        original, positive = open_short_side(pair.positive, self.resolution)
-        _, negative = open_short_side(pair.negative, self.resolution)
-        if negative.size != positive.size:
-            negative = negative.resize(positive.size)
-        left, top = crop_origin(positive, self.resolution, self.center_crop, rng)
+        if self.squash:
+            original, positive = open_squashed(pair.positive, self.resolution, self.center_crop)
+            _, negative = open_squashed(pair.negative, self.resolution, self.center_crop)
+            left = top = 0
+        else:
+            original, positive = open_short_side(pair.positive, self.resolution)
+            _, negative = open_short_side(pair.negative, self.resolution)
+            if negative.size != positive.size:
+                negative = negative.resize(positive.size)
+            left, top = crop_origin(positive, self.resolution, self.center_crop, rng)
         return {
             "pixel_values": _pixels(positive, left, top, self.resolution),
             "negative_pixel_values": _pixels(negative, left, top, self.resolution),

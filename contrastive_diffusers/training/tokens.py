@@ -47,7 +47,8 @@ class TokenMethod(TrainingMethod):
         args = trainer.args
         examples = load_examples(args.train_data_dir, self.default_templates)
         trainer.examples = fill_placeholders(examples, args.placeholder_tokens)
-        return ImageCaptions(trainer.examples, args.resolution, args.center_crop, args.flip_p)
+        return ImageCaptions(trainer.examples, args.resolution, args.center_crop, args.flip_p,
+                             squash=args.image_fit == "squash")
 
     def extend_models(self, trainer: Trainer) -> None:
         """Add the placeholder tokens to every tokenizer / text encoder (before the caption
