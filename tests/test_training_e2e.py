@@ -410,6 +410,14 @@ def test_mcpl_end_to_end_two_tokens(models, concept_data, tmp_path):
     assert {"promptcl_loss", "mask_fraction"} <= set(run["metrics"][0])
     assert 0 < run["metrics"][0]["mask_fraction"] < 1
     assert run["method_settings"]["attn_res"] == 4 and run["method_settings"]["attn_layers"]
+    # the official code names the mask's tokens and PromptCL's apart (--attn_words, --presudo_words_infonce)
+    common = ["--placeholder_tokens", "<c1>,<c2>", "--initializer_tokens", "red,white", "--max_train_steps", 1,
+              "--train_batch_size", 3, "--attn_res", 4, "--checkpointing_steps", 10]
+    both = _run(MCPL(), models["sd1"], concept_data, tmp_path / "both", *common).metrics[0]
+    chosen = _run(MCPL(), models["sd1"], concept_data, tmp_path / "chosen", *common, "--attn_tokens", "<c1>",
+                  "--promptcl_tokens", "<c2>").metrics[0]
+    assert chosen["mask_fraction"] != both["mask_fraction"]  # one token's maps make the mask, not both
+    assert both["promptcl_loss"] > 0 and chosen["promptcl_loss"] == 0  # one token alone has no negatives
 
 
 def test_contrastive_losses_fall_on_a_fixed_batch(models, tmp_path):

@@ -16,7 +16,8 @@ learned is the caption's choice, which gives MCPL's variants:
 Each step encodes ``--promptcl_views`` differently templated views of every caption
 (``"{}"``, ``"a photo of {}"``, ...). The UNet is conditioned on the first view and:
 
-- AttnMask (``--attn_mask hard|soft|none``): cross-attention maps of the learned tokens at
+- AttnMask (``--attn_mask hard|soft|none``): cross-attention maps of the learned tokens
+  (``--attn_tokens``, default all; the official ``--attn_words``) at
   ``--attn_res`` (default :func:`mask_attn_res`: latent/4 but not coarser than 16x16, i.e.
   16x16 for SD at 512 px, 32x32 for SDXL at 1024 px, 16x16 on a 16x16 latent; the official
   code reads 16x16 maps of LDM's 32x32 latent), averaged over heads and layers, summed over
@@ -25,12 +26,15 @@ Each step encodes ``--promptcl_views`` differently templated views of every capt
   and target are multiplied by the mask and the squared error averaged over every element
   (:func:`losses.masked_denoising_loss`), as the official code does. The mask is detached.
 - PromptCL: InfoNCE (``--promptcl_temperature``) over the text-encoder outputs at every
-  learned-token position of every view of every caption in the batch; items with the same
-  token are positives, all others negatives, whatever the batch size and token count.
+  position of the ``--promptcl_tokens`` (default all; the official ``--presudo_words_infonce``)
+  in every view of every caption in the batch; items with the same token are positives, all
+  others negatives, whatever the batch size and token count, as the paper describes it.
   Never detached: it trains the token rows through the text encoder. (The official code's
   "views" are the batch items, one randomly templated caption each, and it pairs each anchor
-  with one positive, the same token ``batch`` places further in its flattened order; here
-  every other item of the same token is a positive.)
+  with exactly one positive, the item ``batch`` places further in its flattened order, and
+  counts every other copy of the same token as a negative: the same at batch 2, but at its
+  default batch 4 two of an anchor's three copies push it away, and at a batch that is not a
+  multiple of the token count the "positive" is another token.)
 - Bind adjective (``--bind_adjectives "<adj>:<noun>,..."``): an adjective token shares its
   noun's label, so each noun's positives include its own adjective.
 
@@ -149,6 +153,18 @@ class MCPL(TokenMethod):
             help="'|'-separated templates with '{}' for the caption; None: a built-in list of 8.",
         )
         g.add_argument(
+            "--attn_tokens",
+            type=comma_list,
+            default=None,
+            help="Placeholder tokens whose maps make the mask (the official --attn_words); default: all.",
+        )
+        g.add_argument(
+            "--promptcl_tokens",
+            type=comma_list,
+            default=None,
+            help="Placeholder tokens PromptCL contrasts (the official --presudo_words_infonce); default: all.",
+        )
+        g.add_argument(
             "--bind_adjectives",
             type=bind_pairs,
             default=[],
@@ -170,6 +186,10 @@ class MCPL(TokenMethod):
         if not 0.0 <= args.attn_mask_threshold < 1.0:
             parser.error(f"--attn_mask_threshold must be in [0, 1), got {args.attn_mask_threshold}")
         known = set(args.placeholder_tokens)
+        for option in ("attn_tokens", "promptcl_tokens"):
+            unknown = [t for t in getattr(args, option) or [] if t not in known]
+            if unknown:
+                parser.error(f"--{option} names {unknown[0]!r}, which is not a placeholder token ({', '.join(known)})")
         for adjective, noun in args.bind_adjectives:
             for token in (adjective, noun):
                 if token not in known:
@@ -182,7 +202,12 @@ class MCPL(TokenMethod):
 
     def setup(self, trainer: Trainer) -> None:
         args, m = trainer.args, trainer.models
-        self.placeholder_ids = torch.tensor(trainer.infos[0].token_ids, device=trainer.device)
+        ids = dict(zip(args.placeholder_tokens, trainer.infos[0].token_ids))
+
+        def chosen(tokens):
+            return torch.tensor([ids[t] for t in (tokens or args.placeholder_tokens)], device=trainer.device)
+
+        self.attn_ids, self.promptcl_ids = chosen(args.attn_tokens), chosen(args.promptcl_tokens)
         labels = token_labels(args.placeholder_tokens, args.bind_adjectives)
         self.label_of = {tid: lab for tid, lab in zip(trainer.infos[0].token_ids, labels)}
         tok = m.tokenizers[0]
@@ -244,12 +269,12 @@ class MCPL(TokenMethod):
             self.recorder.clear()
         pred, target = trainer.denoise(batch, hidden[:size], None if pooled is None else pooled[:size])
         logs = {}
-        learned = torch.isin(ids[0], self.placeholder_ids)  # (B*V, L)
         if self.recorder is not None:
             maps = self.recorder.aggregate()
             self.recorder.seal()
             threshold = args.attn_mask_threshold if args.attn_mask == "hard" else None
-            mask = attention_mask(maps, learned[:size], tuple(pred.shape[-2:]), threshold)
+            masked = torch.isin(ids[0][:size], self.attn_ids)  # (B, L): the mask's tokens in view 0
+            mask = attention_mask(maps, masked, tuple(pred.shape[-2:]), threshold)
             denoise = masked_denoising_loss(pred, target, mask)
             logs["mask_fraction"] = mask.mean().detach()
         else:
@@ -257,7 +282,7 @@ class MCPL(TokenMethod):
         loss = denoise
         logs["denoise_loss"] = denoise.detach()
         if args.promptcl_weight > 0:
-            rows, cols = learned.nonzero(as_tuple=True)
+            rows, cols = torch.isin(ids[0], self.promptcl_ids).nonzero(as_tuple=True)  # of every view
             features = hidden[rows, cols]
             labels = torch.tensor([self.label_of[int(t)] for t in ids[0][rows, cols].tolist()], device=hidden.device)
             cl = prompt_contrastive_loss(features, labels, args.promptcl_temperature)
