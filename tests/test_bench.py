@@ -495,6 +495,18 @@ def test_a_prompt_file_spec_that_is_no_caption_spec_is_refused_before_drawing(tm
     assert not (tmp_path / "run").exists()
 
 
+def test_an_interrupted_run_says_so_in_its_folder(tmp_path, clip_dir, monkeypatch):
+    import contrastive_diffusers.eval.bench as bench
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "generate_stage", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(_fast_config(tmp_path, clip_dir))
+    assert json.loads((tmp_path / "run" / "bench.json").read_text())["status"] == "interrupted"
+
+
 def test_map_settings_the_guided_images_would_refuse_are_refused_before_drawing(tmp_path, clip_dir):
     """A map size no layer has would fail every guided image, one by one, as failed records."""
     with pytest.raises(ValueError, match="No cross-attention layer has 3x3 maps"):

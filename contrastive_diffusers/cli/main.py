@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import __version__
+from ..distributed import is_main_launched_process
 from ..models.loading import LoadError
 from ..training.args import nonfinite_options
 from ..training.cli import add_train_parser
@@ -37,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():
             return args.run(args)
     except (CliError, LoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if is_main_launched_process():  # every process of a launch refuses the same input: say it once
+            print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # before any image (a run in progress handles its own)
         print("interrupted", file=sys.stderr)

@@ -221,11 +221,15 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
 
     pairs = [(item, seed) for item in setup.items for seed in config.seeds]
     shard = pairs[state.process_index :: state.num_processes]
-    generated = generate_stage(run_dir, setup, shard, progress, config.seed_batch)
-    setup.images = None  # free the generator's memory before scoring
-
-    paths = [record_path(run_dir, name, item.prompt.id, seed) for item, seed in shard for name in setup.methods]
-    scored = score_stage(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress, judges)
+    try:
+        generated = generate_stage(run_dir, setup, shard, progress, config.seed_batch)
+        setup.images = None  # free the generator's memory before scoring
+        paths = [record_path(run_dir, name, item.prompt.id, seed) for item, seed in shard for name in setup.methods]
+        scored = score_stage(run_dir, paths, setup.scorer, setup.captioner, setup.scorer_key, False, progress, judges)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what finished is kept, and the folder says so
+        if state.is_main_process:
+            ledger.save(status="interrupted")
+        raise
     state.wait_for_everyone()
     return _finish(run_dir, state, ledger, setup.run_info, setup.scorer_key, (generated, scored),
                    config.report_max_prompts, not config.progress, judges, config.baseline)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ..distributed import is_main_launched_process
 from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 from ..models.names import EMBEDDED_CLIP, TINY_CLIP
 from ..models.schedulers import use_scheduler
@@ -78,7 +79,7 @@ def load_items(config: BenchConfig) -> list[PromptItem]:
                     f"{err}). The oracle reads {{\"objects\": [{{\"shape\": \"circle\", \"color\": \"red\"}}], "
                     "\"relation\": null}}, as the shapes prompt sets write it; fix it or rename the field."
                 ) from None
-    if config.num_prompts and config.num_prompts > len(items):
+    if config.num_prompts and config.num_prompts > len(items) and is_main_launched_process():
         print(f"warning: the prompt set has {len(items)} prompts; --num-prompts {config.num_prompts} uses all of them",
               file=sys.stderr)
     return items[: config.num_prompts] if config.num_prompts else items
