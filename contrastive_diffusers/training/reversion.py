@@ -10,9 +10,9 @@ batch between the normalised input embedding of ``<R>`` and the token rows of th
 ``--num_positives`` prepositions drawn for each example from the basis of 56 English
 prepositions (``vocabulary.PREPOSITIONS``), pooled over the batch, against negatives: every
 token of the batch's captions (each occurrence) except the tokens of stop words and of the
-basis, the placeholders and the start, end and padding tokens (SD 2.x pads with the real token
-"!", so the captions are tokenized without padding; the authors' code would count those "!"
-as negatives). With SDXL it is averaged over both text encoders; under several processes
+basis, the placeholders and the start and end tokens (SD 2.x pads with the real token "!", so
+the captions are tokenized without padding; the authors' code would count those "!" as
+negatives). With SDXL it is averaged over both text encoders; under several processes
 every process computes it on the whole global batch, as one process would.
 
 Timesteps are drawn by relation-focal importance sampling, ``p(t) ∝ 1 - α cos(π t / T)``
@@ -40,12 +40,13 @@ from .vocabulary import PREPOSITIONS, STOP_WORDS
 
 def excluded_token_ids(tokenizer, placeholder_tokens: Sequence[str], basis: Sequence[str]) -> set[int]:
     """Token ids that are never negatives: the pieces of the stop words and of the positive
-    basis (a word must never be both positive and negative), the placeholders and the special
-    tokens."""
+    basis (a word must never be both positive and negative), the placeholders and the start
+    and end tokens. (Padding never occurs: the captions are tokenized without it, so SD 2.x's
+    pad token "!" is a negative only where a caption writes it.)"""
     words = [*STOP_WORDS, *basis]  # one at a time: pieces as in the joined text, without a length warning
     ids = {i for row in tokenizer(words, add_special_tokens=False).input_ids for i in row}
     ids |= set(tokenizer.convert_tokens_to_ids(list(placeholder_tokens)))
-    return ids | {i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+    return ids | {i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id) if i is not None}
 
 
 def negative_token_ids(tokenizer, captions: Sequence[str], excluded: set[int]) -> list[int]:
