@@ -47,7 +47,9 @@ def needs_cpu_process_group() -> bool:
 
     if launched_processes() <= 1:
         return False
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):  # as accelerate reads it (true, yes, on, 1, ...)
         return True
     xpu = getattr(torch, "xpu", None)
     has_device = (

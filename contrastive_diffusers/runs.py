@@ -86,8 +86,10 @@ def generation_options(
 
     ``true_cfg_scale`` is FLUX.1's true classifier-free guidance, which diffusers runs only
     with a negative prompt (two transformer passes per step). ``ValueError`` for a setting the
-    pipeline would ignore: a negative prompt on Flux without ``true_cfg_scale > 1``, true CFG
-    without a negative prompt, or ``true_cfg_scale`` on another model."""
+    pipeline would ignore or change: a negative prompt on Flux without ``true_cfg_scale > 1``
+    or elsewhere with ``guidance_scale <= 1`` (classifier-free guidance off), true CFG without
+    a negative prompt or on another model, a guidance scale on a Flux model without guidance
+    embedding (schnell), a height or width that is not a multiple of :func:`size_multiple`."""
     flux = is_flux(pipe)
     true_cfg = true_cfg_scale is not None
     if true_cfg and not true_cfg_scale > 1:  # also NaN
@@ -108,7 +110,7 @@ def generation_options(
             f"true_cfg_scale {true_cfg_scale} needs a negative prompt (diffusers runs true CFG only with one): "
             "add one (--negative-prompt TEXT) or drop the true CFG scale."
         )
-    if flux and guidance_scale is not None and not pipe.transformer.config.guidance_embeds:
+    if flux and guidance_scale and not pipe.transformer.config.guidance_embeds:  # 0: the model card's own value
         raise ValueError(
             "This FLUX.1 model (schnell-like: its transformer has no guidance embedding) takes no guidance scale; "
             "drop it (--guidance-scale)."

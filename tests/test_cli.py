@@ -212,15 +212,29 @@ def test_a_pipeline_error_mid_run_exits_2_and_is_recorded(tmp_path, capsys, monk
     args = ["generate", PROMPT, *FAST, "--method", "ebama", "--output-dir", str(tmp_path)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: the pipeline refused this") and "Traceback" not in err
+    assert "error: the pipeline refused this" in err and "Traceback" not in err
     s = _settings(tmp_path)
     assert s["status"] == "failed" and s["images"] == [] and s["error"] == "the pipeline refused this"
     failure[0] = FileExistsError(17, "File exists", str(tmp_path / "ebama"))
     assert main(args) == 2  # the folder held no image: the command may run there again
-    assert f"error: cannot write {tmp_path / 'ebama'}: File exists" in capsys.readouterr().err
+    assert f"error: {tmp_path / 'ebama'}: File exists" in capsys.readouterr().err
     failure.clear()
     assert main(args) == 0
     assert _settings(tmp_path)["status"] == "finished"
+
+
+def test_a_settings_file_that_cannot_be_written_at_the_end_exits_2(tmp_path, capsys, monkeypatch):
+    """A full disk fails the image and then settings.json too: a message, not a traceback."""
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "none" / "0-0.png"))
+
+    real_write = generate.write_json_atomic
+    monkeypatch.setattr(generate, "run_job", full_disk)
+    monkeypatch.setattr(generate, "write_json_atomic",
+                        lambda path, data: full_disk() if data["status"] != "running" else real_write(path, data))
+    assert main(["generate", PROMPT, *FAST, "--method", "none", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "cannot update" in err and "Traceback" not in err
 
 
 def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
@@ -232,7 +246,7 @@ def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_p
 
 
 def test_a_run_stopped_before_its_first_image_leaves_the_folder_reusable(tmp_path):
-    (tmp_path / "settings.json").write_text(json.dumps({"status": "interrupted", "images": []}))
+    (tmp_path / "settings.json").write_text(json.dumps({"argv": [], "status": "interrupted", "images": []}))
     assert main(["generate", PROMPT, *FAST, "--method", "none", "--output-dir", str(tmp_path)]) == 0
 
 
@@ -437,7 +451,7 @@ def test_flux_reads_a_negative_prompt_only_with_true_cfg(tmp_path, capsys):
 @pytest.mark.parametrize("model, extra, message", [
     # FluxPipeline would resize such an image with a warning, and settings.json record the size asked for
     ("tiny-flux", ["--height", "100"], "multiples of 16; got 100x128"),
-    ("tiny-flux-schnell", ["--guidance-scale", "1"], "takes no guidance scale"),
+    ("tiny-flux-schnell", ["--guidance-scale", "1"], "takes no guidance scale"),  # 0, the model card's, is taken
 ])
 def test_flux_settings_the_pipeline_would_change_or_ignore_are_refused(tmp_path, capsys, model, extra, message):
     args = ["generate", "a red car", "--model", model, "--steps", "1", "--method", "none", *extra,
@@ -474,7 +488,11 @@ def test_a_folder_holding_another_commands_run_is_refused(command, other_file, t
 def test_a_generate_run_without_images_holds_no_run(tmp_path):
     from contrastive_diffusers.eval.run_folder import other_command_in
 
-    (tmp_path / "settings.json").write_text(json.dumps({"status": "failed", "images": []}))
+    (tmp_path / "settings.json").write_text(json.dumps({"argv": [], "status": "failed", "images": []}))
     assert other_command_in(tmp_path, "bench") is None and other_command_in(tmp_path, "tune") is None
-    (tmp_path / "settings.json").write_text(json.dumps({"status": "failed", "images": [{"image": "none/0-0.png"}]}))
+    done = {"argv": [], "status": "failed", "images": [{"image": "none/0-0.png"}]}
+    (tmp_path / "settings.json").write_text(json.dumps(done))
     assert "holds a generate run (settings.json), not a bench run" in other_command_in(tmp_path, "bench")
+    # another tool's settings.json is not a generate run to reuse
+    (tmp_path / "settings.json").write_text(json.dumps({"images": []}))
+    assert "holds a generate run (settings.json)" in other_command_in(tmp_path, "bench")

@@ -29,7 +29,7 @@ def test_torchrun_and_mpi_launches_are_counted(clean_env, size, rank):
     clean_env.setenv(rank, "1")
     assert distributed.launched_processes() == 2 and distributed.process_rank() == 1
     assert not distributed.is_main_launched_process()
-    clean_env.setenv("ACCELERATE_USE_CPU", "true")  # launched for the CPU, whatever devices the host has
+    clean_env.setenv("ACCELERATE_USE_CPU", "on")  # launched for the CPU, whatever devices the host has (as accelerate reads it)
     assert distributed.needs_cpu_process_group()
 
 

@@ -160,6 +160,7 @@ def test_squashed_images_keep_the_whole_picture(tmp_path):
     centred = ImageCaptions(examples, 32, center_crop=True, squash=True).load(0, seed=1, position=7)
     expected = source.crop((8, 0, 48, 40)).resize((32, 32), resample=Image.BICUBIC)
     assert torch.equal(centred["pixel_values"], to_pixels(expected))
+    assert centred["crop_top_left"] == (0, round(8 * 32 / 40))  # in pixels of the short side scaled to 32
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -219,6 +220,12 @@ def test_method_defaults_and_argument_errors(capsys):
         (ReVersion(), _argv("--max_grad_norm", "inf"), "--max_grad_norm inf: give finite numbers"),
         (MCPL(), _argv("--placeholder_tokens", "<a>", "--initializer_tokens", "x", "--promptcl_weight=-inf"),
          "--promptcl_weight -inf"),
+        (MCPL(), _argv("--placeholder_tokens", "<a>", "--initializer_tokens", "x", "--attn_tokens", "<b>"),
+         "--attn_tokens names '<b>', which is not a placeholder token"),
+        (MCPL(), _argv("--placeholder_tokens", "<a>", "--initializer_tokens", "x", "--attn_tokens", "<a>",
+                       "--attn_mask", "none"), "--attn_mask none makes no mask"),
+        (MCPL(), _argv("--placeholder_tokens", "<a>", "--initializer_tokens", "x", "--promptcl_tokens", "<a>",
+                       "--promptcl_weight", "0"), "--promptcl_weight 0 turns it off"),
     ]
     for method, argv, match in bad:
         with pytest.raises(SystemExit) as exit_:

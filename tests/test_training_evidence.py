@@ -299,6 +299,11 @@ def test_a_line_cut_by_an_interrupted_write_does_not_swallow_the_next(tmp_path, 
     assert sorted(r["prompt_id"] for r in records) == ["p0", "p1", "p2", "p3"]
     assert len(drawn) == 2 + 3  # p1 (cut), p2 and p3 drawn by the second call
     assert all(json.loads(line) for line in path.read_text().splitlines())
+    # a whole record whose newline was not written yet: drawn again, not counted and then dropped
+    path.write_text(path.read_text().rstrip("\n"))
+    drawn.clear()
+    records = evidence.score_arm(evidence.Arm("a"), prompts, [0], path, settings)
+    assert len(records) == 4 and len(drawn) == 1
 
 
 def test_recipes_that_cannot_run_are_refused_before_training():

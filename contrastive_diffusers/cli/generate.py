@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -97,7 +98,7 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         "--output-dir",
         type=output_folder,
         metavar="DIR",
-        help="where images and settings.json go: a new folder, or one without an earlier run. "
+        help="where images and settings.json go: a new folder, or one without an earlier run's images. "
         "Default: outputs/generate-<timestamp>",
     )
     p.set_defaults(run=run_generate)
@@ -161,6 +162,8 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict,
     that a bad group fails (``ValueError``) before any image is made. ``None`` when nothing
     is guided. With a ``skipped`` dict, a method that cannot guide a prompt (CONFORM with one
     object) is noted there as ``{(method, prompt index): why}`` instead of refusing the run."""
+    from ..guidance.tokens import NoObjectsError  # here: the guidance package imports torch (--help stays fast)
+
     if all(m is None for m in methods.values()):
         if any(spec != "auto" for spec in specs):
             raise ValueError("--token-groups are read only by guided methods, and no method here guides; "
@@ -170,8 +173,8 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict,
     for index, (prompt, spec) in enumerate(zip(prompts, specs, strict=True)):
         try:
             groups = resolve_token_groups(pipe, prompt, spec)
-        except ValueError as err:
-            if skipped is None or spec != "auto":  # groups the user gave are the user's to fix
+        except NoObjectsError as err:
+            if skipped is None:  # methods the user named refuse it
                 raise
             # the parser found nothing to guide: the default methods draw the prompt plainly
             skipped.update({(name, index): str(err) for name, method in methods.items() if method is not None})
@@ -270,13 +273,17 @@ def run_jobs(run: ImageRun, jobs: list[Job], settings: dict, settings_path: Path
     except ValueError as err:  # the pipeline rejecting the user's input (size, attn_res, ...)
         settings["error"] = str(err)
         print(f"error: {err}", file=sys.stderr)
-    except OSError as err:  # the output folder: not writable, a file in the way, the disk full
-        settings["error"] = f"cannot write {err.filename or run.out_dir}: {err.strerror or err}"
+    except OSError as err:  # the output folder (not writable, a file in the way, the disk full) or a file read
+        settings["error"] = f"{err.filename or run.out_dir}: {err.strerror or err}"
         print(f"error: {settings['error']}", file=sys.stderr)
     finally:  # also on unexpected errors, whose traceback then follows
         if settings["status"] == "running":
             settings["status"] = "failed"
-        write_json_atomic(settings_path, settings)
+        try:
+            write_json_atomic(settings_path, settings)
+        except OSError as err:  # the disk full or the folder gone: the images written stay
+            print(f"error: cannot update {settings_path}: {err.strerror or err}", file=sys.stderr)
+            status = EXIT_USAGE if status == EXIT_OK else status
     return status
 
 
@@ -287,6 +294,7 @@ def check_output_dir(out_dir: Path | None) -> None:
     a folder that cannot be written fails at once."""
     if out_dir is None:
         return
+    out_dir = Path(os.path.normpath(os.path.abspath(out_dir)))  # "new/../out": the folders made are removed
     # here: eval's package imports torch (--help stays fast)
     from ..eval.run_folder import holds_no_images, other_command_in
 

@@ -83,7 +83,8 @@ def holds_no_images(settings_path: Path) -> bool:
         settings = read_json(settings_path)
     except (OSError, ValueError):
         return False
-    return isinstance(settings, dict) and not settings.get("images")
+    # "argv": a generate run's settings.json, not another tool's file of that name
+    return isinstance(settings, dict) and "argv" in settings and settings.get("images") == []
 
 
 def remove_stale_temporaries(run_dir: Path) -> int:

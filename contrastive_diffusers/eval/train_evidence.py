@@ -236,10 +236,10 @@ def score_arm(arm: Arm, prompts: Sequence[EvalPrompt], seeds: Sequence[int], rec
         return [r for r in read_records(records_path)
                 if r.get("method") == arm.name and wanted.get((r["prompt_id"], r["seed"])) == r.get("prompt")]
 
+    _drop_cut_line(records_path)  # first: a last line without its newline is not a finished record
     done = {(r["prompt_id"], r["seed"]) for r in current()}
     todo = [(p, s) for s in seeds for p in prompts if (p.id, s) not in done]
     if todo:
-        _drop_cut_line(records_path)
         pipe = load_pipeline(arm)
         records_path.parent.mkdir(parents=True, exist_ok=True)
         keep = {p.id for p in prompts[:examples]}

@@ -287,7 +287,7 @@ def run_reversion(folder: Path, sizes: Sizes) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------- MCPL
-def _mcpl_data(folder: Path, n: int, size: int) -> tuple[Path, Path]:
+def _mcpl_data(folder: Path, n: int, size: int) -> None:
     """Two-object scenes of the two concepts; ``mcpl/`` captioned "a <c1> and a <c2>" (both
     orders), ``images/`` the same images without captions (textual inversion's generic ones)."""
     mcpl, images = folder / "mcpl", folder / "images"

@@ -301,6 +301,10 @@ def _place(matches: list[tuple[int, list[int]]], used: set[int]) -> list[int]:
     return [options[0] for options in cands]
 
 
+class NoObjectsError(ValueError):
+    """The automatic parser found no object in a prompt: nothing to guide (callers may draw it plainly)."""
+
+
 def _resolve(tokens: PromptTokens, groups) -> list[TokenGroup]:
     if isinstance(groups, str):
         if groups != "auto":
@@ -310,7 +314,7 @@ def _resolve(tokens: PromptTokens, groups) -> list[TokenGroup]:
             )
         groups = parse_prompt(tokens.prompt)
         if not groups:
-            raise ValueError(
+            raise NoObjectsError(
                 f"The automatic prompt parser (token_groups='auto') found no objects (no noun) in "
                 f"{tokens.prompt!r}; pass token groups explicitly, e.g. [['red', 'car']] (words "
                 "of the prompt, the noun last) or integer token positions."

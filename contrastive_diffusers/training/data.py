@@ -227,18 +227,21 @@ def open_short_side(path: Path, resolution: int):
 
 
 def open_squashed(path: Path, resolution: int, center: bool):
-    """The RGB image at ``path``, and a copy resized (bicubic) to ``resolution`` x ``resolution``
-    whatever its aspect (``center``: its centre square first)."""
+    """``(original, resized, (top, left))``: the RGB image at ``path``, a copy resized (bicubic)
+    to ``resolution`` x ``resolution`` whatever its aspect (``center``: its centre square
+    first), and where that square began, in pixels of the image scaled to its short side (as
+    SDXL's crop conditioning counts them)."""
     from PIL import Image
 
     with Image.open(path) as image:
         image = image.convert("RGB")
-    square = image
+    square, origin = image, (0, 0)
     if center:
         side = min(image.width, image.height)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         square = image.crop((left, top, left + side, top + side))
-    return image, square.resize((resolution, resolution), resample=Image.BICUBIC)
+        origin = (round(top * resolution / side), round(left * resolution / side))
+    return image, square.resize((resolution, resolution), resample=Image.BICUBIC), origin
 
 
 def crop_origin(image, resolution: int, center: bool, rng: random.Random) -> tuple[int, int]:
@@ -313,8 +316,7 @@ class ImageCaptions:
         example = self.examples[index]
         caption = example.captions[rng.randrange(len(example.captions))]
         if self.squash:
-            original, image = open_squashed(example.path, self.resolution, self.center_crop)
-            left = top = 0
+            original, image, (top, left) = open_squashed(example.path, self.resolution, self.center_crop)
         else:
             original, image = open_short_side(example.path, self.resolution)
             left, top = crop_origin(image, self.resolution, self.center_crop, rng)

@@ -38,14 +38,6 @@ class PlaceholderInfo:
         return self.token_ids[0]
 
 
-def word_embedding(tokenizer, weight: torch.Tensor, word: str) -> torch.Tensor:
-    """The float32 input embedding of ``word``: the mean of its token pieces' rows."""
-    ids = tokenizer(word, add_special_tokens=False).input_ids
-    if not ids:
-        raise ValueError(f"The word {word!r} has no tokens in this tokenizer.")
-    return weight[ids].detach().float().mean(0)
-
-
 def check_placeholder_tokens(tokens, initializers) -> None:
     """Errors that need no tokenizer: counts, duplicates, whitespace, empty words."""
     tokens, initializers = list(tokens), list(initializers)

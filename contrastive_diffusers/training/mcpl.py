@@ -190,6 +190,10 @@ class MCPL(TokenMethod):
             unknown = [t for t in getattr(args, option) or [] if t not in known]
             if unknown:
                 parser.error(f"--{option} names {unknown[0]!r}, which is not a placeholder token ({', '.join(known)})")
+        if args.attn_tokens and args.attn_mask == "none":
+            parser.error("--attn_tokens choose the mask's tokens, and --attn_mask none makes no mask; drop one")
+        if args.promptcl_tokens and args.promptcl_weight == 0:
+            parser.error("--promptcl_tokens choose PromptCL's tokens, and --promptcl_weight 0 turns it off; drop one")
         for adjective, noun in args.bind_adjectives:
             for token in (adjective, noun):
                 if token not in known:

@@ -129,9 +129,8 @@ class PairImages:
         rng = random.Random(mix_seed(seed, position, 0xDA7A))
         pair = self.pairs[index]
         if self.squash:
-            original, positive = open_squashed(pair.positive, self.resolution, self.center_crop)
-            _, negative = open_squashed(pair.negative, self.resolution, self.center_crop)
-            left = top = 0
+            original, positive, (top, left) = open_squashed(pair.positive, self.resolution, self.center_crop)
+            _, negative, _ = open_squashed(pair.negative, self.resolution, self.center_crop)
         else:
             original, positive = open_short_side(pair.positive, self.resolution)
             _, negative = open_short_side(pair.negative, self.resolution)
