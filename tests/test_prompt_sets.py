@@ -317,8 +317,9 @@ def test_contrast_set_partial_cases():
     assert [c.metadata["perturbation"] for c in contrast_set(cased)] == ["replace_object"]
     three = PromptItem("s", "a cat, a dog and a frog", token_groups=[["cat"], ["dog"], ["frog"]])
     assert [(c.id, c.prompt) for c in contrast_set(three)] == [("s~replace_object", "a cat, a dog and a turtle")]
+    # "glass vase" is a compound noun (the parser's convention): no attribute to swap, the objects swap
     unknown_nouns = PromptItem("t", "a wooden spoon and a glass vase", token_groups=[["wooden", "spoon"], ["glass", "vase"]])
-    assert [c.prompt for c in contrast_set(unknown_nouns)] == ["a glass spoon and a wooden vase"]
+    assert [c.prompt for c in contrast_set(unknown_nouns)] == ["a wooden glass vase and a spoon"]
 
 
 def test_contrast_captions_rechoose_their_articles():
@@ -338,6 +339,33 @@ def test_contrast_captions_rechoose_their_articles():
         "a purple backpack and a orange car")
 
 
+def test_contrast_captions_of_compounds_counts_relations_and_capitals():
+    def made(text, groups):
+        return {c.metadata["perturbation"]: c.prompt for c in contrast_set(PromptItem("p", text, token_groups=groups))}
+
+    # a compound noun's words are no attributes: "fire" stays with "hydrant", "teddy bear" is not replaced
+    assert made("a red fire hydrant and a blue car", [["red", "fire", "hydrant"], ["blue", "car"]]) == {
+        "swap_attributes": "a blue fire hydrant and a red car", "replace_object": "a red fire hydrant and a blue bowl"}
+    assert made("a red car and a teddy bear", [["red", "car"], ["teddy", "bear"]]) == {
+        "swap_objects": "a red teddy bear and a car", "replace_object": "a red bowl and a teddy bear"}
+    # counts are not swapped (the number would not follow); plurals only with plurals
+    assert "swap_objects" not in made("three cats and a red bowl", [["cats"], ["red", "bowl"]])
+    assert "swap_objects" not in made("two red cats and a blue bowl", [["two", "red", "cats"], ["blue", "bowl"]])
+    assert "swap_objects" not in made("cats and a red bowl", [["cats"], ["red", "bowl"]])
+    # a relation makes the order matter: swapping the objects is a contrast, not a paraphrase
+    assert made("a cat to the left of a dog", [["cat"], ["dog"]])["swap_objects"] == "a dog to the left of a cat"
+    assert made("a cat next to a dog", [["cat"], ["dog"]]).keys() == {"replace_object"}
+    assert made("a red car to the left of a blue bench", [["red", "car"], ["blue", "bench"]]).keys() == {
+        "swap_attributes", "swap_objects", "replace_object"}
+    # the noun right after its attributes, not the first one in the prompt
+    assert made("a toy car beside a red car", [["red", "car"]])["replace_object"] == "a toy car beside a red bowl"
+    # attributes in another order say the same; a moved word follows the sentence start's capital
+    assert "swap_attributes" not in made("a big red car and a red big bench", [["big", "red", "car"], ["red", "big", "bench"]])
+    assert made("Red car and blue bench", [["Red", "car"], ["blue", "bench"]])["swap_attributes"] == "Blue car and red bench"
+    # the replacement is no word of the prompt
+    assert made("a cat and a dog", [["cat"]])["replace_object"] == "a bird and a dog"
+
+
 def test_contrast_set_errors():
     bad = PromptItem("p", "a red car and a blue bench", token_groups=[["red", "car"], ["green", "bench"]])
     with pytest.raises(ValueError, match=r"'green' not found in prompt 'a red car and a blue bench'"):
@@ -352,13 +380,17 @@ def test_contrast_sets_of_the_attend_and_excite_benchmark():
         nouns = {g[-1] for g in item.token_groups}
         kinds = [c.metadata["perturbation"] for c in contrasts]
         attributes = [tuple(g[:-1]) for g in item.token_groups]
-        # a binding contrast exactly when the two objects carry different attributes
-        assert ("swap_objects" in kinds or "swap_attributes" in kinds) == (attributes[0] != attributes[1])
+        # a binding contrast exactly when the two objects carry different attributes, or when
+        # their order means something ("a cat with a crown" -> "a crown with a cat"; not with
+        # "glasses", a plural noun beside a singular one)
+        ordered = " with " in item.prompt and "glasses" not in nouns
+        assert ("swap_objects" in kinds or "swap_attributes" in kinds) == (attributes[0] != attributes[1] or ordered)
         assert "replace_object" in kinds
         for c in contrasts:
             assert c.prompt != item.prompt and c.id == f"{item.id}~{c.metadata['perturbation']}"
             assert all(words_in(c.prompt, w) for g in c.token_groups for w in g)
         replaced = next(c for c in contrasts if c.metadata["perturbation"] == "replace_object")
-        new_noun = replaced.token_groups[-1][-1]
-        assert new_noun not in nouns
-        assert (new_noun in ANIMALS) == (item.token_groups[-1][-1] in ANIMALS)
+        index = next(i for i, (g, h) in enumerate(zip(item.token_groups, replaced.token_groups)) if g != h)
+        new_noun = replaced.token_groups[index][-1]
+        assert new_noun not in nouns and not re.search(r"\ban? glasses\b", replaced.prompt)  # never "a glasses"
+        assert (new_noun in ANIMALS) == (item.token_groups[index][-1] in ANIMALS)

@@ -338,6 +338,24 @@ class _Grouper:
         return [g.words for g in self.groups]
 
 
+def attribute_count(group) -> int:
+    """How many leading words of a group ``[attribute..., noun]`` are attributes: those before
+    the first word the word lists take for a noun (a word no list knows is one), the group's
+    last word at the latest. Compound nouns keep their words: "red fire hydrant" -> 1,
+    "teddy bear" -> 0, "big red car" -> 2."""
+    words = [_normalize(w) for w in group]
+    for j, word in enumerate(words[:-1]):
+        if _lexical_class(word, words[j - 1] if j else None) in (NOUN, AMBIG):
+            return j
+    return max(len(words) - 1, 0)
+
+
+def is_number_word(word: str) -> bool:
+    """A count: digits or a number word ("two", "dozen")."""
+    word = _normalize(word)
+    return word.isdigit() or word in lx.NUMBERS
+
+
 def parse_builtin(prompt: str) -> list[list[str]]:
     """The prompt's objects as word groups ``[attribute..., noun]``, in prompt order."""
     return _Grouper(tokenize(prompt)).run()
