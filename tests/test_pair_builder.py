@@ -30,6 +30,13 @@ def test_category_and_stage_mapping():
     assert category_and_stage(wood, contrast_set(wood)[0]) == ("texture", 2)
     three = PromptItem("t", "a cat and a dog and a car", token_groups=[["cat"], ["dog"], ["car"]])
     assert [category_and_stage(three, v) for v in contrast_set(three)] == [("complex", 3)]
+    # by the swapped words only: the shared "red" is not what changes
+    big = PromptItem("b", "a big red car and a small red bench", token_groups=[["big", "red", "car"], ["small", "red", "bench"]])
+    assert category_and_stage(big, contrast_set(big)[0]) == ("non-spatial", 2)
+    # a relation: swapping the objects changes only their order
+    left = PromptItem("l", "a cat to the left of a dog", token_groups=[["cat"], ["dog"]])
+    found = {v.metadata["perturbation"]: category_and_stage(left, v) for v in contrast_set(left)}
+    assert found["swap_objects"] == ("spatial", 2)
 
 
 class _FakePipe:
@@ -92,11 +99,12 @@ def test_builder_keeps_consistent_pairs_rejects_others_and_resumes(tmp_path):
     assert len(build["kept"][0]["candidates"]) == 4  # 2 roles x 2 seeds
 
     # a re-run reuses every candidate; a margin above the score gap (1) rejects everything
-    again = build_pairs(items, pipe, tmp_path / "built", scorer=_fake_scorer(pipe.made), seeds=(0, 1),
-                        options=options, margin=1.5)
+    with pytest.warns(UserWarning, match="kept no pair .* lower the margin"):
+        again = build_pairs(items, pipe, tmp_path / "built", scorer=_fake_scorer(pipe.made), seeds=(0, 1),
+                            options=options, margin=1.5)
     assert again.generated == 0 and again.reused == 20 and pipe.calls == 16
     assert again.kept == [] and len(again.rejected) == 5
-    with pytest.raises(DataError, match="has no pairs"):
+    with pytest.raises(DataError, match="has no pairs.jsonl"):  # the earlier pairs were of another margin
         load_pairs(tmp_path / "built")
 
 
@@ -105,9 +113,16 @@ def test_builder_with_the_tiny_pipeline_and_a_clip_scorer(tmp_path, tiny_clip_di
     from contrastive_diffusers.models.tiny import tiny_pipeline
 
     item = PromptItem("a", "a red car and a blue bench", token_groups=[["red", "car"], ["blue", "bench"]])
-    report = build_pairs([item], tiny_pipeline("sd1"), tmp_path / "clip", scorer=ClipScorer.from_pretrained(tiny_clip_dir),
-                         seeds=(0,), options={"num_inference_steps": 2, "height": 64, "width": 64, "guidance_scale": 7.5})
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = build_pairs([item], tiny_pipeline("sd1"), tmp_path / "clip",
+                             scorer=ClipScorer.from_pretrained(tiny_clip_dir), seeds=(0,),
+                             options={"num_inference_steps": 2, "height": 64, "width": 64, "guidance_scale": 7.5})
     assert report.generated == 3 * 1 and len(report.kept) + len(report.rejected) == 2
+    # random weights: whether a pair is kept is chance; a folder without pairs says so
+    assert any("kept no pair" in str(w.message) for w in caught) == (not report.kept)
     build = json.loads((tmp_path / "clip" / "build.json").read_text())
     for entry in build["kept"] + build["rejected"]:
         for c in entry["candidates"]:
@@ -131,3 +146,10 @@ def test_candidate_cache_key_names_the_model_and_the_method():
     assert _key("a cat", "conform", 0, options, _source(Pipe("m"), conform)) != _key(
         "a cat", "conform", 0, options, _source(Pipe("m"), conform.with_schedule(step_size=1.0))
     )
+    # the token groups a guided image followed, and the sampler, decide its pixels too
+    source = _source(Pipe("m"), conform)
+    assert _key("a cat", "conform", 0, options, source, [["cat"]]) != _key("a cat", "conform", 0, options, source,
+                                                                            [["a"], ["cat"]])
+    euler = Pipe("m")
+    euler.scheduler = type("EulerDiscreteScheduler", (), {"config": {"steps_offset": 1}})()
+    assert _key("a cat", "none", 0, options, _source(euler, None)) != a

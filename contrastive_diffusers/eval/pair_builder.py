@@ -18,25 +18,31 @@ relations, 3: complex scenes with three or more), the category from what changed
 perturbation        category                                     stage
 ==================  ===========================================  =====
 replace_object      ``shape`` (the object's identity changes)    1 or 2
-swap_attributes     by the swapped words: ``color`` if a colour   2
-                    word, ``texture`` / ``shape`` if one of
+swap_attributes     by the swapped words (those the two objects  2
+                    do not share): ``color`` if a colour word,
+                    ``texture`` / ``shape`` if one of
                     :data:`TEXTURE_WORDS` / :data:`SHAPE_WORDS`,
                     else ``non-spatial``
-swap_objects        as swap_attributes (a binding change)        2
+swap_objects        as swap_attributes (a binding change), or    2
+                    ``spatial`` when both objects carry the same
+                    attributes (only their order changes: "a
+                    cat to the left of a dog")
 any, ≥ 3 groups     ``complex``                                  3
 ==================  ===========================================  =====
 
-Candidate images are cached under ``<out>/candidates/`` keyed by (prompt, method, seed,
-generation options): a re-run (after an interruption, or with another margin or scorer) reuses
+Candidate images are cached under ``<out>/candidates/`` keyed by (prompt, token groups,
+method, seed, generation options, pipeline, scheduler and dtype): a re-run (after an interruption, or with another margin or scorer) reuses
 them and only generates what is missing. ``pairs.jsonl`` is written last and atomically (the
 folder is complete once it exists), with ``build.json`` recording every candidate's scores and
-why each perturbation was kept or rejected.
+why each perturbation was kept or rejected; when no pair is kept there is no ``pairs.jsonl``
+(an earlier one is removed: it belonged to other settings) and a warning says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +74,10 @@ def category_and_stage(source, perturbed) -> tuple[str, int]:
     if kind == "replace_object":
         return "shape", max(1, len(groups))
     if kind in ("swap_attributes", "swap_objects"):
-        words = {w.lower() for g in groups for w in g[:-1]}
+        a, b = ({w.lower() for w in g[:-1]} for g in groups)
+        words = a ^ b  # what the swap moves: the attributes the two objects do not share
+        if kind == "swap_objects" and not words:
+            return "spatial", 2  # the same attributes: only the order changes ("a cat left of a dog")
         if words & set(COLORS):
             return "color", 2
         if words & TEXTURE_WORDS:
@@ -89,10 +98,11 @@ def as_scorer(scorer) -> Callable:
     raise TypeError(f"scorer must be a ClipScorer or a callable (images, texts) -> scores, got {type(scorer).__name__}")
 
 
-def _key(prompt: str, method: str, seed: int, options: Mapping, source: list) -> str:
-    """Cache key of a candidate image: everything that decides its pixels, the model and the
-    method's configuration included (another model must not reuse these images)."""
-    text = json.dumps([prompt, method, seed, {k: options[k] for k in sorted(options)}, source], default=str)
+def _key(prompt: str, method: str, seed: int, options: Mapping, source: list, groups=None) -> str:
+    """Cache key of a candidate image: everything that decides its pixels, the model, its
+    scheduler and dtype, the method's configuration and the token groups it guides included
+    (another model or other groups must not reuse these images)."""
+    text = json.dumps([prompt, method, seed, {k: options[k] for k in sorted(options)}, source, groups], default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
 
 
@@ -100,7 +110,10 @@ def _source(pipe, method) -> list:
     inner = getattr(pipe, "pipe", pipe)  # a wrapper around a pipeline (tests) names the inner one
     config = getattr(inner, "config", {}) or {}
     name = config.get("_name_or_path", "") if hasattr(config, "get") else ""
-    return [type(inner).__name__, name, method.config() if hasattr(method, "config") else None]
+    scheduler = getattr(inner, "scheduler", None)
+    sampler = None if scheduler is None else [type(scheduler).__name__, dict(getattr(scheduler, "config", {}))]
+    return [type(inner).__name__, name, method.config() if hasattr(method, "config") else None, sampler,
+            str(getattr(inner, "dtype", ""))]
 
 
 @dataclass
@@ -151,7 +164,10 @@ def build_pairs(
     counts = {"generated": 0, "reused": 0}
 
     def candidate(prompt: str, groups, method_name: str, seed: int) -> Path:
-        path = cache / f"{_key(prompt, method_name, seed, options, _source(pipe, methods[method_name]))}.png"
+        method = methods[method_name]
+        # plain images do not depend on the groups: one candidate serves every grouping of a prompt
+        key_groups = groups if method is not None else None
+        path = cache / f"{_key(prompt, method_name, seed, options, _source(pipe, method), key_groups)}.png"
         if path.exists():
             counts["reused"] += 1
             return path
@@ -222,5 +238,10 @@ def build_pairs(
          "scorer": getattr(scorer, "name", type(scorer).__name__), "kept": kept, "rejected": rejected,
          "generated": counts["generated"], "reused": counts["reused"]},
     )
-    write_jsonl_atomic(out / PAIRS_FILE, rows)
+    if rows:
+        write_jsonl_atomic(out / PAIRS_FILE, rows)
+    else:
+        (out / PAIRS_FILE).unlink(missing_ok=True)
+        warnings.warn(f"build_pairs kept no pair ({len(rejected)} rejected; build.json says why), so {out} has no "
+                      f"{PAIRS_FILE}: lower the margin, add seeds or methods, or use another scorer.", stacklevel=2)
     return BuildReport(out, kept, rejected, counts["generated"], counts["reused"])
