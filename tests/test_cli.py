@@ -369,7 +369,9 @@ def test_seed_ranges_are_inclusive_and_checked():
     assert int_list("42-51") == list(range(42, 52)) and int_list("0,3-5") == [0, 3, 4, 5]
     assert int_list("-1") == [-1]  # a leading minus is a negative seed, not a range
     assert int_list(str(2**64 - 1)) == [2**64 - 1] and int_list(str(-(2**63))) == [-(2**63)]
+    assert len(int_list("0-99999")) == 100_000
     for bad, message in (("5-3", "runs backwards"), ("a-b", "integers or ranges"),
+                         ("0-100000000", "names 100,000,001 seeds; at most 100,000 per range"),
                          (str(2**64), r"seed 18446744073709551616 is out of range; seeds lie in \[-2\*\*63, 2\*\*64\)")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             int_list(bad)

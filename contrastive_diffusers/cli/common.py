@@ -80,6 +80,10 @@ def method_list(text: str) -> list[str]:
     return names
 
 
+#: The most seeds one ``A-B`` range may name.
+MAX_SEED_RANGE = 100_000
+
+
 def int_list(text: str) -> list[int]:
     """``--seeds`` value: one integer, several separated by commas, or an inclusive range ``A-B``
     (``42-51``: the ten seeds a benchmark's protocol names)."""
@@ -90,6 +94,10 @@ def int_list(text: str) -> list[int]:
             if dash and first:  # "A-B"; a leading "-" is a negative number
                 if int(last) < int(first):
                     raise argparse.ArgumentTypeError(f"seed range {part!r} runs backwards; write it low-high")
+                if int(last) - int(first) >= MAX_SEED_RANGE:  # a typo (0-100000000) would fill the memory first
+                    raise argparse.ArgumentTypeError(
+                        f"seed range {part!r} names {int(last) - int(first) + 1:,} seeds; at most {MAX_SEED_RANGE:,} "
+                        "per range (one image each per method and prompt)")
                 values.extend(range(int(first), int(last) + 1))
             elif part:
                 values.append(int(part))
