@@ -418,6 +418,10 @@ def test_mcpl_end_to_end_two_tokens(models, concept_data, tmp_path):
                   "--promptcl_tokens", "<c2>").metrics[0]
     assert chosen["mask_fraction"] != both["mask_fraction"]  # one token's maps make the mask, not both
     assert both["promptcl_loss"] > 0 and chosen["promptcl_loss"] == 0  # one token alone has no negatives
+    with pytest.warns(UserWarning, match="pairs each token with a copy of another token"):  # batch 3, 2 tokens
+        official = _run(MCPL(), models["sd1"], concept_data, tmp_path / "official", *common,
+                        "--promptcl_pairing", "official").metrics[0]
+    assert official["promptcl_loss"] > 0 and official["promptcl_loss"] != both["promptcl_loss"]
 
 
 def test_contrastive_losses_fall_on_a_fixed_batch(models, tmp_path):

@@ -76,6 +76,26 @@ def _reference_promptcl(features, labels, t):
     return sum(losses) / len(losses)
 
 
+def test_prompt_contrastive_loss_official_pairing_by_hand():
+    """MCPL's code: rows (caption, token) flattened; row i's one positive is row i - B (mod B*n)."""
+    from contrastive_diffusers.training.losses import prompt_contrastive_loss_official
+
+    torch.manual_seed(0)
+    features = torch.randn(4, 2, 3)  # B = 4 captions, n = 2 tokens
+    t = 0.3
+    rows = torch.nn.functional.normalize(features.reshape(8, 3), dim=-1)
+    total = 0.0
+    for i in range(8):
+        j = (i - 4) % 8  # the same token two captions away: (b, w) -> (b - 2, w)
+        assert i % 2 == j % 2
+        others = [float(rows[i] @ rows[k]) / t for k in range(8) if k != i]
+        total += -float(rows[i] @ rows[j]) / t + math.log(sum(math.exp(v) for v in others))
+    assert prompt_contrastive_loss_official(features, t).item() == pytest.approx(total / 8, rel=1e-5)
+    # the other copies of a token are negatives: not the label pairing's loss
+    labels = torch.tensor([0, 1] * 4)
+    assert prompt_contrastive_loss(features.reshape(8, 3), labels, t).item() != pytest.approx(total / 8, rel=1e-3)
+
+
 def test_prompt_contrastive_loss_by_hand():
     features = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0, 1])  # item 2 has no positive: not an anchor

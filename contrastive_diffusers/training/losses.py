@@ -104,6 +104,26 @@ def steering_loss(
     return torch.logsumexp(logits, dim=0) - torch.logsumexp(pos, dim=0)
 
 
+def prompt_contrastive_loss_official(features: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """PromptCL as MCPL's official code computes it: ``features`` ``(B, n, D)``, the ``n``
+    contrasted tokens of each of ``B`` captions in caption order (with bind-adjective, the
+    captions' adjectives appended as ``B`` more rows). The rows are flattened caption by
+    caption; each row's one positive is the row ``B`` places before it (cyclically: the same
+    token two captions away at ``B = 4, n = 2``), every other row is in the denominator, the
+    other copies of the same token included:
+    ``mean_i(-s(i, pos(i))/t + logsumexp_{j != i} s(i, j)/t)`` on cosine similarities."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if features.dim() != 3 or features.shape[1] == 0:
+        raise ValueError(f"prompt_contrastive_loss_official needs features (B, n, D); got {tuple(features.shape)}.")
+    rows = features.shape[0] * features.shape[1]
+    f = F.normalize(features.reshape(rows, -1).float(), dim=-1)
+    eye = torch.eye(rows, dtype=torch.bool, device=f.device)
+    positive = eye.roll(shifts=rows // features.shape[1], dims=0)
+    sim = (f @ f.T).masked_fill(eye, -9e15) / temperature
+    return (-sim[positive] + torch.logsumexp(sim, dim=-1)).mean()
+
+
 def prompt_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """PromptCL: multi-positive InfoNCE over ``features`` ``(M, D)`` with integer ``labels`` ``(M,)``.
 

@@ -34,7 +34,8 @@ Each step encodes ``--promptcl_views`` differently templated views of every capt
   with exactly one positive, the item ``batch`` places further in its flattened order, and
   counts every other copy of the same token as a negative: the same at batch 2, but at its
   default batch 4 two of an anchor's three copies push it away, and at a batch that is not a
-  multiple of the token count the "positive" is another token.)
+  multiple of the token count the "positive" is another token. ``--promptcl_pairing
+  official`` computes it that way, over the first view of each caption.)
 - Bind adjective (``--bind_adjectives "<adj>:<noun>,..."``): an adjective token shares its
   noun's label, so each noun's positives include its own adjective.
 
@@ -55,6 +56,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import warnings
 from collections.abc import Sequence
 from types import MappingProxyType
 
@@ -73,6 +75,7 @@ from .losses import (
     denoising_loss,
     masked_denoising_loss,
     prompt_contrastive_loss,
+    prompt_contrastive_loss_official,
 )
 from .tokens import TokenMethod
 from .trainer import Trainer
@@ -147,6 +150,15 @@ class MCPL(TokenMethod):
                        help="InfoNCE temperature τ of PromptCL; the official run without the mask: 0.2.")
         g.add_argument("--promptcl_views", type=int, default=2, help="Templated views of each caption per step.")
         g.add_argument(
+            "--promptcl_pairing",
+            choices=("label", "official"),
+            default="label",
+            help="label: every other copy of a token (all views, all captions) is a positive, as the paper "
+            "describes PromptCL; official: as the official code, each copy's one positive is the copy of its "
+            "token the batch size further back in the flattened (caption, token) order, the other copies are "
+            "negatives, over the first view of each caption (with --bind_adjectives: the adjectives appended).",
+        )
+        g.add_argument(
             "--view_templates",
             type=lambda s: [t.strip() for t in s.split("|") if t.strip()],
             default=None,
@@ -212,6 +224,8 @@ class MCPL(TokenMethod):
             return torch.tensor([ids[t] for t in (tokens or args.placeholder_tokens)], device=trainer.device)
 
         self.attn_ids, self.promptcl_ids = chosen(args.attn_tokens), chosen(args.promptcl_tokens)
+        if args.promptcl_pairing == "official":
+            self._official_setup(trainer, ids)
         labels = token_labels(args.placeholder_tokens, args.bind_adjectives)
         self.label_of = {tid: lab for tid, lab in zip(trainer.infos[0].token_ids, labels)}
         tok = m.tokenizers[0]
@@ -238,6 +252,52 @@ class MCPL(TokenMethod):
             # Active for the whole step (forward and backward), so that gradient checkpointing
             # recomputes the recorded layers with the same explicit attention.
             self.recorder.active = True
+
+    def _official_setup(self, trainer: Trainer, ids: dict) -> None:
+        """The official pairing reads each caption's contrasted tokens as one row of a
+        ``(captions, n)`` grid: every caption must hold the same number of them (and as many
+        bound adjectives), or rows would pair other tokens."""
+        args = trainer.args
+        adjectives = {adjective for adjective, _ in args.bind_adjectives}
+        pseudo = [t for t in (args.promptcl_tokens or args.placeholder_tokens) if t not in adjectives]
+        self.pseudo_ids = torch.tensor([ids[t] for t in pseudo], device=trainer.device)
+        self.adjective_ids = torch.tensor([ids[t] for t in adjectives], device=trainer.device) if adjectives else None
+        tok = trainer.models.tokenizers[0]
+        pseudo_set, adjective_set = {ids[t] for t in pseudo}, {ids[t] for t in adjectives}
+        counts = set()
+        for example in trainer.examples:
+            for caption in example.captions:
+                caption_ids = tok(caption, add_special_tokens=False).input_ids
+                n = sum(i in pseudo_set for i in caption_ids)
+                n_adjectives = sum(i in adjective_set for i in caption_ids)
+                if n == 0 or (adjectives and n_adjectives != n):
+                    raise ValueError(
+                        f"--promptcl_pairing official needs every caption to hold the contrasted tokens "
+                        f"({', '.join(pseudo)}){' and as many bound adjectives' if adjectives else ''}; "
+                        f"{caption!r} of {example.path.name} holds {n}{f' and {n_adjectives}' if adjectives else ''}. "
+                        "Use --promptcl_pairing label for captions that differ."
+                    )
+                counts.add(n)
+        if len(counts) > 1:
+            raise ValueError(
+                f"--promptcl_pairing official needs the same number of contrasted tokens in every caption; the "
+                f"captions hold {sorted(counts)}. Use --promptcl_pairing label for captions that differ."
+            )
+        (n,) = counts
+        if args.train_batch_size % n:
+            warnings.warn(
+                f"--promptcl_pairing official at batch {args.train_batch_size} with {n} contrasted tokens per caption "
+                "pairs each token with a copy of another token, as the official code does at such a batch; use a "
+                f"batch that is a multiple of {n} (the official default: 4 with 2 tokens).", stacklevel=2)
+
+    def _official_promptcl(self, hidden: torch.Tensor, ids: torch.Tensor, size: int, temperature: float):
+        """PromptCL with the official code's pairing over the first view of each caption."""
+        first = hidden[:size]
+        features = first[torch.isin(ids[:size], self.pseudo_ids)].reshape(size, -1, first.shape[-1])
+        if self.adjective_ids is not None:
+            adjectives = first[torch.isin(ids[:size], self.adjective_ids)].reshape(size, -1, first.shape[-1])
+            features = torch.cat([features, adjectives])
+        return prompt_contrastive_loss_official(features, temperature)
 
     def teardown(self, trainer: Trainer) -> None:
         if getattr(self, "recorder", None) is not None:
@@ -285,7 +345,11 @@ class MCPL(TokenMethod):
             denoise = denoising_loss(pred, target)
         loss = denoise
         logs["denoise_loss"] = denoise.detach()
-        if args.promptcl_weight > 0:
+        if args.promptcl_weight > 0 and args.promptcl_pairing == "official":
+            cl = self._official_promptcl(hidden, ids[0], size, args.promptcl_temperature)
+            loss = loss + args.promptcl_weight * cl
+            logs["promptcl_loss"] = cl.detach()
+        elif args.promptcl_weight > 0:
             rows, cols = torch.isin(ids[0], self.promptcl_ids).nonzero(as_tuple=True)  # of every view
             features = hidden[rows, cols]
             labels = torch.tensor([self.label_of[int(t)] for t in ids[0][rows, cols].tolist()], device=hidden.device)
