@@ -69,7 +69,9 @@ def test_comparison_pairs_by_prompt_and_seed_with_t_intervals():
     half = t_quantile(0.975, 3) * math.sqrt(1 / 3) / 2
     assert half == pytest.approx(0.918694, abs=1e-6)
     assert entry["paired"]["b"] == pytest.approx({"delta": 0.5, "ci_low": 0.5 - half, "ci_high": 0.5 + half, "n": 4})
-    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes"}
+    # with the prompts as the samples: both prompts' mean difference is 0.5, so no spread between them
+    assert entry["paired_by_prompt"]["b"] == {"delta": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": 2}
+    assert set(entry) == {"metric", "method", "baselines", "paired", "paired_by_prompt", "minutes"}
     text = training_markdown({"x": entry}, {})
     assert "| b | 0.400 [" in text and "(n=5)" in text and "+0.500 [" in text
 
@@ -81,6 +83,15 @@ def test_the_verdict_reads_the_interval_across_training_seeds_when_there_is_one(
     assert "| b | 0.250 [0.150, 0.350] (n=108) | -0.046 [-0.087, -0.006] (worse) |" in training_markdown({"x": entry}, {})
     entry["across_training_seeds"] = {"b": {"mean": -0.046, "ci_low": -0.245, "ci_high": 0.153, "n": 3}}
     assert ("| -0.046 [-0.087, -0.006] over images; across training seeds [-0.245, +0.153] (no clear difference) |"
+            in training_markdown({"x": entry}, {}))
+
+
+def test_the_verdict_reads_the_interval_over_prompts_when_there_is_one():
+    pooled = {"delta": 0.1, "ci_low": 0.02, "ci_high": 0.18, "n": 72}
+    entry = {"metric": "success", "minutes": 1.0, "method": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 72},
+             "baselines": {"b": {"mean": 0.4, "ci_low": 0.3, "ci_high": 0.5, "n": 72}}, "paired": {"b": pooled},
+             "paired_by_prompt": {"b": {"delta": 0.1, "ci_low": -0.05, "ci_high": 0.25, "n": 12}}}
+    assert ("| +0.100 [+0.020, +0.180] over images; over prompts [-0.050, +0.250] (no clear difference) |"
             in training_markdown({"x": entry}, {}))
 
 
@@ -155,7 +166,8 @@ def test_smoke_command_writes_the_report_and_resumes(tmp_path, single_thread, ca
     assert script.main(argv) == 0
     data = json.loads((results / "training.json").read_text())
     entry = data["dco"]
-    assert set(entry) == {"metric", "method", "baselines", "paired", "minutes", "sizes", "last_call"}
+    assert set(entry) == {"metric", "method", "baselines", "paired", "paired_by_prompt", "minutes", "sizes",
+                          "last_call"}
     assert entry["last_call"]["command"].endswith("--output-dir DIR --smoke")
     assert entry["sizes"]["dco_steps"] == 1 and entry["sizes"]["train_seeds"] == [0]  # the smoke sizes
     assert not any(k.startswith(("mcpl_", "reversion_", "evogen_")) for k in entry["sizes"])

@@ -3,6 +3,8 @@
 - :func:`t_quantile`: Student-t quantile, from the regularised incomplete beta function
   (written here: scipy is not a dependency of this package).
 - :func:`mean_ci`: mean with a t confidence interval over images.
+- :func:`clustered_mean_ci`: the same mean with an interval that counts clusters (prompts),
+  not values, as the samples: the images of one prompt are not independent draws.
 - :func:`metric_value` / :func:`paired_differences`: read one metric from a benchmark record,
   and pair two methods' values by (prompt id, seed), so a method is compared with the
   baseline on the same prompts and starting noise.
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Iterable, Sequence
 
-__all__ = ["MeanCI", "mean_ci", "metric_value", "paired_differences", "t_quantile"]
+__all__ = ["MeanCI", "clustered_mean_ci", "mean_ci", "metric_value", "paired_differences", "t_quantile"]
 
 # Above this many degrees of freedom the incomplete-beta continued fraction needs thousands
 # of terms, while the Cornish-Fisher series in 1/df is exact to double precision.
@@ -152,6 +154,29 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
     return MeanCI(mean, half_width, n)
 
 
+def clustered_mean_ci(values: Iterable[float], clusters: Iterable, confidence: float = 0.95) -> MeanCI:
+    """The mean of ``values`` with a cluster-robust interval: ``mean ± t_{(1+c)/2, G-1} · se``,
+    ``se² = G/(G-1) · Σ_g (Σ_{i in g} (x_i - mean))² / N²`` over the ``G`` clusters (the
+    sandwich estimator with the usual small-sample factor). With one value per cluster it is
+    :func:`mean_ci`'s interval; values of one cluster that move together widen it. ``n`` is
+    the number of clusters; fewer than two: half-width ``nan``."""
+    values = [float(v) for v in values]
+    clusters = list(clusters)
+    if len(clusters) != len(values):
+        raise ValueError(f"clustered_mean_ci: {len(values)} values but {len(clusters)} cluster labels.")
+    if not values:
+        return MeanCI(math.nan, math.nan, 0)
+    mean = math.fsum(values) / len(values)
+    sums: dict = {}
+    for value, cluster in zip(values, clusters):
+        sums[cluster] = sums.get(cluster, 0.0) + (value - mean)
+    g = len(sums)
+    if g < 2:
+        return MeanCI(mean, math.nan, g)
+    variance = g / (g - 1) * math.fsum(s * s for s in sums.values()) / len(values) ** 2
+    return MeanCI(mean, t_quantile((1.0 + confidence) / 2.0, g - 1) * math.sqrt(variance), g)
+
+
 def metric_value(record: dict, metric: str) -> float | None:
     """The record's value of ``metric`` as a float, or None when failed, unscored or not a number.
 
@@ -170,8 +195,10 @@ def metric_value(record: dict, metric: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def paired_differences(records: Sequence[dict], metric: str, method: str, baseline: str) -> list[float]:
-    """``method - baseline`` for every (prompt_id, seed) both scored on ``metric``.
+def paired_differences(records: Sequence[dict], metric: str, method: str, baseline: str,
+                       with_keys: bool = False) -> list:
+    """``method - baseline`` for every (prompt_id, seed) both scored on ``metric``
+    (``with_keys``: ``((prompt_id, seed), difference)`` pairs).
 
     Ordered as ``method``'s records appear; if a pair occurs twice (a re-run), the later
     record of each method counts.
@@ -184,7 +211,7 @@ def paired_differences(records: Sequence[dict], metric: str, method: str, baseli
         if r.get("method") == method:
             method_values[(r.get("prompt_id"), r.get("seed"))] = metric_value(r, metric)
     return [
-        value - baseline_values[key]
+        (key, value - baseline_values[key]) if with_keys else value - baseline_values[key]
         for key, value in method_values.items()
         if value is not None and baseline_values.get(key) is not None
     ]

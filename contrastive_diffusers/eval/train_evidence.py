@@ -22,7 +22,7 @@ from ..atomic_io import save_image_atomic, write_json_atomic
 from ..records import jsonable
 from ..shapes.oracle import detect
 from ..shapes.spec import CaptionSpec, ObjectSpec, evaluate
-from .stats import mean_ci, metric_value, paired_differences
+from .stats import clustered_mean_ci, mean_ci, metric_value, paired_differences
 
 __all__ = [
     "Arm",
@@ -288,22 +288,27 @@ def stat(values: Sequence[float]) -> dict:
 def comparison(records: Sequence[dict], metric: str, method: str, baselines: Sequence[str],
                minutes: float, label: str | None = None) -> dict:
     """One experiment's entry of ``training.json``: the method's and each baseline's mean with
-    its 95% interval, and the paired differences method - baseline over (prompt, seed).
-    ``records`` holds one record per (method, prompt id, seed) (:func:`read_records`)."""
+    its 95% interval, the paired differences method - baseline over (prompt, seed), and the
+    same differences with the prompts as the samples (``paired_by_prompt``: the seeds of one
+    prompt are not independent draws, so this interval is the honest one for "prompts like
+    these"). ``records`` holds one record per (method, prompt id, seed) (:func:`read_records`)."""
     rows = list(records)
 
     def values(name):
         return [v for r in rows if r.get("method") == name and (v := metric_value(r, metric)) is not None]
 
-    paired = {}
+    paired, by_prompt = {}, {}
     for baseline in baselines:
-        ci = mean_ci(paired_differences(rows, metric, method, baseline))
-        paired[baseline] = {"delta": _finite(ci.mean), "ci_low": _finite(ci.low), "ci_high": _finite(ci.high),
-                            "n": ci.n}
+        keyed = paired_differences(rows, metric, method, baseline, with_keys=True)
+        for target, ci in ((paired, mean_ci(d for _, d in keyed)),
+                           (by_prompt, clustered_mean_ci((d for _, d in keyed), (key[0] for key, _ in keyed)))):
+            target[baseline] = {"delta": _finite(ci.mean), "ci_low": _finite(ci.low), "ci_high": _finite(ci.high),
+                                "n": ci.n}
     return {
         "metric": label or metric,
         "method": stat(values(method)),
         "baselines": {b: stat(values(b)) for b in baselines},
         "paired": paired,
+        "paired_by_prompt": by_prompt,
         "minutes": round(minutes, 2),
     }

@@ -28,20 +28,34 @@ def _verdict(low: float, high: float) -> str:
     return "better" if low > 0 else ("worse" if high < 0 else "no clear difference")
 
 
-def _delta(stat: dict, across: dict | None = None) -> str:
-    """``"+0.05 [+0.01, +0.09] (better)"``. With ``across`` (the interval with the training
-    seeds as the samples), the verdict is read from it: the images of one trained model are
-    not independent draws of the method, so the pooled interval alone overstates certainty."""
-    delta, low, high = stat.get("delta"), stat.get("ci_low"), stat.get("ci_high")
+def _bounds(stat: dict | None) -> tuple[float, float] | None:
+    low, high = (stat or {}).get("ci_low"), (stat or {}).get("ci_high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return low, high
+
+
+def _delta(stat: dict, across: dict | None = None, prompts: dict | None = None) -> str:
+    """``"+0.05 [+0.01, +0.09] (better)"``. The verdict is read from the widest sampling unit
+    given: ``across`` (the training seeds as the samples), else ``prompts`` (the prompts as
+    the samples): the images of one trained model, or of one prompt, are not independent
+    draws, so the pooled interval alone overstates certainty."""
+    delta = stat.get("delta")
     if delta is None or not math.isfinite(delta):
         return "n/a"
-    if low is None or not math.isfinite(low):
+    pooled = _bounds(stat)
+    if pooled is None:
         return f"{delta:+.3f}"
-    a_low, a_high = (across or {}).get("ci_low"), (across or {}).get("ci_high")
-    if a_low is None or a_high is None or not (math.isfinite(a_low) and math.isfinite(a_high)):
-        return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] ({_verdict(low, high)})"
-    return (f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] over images; across training seeds "
-            f"[{a_low:+.3f}, {a_high:+.3f}] ({_verdict(a_low, a_high)})")
+    text = f"{delta:+.3f} [{pooled[0]:+.3f}, {pooled[1]:+.3f}]"
+    verdict = pooled
+    if _bounds(prompts) is not None:
+        verdict = _bounds(prompts)
+        text += f" over images; over prompts [{verdict[0]:+.3f}, {verdict[1]:+.3f}]"
+    if _bounds(across) is not None:
+        verdict = _bounds(across)
+        text += "" if _bounds(prompts) else " over images"
+        text += f"; across training seeds [{verdict[0]:+.3f}, {verdict[1]:+.3f}]"
+    return f"{text} ({_verdict(*verdict)})"
 
 
 def merge_results(path: Path, new: dict) -> dict:
@@ -68,7 +82,8 @@ def training_markdown(results: dict, details: dict, header: str = "", examples: 
                   f"| **{name}** (method) | {format_stat(entry['method'])} | |"]
         for baseline, stat in entry["baselines"].items():
             across = entry.get("across_training_seeds", {}).get(baseline)
-            lines.append(f"| {baseline} | {format_stat(stat)} | {_delta(entry['paired'][baseline], across)} |")
+            prompts = entry.get("paired_by_prompt", {}).get(baseline)
+            lines.append(f"| {baseline} | {format_stat(stat)} | {_delta(entry['paired'][baseline], across, prompts)} |")
         for baseline, per_seed in entry.get("by_training_seed", {}).items():
             across = entry.get("across_training_seeds", {}).get(baseline, {})
             lines += ["", f"Each training seed's paired difference from {baseline}: " + "; ".join(
