@@ -11,7 +11,7 @@ from contrastive_diffusers.shapes.export import (
     export_mcpl,
     export_reversion,
 )
-from contrastive_diffusers.shapes.oracle import check
+from contrastive_diffusers.shapes.oracle import check, detect
 from contrastive_diffusers.shapes.prompts import HELD_OUT_PAIRS
 from contrastive_diffusers.shapes.world import RELATIONS
 from contrastive_diffusers.training.data import load_examples
@@ -79,6 +79,10 @@ def test_evogen_pairs(tmp_path):
         with Image.open(folder / row["positive"]) as pos, Image.open(folder / row["negative"]) as neg:
             assert pos.tobytes() != neg.tobytes()
         assert not any(f"{c} {s}" in row["caption"] for c, s in HELD_OUT_PAIRS)
+        # neither image draws a held-out pair (negatives were drawn from every colour and shape)
+        for key in ("positive", "negative"):
+            with Image.open(folder / row[key]) as image:
+                assert not {(o.color, o.shape) for o in detect(image)} & set(HELD_OUT_PAIRS), (row, key)
     assert {(r["stage"], r["category"]) for r in rows} == {(s, c) for s, cs in EVOGEN_STAGES.items() for c in cs}
 
 

@@ -163,10 +163,11 @@ def _evogen_pair(stage: int, category: str, rng: np.random.Generator, pool) -> t
         spec = sample_spec("single", rng, pool)
         scene = scenes_for(spec, rng, pairs=pool)
         obj = scene.objects[0]
+        # the new colour or shape makes a pair of the pool: held-out pairs stay unseen, negatives too
         if category == "color":
-            changed = replace(obj, color=_other(rng, COLORS, {obj.color}))
+            changed = replace(obj, color=_other(rng, [c for c in COLORS if (c, obj.shape) in pool], {obj.color}))
         else:
-            changed = replace(obj, shape=_other(rng, SHAPES, {obj.shape}))
+            changed = replace(obj, shape=_other(rng, [h for h in SHAPES if (obj.color, h) in pool], {obj.shape}))
         return caption_for(scene, "single"), scene, Scene((changed,), None, scene.background)
     if stage == 2:
         kind = "relation" if category == "spatial" else "two_object"
@@ -209,7 +210,8 @@ def export_evogen(out_dir, per_stage: int = 30, seed: int = 0, size: int = 64,
                 except PlacementError:
                     continue
                 if (not layout_problems(negative) and evaluate(positive.objects, caption.spec).success
-                        and not evaluate(negative.objects, caption.spec).success):
+                        and not evaluate(negative.objects, caption.spec).success
+                        and all((o.color, o.shape) in pool for o in negative.objects)):  # a swap may leave the pool
                     break
             else:
                 raise RuntimeError(f"No valid {category} pair for stage {stage} in 100 tries.")
