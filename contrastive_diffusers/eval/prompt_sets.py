@@ -31,8 +31,14 @@ def load_prompt_set(name_or_path: str) -> list[PromptItem]:
     name = str(name_or_path)
     if name in ("shapes", "shapes:test", "shapes:sample", "shapes:train"):
         # ShapesWorld: every item carries metadata["spec"], which the bench runner's oracle checks
-        if name == "shapes:sample":
-            return shapes_prompts("test", per_category=2)
+        if name == "shapes:sample":  # the test set's own first prompts: the same ids mean the same prompts
+            taken: dict[str, int] = {}
+            sample = []
+            for item in shapes_prompts("test"):
+                if taken.get(item.category, 0) < 2:
+                    taken[item.category] = taken.get(item.category, 0) + 1
+                    sample.append(item)
+            return sample
         return shapes_prompts("train" if name == "shapes:train" else "test")
     if name == "geneval" or name.startswith("geneval:"):
         return geneval_prompts(name.split(":", 1)[1] if ":" in name else None)
