@@ -260,10 +260,10 @@ class MCPL(TokenMethod):
         args = trainer.args
         adjectives = {adjective for adjective, _ in args.bind_adjectives}
         pseudo = [t for t in (args.promptcl_tokens or args.placeholder_tokens) if t not in adjectives]
-        self.pseudo_ids = torch.tensor([ids[t] for t in pseudo], device=trainer.device)
-        self.adjective_ids = torch.tensor([ids[t] for t in adjectives], device=trainer.device) if adjectives else None
-        tok = trainer.models.tokenizers[0]
         pseudo_set, adjective_set = {ids[t] for t in pseudo}, {ids[t] for t in adjectives}
+        self.pseudo_ids = torch.tensor(sorted(pseudo_set), device=trainer.device)
+        self.adjective_ids = torch.tensor(sorted(adjective_set), device=trainer.device) if adjectives else None
+        tok = trainer.models.tokenizers[0]
         counts = set()
         for example in trainer.examples:
             for caption in example.captions:
@@ -289,6 +289,12 @@ class MCPL(TokenMethod):
                 f"--promptcl_pairing official at batch {args.train_batch_size} with {n} contrasted tokens per caption "
                 "pairs each token with a copy of another token, as the official code does at such a batch; use a "
                 f"batch that is a multiple of {n} (the official default: 4 with 2 tokens).", stacklevel=2)
+
+    def _label_promptcl(self, hidden: torch.Tensor, ids: torch.Tensor, size: int, temperature: float):
+        """PromptCL as the paper describes it: every copy of a token in every view and caption."""
+        rows, cols = torch.isin(ids, self.promptcl_ids).nonzero(as_tuple=True)
+        labels = torch.tensor([self.label_of[int(t)] for t in ids[rows, cols].tolist()], device=hidden.device)
+        return prompt_contrastive_loss(hidden[rows, cols], labels, temperature)
 
     def _official_promptcl(self, hidden: torch.Tensor, ids: torch.Tensor, size: int, temperature: float):
         """PromptCL with the official code's pairing over the first view of each caption."""
@@ -345,15 +351,9 @@ class MCPL(TokenMethod):
             denoise = denoising_loss(pred, target)
         loss = denoise
         logs["denoise_loss"] = denoise.detach()
-        if args.promptcl_weight > 0 and args.promptcl_pairing == "official":
-            cl = self._official_promptcl(hidden, ids[0], size, args.promptcl_temperature)
-            loss = loss + args.promptcl_weight * cl
-            logs["promptcl_loss"] = cl.detach()
-        elif args.promptcl_weight > 0:
-            rows, cols = torch.isin(ids[0], self.promptcl_ids).nonzero(as_tuple=True)  # of every view
-            features = hidden[rows, cols]
-            labels = torch.tensor([self.label_of[int(t)] for t in ids[0][rows, cols].tolist()], device=hidden.device)
-            cl = prompt_contrastive_loss(features, labels, args.promptcl_temperature)
+        if args.promptcl_weight > 0:
+            promptcl = self._official_promptcl if args.promptcl_pairing == "official" else self._label_promptcl
+            cl = promptcl(hidden, ids[0], size, args.promptcl_temperature)
             loss = loss + args.promptcl_weight * cl
             logs["promptcl_loss"] = cl.detach()
         logs["loss"] = loss.detach()
