@@ -131,9 +131,9 @@ def _split(group) -> tuple[list[str], list[str]]:
 
 def _bindings(groups) -> frozenset:
     """What a caption says: which attributes (in any order) go with which noun."""
-    return frozenset(
-        (frozenset(w.lower() for w in _split(g)[0]), " ".join(w.lower() for w in _split(g)[1])) for g in groups
-    )
+    splits = (_split(g) for g in groups)
+    return frozenset((frozenset(w.lower() for w in attributes), " ".join(w.lower() for w in noun))
+                     for attributes, noun in splits)
 
 
 def _recase(text: str, like: str) -> str:
