@@ -23,9 +23,12 @@ whose results go to ``evidence-mmdit.json`` (and ``.md``, ``.png``, ...) beside 
 3. **Write** ``evidence.json`` (``--results``; default
    ``benchmarks/results/shapesworld/evidence.json``): ``{"n_seeds", "methods": {"<method>[:tuned]":
    {category: {mean, ci_low, ci_high, n}}}, "paired": {"<method>[:tuned]": {category: {delta,
-   ci_low, ci_high, n}}}}`` with ``none`` as the baseline, and beside it ``evidence.md`` (the
-   README's tables), ``evidence.png`` / ``evidence.svg`` (the chart) and ``evidence-grid.png``
-   (the same prompts and seeds across every arm, framed by the oracle's verdict).
+   ci_low, ci_high, n, n_prompts}}}}`` with ``none`` as the baseline (intervals over prompts:
+   the seeds of one prompt are not independent draws), and beside it ``evidence-records.jsonl``
+   (every test image's arm, prompt, seed and verdict: ``--from-records`` recomputes the tables
+   from it without drawing anything), ``evidence.md`` (the README's tables), ``evidence.png`` /
+   ``evidence.svg`` (the chart) and ``evidence-grid.png`` (the same prompts and seeds across
+   every arm, framed by the oracle's verdict).
 
 Every stage resumes: re-running the command keeps every image and tuning step already made.
 A tuned setting that settled on the paper defaults is not drawn again: its arm reuses the
@@ -63,6 +66,7 @@ from contrastive_diffusers.eval.tune_runs import Arm, arm_tables, run_arms
 from contrastive_diffusers.shapes import shapes_prompts
 
 METHODS = ("attend_and_excite", "conform", "ebama", "syngen")
+METRIC = "oracle_success"
 OTHER_CATEGORIES = ("relation", "held_out", "single")
 RESULTS = Path(__file__).resolve().parent / "results" / "shapesworld" / "evidence.json"
 MODELS = {"embedded": RESULTS, "embedded-mmdit": RESULTS.with_name("evidence-mmdit.json")}
@@ -88,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seeds of a method and prompt per pipeline call (1: one image per call)")
     parser.add_argument("--smoke", action="store_true", help="2 prompts per category, 1 seed, a tiny tuning budget, 3 steps")
     parser.add_argument("--estimate", action="store_true", help="time a few images and print the projected runtime")
+    parser.add_argument("--from-records", action="store_true",
+                        help="draw nothing: recompute the tables and chart from the records file beside --results")
     args = parser.parse_args(argv)
     if args.seed_batch < 1:
         parser.error(f"--seed-batch must be at least 1, got {args.seed_batch}")
@@ -170,13 +176,50 @@ def tune_all(args) -> dict[str, Path]:
     return files
 
 
-def evidence(records: list[dict], arms: list[Arm], n_seeds: int) -> dict:
+def evidence(records: list[dict], arm_names: list[str], n_seeds: int) -> dict:
     """evidence.json: arm names as ``<method>`` and ``<method>:tuned``."""
-    tables = arm_tables(records, "oracle_success", [a.name for a in arms])
-    public = {a.name: a.name.replace("-tuned", ":tuned") for a in arms}
+    tables = arm_tables(records, METRIC, arm_names)
+    public = {a: a.replace("-tuned", ":tuned") for a in arm_names}
     return {"n_seeds": n_seeds,
             "methods": {public[k]: v for k, v in tables["methods"].items()},
             "paired": {public[k]: v for k, v in tables["paired"].items()}}
+
+
+def records_path(results: Path) -> Path:
+    return results.with_name(results.stem + "-records.jsonl")
+
+
+def write_records(path: Path, records: list[dict], n_seeds: int) -> None:
+    """Every test image's arm, prompt, category, seed, status and verdict, one JSON line each
+    (a first line holds the arms in order and ``n_seeds``): what the tables are computed from."""
+    arms = list(dict.fromkeys(r["method"] for r in records))
+    lines = [json.dumps({"arms": arms, "n_seeds": n_seeds, "metric": METRIC})]
+    for r in records:
+        value = (r.get("metrics") or {}).get(METRIC)
+        lines.append(json.dumps({"method": r["method"], "prompt_id": r["prompt_id"], "category": r.get("category"),
+                                 "seed": r["seed"], "status": r["status"], METRIC: value}))
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def read_records(path: Path) -> tuple[list[dict], list[str], int]:
+    """(records in the bench runner's shape, arm names, n_seeds) from :func:`write_records`' file."""
+    if not path.is_file():
+        raise SystemExit(f"--from-records: no records file at {path}; run the evidence command once to write it.")
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    head, rows = lines[0], lines[1:]
+    records = [{"method": r["method"], "prompt_id": r["prompt_id"], "category": r["category"], "seed": r["seed"],
+                "status": r["status"], "metrics": {METRIC: r[METRIC]}} for r in rows]
+    return records, head["arms"], head["n_seeds"]
+
+
+def write_tables(args, data: dict) -> None:
+    """evidence.json, .md and the chart."""
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.results, data)
+    write_text_atomic(args.results.with_suffix(".md"), evidence_markdown(data))
+    for suffix in (".svg", ".png"):
+        title = "ShapesWorld test split" + (", SD3-format model" if args.model == "embedded-mmdit" else "")
+        write_chart(data["methods"], args.results.with_suffix(suffix), title=title, metric="oracle success")
 
 
 def _short(arm: str) -> str:
@@ -195,9 +238,12 @@ def evidence_markdown(data: dict) -> str:
             return "-"
         number = "{:+.3f}" if key == "delta" else "{:.3f}"
         interval = "" if stat.get("ci_low") is None else f" [{number.format(stat['ci_low'])}, {number.format(stat['ci_high'])}]"
-        return f"{number.format(stat[key])}{interval} ({stat['n']})"
+        prompts = stat.get("n_prompts", stat["n"])
+        count = f"{stat['n']}" if prompts == stat["n"] else f"{stat['n']}; {prompts} prompts"
+        return f"{number.format(stat[key])}{interval} ({count})"
 
-    lines = ["| method | " + " | ".join(categories) + " |", "|---|" + "---|" * len(categories)]
+    lines = ["Oracle success, mean [95% t-interval over prompts] (images; prompts):", "",
+             "| method | " + " | ".join(categories) + " |", "|---|" + "---|" * len(categories)]
     lines += [f"| {m} | " + " | ".join(cell(s[c], "mean") for c in categories) + " |" for m, s in data["methods"].items()]
     lines += ["", "Paired difference from `none` (same prompt and seed):", "",
               "| method | " + " | ".join(categories) + " |", "|---|" + "---|" * len(categories)]
@@ -209,6 +255,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.estimate:
         estimate(args)
+        return 0
+    if args.from_records:
+        records, arm_names, n_seeds = read_records(records_path(args.results))
+        data = evidence(records, arm_names, n_seeds)
+        write_tables(args, data)
+        print(evidence_markdown(data))
+        print(f"wrote {args.results} from {records_path(args.results)}")
         return 0
     start = time.perf_counter()
     tuned = tune_all(args)
@@ -224,14 +277,10 @@ def main(argv=None) -> int:
     two, others = test_items(args)
     records = run_arms(args.output_dir / "test", arms, two, range(args.seeds), bench)
     records += run_arms(args.output_dir / "test", arms, others, range(args.other_seeds), bench)
-    data = evidence(records, arms, args.seeds)
+    data = evidence(records, [a.name for a in arms], args.seeds)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.results, data)
-    write_text_atomic(args.results.with_suffix(".md"), evidence_markdown(data))
-    for suffix in (".svg", ".png"):
-        title = "ShapesWorld test split" + (", SD3-format model" if args.model == "embedded-mmdit" else "")
-        write_chart(data["methods"], args.results.with_suffix(suffix), title=title,
-                    metric="oracle success")
+    write_records(records_path(args.results), records, args.seeds)
+    write_tables(args, data)
     grid = args.results.with_name(args.results.stem + "-grid.png")
     comparison_png(records, [a.name for a in arms], grid_sample(records, GRID_PROMPTS), args.output_dir / "test", grid,
                    labels={a.name: _short(a.name) for a in arms}, cell=64)

@@ -91,7 +91,7 @@ def test_arm_tables_pair_by_prompt_and_seed():
     records = [rec("none", "a", 0, 0.0), rec("none", "b", 0, 1.0), rec("none", "c", 0, 0.0),
                rec("m", "c", 0, 1.0), rec("m", "a", 0, 1.0), rec("m", "b", 0, 1.0)]
     tables = arm_tables(records, "oracle_success", ["none", "m"])
-    assert tables["methods"]["m"]["c"] == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3}
+    assert tables["methods"]["m"]["c"] == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3, "n_prompts": 3}
     delta = tables["paired"]["m"]["c"]  # differences 1, 0, 1: mean 2/3, s = 0.57735, t(0.975, 2) = 4.302653
     half = 4.302653 * 0.5773503 / math.sqrt(3)
     assert delta["delta"] == pytest.approx(2 / 3) and delta["n"] == 3
@@ -107,6 +107,26 @@ def test_arm_tables_do_not_clip_unbounded_metrics():
     stat = arm_tables(records, "clip_score", ["none"])["methods"]["none"]["c"]
     half = 12.706205 * math.sqrt(50.0) / math.sqrt(2)  # t(0.975, 1) x s / sqrt(n)
     assert stat["ci_low"] == pytest.approx(25 - half, abs=1e-4) and stat["ci_high"] == pytest.approx(25 + half, abs=1e-4)
+
+
+def test_arm_tables_intervals_count_prompts_not_seeds():
+    # two seeds of each of three prompts that move together: the interval is over the three
+    # prompts (cluster-robust), not over six independent images
+    values = {("a", 0): 20.0, ("a", 1): 22.0, ("b", 0): 30.0, ("b", 1): 32.0, ("c", 0): 25.0, ("c", 1): 27.0}
+    records = [{"method": "none", "prompt_id": p, "seed": seed, "category": "c", "status": "ok",
+                "metrics": {"clip_score": v}} for (p, seed), v in values.items()]
+    records += [{**r, "method": "m", "metrics": {"clip_score": r["metrics"]["clip_score"] + (1.0 if r["seed"] else 3.0)}}
+                for r in records]
+    tables = arm_tables(records, "clip_score", ["none", "m"])
+    stat = tables["methods"]["none"]["c"]
+    # prompt sums of deviations from 26: -10, +10, 0; se^2 = 3/2 x 200 / 6^2; t(0.975, 2) = 4.302653
+    half = 4.302653 * math.sqrt(1.5 * 200 / 36)
+    assert (stat["n"], stat["n_prompts"], stat["mean"]) == (6, 3, 26.0)
+    assert stat["ci_low"] == pytest.approx(26 - half, abs=1e-4) and stat["ci_high"] == pytest.approx(26 + half, abs=1e-4)
+    pooled_half = 2.570582 * math.sqrt(106 / 5) / math.sqrt(6)  # what six independent images would give
+    assert half > 2.5 * pooled_half
+    delta = tables["paired"]["m"]["c"]  # +3 on seed 0, +1 on seed 1 of every prompt: prompt sums all 0
+    assert (delta["delta"], delta["n"], delta["n_prompts"]) == (2.0, 6, 3) and delta["ci_low"] == delta["ci_high"] == 2.0
 
 
 def test_failed_search_images_count_as_the_worst_score():
@@ -285,10 +305,21 @@ def test_evidence_smoke(tmp_path):
     assert set(data["paired"]) == set(data["methods"]) - {"none"}
     assert set(data["methods"]["none"]) == {"two_object", "relation", "held_out", "single"}
     stat = data["methods"]["none"]["two_object"]
-    assert set(stat) == {"mean", "ci_low", "ci_high", "n"} and stat["n"] == 2
-    assert set(data["paired"]["conform"]["two_object"]) == {"delta", "ci_low", "ci_high", "n"}
+    assert set(stat) == {"mean", "ci_low", "ci_high", "n", "n_prompts"} and stat["n"] == stat["n_prompts"] == 2
+    assert set(data["paired"]["conform"]["two_object"]) == {"delta", "ci_low", "ci_high", "n", "n_prompts"}
     assert (tmp_path / "evidence.png").is_file() and (tmp_path / "evidence.md").is_file()
     assert (tmp_path / "evidence-grid.png").is_file()
+    # the records file holds every test image; the tables recompute from it without drawing
+    lines = (tmp_path / "evidence-records.jsonl").read_text().splitlines()
+    head = json.loads(lines[0])
+    assert head["arms"] == ["none", "attend_and_excite", "conform", "attend_and_excite-tuned", "conform-tuned"]
+    assert len(lines) - 1 == sum(s["n"] for arm in data["methods"].values() for s in arm.values()) + sum(
+        json.loads(line)["status"] != "ok" for line in lines[1:])
+    (tmp_path / "evidence.json").unlink()
+    assert script.main(["--output-dir", str(tmp_path / "nothing-drawn"), "--smoke", "--from-records",
+                        "--results", str(tmp_path / "evidence.json")]) == 0
+    assert json.loads((tmp_path / "evidence.json").read_text()) == data
+    assert not (tmp_path / "nothing-drawn").exists()
     assert script.main(["--output-dir", str(tmp_path), "--smoke", "--methods", "attend_and_excite", "conform"]) == 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .bench import BenchConfig, run_benchmark
-from .stats import mean_ci, metric_value, paired_differences
+from .stats import clustered_mean_ci, metric_value, paired_differences
 
 __all__ = ["Arm", "arm_tables", "maps_folder", "run_arms"]
 
@@ -69,10 +69,13 @@ def run_arms(root, arms: Sequence[Arm], items: list, seeds: Sequence[int], bench
     return records
 
 
-def _stat(values: list[float], bounds: tuple[float, float] | None = None) -> dict:
-    """Mean and 95% t-interval; ``bounds`` clip the interval to the values a mean can take
-    (a t-interval over few 0/1 values can reach past 0 or 1, which no success rate can)."""
-    ci = mean_ci(values)
+def _stat(values: list[float], prompts: list, bounds: tuple[float, float] | None = None) -> dict:
+    """Mean and 95% t-interval over prompts (cluster-robust: the seeds of one prompt are not
+    independent draws, so ``n`` images of ``n_prompts`` prompts resolve less than ``n``
+    independent images would; with one seed per prompt it is the plain t-interval).
+    ``bounds`` clip the interval to the values a mean can take (a t-interval over few 0/1
+    values can reach past 0 or 1, which no success rate can)."""
+    ci = clustered_mean_ci(values, prompts)
     low, high = ci.low, ci.high
     if bounds is not None and ci.n > 1:
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -80,7 +83,8 @@ def _stat(values: list[float], bounds: tuple[float, float] | None = None) -> dic
     def finite(x):
         return round(x, 6) if math.isfinite(x) else None
 
-    return {"mean": finite(ci.mean), "ci_low": finite(low), "ci_high": finite(high), "n": ci.n}
+    return {"mean": finite(ci.mean), "ci_low": finite(low), "ci_high": finite(high), "n": len(values),
+            "n_prompts": ci.n}
 
 
 def _is_binary(records: list[dict], metric: str) -> bool:
@@ -93,10 +97,10 @@ def _is_binary(records: list[dict], metric: str) -> bool:
 def arm_tables(records: list[dict], metric: str, arms: Sequence[str], baseline: str = "none",
                overall: bool = False, pairs: Sequence[tuple[str, str]] = ()) -> dict:
     """``{"methods": {arm: {category: {mean, ci_low, ci_high, n}}}, "paired": {arm: {category:
-    {delta, ci_low, ci_high, n}}}}``: each arm's mean of ``metric`` with its 95% t-interval
-    (clipped to [0, 1], and differences to [-1, 1], when the metric is a 0/1 success), and
-    its difference from ``baseline`` paired by prompt and seed (images where either is not
-    applicable or failed are left out). ``overall`` adds a category ``"all"``; ``pairs`` adds
+    {delta, ci_low, ci_high, n}}}}`` (``n`` images, ``n_prompts`` prompts): each arm's mean of
+    ``metric`` with its 95% t-interval over prompts (clipped to [0, 1], and differences to
+    [-1, 1], when the metric is a 0/1 success), and its difference from ``baseline`` paired by
+    prompt and seed (images where either is not applicable or failed are left out). ``overall`` adds a category ``"all"``; ``pairs`` adds
     ``"<arm> vs <other>"`` entries to ``paired`` (e.g. tuned against the paper defaults)."""
     categories = list(dict.fromkeys(r.get("category") for r in records if r.get("category") is not None))
     groups = {c: [r for r in records if r.get("category") == c] for c in categories}
@@ -108,14 +112,16 @@ def arm_tables(records: list[dict], metric: str, arms: Sequence[str], baseline: 
     for arm in arms:
         methods[arm] = {}
         for category, group in groups.items():
-            values = [metric_value(r, metric) for r in group if r.get("method") == arm]
-            methods[arm][category] = _stat([v for v in values if v is not None], mean_bounds)
+            scored = [(r.get("prompt_id"), metric_value(r, metric)) for r in group if r.get("method") == arm]
+            scored = [(prompt, v) for prompt, v in scored if v is not None]
+            methods[arm][category] = _stat([v for _, v in scored], [prompt for prompt, _ in scored], mean_bounds)
     comparisons = [(arm, baseline) for arm in arms if arm != baseline] + list(pairs)
     paired = {}
     for arm, other in comparisons:
         key = arm if other == baseline else f"{arm} vs {other}"
         paired[key] = {}
         for category, group in groups.items():
-            stat = _stat(paired_differences(group, metric, arm, other), delta_bounds)
+            keyed = paired_differences(group, metric, arm, other, with_keys=True)
+            stat = _stat([d for _, d in keyed], [key[0] for key, _ in keyed], delta_bounds)
             paired[key][category] = {"delta": stat.pop("mean"), **stat}
     return {"methods": methods, "paired": paired}
