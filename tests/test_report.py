@@ -18,7 +18,7 @@ from contrastive_diffusers.eval.summary import summarize
 from contrastive_diffusers.eval.stats import MeanCI, mean_ci, metric_value, paired_differences, t_quantile
 
 # Two-sided 95% t critical values from printed tables, for hand-computed intervals.
-T975 = {1: 12.7062047362, 3: 3.1824463053, 5: 2.5705818366}
+T975 = {1: 12.7062047362, 2: 4.3026527297, 3: 3.1824463053, 5: 2.5705818366}
 
 # --- t quantile ---------------------------------------------------------------------------------
 
@@ -167,17 +167,31 @@ def run_dir(tmp_path, records):
     return folder
 
 
-def expected_stat(values, t=None):
+def expected_stat(values, prompts=None):
+    """(mean, half-width, n) by hand: over prompts, t_{0.975, G-1} * sqrt(G/(G-1) * sum_g S_g^2 / N^2)
+    with S_g the sum of a prompt's deviations from the mean (one value per prompt: s/sqrt(n))."""
     n = len(values)
-    half_width = T975[n - 1] * statistics.stdev(values) / math.sqrt(n) if t is None else t
-    return statistics.fmean(values), half_width, n
+    prompts = list(range(n)) if prompts is None else prompts
+    mean = statistics.fmean(values)
+    if len(set(prompts)) in (1, n):  # one value per prompt, or one prompt: over the values
+        return mean, None if n < 2 else T975[n - 1] * statistics.stdev(values) / math.sqrt(n), n
+    sums = {g: sum(v - mean for v, q in zip(values, prompts) if q == g) for g in set(prompts)}
+    g = len(sums)
+    half_width = T975[g - 1] * math.sqrt(g / (g - 1) * sum(x * x for x in sums.values()) / n**2)
+    return mean, half_width, n
 
 
-def assert_stat(stat, values):
-    mean, half_width, n = expected_stat(values)
-    assert stat["n"] == n
+def assert_stat(stat, values, prompts=None):
+    mean, half_width, n = expected_stat(values, prompts)
+    assert stat["n"] == n and stat["n_prompts"] == len(set(range(n) if prompts is None else prompts))
     assert stat["mean"] == pytest.approx(mean, rel=1e-12)
-    assert stat["half_width"] == pytest.approx(half_width, rel=1e-9)
+    assert stat["half_width"] == (None if half_width is None else pytest.approx(half_width, rel=1e-9))
+
+
+# The fixture's clip_score values in the tests' order: two seeds of each prompt, so prompt labels
+# in pairs (the intervals count prompts, not images); the paired deltas in conform's order.
+BY_SEED_PAIRS = [0, 0, 1, 1, 2, 2]
+CONFORM_ORDER = [2, 2, 1, 1, 0, 0]
 
 
 # --- summarize ----------------------------------------------------------------------------------
@@ -195,19 +209,19 @@ def test_summary_methods_metrics_and_counts(records):
 
 def test_summary_means_and_intervals(records):
     per_method = summarize(records)["per_method"]
-    assert_stat(per_method["none"]["metrics"]["clip_score"], [20, 22, 30, 32, 24, 26])
-    assert_stat(per_method["ebama"]["metrics"]["clip_score"], [31, 33, 26, 25])  # failed / unscored left out
-    assert_stat(per_method["conform"]["metrics"]["binding_accuracy"], [1.0, 0.5])  # None values left out
-    assert per_method["ebama"]["metrics"]["binding_accuracy"] == {"mean": None, "half_width": None, "n": 0}
-    assert per_method["none"]["metrics"]["zeta"] == {"mean": 0.25, "half_width": None, "n": 1}
+    assert_stat(per_method["none"]["metrics"]["clip_score"], [20, 22, 30, 32, 24, 26], BY_SEED_PAIRS)
+    assert_stat(per_method["ebama"]["metrics"]["clip_score"], [31, 33, 26, 25], [1, 1, 2, 2])  # failed / unscored left out
+    assert_stat(per_method["conform"]["metrics"]["binding_accuracy"], [1.0, 0.5], [0, 0])  # None values left out; one prompt: over its seeds
+    assert per_method["ebama"]["metrics"]["binding_accuracy"] == {"mean": None, "half_width": None, "n": 0, "n_prompts": 0}
+    assert per_method["none"]["metrics"]["zeta"] == {"mean": 0.25, "half_width": None, "n": 1, "n_prompts": 1}
 
 
 def test_summary_per_category(records):
     per_category = summarize(records)["per_category"]
     assert list(per_category) == ["animals", "objects"]
-    assert_stat(per_category["animals"]["none"]["clip_score"], [20, 22, 24, 26])
-    assert_stat(per_category["objects"]["conform"]["clip_score"], [30, 35])
-    assert_stat(per_category["animals"]["ebama"]["clip_score"], [26, 25])
+    assert_stat(per_category["animals"]["none"]["clip_score"], [20, 22, 24, 26], [0, 0, 2, 2])
+    assert_stat(per_category["objects"]["conform"]["clip_score"], [30, 35], [1, 1])
+    assert_stat(per_category["animals"]["ebama"]["clip_score"], [26, 25], [2, 2])
 
 
 def test_paired_differences_pair_by_prompt_and_seed(records):
@@ -222,12 +236,13 @@ def test_summary_deltas_and_wins(records):
     deltas = summarize(records)["deltas"]
     assert list(deltas) == ["conform", "ebama"]
     conform = deltas["conform"]["clip_score"]
-    assert_stat(conform, [5, -1, 3, 0, 3, 1])
+    assert_stat(conform, [5, -1, 3, 0, 3, 1], CONFORM_ORDER)
     assert conform["wins"] == 4 and conform["losses"] == 1  # one tie
     ebama = deltas["ebama"]["clip_score"]
-    assert_stat(ebama, [1, 1, 2, -1])
+    assert_stat(ebama, [1, 1, 2, -1], [1, 1, 2, 2])
     assert ebama["wins"] == 3 and ebama["losses"] == 1
-    assert deltas["ebama"]["binding_accuracy"] == {"mean": None, "half_width": None, "n": 0, "wins": 0, "losses": 0}
+    assert deltas["ebama"]["binding_accuracy"] == {"mean": None, "half_width": None, "n": 0, "n_prompts": 0, "wins": 0,
+                                                    "losses": 0}
 
 
 def test_summary_failures_are_listed(records):
@@ -285,7 +300,7 @@ def test_records_without_a_category_beside_others_are_a_category_of_their_own(re
             record["category"] = None
     per_category = summarize(records)["per_category"]
     assert list(per_category) == ["animals", "(no category)"]
-    assert_stat(per_category["(no category)"]["none"]["clip_score"], [30, 32])
+    assert_stat(per_category["(no category)"]["none"]["clip_score"], [30, 32], [1, 1])
 
 
 def test_summary_of_categoryless_records_has_no_category_table(records):
@@ -297,18 +312,20 @@ def test_summary_of_categoryless_records_has_no_category_table(records):
 # --- text and Markdown --------------------------------------------------------------------------
 
 
-def cell(values, decimals, signed=False, wins=None):
-    mean, half_width, n = expected_stat(values)
+def cell(values, decimals, prompts=None, signed=False, wins=None):
+    mean, half_width, n = expected_stat(values, prompts)
     text = f"{mean:+.{decimals}f}" if signed else f"{mean:.{decimals}f}"
-    text += f" ± {half_width:.{decimals}f}"
+    text += " ± n/a" if half_width is None else f" ± {half_width:.{decimals}f}"
     losses = sum(v < 0 for v in values)
     return text if wins is None else f"{text} ({wins}↑ {losses}↓ of {n})"
 
 
 def test_formatted_cells_by_hand():
     # The helper above against literal numbers, so the report assertions rest on known strings.
-    assert cell([20, 22, 30, 32, 24, 26], 2) == "25.67 ± 4.86"
-    assert cell([5, -1, 3, 0, 3, 1], 2, signed=True, wins=4) == "+1.83 ± 2.34 (4↑ 1↓ of 6)"
+    assert cell([20, 22, 30, 32, 24, 26], 2) == "25.67 ± 4.86"  # six prompts
+    assert cell([20, 22, 30, 32, 24, 26], 2, BY_SEED_PAIRS) == "25.67 ± 12.50"  # three prompts, two seeds each
+    assert cell([5, -1, 3, 0, 3, 1], 2, CONFORM_ORDER, signed=True, wins=4) == "+1.83 ± 0.72 (4↑ 1↓ of 6)"
+    assert cell([1.0, 0.5], 3, [0, 0]) == "0.750 ± 3.177"  # one prompt: over its two seeds
 
 
 def test_text_table(records):
@@ -317,12 +334,12 @@ def test_text_table(records):
     metrics = ["clip_score", "min_object_similarity", "binding_accuracy", "aesthetic", "zeta"]
     assert lines[0].split() == ["method", *metrics, "images", "failed"]
     none_row = next(line for line in lines if line.startswith("none "))
-    assert "25.67 ± 4.86" in none_row and "0.2567 ± 0.0486" in none_row and "0.250 ± n/a (n=1)" in none_row
+    assert "25.67 ± 12.50" in none_row and "0.2567 ± 0.1250" in none_row and "0.250 ± n/a (n=1)" in none_row
     assert none_row.split()[-2:] == ["6", "0"]
     ebama_row = next(line for line in lines if line.startswith("ebama "))
     assert ebama_row.split()[-2:] == ["6", "1"]
     assert "Difference from none," in text
-    assert "+1.83 ± 2.34 (4↑ 1↓ of 6)" in text
+    assert "+1.83 ± 0.72 (4↑ 1↓ of 6)" in text
 
 
 def test_markdown_report(records, tmp_path):
@@ -331,17 +348,20 @@ def test_markdown_report(records, tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# Run 1\n")
     assert "| model | tiny\\|sd |" in text and "| steps | 2 |" in text
-    conform_binding = cell([1.0, 0.5], 3)
-    assert f"| conform | {cell([21, 25, 30, 35, 23, 31], 2)} | " in text
+    conform_binding = cell([1.0, 0.5], 3, [0, 0])
+    assert f"| conform | {cell([21, 25, 30, 35, 23, 31], 2, BY_SEED_PAIRS)} | " in text
     # binding, aesthetic, zeta, images, failed; a metric with fewer values than scorable images says n
     assert f"| {conform_binding} (n=2) | - | - | 6 | 0 |" in text
-    assert (f"| ebama | {cell([31, 33, 26, 25], 2)} (n=4) | {cell([0.31, 0.33, 0.26, 0.25], 4)} (n=4) | - | - | - "
+    assert (f"| ebama | {cell([31, 33, 26, 25], 2, [1, 1, 2, 2])} (n=4) | "
+            f"{cell([0.31, 0.33, 0.26, 0.25], 4, [1, 1, 2, 2])} (n=4) | - | - | - "
             "| 6 | 1 |") in text
-    assert f"| conform | {cell([5, -1, 3, 0, 3, 1], 2, signed=True, wins=4)} |" in text
-    assert f"| ebama | {cell([1, 1, 2, -1], 2, signed=True, wins=3)} |" in text
+    assert f"| conform | {cell([5, -1, 3, 0, 3, 1], 2, CONFORM_ORDER, signed=True, wins=4)} |" in text
+    assert f"| ebama | {cell([1, 1, 2, -1], 2, [1, 1, 2, 2], signed=True, wins=3)} |" in text
     # Per-category tables for the two main metrics: categories as rows, methods as columns.
     assert "## By category: clip_score" in text and "## By category: min_object_similarity" in text
-    assert f"| objects | {cell([30, 32], 2)}, n=2 | {cell([30, 35], 2)}, n=2 | {cell([31, 33], 2)}, n=2 |" in text
+    one_prompt = [1, 1]
+    assert (f"| objects | {cell([30, 32], 2, one_prompt)}, n=2 | {cell([30, 35], 2, one_prompt)}, n=2 | "
+            f"{cell([31, 33], 2, one_prompt)}, n=2 |") in text
     assert "## How to read this" in text and "paired" in text and "Winoground" in text
     assert "- `ebama` / `ae-animals-0` / seed 0: out of memory &lt;oom&gt;" in text  # not read as an HTML tag
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary file left
@@ -410,7 +430,7 @@ def test_html_page(records, run_dir, tmp_path):
     assert "token groups: [red car]" in text and "category: objects" in text
     assert "CLIP 20.00 · min-obj 0.2000" in text
     assert text.count("<section>") == 3
-    assert cell([20, 22, 30, 32, 24, 26], 2) in text  # the summary table is on the page too
+    assert cell([20, 22, 30, 32, 24, 26], 2, BY_SEED_PAIRS) in text  # the summary table is on the page too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "run"]  # no temporary file left
 
 

@@ -22,8 +22,11 @@ _DECIMALS = {"clip_score": 2, "full_similarity": 4, "min_object_similarity": 4, 
 _DEFAULT_DECIMALS = 3  # probabilities and accuracies (quality, binding_*) and unknown metrics
 _CATEGORY_METRICS = ("oracle_success", "clip_score", "min_object_similarity", "bvqa", "geneval_correct")
 HOW_TO_READ = (
-    "Each cell is the mean over images with the half-width of its {pct} t-interval "
-    "(mean ± t · s/√n; \"n/a\" when only one image; ± 0 when every image has the same value, "
+    "Each cell is the mean over images with the half-width of its {pct} t-interval over prompts "
+    "(mean ± t · s/√n with one seed per prompt; with several, the cluster-robust interval that "
+    "counts prompts, not images, as independent draws; with one prompt, over its seeds; "
+    "\"n/a\" when only one image; ± 0 when "
+    "every image has the same value, "
     "which is no certainty: for a 0/1 metric the exact interval is wider; the chart draws the "
     "same intervals cut at the values a metric can take, 0 and 1 for rates, 100 for CLIPScore). "
     "Differences from the "

@@ -2,9 +2,11 @@
 
 - :func:`t_quantile`: Student-t quantile, from the regularised incomplete beta function
   (written here: scipy is not a dependency of this package).
-- :func:`mean_ci`: mean with a t confidence interval over images.
+- :func:`mean_ci`: mean with a t confidence interval over independent values.
 - :func:`clustered_mean_ci`: the same mean with an interval that counts clusters (prompts),
   not values, as the samples: the images of one prompt are not independent draws.
+- :func:`prompt_mean_ci`: the interval the benchmark tables use: over prompts (clustered)
+  when there are several, over the seeds of the one prompt when there is one.
 - :func:`metric_value` / :func:`paired_differences`: read one metric from a benchmark record,
   and pair two methods' values by (prompt id, seed), so a method is compared with the
   baseline on the same prompts and starting noise.
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Iterable, Sequence
 
-__all__ = ["MeanCI", "clustered_mean_ci", "mean_ci", "metric_value", "paired_differences", "t_quantile"]
+__all__ = ["MeanCI", "clustered_mean_ci", "mean_ci", "metric_value", "paired_differences", "prompt_mean_ci",
+           "t_quantile"]
 
 # Above this many degrees of freedom the incomplete-beta continued fraction needs thousands
 # of terms, while the Cornish-Fisher series in 1/df is exact to double precision.
@@ -175,6 +178,17 @@ def clustered_mean_ci(values: Iterable[float], clusters: Iterable, confidence: f
         return MeanCI(mean, math.nan, g)
     variance = g / (g - 1) * math.fsum(s * s for s in sums.values()) / len(values) ** 2
     return MeanCI(mean, t_quantile((1.0 + confidence) / 2.0, g - 1) * math.sqrt(variance), g)
+
+
+def prompt_mean_ci(values: Sequence[float], prompts: Sequence, confidence: float = 0.95) -> tuple[MeanCI, int]:
+    """``(interval, number of prompts)``: :func:`clustered_mean_ci` over ``prompts`` (one label
+    per value) when the values come from two or more prompts, so seeds of one prompt do not
+    count as independent draws; from a single prompt, :func:`mean_ci` over its seeds (the
+    question is then that prompt's success over starting noise)."""
+    n_prompts = len(set(prompts))
+    if n_prompts < 2:
+        return mean_ci(values, confidence), n_prompts
+    return clustered_mean_ci(values, prompts, confidence), n_prompts
 
 
 def metric_value(record: dict, metric: str) -> float | None:

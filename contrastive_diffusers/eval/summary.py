@@ -1,6 +1,8 @@
 """The summary of a benchmark run, from its per-image records (``metrics.jsonl``):
 :func:`summarize` gives, per method and per category, every metric's mean with a t confidence
-interval over images; every method's paired difference from the baseline (same prompt, same
+interval over prompts (cluster-robust: the seeds of one prompt are not independent draws;
+with one seed per prompt it is the plain interval over images, with one prompt the interval
+over its seeds); every method's paired difference from the baseline (same prompt, same
 seed) and which methods' means rest on other images than the baseline's; CLIP's agreement
 with the ShapesWorld oracle; the failures. A JSON-serialisable dict (``None`` where a number
 is undefined).
@@ -18,7 +20,7 @@ import math
 from typing import Sequence
 
 from .metrics import METRIC_NAMES
-from .stats import mean_ci, metric_value, paired_differences
+from .stats import metric_value, paired_differences, prompt_mean_ci
 
 __all__ = ["CANONICAL_METRICS", "NOT_APPLICABLE", "summarize", "unique"]
 
@@ -82,9 +84,12 @@ def _choose_baseline(methods: list, baseline: str | None) -> str | None:
     return "none" if "none" in methods else methods[0]
 
 
-def _stat(values: list[float], confidence: float) -> dict:
-    ci = mean_ci(values, confidence)
-    return {"mean": _finite_or_none(ci.mean), "half_width": _finite_or_none(ci.half_width), "n": ci.n}
+def _stat(values: list[float], prompts: list, confidence: float) -> dict:
+    """Mean and half-width of its t-interval over ``prompts`` (one label per value; one prompt:
+    over its seeds); ``n`` images."""
+    ci, n_prompts = prompt_mean_ci(values, prompts, confidence)
+    return {"mean": _finite_or_none(ci.mean), "half_width": _finite_or_none(ci.half_width), "n": len(values),
+            "n_prompts": n_prompts}
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -95,8 +100,9 @@ def _finite_or_none(x: float) -> float | None:
 def _metric_stats(records: list[dict], metrics: list[str], confidence: float) -> dict:
     stats = {}
     for metric in metrics:
-        values = [metric_value(r, metric) for r in records]
-        stats[metric] = _stat([v for v in values if v is not None], confidence)
+        scored = [(r.get("prompt_id"), metric_value(r, metric)) for r in records]
+        scored = [(prompt, v) for prompt, v in scored if v is not None]
+        stats[metric] = _stat([v for _, v in scored], [prompt for prompt, _ in scored], confidence)
     return stats
 
 
@@ -147,8 +153,9 @@ def _delta_summary(records, methods, metrics, baseline, confidence) -> dict:
             continue
         deltas[method] = {}
         for metric in metrics:
-            differences = paired_differences(records, metric, method, baseline)
-            deltas[method][metric] = {**_stat(differences, confidence), "wins": sum(d > 0 for d in differences),
+            keyed = paired_differences(records, metric, method, baseline, with_keys=True)
+            differences = [d for _, d in keyed]
+            deltas[method][metric] = {**_stat(differences, [key[0] for key, _ in keyed], confidence), "wins": sum(d > 0 for d in differences),
                                       "losses": sum(d < 0 for d in differences)}
     return deltas
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .bench import BenchConfig, run_benchmark
-from .stats import clustered_mean_ci, metric_value, paired_differences
+from .stats import metric_value, paired_differences, prompt_mean_ci
 
 __all__ = ["Arm", "arm_tables", "maps_folder", "run_arms"]
 
@@ -72,10 +72,11 @@ def run_arms(root, arms: Sequence[Arm], items: list, seeds: Sequence[int], bench
 def _stat(values: list[float], prompts: list, bounds: tuple[float, float] | None = None) -> dict:
     """Mean and 95% t-interval over prompts (cluster-robust: the seeds of one prompt are not
     independent draws, so ``n`` images of ``n_prompts`` prompts resolve less than ``n``
-    independent images would; with one seed per prompt it is the plain t-interval).
+    independent images would; with one seed per prompt it is the plain t-interval, with one
+    prompt the interval over its seeds).
     ``bounds`` clip the interval to the values a mean can take (a t-interval over few 0/1
     values can reach past 0 or 1, which no success rate can)."""
-    ci = clustered_mean_ci(values, prompts)
+    ci, n_prompts = prompt_mean_ci(values, prompts)
     low, high = ci.low, ci.high
     if bounds is not None and ci.n > 1:
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -84,7 +85,7 @@ def _stat(values: list[float], prompts: list, bounds: tuple[float, float] | None
         return round(x, 6) if math.isfinite(x) else None
 
     return {"mean": finite(ci.mean), "ci_low": finite(low), "ci_high": finite(high), "n": len(values),
-            "n_prompts": ci.n}
+            "n_prompts": n_prompts}
 
 
 def _is_binary(records: list[dict], metric: str) -> bool:
