@@ -336,3 +336,17 @@ def test_defaults_chosen_are_not_drawn_twice_in_the_confirmation(tmp_path, monke
     tuned, defaults = conf["methods"]["attend_and_excite-tuned"]["all"], conf["methods"]["attend_and_excite"]["all"]
     assert tuned == defaults and tuned["n"] >= 2
     assert conf["paired"]["attend_and_excite-tuned vs attend_and_excite"]["all"]["delta"] == 0.0
+
+
+def test_a_candidates_last_guided_step_also_ends_refinement():
+    # CONFORM refines at steps 0, 10 and 20 of 50; a candidate that stops guiding at a quarter
+    # (step 12) must not refine at step 20, and its refinement moves with the number of steps
+    method, _ = build_candidate("conform", {"step_size": 20.0, "max_update_step": 0.25, "refinement_iterations": 20})
+    at_50 = method.schedule.resolve(50)
+    assert at_50.max_update_step == 12 and sorted(at_50.refinement) == [0, 10]
+    assert max(i for i in range(50) if at_50.is_active(i)) == 11
+    assert sorted(method.schedule.resolve(20).refinement) == [0, 4]  # 0/50 and 10/50 of 20 steps
+    # the paper defaults keep the paper's own refinement, targets included
+    defaults, _ = build_candidate("attend_and_excite", {})
+    ae, _ = build_candidate("attend_and_excite", {"max_update_step": 0.5})
+    assert ae.schedule.resolve(50).refinement == defaults.schedule.refinement

@@ -31,6 +31,8 @@ OWN_WEIGHTS = {
 }
 # Methods with refinement: the paper's refinement, or none at all.
 REFINING = ("attend_and_excite", "conform")
+# The papers publish step indices for 50 denoising steps.
+PAPER_STEPS = 50
 HALVING_RATE = 2  # successive halving keeps the best 1/2 of the candidates at each rung
 MAX_CANDIDATES = 16
 
@@ -64,12 +66,26 @@ def candidate_label(candidate: dict) -> str:
     return " ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in candidate.items())
 
 
+def _refinement_before(refinement: dict, last) -> dict:
+    """The refinement steps before ``last`` (the candidate's last guided step), in its units:
+    a fraction ``last`` turns the paper's step indices into fractions of its 50 steps, so that
+    refinement and the last guided step move together with the number of steps."""
+    if isinstance(last, float):
+        refinement = {(s / PAPER_STEPS if isinstance(s, int) else s): t for s, t in refinement.items()}
+    return {s: t for s, t in refinement.items() if s < last}
+
+
 def build_candidate(method_name: str, candidate: dict):
-    """``(method, attn_res)`` for a candidate: the method with its changes applied."""
+    """``(method, attn_res)`` for a candidate: the method with its changes applied. A
+    candidate's last guided step (``max_update_step``) also ends refinement: the paper's
+    refinement steps at or after it are dropped (diffusers' A&E would still refine there,
+    which is not "the last guided step" the search means)."""
     changes = dict(candidate)
     attn_res = changes.pop("attn_res", None)
     schedule = {k: changes.pop(k) for k in list(changes) if k in SCHEDULE_FIELDS}
     method = get_method(method_name, **changes)
+    if "max_update_step" in schedule and "refinement" not in schedule:
+        schedule["refinement"] = _refinement_before(method.schedule.refinement, schedule["max_update_step"])
     if schedule:
         method = method.with_schedule(**schedule)
     return method, (tuple(attn_res) if attn_res else None)
