@@ -37,6 +37,18 @@ def test_category_and_stage_mapping():
     left = PromptItem("l", "a cat to the left of a dog", token_groups=[["cat"], ["dog"]])
     found = {v.metadata["perturbation"]: category_and_stage(left, v) for v in contrast_set(left)}
     assert found["swap_objects"] == ("spatial", 2)
+    # compound nouns split as the contrast captions split them: "teddy" and "fire" are no attributes
+    toys = PromptItem("c", "a teddy bear on a fire truck", token_groups=[["teddy", "bear"], ["fire", "truck"]])
+    assert [category_and_stage(toys, v) for v in contrast_set(toys)] == [("spatial", 2)]
+    # materials are attributes: "a glass bowl on a metal table" swaps textures both ways
+    bowl = PromptItem("g", "a glass bowl on a metal table", token_groups=[["glass", "bowl"], ["metal", "table"]])
+    found = {v.metadata["perturbation"]: category_and_stage(bowl, v) for v in contrast_set(bowl)}
+    assert found["swap_attributes"] == ("texture", 2) and found["swap_objects"] == ("texture", 2)
+    # a negation: swapping says which object is absent, not where
+    for text in ("a dog and no cat", "a cat without a hat"):
+        item = PromptItem("n", text, token_groups=[[text.split()[1]], [text.split()[-1]]])
+        swap = next(v for v in contrast_set(item) if v.metadata["perturbation"] == "swap_objects")
+        assert category_and_stage(item, swap) == ("non-spatial", 2)
 
 
 class _FakePipe:

@@ -318,9 +318,12 @@ def test_contrast_set_partial_cases():
     assert [c.metadata["perturbation"] for c in contrast_set(cased)] == ["replace_object"]
     three = PromptItem("s", "a cat, a dog and a frog", token_groups=[["cat"], ["dog"], ["frog"]])
     assert [(c.id, c.prompt) for c in contrast_set(three)] == [("s~replace_object", "a cat, a dog and a turtle")]
-    # "glass vase" is a compound noun (the parser's convention): no attribute to swap, the objects swap
-    unknown_nouns = PromptItem("t", "a wooden spoon and a glass vase", token_groups=[["wooden", "spoon"], ["glass", "vase"]])
-    assert [c.prompt for c in contrast_set(unknown_nouns)] == ["a wooden glass vase and a spoon"]
+    # "flower vase" is a compound noun (the parser's convention): no attribute to swap, the objects swap
+    unknown_nouns = PromptItem("t", "a wooden spoon and a flower vase", token_groups=[["wooden", "spoon"], ["flower", "vase"]])
+    assert [c.prompt for c in contrast_set(unknown_nouns)] == ["a wooden flower vase and a spoon"]
+    # "glass" names a material: an attribute, swapped as "wooden" is
+    glass = PromptItem("t", "a wooden spoon and a glass vase", token_groups=[["wooden", "spoon"], ["glass", "vase"]])
+    assert [c.prompt for c in contrast_set(glass)] == ["a glass spoon and a wooden vase"]
 
 
 def test_contrast_captions_rechoose_their_articles():
@@ -349,6 +352,13 @@ def test_contrast_captions_of_compounds_counts_relations_and_capitals():
         "swap_attributes": "a blue fire hydrant and a red car", "replace_object": "a red fire hydrant and a blue bowl"}
     assert made("a red car and a teddy bear", [["red", "car"], ["teddy", "bear"]]) == {
         "swap_objects": "a red teddy bear and a car", "replace_object": "a red bowl and a teddy bear"}
+    # a material before a noun is an attribute (T2I-CompBench's texture prompts), not a compound
+    assert made("a wooden chair and a metal table", [["wooden", "chair"], ["metal", "table"]]) == {
+        "swap_attributes": "a metal chair and a wooden table", "replace_object": "a wooden balloon and a metal table"}
+    assert made("a metal chair and a red bench", [["metal", "chair"], ["red", "bench"]])["swap_attributes"] == \
+        "a red chair and a metal bench"
+    assert made("a plastic bowl and a glass clock", [["plastic", "bowl"], ["glass", "clock"]])["swap_attributes"] == \
+        "a glass bowl and a plastic clock"
     # counts are not swapped (the number would not follow); plurals only with plurals
     assert "swap_objects" not in made("three cats and a red bowl", [["cats"], ["red", "bowl"]])
     assert "swap_objects" not in made("two red cats and a blue bowl", [["two", "red", "cats"], ["blue", "bowl"]])

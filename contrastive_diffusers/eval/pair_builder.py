@@ -26,7 +26,8 @@ swap_attributes     by the swapped words (those the two objects  2
 swap_objects        as swap_attributes (a binding change), or    2
                     ``spatial`` when both objects carry the same
                     attributes (only their order changes: "a
-                    cat to the left of a dog")
+                    cat to the left of a dog"; ``non-spatial``
+                    with a negation: "a dog and no cat")
 any, ≥ 3 groups     ``complex``                                  3
 ==================  ===========================================  =====
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +54,7 @@ import torch
 from ..atomic_io import save_image_atomic, write_json_atomic, write_jsonl_atomic
 from ..models.names import DEFAULT_CLIP_MODEL
 from ..prompts import COLORS, contrast_set
+from ..prompts.contrast import split_group
 from ..runs import generate_image, generation_options
 from ..training.pairs import PAIRS_FILE
 
@@ -64,6 +67,10 @@ TEXTURE_WORDS = frozenset(
 )
 
 
+# Words that make a swap of two objects say which one is absent, not where they are.
+NEGATIONS = frozenset("no not without nor never none".split())
+
+
 def category_and_stage(source, perturbed) -> tuple[str, int]:
     """``(category, stage)`` of a perturbation (``PromptItem`` source and ``contrast_set``
     item); the mapping is in the module docstring."""
@@ -74,9 +81,11 @@ def category_and_stage(source, perturbed) -> tuple[str, int]:
     if kind == "replace_object":
         return "shape", max(1, len(groups))
     if kind in ("swap_attributes", "swap_objects"):
-        a, b = ({w.lower() for w in g[:-1]} for g in groups)
+        a, b = ({w.lower() for w in split_group(g)[0]} for g in groups)
         words = a ^ b  # what the swap moves: the attributes the two objects do not share
         if kind == "swap_objects" and not words:
+            if NEGATIONS & set(re.findall(r"[a-z]+", source.prompt.lower())):
+                return "non-spatial", 2  # which object is there changes ("a dog and no cat")
             return "spatial", 2  # the same attributes: only the order changes ("a cat left of a dog")
         if words & set(COLORS):
             return "color", 2

@@ -116,6 +116,15 @@ ADJECTIVE_NOUNS = _words(
     squares solid solids"""
 )
 
+# Nouns that name what a thing is made of: before another noun they are its attribute
+# ("a glass bowl", "a metal table": T2I-CompBench's texture words), not a compound noun.
+MATERIALS = _words(
+    """glass metal stone plastic leather fabric paper silk velvet marble rubber ceramic wood
+    wool cotton denim linen lace steel iron gold silver brass copper bronze tin aluminum
+    aluminium concrete brick clay porcelain crystal straw bamboo wicker cardboard fur felt
+    suede granite"""
+)
+
 # Adjectives that can never be a phrase's noun: with no noun after them, the phrase names
 # no object ("dressed in black", "the tall, elegant giraffes" before the noun comes).
 ADJECTIVES = COLORS | _words(

@@ -342,9 +342,12 @@ def attribute_count(group) -> int:
     """How many leading words of a group ``[attribute..., noun]`` are attributes: those before
     the first word the word lists take for a noun (a word no list knows is one), the group's
     last word at the latest. Compound nouns keep their words: "red fire hydrant" -> 1,
-    "teddy bear" -> 0, "big red car" -> 2."""
+    "teddy bear" -> 0, "big red car" -> 2; a material before another word is an attribute
+    ("glass bowl" -> 1, "red metal fire hydrant" -> 2)."""
     words = [_normalize(w) for w in group]
     for j, word in enumerate(words[:-1]):
+        if word in lx.MATERIALS:
+            continue
         if _lexical_class(word, words[j - 1] if j else None) in (NOUN, AMBIG):
             return j
     return max(len(words) - 1, 0)

@@ -14,7 +14,7 @@ from .items import WORD, PromptItem, prompt_words
 #: ("a cat left of a dog", "a cat on a dog", "a cat with a hat").
 _SYMMETRIC_LINKS = frozenset({"and", "&", ",", "or", "a", "an", "the", "next", "to", "beside", "near"})
 
-__all__ = ["contrast_set"]
+__all__ = ["contrast_set", "split_group"]
 
 
 def _locate(item: PromptItem) -> tuple[list[re.Match], list[list[tuple[int, int]]]]:
@@ -122,7 +122,7 @@ def _vocabulary_next(noun: str, avoid: set[str], plural: bool) -> str | None:
     return None
 
 
-def _split(group) -> tuple[list[str], list[str]]:
+def split_group(group) -> tuple[list[str], list[str]]:
     """``(attributes, noun words)`` of a group: a compound noun keeps its words ("red fire
     hydrant" -> red | fire hydrant; :func:`~contrastive_diffusers.guidance.parsing.attribute_count`)."""
     n = attribute_count(group)
@@ -131,7 +131,7 @@ def _split(group) -> tuple[list[str], list[str]]:
 
 def _bindings(groups) -> frozenset:
     """What a caption says: which attributes (in any order) go with which noun."""
-    splits = (_split(g) for g in groups)
+    splits = (split_group(g) for g in groups)
     return frozenset((frozenset(w.lower() for w in attributes), " ".join(w.lower() for w in noun))
                      for attributes, noun in splits)
 
@@ -204,7 +204,7 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
     results: list[tuple[str, str, list[list[str]]]] = []
 
     if len(groups) == 2 and not any(counted(g, sp) for g, sp in zip(groups, spans)):
-        (a_attr_words, a_noun_words), (b_attr_words, b_noun_words) = _split(groups[0]), _split(groups[1])
+        (a_attr_words, a_noun_words), (b_attr_words, b_noun_words) = split_group(groups[0]), split_group(groups[1])
         na, nb = len(a_attr_words), len(b_attr_words)
         a_spans, b_spans = spans
         a_attr, b_attr = a_spans[:na], b_spans[:nb]
@@ -230,7 +230,7 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
 
     words = {t.group().lower() for t in tokens}
     for index in reversed(range(len(groups))):
-        if len(_split(groups[index])[1]) > 1:  # a compound noun: "teddy bear" is no "teddy lion"
+        if len(split_group(groups[index])[1]) > 1:  # a compound noun: "teddy bear" is no "teddy lion"
             continue
         start = spans[index][-1][0]
         after_article = start > 0 and tokens[start - 1].group().lower() in ("a", "an")
