@@ -91,6 +91,40 @@ def test_perturbation_names():
             "perpendicular_relation"} == set(names)
 
 
+def test_perturbations_within_a_pool_of_pairs_never_name_another_pair():
+    from contrastive_diffusers.shapes.prompts import held_out_pairs, training_pairs
+
+    pool, held_out = set(training_pairs()), set(held_out_pairs())
+    rng = np.random.default_rng(3)
+    named_held_out = 0
+    for k in range(400):
+        spec = sample_spec(("two_object", "relation", "single", "count")[k % 4], rng, list(pool))
+        free = perturbations(spec, [7, k])
+        named_held_out += any((o.color, o.shape) in held_out for _, s in free for o in s.objects if o.color)
+        assert free == perturbations(spec, [7, k], None)  # no pool: the edits as before, draw for draw
+        for name, edited in perturbations(spec, [7, k], pool):
+            assert all((o.color, o.shape) in pool for o in edited.objects if o.color), (spec, name, edited)
+    assert named_held_out > 40  # without a pool, training negatives name held-out pairs
+    # "a red circle and a blue triangle": swapping colours would make "red triangle" (held out)
+    spec = CaptionSpec((ObjectSpec("circle", "red"), ObjectSpec("triangle", "blue")))
+    assert ("red", "triangle") in held_out
+    assert "swap_colors" in [n for n, _ in perturbations(spec, 0)]
+    assert "swap_colors" not in [n for n, _ in perturbations(spec, 0, pool)]
+
+
+def test_world_clip_masks_candidates_true_of_the_image():
+    from types import SimpleNamespace
+
+    from contrastive_diffusers.shapes.train.world_clip import true_for
+
+    scene = Scene((ShapeObject("circle", "red", x=0.25, y=0.5), ShapeObject("square", "blue", x=0.75, y=0.5)))
+    data = SimpleNamespace(scenes=[scene])
+    specs = [CaptionSpec((ObjectSpec("circle", "red"), ObjectSpec("square", "blue"))),  # its own caption
+             CaptionSpec((ObjectSpec("circle", "red"),)),  # another image's caption, true here too
+             CaptionSpec((ObjectSpec("circle", "blue"), ObjectSpec("square", "red")))]  # a real negative
+    assert true_for(data, [0], specs).tolist() == [[True, True, False]]
+
+
 def test_spec_json_round_trip():
     rng = np.random.default_rng(9)
     for kind in CAPTION_KINDS:

@@ -161,3 +161,28 @@ def test_a_killed_mmdit_run_resumes_to_the_same_weights(trained, tmp_path, monke
                  "vae/diffusion_pytorch_model.safetensors", "clip/model.safetensors"):
         a, b = load_file(folder / name), load_file(trained / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_retrain_clip_alone_gives_the_whole_runs_clip_and_leaves_the_rest(trained, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(trained, folder)
+    clip_before = load_file(folder / "clip/model.safetensors")
+    transformer = (folder / "transformer/diffusion_pytorch_model.safetensors").read_bytes()
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--output_dir", str(folder), "--retrain_clip", "--num_threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    # the CLIP phase depends on nothing the other phases make: trained alone by the same code
+    # from the run's own arguments, it is the whole run's CLIP, tensor for tensor
+    clip_after = load_file(folder / "clip/model.safetensors")
+    assert clip_after.keys() == clip_before.keys()
+    assert all(torch.equal(clip_after[k], clip_before[k]) for k in clip_before)
+    assert (folder / "transformer/diffusion_pytorch_model.safetensors").read_bytes() == transformer
+    log = json.loads((folder / "training_log.json").read_text())
+    assert log["clip_retrained"]["retrieval_before"] == json.loads((trained / "training_log.json").read_text())[
+        "clip_retrieval"] and log["phases"]["clip"]["steps"] == 1
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path / "empty"), "--retrain_clip"])

@@ -257,15 +257,22 @@ def _other(rng: np.random.Generator, options: Iterable[str], avoid: Iterable[str
     return choices[int(rng.integers(len(choices)))] if choices else None
 
 
-def perturbations(spec: CaptionSpec, rng=0) -> list[tuple[str, CaptionSpec]]:
+def perturbations(spec: CaptionSpec, rng=0, pairs: Iterable[tuple[str, str]] | None = None
+                  ) -> list[tuple[str, CaptionSpec]]:
     """Minimal edits of a spec, named: ``swap_colors`` (two objects exchange colours),
     ``swap_shapes``, ``replace_color``, ``replace_shape`` (of one object, chosen at random),
     ``opposite_relation``, ``perpendicular_relation``, ``count_plus``, ``count_minus``,
     ``other_size``. Only edits that apply are returned; they are not checked against any scene
-    (see :func:`negatives_for`)."""
+    (see :func:`negatives_for`). ``pairs``: the colour-shape pairs an edit may name (a
+    replacement is chosen among them, a swap that leaves them is dropped), so that training
+    negatives never name a held-out pair; ``None``: any."""
     rng = _rng(rng)
     objs = list(spec.objects)
     out: list[tuple[str, CaptionSpec]] = []
+    pool = None if pairs is None else set(pairs)
+
+    def allowed(obj: ObjectSpec) -> bool:
+        return pool is None or obj.color is None or (obj.color, obj.shape) in pool
 
     def with_objects(new: list[ObjectSpec], relation=spec.relation) -> CaptionSpec:
         return CaptionSpec(tuple(new), relation)
@@ -274,21 +281,24 @@ def perturbations(spec: CaptionSpec, rng=0) -> list[tuple[str, CaptionSpec]]:
         new = list(objs)
         new[0], new[1] = (ObjectSpec(objs[0].shape, objs[1].color, objs[0].count, objs[0].size, objs[0].exact),
                           ObjectSpec(objs[1].shape, objs[0].color, objs[1].count, objs[1].size, objs[1].exact))
-        out.append(("swap_colors", with_objects(new)))
+        if all(allowed(o) for o in new):
+            out.append(("swap_colors", with_objects(new)))
     if len(objs) >= 2 and objs[0].shape != objs[1].shape:
         new = list(objs)
         new[0], new[1] = (ObjectSpec(objs[1].shape, objs[0].color, objs[0].count, objs[0].size, objs[0].exact),
                           ObjectSpec(objs[0].shape, objs[1].color, objs[1].count, objs[1].size, objs[1].exact))
-        out.append(("swap_shapes", with_objects(new)))
+        if all(allowed(o) for o in new):
+            out.append(("swap_shapes", with_objects(new)))
     k = int(rng.integers(len(objs)))
     o = objs[k]
     if o.color is not None:
-        color = _other(rng, COLORS, [x.color for x in objs if x.color])
+        colors = [c for c in COLORS if allowed(ObjectSpec(o.shape, c))]
+        color = _other(rng, colors, [x.color for x in objs if x.color])
         if color:
             new = list(objs)
             new[k] = ObjectSpec(o.shape, color, o.count, o.size, o.exact)
             out.append(("replace_color", with_objects(new)))
-    shape = _other(rng, SHAPES, [x.shape for x in objs])
+    shape = _other(rng, [sh for sh in SHAPES if allowed(ObjectSpec(sh, o.color))], [x.shape for x in objs])
     if shape:
         new = list(objs)
         new[k] = ObjectSpec(shape, o.color, o.count, o.size, o.exact)
@@ -313,12 +323,13 @@ def perturbations(spec: CaptionSpec, rng=0) -> list[tuple[str, CaptionSpec]]:
     return out
 
 
-def negatives_for(scene: Scene, caption: Caption | CaptionSpec, rng=0) -> list[tuple[str, Caption]]:
-    """Perturbed captions (see :func:`perturbations`) that are false for ``scene``."""
+def negatives_for(scene: Scene, caption: Caption | CaptionSpec, rng=0,
+                  pairs: Iterable[tuple[str, str]] | None = None) -> list[tuple[str, Caption]]:
+    """Perturbed captions (see :func:`perturbations`; ``pairs`` as there) that are false for ``scene``."""
     spec = caption.spec if isinstance(caption, Caption) else caption
     kind = caption.kind if isinstance(caption, Caption) else None
     return [
         (name, caption_text(neg, kind))
-        for name, neg in perturbations(spec, rng)
+        for name, neg in perturbations(spec, rng, pairs)
         if not evaluate(scene.objects, neg).success
     ]

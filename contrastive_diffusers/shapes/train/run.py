@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="storage dtype of the UNet and VAE weights (text encoder and CLIP: always float32)")
     add("--finalize_only", action="store_true",
         help="skip training: re-store, evaluate (with --eval) and re-write the card of --output_dir")
+    add("--retrain_clip", action="store_true",
+        help="train only the world CLIP of the finished run in --output_dir again, by this version's recipe and "
+             "the run's own arguments; re-writes clip/, the log and the card")
     add("--retrieval_scenes", type=int, default=300, help="fresh renders per CLIP retrieval check")
     add("--checkpointing_steps", type=int, default=100,
         help="save the phase in progress every N steps (0: only finished phases); a killed run resumes "
@@ -267,7 +270,8 @@ def _parameters(components: dict, clip) -> dict:
 
 #: Arguments that do not change the weights: a resumed run may give them otherwise.
 _NOT_IN_WEIGHTS = ("output_dir", "command", "log_every", "eval", "eval_seeds", "eval_per_category", "eval_steps",
-                   "eval_guidance_scale", "save_dtype", "finalize_only", "probe", "checkpointing_steps")
+                   "eval_guidance_scale", "save_dtype", "finalize_only", "retrain_clip", "probe",
+                   "checkpointing_steps")
 
 
 def run_checkpoints(args) -> RunCheckpoints:
@@ -282,6 +286,49 @@ def run_checkpoints(args) -> RunCheckpoints:
                          "--output_dir.")
     arguments = {k: v for k, v in jsonable(vars(args)).items() if k not in _NOT_IN_WEIGHTS}
     return RunCheckpoints(out, arguments, args.checkpointing_steps)
+
+
+def _save_clip(out: Path, clip, processor, args, log: dict) -> None:
+    """``clip/`` of the output folder, and the log's retrieval check on fresh renders."""
+    clip.eval()
+    clip.save_pretrained(out / "clip", safe_serialization=True)
+    processor.save_pretrained(out / "clip")
+    log["clip_retrieval"] = {
+        name: clip_retrieval(clip, processor, make_data(args.retrieval_scenes, [args.seed, 7 + k], args.resolution,
+                                                        DEFAULT_KIND_WEIGHTS, pairs), args.seed, args.device)
+        for k, (name, pairs) in enumerate([("training pairs", training_pairs()), ("held-out pairs", held_out_pairs())])
+    }
+    print(f"[clip] retrieval {json.dumps({k: round(v['accuracy'], 3) for k, v in log['clip_retrieval'].items()})}",
+          flush=True)
+
+
+def retrain_clip(args) -> dict:
+    """The world CLIP of the finished run in ``args.output_dir`` trained again by this
+    version's recipe, the rest of the run untouched: the run's own arguments (its
+    ``training_log.json``) give the data, seeds and steps, as a whole run would have given
+    them (the CLIP phase depends on nothing the other phases make). ``clip/``, the log's CLIP
+    phase and retrieval check are rewritten (``clip_retrained`` records when and by what),
+    then :func:`finalize` re-writes the card (``--eval`` re-evaluates). Returns the log."""
+    out = Path(args.output_dir)
+    log = json.loads((out / "training_log.json").read_text())
+    defaults = vars(build_parser().parse_args(["--output_dir", str(out)]))
+    run = argparse.Namespace(**{**defaults, **log["arguments"], "output_dir": out, "device": args.device,
+                                "log_every": args.log_every})
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    config = model_config(run)
+    start = time.perf_counter()
+    data = make_data(run.num_scenes, seed_of(run.seed, "data"), run.resolution, run.kind_weights)
+    clip, processor = build_clip(config, _clip_tokenizer(_components(run, config)), run.seed + 3)
+    before = log.get("clip_retrieval")
+    train_clip(clip, processor, data, run, log, None)
+    _save_clip(out, clip, processor, run, log)
+    log["clip_retrained"] = {"command": getattr(args, "command", ""), "versions": versions(),
+                             "seconds": round(time.perf_counter() - start, 1), "retrieval_before": before,
+                             "date": time.strftime("%Y-%m-%d")}
+    write_json_atomic(out / "training_log.json", jsonable(log))
+    finalize(out, args)
+    return json.loads((out / "training_log.json").read_text())
 
 
 def train(args) -> dict:
@@ -320,16 +367,7 @@ def train(args) -> dict:
         build_pipeline(components, args.noise_schedule).save_pretrained(out, safe_serialization=True)
 
     _phase(checkpoints, "clip", {"clip": clip}, log, lambda step: train_clip(clip, processor, data, args, log, step))
-    clip.eval()
-    clip.save_pretrained(out / "clip", safe_serialization=True)
-    processor.save_pretrained(out / "clip")
-    log["clip_retrieval"] = {
-        name: clip_retrieval(clip, processor, make_data(args.retrieval_scenes, [args.seed, 7 + k], args.resolution,
-                                                        DEFAULT_KIND_WEIGHTS, pairs), args.seed, args.device)
-        for k, (name, pairs) in enumerate([("training pairs", training_pairs()), ("held-out pairs", held_out_pairs())])
-    }
-    print(f"[clip] retrieval {json.dumps({k: round(v['accuracy'], 3) for k, v in log['clip_retrieval'].items()})}",
-          flush=True)
+    _save_clip(out, clip, processor, args, log)
 
     log["training_seconds"] = round(time.perf_counter() - start, 1)  # everything but the evaluation
     log["total_seconds"] = log["training_seconds"]
@@ -352,6 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.num_threads)
     if args.probe:
         probe(args, model_config(args))
+        return 0
+    if args.retrain_clip:
+        if not (args.output_dir / "training_log.json").is_file():
+            parser.error(f"--retrain_clip: {args.output_dir} holds no training_log.json (not a finished training run)")
+        retrain_clip(args)
         return 0
     if args.finalize_only:
         if not (args.output_dir / "training_log.json").is_file():
