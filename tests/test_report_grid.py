@@ -67,3 +67,31 @@ def test_png_needs_cells(run, tmp_path):
     records, run_dir = run
     with pytest.raises(ValueError, match="at least one"):
         comparison_png(records, [], [("p1", 0)], run_dir, tmp_path / "g.png")
+
+
+def test_grid_sample_takes_a_prompts_own_seed_where_it_lacks_the_runs_first(run):
+    records, _ = run
+    later = [{"method": "none", "prompt_id": "p3", "category": "single", "seed": 5, "status": "ok"}]
+    assert grid_sample(records + later, prompts=3) == [("p1", 0), ("p2", 0), ("p3", 5)]
+
+
+def test_png_keeps_the_aspect_and_survives_awkward_prompts(run, tmp_path):
+    records, run_dir = run
+    Image.new("RGB", (8, 4), (0, 255, 0)).save(run_dir / "wide.png")
+    odd = [{"method": "none", "prompt_id": "w", "seed": 0, "status": "ok", "image": "wide.png",
+            "prompt": "a red cube\nand a blue ball, 猫 " + "very long " * 40}]
+    path = comparison_png(odd, ["none"], [("w", 0)], run_dir, tmp_path / "odd.png", labels={"none": "plain ü 猫"},
+                          cell=20)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    ys, xs = np.nonzero((pixels == (0, 255, 0)).all(-1))
+    assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (10, 20)  # 8x4 fitted: 20x10, not stretched
+    assert pixels.shape[1] < 500  # the long prompt was cut, not drawn 3,000 px wide
+
+
+def test_png_row_titles_with_a_bitmap_font(run, tmp_path, monkeypatch):
+    from PIL import ImageFont
+
+    records, run_dir = run  # a font without FreeType has Latin-1 only: titles are made of it before measuring
+    monkeypatch.setattr(ImageFont, "load_default", lambda *a, **k: ImageFont.load_default_imagefont())
+    records = [{**records[0], "prompt": "a cat 猫"}]
+    assert comparison_png(records, ["none"], [("p1", 0)], run_dir, tmp_path / "b.png", labels={"none": "猫"}).is_file()

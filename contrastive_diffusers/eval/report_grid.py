@@ -18,24 +18,34 @@ __all__ = ["comparison_cells", "comparison_png", "grid_sample", "verdict"]
 
 _FRAME = {True: (0, 158, 115), False: (213, 94, 0), None: (170, 170, 170)}  # Okabe-Ito green / vermillion
 _BORDER, _PAD = 3, 4
+_MAX_TITLE = 360  # pixels of a row title: a long prompt is cut with "..." rather than widen the grid
 
 
 def grid_sample(records, prompts: int = 8) -> list[tuple[str, int]]:
-    """Up to ``prompts`` (prompt id, first seed) pairs, taking prompts from each category in turn,
-    so that a grid of a mixed run shows every category."""
+    """Up to ``prompts`` (prompt id, the prompt's first seed) pairs, taking prompts from each
+    category in turn, so that a grid of a mixed run shows every category; the first seed of
+    the run where the prompt has it (one seed across rows), else the prompt's own first."""
     by_category: dict = {}
+    seeds_of: dict = {}
     for r in records:
         ids = by_category.setdefault(r.get("category"), [])
         if r.get("prompt_id") not in ids:
             ids.append(r.get("prompt_id"))
-    seeds = unique(r.get("seed") for r in records)
-    if not seeds:
+        seeds_of.setdefault(r.get("prompt_id"), []).append(r.get("seed"))
+    run_seeds = unique(r.get("seed") for r in records)
+    if not run_seeds:
         return []
+
+    def seed_of(prompt_id):
+        own = seeds_of[prompt_id]
+        return run_seeds[0] if run_seeds[0] in own else own[0]
+
     chosen, queues = [], [list(ids) for ids in by_category.values()]
     while len(chosen) < prompts and any(queues):
         for queue in queues:
             if queue and len(chosen) < prompts:
-                chosen.append((queue.pop(0), seeds[0]))
+                prompt_id = queue.pop(0)
+                chosen.append((prompt_id, seed_of(prompt_id)))
     return chosen
 
 
@@ -60,7 +70,7 @@ def verdict(record: dict | None) -> bool | None:
 def comparison_png(records, methods: Sequence[str], pairs: Sequence[tuple[str, int]], run_dir: str | os.PathLike,
                    path: str | os.PathLike, labels: dict | None = None, cell: int = 96) -> Path:
     """Write the grid to ``path`` (PNG). Image paths in ``records`` are relative to ``run_dir``;
-    each image is scaled to ``cell`` pixels with nearest-neighbour sampling (ShapesWorld images
+    each image is scaled to fit ``cell`` pixels (aspect kept) with nearest-neighbour sampling (ShapesWorld images
     are 32 px: smoothing would blur the very edges the oracle judges). A cell without a
     finished image is left blank with its grey frame."""
     from PIL import Image, ImageDraw, ImageFont
@@ -80,11 +90,18 @@ def comparison_png(records, methods: Sequence[str], pairs: Sequence[tuple[str, i
         return int(draw_probe.textlength(text, font=font))
 
     def row_title(first: dict) -> str:
-        return f"{first.get('prompt', first.get('prompt_id'))} (seed {first['seed']})"
+        # one line, in the font's characters (a bitmap font has Latin-1 only), cut to fit
+        prompt = _latin1(" ".join(str(first.get("prompt", first.get("prompt_id"))).split()))
+        seed = f" (seed {first['seed']})"
+        if text_width(prompt + seed) > _MAX_TITLE:
+            while prompt and text_width(prompt + "..." + seed) > _MAX_TITLE:
+                prompt = prompt[:-1]
+            prompt = prompt.rstrip() + "..."
+        return prompt + seed
 
     # Column titles wrap at spaces to fit their column ("CONFORM tuned" on two lines at 64 px).
     step = cell + 2 * _BORDER + _PAD
-    titles = [_wrap(str((labels or {}).get(m, m)), step - _PAD, text_width) for m in methods]
+    titles = [_wrap(_latin1(str((labels or {}).get(m, m))), step - _PAD, text_width) for m in methods]
     left = max(text_width(row_title(first)) for first, _ in rows) + 2 * _PAD
     top = 6 + 14 * max(len(lines) for lines in titles)
     width = left + step * len(methods) + _PAD
@@ -94,19 +111,21 @@ def comparison_png(records, methods: Sequence[str], pairs: Sequence[tuple[str, i
     for c, lines in enumerate(titles):
         centre = left + c * step + step // 2
         for k, line in enumerate(lines):
-            draw.text((centre, top - 6 - 14 * (len(lines) - 1 - k)), _latin1(line), fill="black", font=font, anchor="ms")
+            draw.text((centre, top - 6 - 14 * (len(lines) - 1 - k)), line, fill="black", font=font, anchor="ms")
     for r, (first, cells) in enumerate(rows):
         y = top + r * step
-        draw.text((_PAD, y + step // 2), _latin1(row_title(first)), fill="black", font=font, anchor="lm")
+        draw.text((_PAD, y + step // 2), row_title(first), fill="black", font=font, anchor="lm")
         for c, record in enumerate(cells):
             x = left + c * step
             frame = _FRAME[verdict(record)]
             draw.rectangle([x, y, x + cell + 2 * _BORDER - 1, y + cell + 2 * _BORDER - 1], fill=frame)
             picture = _open(record, Path(run_dir))
-            if picture is None:
-                draw.rectangle([x + _BORDER, y + _BORDER, x + _BORDER + cell - 1, y + _BORDER + cell - 1], fill="white")
-            else:
-                image.paste(picture.resize((cell, cell), Image.NEAREST), (x + _BORDER, y + _BORDER))
+            draw.rectangle([x + _BORDER, y + _BORDER, x + _BORDER + cell - 1, y + _BORDER + cell - 1], fill="white")
+            if picture is not None:  # fitted into the cell, not stretched: a wide image stays wide
+                scale = cell / max(picture.size)
+                fitted = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                        Image.NEAREST)
+                image.paste(fitted, (x + _BORDER + (cell - fitted.width) // 2, y + _BORDER + (cell - fitted.height) // 2))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image_atomic(image, path)
