@@ -245,7 +245,8 @@ def attention_grid(
     (e.g. the tokens), drawn under the overlay tiles with PIL's default font (the image tile
     is labelled "image"). Each tile is ``tile_size`` pixels wide (default: the image width,
     but at least 128 so labels fit) with the image's aspect ratio, so the grid is
-    ``(k + 1) * tile_size`` wide (``k * tile_size`` without the image tile). Mismatched map and label counts raise ValueError.
+    ``(k + 1) * tile_size`` wide (``k * tile_size`` without the image tile). Mismatched map
+    and label counts raise ValueError.
     """
     alpha = _check_alpha(alpha)
     rgb = _image_to_rgb(image)
