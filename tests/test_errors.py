@@ -85,6 +85,14 @@ def test_method_and_schedule_settings_are_validated():
         Conform(temperature=0)
     with pytest.raises(ValueError, match="step_size"):
         GuidanceSchedule(step_size=-1)
+    # a non-finite step size or range turns every latent to NaN, even rows the update leaves out
+    for bad in (dict(step_size=float("inf")), dict(step_size_range=(1.0, -0.5)), dict(step_size_range=(float("nan"), 1))):
+        with pytest.raises(ValueError, match="finite"):
+            GuidanceSchedule(**bad)
+    # a float32 fraction is the fraction it prints as: 0.29 of 100 steps is step 29, not 28
+    import numpy as np
+
+    assert GuidanceSchedule(max_update_step=np.float32(0.29)).resolve(100).max_update_step == 29
     with pytest.raises(ValueError, match="token_window"):
         Conform(token_window="everything")
     with pytest.raises(ValueError, match="kernel_size"):

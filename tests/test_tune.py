@@ -350,3 +350,41 @@ def test_a_candidates_last_guided_step_also_ends_refinement():
     defaults, _ = build_candidate("attend_and_excite", {})
     ae, _ = build_candidate("attend_and_excite", {"max_update_step": 0.5})
     assert ae.schedule.resolve(50).refinement == defaults.schedule.refinement
+
+
+def test_too_few_test_prompts_say_so_not_raise_the_budget(tmp_path):
+    from contrastive_diffusers.eval.tune import _budgets
+
+    with pytest.raises(ValueError, match="Only 1 test prompt.*suit conform.*--no-confirm"):
+        _budgets(TuneConfig(tmp_path, "conform", budget=10000), 1)
+
+
+def test_a_shapes_subset_is_tuned_on_the_whole_world_splits_with_a_warning(tmp_path):
+    from contrastive_diffusers.shapes import shapes_prompts
+
+    with pytest.warns(UserWarning, match="whole train split"):
+        train, test = split_prompts(TuneConfig(tmp_path, "conform", prompt_set=shapes_prompts("test")[:5]))
+    assert len(test) > 5
+
+
+def test_a_resumed_search_that_ranks_another_first_keeps_the_confirmed_choice(tmp_path, monkeypatch):
+    import contrastive_diffusers.eval.tune as tune_module
+
+    config = TuneConfig(tmp_path / "ae", "attend_and_excite", budget=18, steps=1, progress=False)
+    first = run_tuning(config)
+    saved = first.method_file.read_text()
+    real = tune_module.successive_halving
+
+    def reordered(*args, **kwargs):  # as if images redrawn after failures changed the ranking
+        best, rows = real(*args, **kwargs)
+        other = next(i for i, row in enumerate(rows) if i != best)
+        rows[best]["status"], rows[other]["status"] = "stopped after rung 0", "chosen"
+        return other, rows
+
+    monkeypatch.setattr(tune_module, "successive_halving", reordered)
+    with pytest.warns(UserWarning, match="earlier choice is kept"):
+        again = run_tuning(config)
+    assert again.chosen == first.chosen and again.method_file.read_text() == saved
+    statuses = [row["status"] for row in again.search]
+    assert statuses.count("chosen") == 1 and any("earlier choice kept" in s for s in statuses)
+    assert again.confirmation == first.confirmation

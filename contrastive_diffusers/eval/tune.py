@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -148,6 +149,10 @@ def split_prompts(config: TuneConfig) -> tuple[list, list]:
         from ..shapes.prompts import shapes_prompts
 
         train, test = shapes_prompts("train"), shapes_prompts("test")
+        if {i.prompt for i in items} not in ({i.prompt for i in train}, {i.prompt for i in test},
+                                             {i.prompt for i in train + test}):
+            warnings.warn(f"The prompt set {source!r} is part of ShapesWorld: tune searches on the world's whole train "
+                          "split and confirms on its whole test split, not on these prompts.", stacklevel=2)
         _check_categories(config.categories, train + test, source)
         test_texts = {item.prompt for item in test}
         train = [item for item in train if item.prompt not in test_texts]
@@ -228,6 +233,11 @@ def _budgets(config: TuneConfig, test_prompts: int) -> tuple[int, int]:
     if not config.confirm:
         return config.budget, 0
     per_prompt = 3 * len(config.seeds)  # plain, defaults, tuned
+    if test_prompts < MIN_TEST_PROMPTS:  # no budget helps: the prompt set has too few for the method
+        raise ValueError(
+            f"Only {test_prompts} test prompt(s) of this prompt set suit {config.method} (the confirmation needs "
+            f"{MIN_TEST_PROMPTS}): choose a larger prompt set or other --categories, or --no-confirm."
+        )
     n_test = min(test_prompts, math.floor(config.budget * TEST_SHARE / per_prompt))
     if n_test < MIN_TEST_PROMPTS:
         need = math.ceil(MIN_TEST_PROMPTS * per_prompt / TEST_SHARE)
@@ -338,6 +348,7 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     search_images, n_test = _budgets(config, len(test))
     plan = plan_halving(search_images, len(candidates), len(train), len(config.seeds))
 
+    previous = state
     state = {"config": config.key(), "status": "searching", **{k: v for k, v in state.items() if k == "history"}}
     state["plan"] = {"candidates": plan.candidates, "prompts_per_rung": list(plan.prompts), "images": plan.images,
                      "drawn": plan.drawn, "test_prompts": n_test, "rule": "successive halving, rate 2"}
@@ -345,6 +356,16 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     write_json_atomic(config.output_dir / TUNE_FILE, state)
 
     best, rows = successive_halving(config, plan, candidates, train)
+    earlier = previous.get("chosen")
+    if earlier is not None and earlier != candidates[best] and earlier in candidates[: plan.candidates]:
+        # A resumed search redraws the images that failed before, which can reorder the
+        # candidates; the earlier choice is the one its method file and confirmation hold.
+        warnings.warn(f"The resumed search ranks {candidate_label(candidates[best])!r} first, the first run chose "
+                      f"{candidate_label(earlier)!r} (images that had failed were drawn again); the earlier choice "
+                      "is kept, as its confirmation was made with it. A new --output-dir tunes afresh.", stacklevel=2)
+        rows[best]["status"] = "ranked first on the resumed search; the earlier choice kept"
+        best = candidates.index(earlier)
+        rows[best]["status"] = "chosen"
     method, attn_res = build_candidate(config.method, candidates[best])
     method_file = config.output_dir / f"{config.method}-tuned.json"
     write_text_atomic(method_file, method.to_json_string())

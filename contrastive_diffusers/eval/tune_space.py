@@ -146,7 +146,8 @@ def _rungs(candidates: int, first: int, available: int) -> tuple[int, ...]:
 def plan_halving(budget: int, space_size: int, train_prompts: int, seeds: int) -> Plan:
     """The plan with the most candidates (up to ``MAX_CANDIDATES``) whose first rung gives each
     at least two prompts (one when the budget allows no more) and whose images fit ``budget``;
-    then the largest first rung that still fits. ``ValueError`` when not even two candidates
+    then its first rung grown a prompt at a time while the plan still fits (the cost is not
+    monotonic in the first rung, so a larger one past the first that does not fit is not tried). ``ValueError`` when not even two candidates
     on one prompt fit."""
     for min_first in (2, 1):
         for n in range(min(space_size, MAX_CANDIDATES), 1, -1):

@@ -34,7 +34,12 @@ def _check_position(name: str, value) -> StepPosition:
             f"{name} = {value!r} is a float, read as a fraction of the trajectory, so it must lie in [0, 1]; "
             "pass an int for an absolute step index."
         )
-    return float(value)
+    if isinstance(value, float):
+        return float(value)
+    try:  # through its shortest text: numpy's float32(0.29) is 0.28999999... as a double (28 of 100 steps)
+        return float(str(value))
+    except ValueError:  # a Fraction, a Decimal in exponent form, ...
+        return float(value)
 
 
 def _parse_refinement_key(key) -> StepPosition:
@@ -86,12 +91,15 @@ class GuidanceSchedule:
     def __post_init__(self):
         object.__setattr__(self, "max_update_step", _check_position("max_update_step", self.max_update_step))
         object.__setattr__(self, "start_step", _check_position("start_step", self.start_step))
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        if not (self.step_size > 0 and math.isfinite(self.step_size)):
+            raise ValueError(f"step_size must be positive and finite, got {self.step_size}")
         if self.step_size_kind not in ("constant", "sqrt_linspace"):
             raise ValueError(f"step_size_kind must be 'constant' or 'sqrt_linspace', got {self.step_size_kind!r}")
         if len(self.step_size_range) != 2:
             raise ValueError(f"step_size_range must be (start, end), got {self.step_size_range!r}")
+        if not all(math.isfinite(v) and v >= 0 for v in self.step_size_range):
+            raise ValueError(f"step_size_range values must be finite and >= 0 (the step size is scaled by their "
+                             f"square roots), got {self.step_size_range!r}")
         if self.refinement_iterations < 0:
             raise ValueError(f"refinement_iterations must be >= 0, got {self.refinement_iterations}")
         refinement = {}
