@@ -164,6 +164,9 @@ def test_training_log_and_model_card(trained):
     card = (trained[0] / "README.md").read_text()
     for heading in ("## Recipe", "## Training curves", "## Timings", "caption retrieval"):
         assert heading in card
+    # this recipe's CLIP never saw a held-out pair's text, not even as a negative
+    assert log["clip_negatives"]["pairs"] == "training pairs only"
+    assert "were never shown in training. " in card and "naming training pairs only" in card
 
 
 def test_unet_and_vae_stored_half_text_encoder_and_clip_float32(trained):

@@ -184,5 +184,6 @@ def test_retrain_clip_alone_gives_the_whole_runs_clip_and_leaves_the_rest(traine
     log = json.loads((folder / "training_log.json").read_text())
     assert log["clip_retrained"]["retrieval_before"] == json.loads((trained / "training_log.json").read_text())[
         "clip_retrieval"] and log["phases"]["clip"]["steps"] == 1
+    assert "trained again on" in (folder / "README.md").read_text()
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path / "empty"), "--retrain_clip"])

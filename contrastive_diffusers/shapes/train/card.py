@@ -12,6 +12,10 @@ _SCHEDULE_WORDS = {
 }
 
 
+
+# Cards of runs whose CLIP drew negatives from every pair (logs without "clip_negatives").
+_OLD_CLIP_NOTE = " (but the world CLIP's hard negatives named them)"
+
 def _v_form(args: dict) -> str:
     if args.get("noise_schedule") != "zero_snr":
         return ""
@@ -76,7 +80,8 @@ def model_card(log: dict) -> str:
         (mmdit.get("kind", "A Stable Diffusion 1.x-format pipeline") + " trained from scratch on ShapesWorld "
          "(`contrastive_diffusers.shapes`): flat coloured shapes on a dark background, 32x32 px, "
          "captions such as \"a red circle and a cyan square\". The colour-shape pairs "
-         f"{', '.join(f'{c} {s}' for c, s in held_out_pairs())} were never shown in training. "
+         f"{', '.join(f'{c} {s}' for c, s in held_out_pairs())} were never shown in training"
+         f"{'' if 'clip_negatives' in log else _OLD_CLIP_NOTE}. "
          "The world's CLIP (`CLIPModel` + `CLIPProcessor`) is in `clip/`.\n"),
         "## Usage\n",
         (f"```python\nfrom diffusers import {pipeline_class}\npipe = {pipeline_class}.from_pretrained(folder)\n"
@@ -98,7 +103,9 @@ def model_card(log: dict) -> str:
          f"{mmdit.get('vae_extra', '')}.\n"),
         mmdit.get("denoiser") or _unet_line(args, params),
         (f"- CLIP ({params['clip']:,} params): {args['clip_steps']} steps, InfoNCE with {args['clip_negatives']} hard "
-         "negatives per image (swapped colours / shapes, replaced colour / shape, wrong relation / count).\n"),
+         "negatives per image (swapped colours / shapes, replaced colour / shape, wrong relation / count"
+         + ("; naming training pairs only, and a candidate true of the image left out of its softmax"
+            if "clip_negatives" in log else "") + ").\n"),
         (f"Stored weights: {json.dumps(log.get('stored_dtype', {}))}, "
          f"{log.get('weights_bytes', 0) / 2**20:.1f} MiB of safetensors in all.\n"),
         "## Timings\n",
@@ -116,6 +123,13 @@ def model_card(log: dict) -> str:
         out.append("## CLIP: caption retrieval against hard negatives (fresh renders)\n")
         out.append("| scenes | accuracy | n |\n|---|---:|---:|\n" + "".join(
             f"| {name} | {r['accuracy']:.3f} | {r['n']} |\n" for name, r in log["clip_retrieval"].items()))
+    if "clip_retrained" in log:
+        again = log["clip_retrained"]
+        before = ", ".join(f"{name} {r['accuracy']:.3f}" for name, r in (again.get("retrieval_before") or {}).items())
+        out.append(f"The CLIP was trained again on {again['date']} (`--retrain_clip`, the rest of the folder as it "
+                   "was): its first recipe drew hard negatives that named the held-out pairs and counted "
+                   "captions true of an image as its negatives" + (f" (retrieval then: {before})" if before else "")
+                   + ".\n")
     if "eval" in log:
         ev = log["eval"]
         out.append(f"## Oracle success of the plain model (test split, seeds {ev['seeds']}, {ev['steps']} "
