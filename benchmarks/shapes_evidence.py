@@ -189,10 +189,9 @@ def records_path(results: Path) -> Path:
     return results.with_name(results.stem + "-records.jsonl")
 
 
-def write_records(path: Path, records: list[dict], n_seeds: int) -> None:
+def write_records(path: Path, records: list[dict], arms: list[str], n_seeds: int) -> None:
     """Every test image's arm, prompt, category, seed, status and verdict, one JSON line each
-    (a first line holds the arms in order and ``n_seeds``): what the tables are computed from."""
-    arms = list(dict.fromkeys(r["method"] for r in records))
+    (a first line holds the arms in the tables' order and ``n_seeds``): what the tables are computed from."""
     lines = [json.dumps({"arms": arms, "n_seeds": n_seeds, "metric": METRIC})]
     for r in records:
         value = (r.get("metrics") or {}).get(METRIC)
@@ -279,7 +278,7 @@ def main(argv=None) -> int:
     records += run_arms(args.output_dir / "test", arms, others, range(args.other_seeds), bench)
     data = evidence(records, [a.name for a in arms], args.seeds)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    write_records(records_path(args.results), records, args.seeds)
+    write_records(records_path(args.results), records, [a.name for a in arms], args.seeds)
     write_tables(args, data)
     grid = args.results.with_name(args.results.stem + "-grid.png")
     comparison_png(records, [a.name for a in arms], grid_sample(records, GRID_PROMPTS), args.output_dir / "test", grid,

@@ -388,3 +388,30 @@ def test_a_resumed_search_that_ranks_another_first_keeps_the_confirmed_choice(tm
     statuses = [row["status"] for row in again.search]
     assert statuses.count("chosen") == 1 and any("earlier choice kept" in s for s in statuses)
     assert again.confirmation == first.confirmation
+
+
+def test_the_resume_guard_recognises_a_map_size_choice_read_back_from_json(tmp_path, monkeypatch):
+    # tune.json holds attn_res as a list, the candidates as a tuple: the earlier choice must
+    # still be found among them, not silently replaced by the resumed ranking
+    import contrastive_diffusers.eval.tune as tune_module
+
+    real_space, real_halving = tune_module.search_space, tune_module.successive_halving
+    monkeypatch.setattr(tune_module, "search_space",
+                        lambda name, sizes: [{}, {"attn_res": tuple(sizes[0])}, *real_space(name, sizes)[1:]])
+
+    def pick(index):
+        def halving(config, plan, candidates, train):
+            best, rows = real_halving(config, plan, candidates, train)
+            for i, row in enumerate(rows):
+                row["status"] = "chosen" if i == index else "stopped after rung 0"
+            return index, rows
+        return halving
+
+    config = TuneConfig(tmp_path / "ae", "attend_and_excite", budget=18, steps=1, progress=False)
+    monkeypatch.setattr(tune_module, "successive_halving", pick(1))
+    first = run_tuning(config)
+    assert "attn_res" in first.chosen
+    monkeypatch.setattr(tune_module, "successive_halving", pick(0))
+    with pytest.warns(UserWarning, match="earlier choice is kept"):
+        again = run_tuning(config)
+    assert list(again.chosen["attn_res"]) == list(first.chosen["attn_res"])

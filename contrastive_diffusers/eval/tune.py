@@ -356,15 +356,17 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     write_json_atomic(config.output_dir / TUNE_FILE, state)
 
     best, rows = successive_halving(config, plan, candidates, train)
+    # tune.json holds the earlier choice as JSON (lists where candidates have tuples).
+    searched = [jsonable(c) for c in candidates[: plan.candidates]]
     earlier = previous.get("chosen")
-    if earlier is not None and earlier != candidates[best] and earlier in candidates[: plan.candidates]:
+    if earlier is not None and earlier != searched[best] and earlier in searched:
         # A resumed search redraws the images that failed before, which can reorder the
         # candidates; the earlier choice is the one its method file and confirmation hold.
         warnings.warn(f"The resumed search ranks {candidate_label(candidates[best])!r} first, the first run chose "
                       f"{candidate_label(earlier)!r} (images that had failed were drawn again); the earlier choice "
                       "is kept, as its confirmation was made with it. A new --output-dir tunes afresh.", stacklevel=2)
         rows[best]["status"] = "ranked first on the resumed search; the earlier choice kept"
-        best = candidates.index(earlier)
+        best = searched.index(earlier)
         rows[best]["status"] = "chosen"
     method, attn_res = build_candidate(config.method, candidates[best])
     method_file = config.output_dir / f"{config.method}-tuned.json"
