@@ -165,7 +165,7 @@ def test_training_log_and_model_card(trained):
     for heading in ("## Recipe", "## Training curves", "## Timings", "caption retrieval"):
         assert heading in card
     # this recipe's CLIP never saw a held-out pair's text, not even as a negative
-    assert log["clip_negatives"]["pairs"] == "training pairs only"
+    assert log["phases"]["clip"]["negatives"]["pairs"] == "training pairs only"
     assert "were never shown in training. " in card and "naming training pairs only" in card
 
 

@@ -169,7 +169,16 @@ def test_retrain_clip_alone_gives_the_whole_runs_clip_and_leaves_the_rest(traine
     folder = tmp_path / "copy"
     shutil.copytree(trained, folder)
     clip_before = load_file(folder / "clip/model.safetensors")
-    transformer = (folder / "transformer/diffusion_pytorch_model.safetensors").read_bytes()
+    # as if the run had stored float32 weights: this command's --save_dtype default (float16)
+    # must not halve them
+    from safetensors.torch import save_file
+
+    weights = folder / "transformer/diffusion_pytorch_model.safetensors"
+    save_file({k: v.float() for k, v in load_file(weights).items()}, weights)
+    run_log = json.loads((folder / "training_log.json").read_text())
+    run_log["arguments"]["save_dtype"] = "float32"
+    (folder / "training_log.json").write_text(json.dumps(run_log))
+    transformer = weights.read_bytes()
     threads = torch.get_num_threads()
     try:
         assert main(["--output_dir", str(folder), "--retrain_clip", "--num_threads", "1"]) == 0
@@ -179,11 +188,20 @@ def test_retrain_clip_alone_gives_the_whole_runs_clip_and_leaves_the_rest(traine
     # from the run's own arguments, it is the whole run's CLIP, tensor for tensor
     clip_after = load_file(folder / "clip/model.safetensors")
     assert clip_after.keys() == clip_before.keys()
-    assert all(torch.equal(clip_after[k], clip_before[k]) for k in clip_before)
+    assert all(clip_after[k].dtype == clip_before[k].dtype and torch.equal(clip_after[k], clip_before[k])
+               for k in clip_before)
     assert (folder / "transformer/diffusion_pytorch_model.safetensors").read_bytes() == transformer
     log = json.loads((folder / "training_log.json").read_text())
     assert log["clip_retrained"]["retrieval_before"] == json.loads((trained / "training_log.json").read_text())[
         "clip_retrieval"] and log["phases"]["clip"]["steps"] == 1
-    assert "trained again on" in (folder / "README.md").read_text()
+    first_log = json.loads((trained / "training_log.json").read_text())
+    assert log["clip_retrained"]["recipe_before"] == first_log["phases"]["clip"]["negatives"]
+    assert log["stored_dtype"]["transformer"] == "float32"
+    # the card's training time is the phases': the new CLIP phase in place of the first
+    assert log["training_seconds"] == pytest.approx(first_log["training_seconds"] - first_log["phases"]["clip"]["seconds"]
+                                                    + log["phases"]["clip"]["seconds"], abs=0.11)
+    card = (folder / "README.md").read_text()
+    # retrained by the same recipe: no word about the first recipe's faults
+    assert "trained again on" in card and "first recipe" not in card and "hard negatives named" not in card
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path / "empty"), "--retrain_clip"])

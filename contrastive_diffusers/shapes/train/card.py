@@ -11,10 +11,15 @@ _SCHEDULE_WORDS = {
     "zero_snr": "v-prediction loss on SD 1.x's DDPM schedule rescaled to zero terminal SNR",
 }
 
-
-
-# Cards of runs whose CLIP drew negatives from every pair (logs without "clip_negatives").
+# Cards of runs whose CLIP drew negatives from every pair (no recipe in the log's CLIP phase).
 _OLD_CLIP_NOTE = " (but the world CLIP's hard negatives named them)"
+
+
+def negatives_recipe(log: dict) -> dict | None:
+    """How the CLIP of a training log drew its hard negatives (None: the first recipe, which
+    named held-out pairs and counted captions true of the image as negatives)."""
+    return log.get("phases", {}).get("clip", {}).get("negatives")
+
 
 def _v_form(args: dict) -> str:
     if args.get("noise_schedule") != "zero_snr":
@@ -81,7 +86,7 @@ def model_card(log: dict) -> str:
          "(`contrastive_diffusers.shapes`): flat coloured shapes on a dark background, 32x32 px, "
          "captions such as \"a red circle and a cyan square\". The colour-shape pairs "
          f"{', '.join(f'{c} {s}' for c, s in held_out_pairs())} were never shown in training"
-         f"{'' if 'clip_negatives' in log else _OLD_CLIP_NOTE}. "
+         f"{'' if negatives_recipe(log) else _OLD_CLIP_NOTE}. "
          "The world's CLIP (`CLIPModel` + `CLIPProcessor`) is in `clip/`.\n"),
         "## Usage\n",
         (f"```python\nfrom diffusers import {pipeline_class}\npipe = {pipeline_class}.from_pretrained(folder)\n"
@@ -105,7 +110,7 @@ def model_card(log: dict) -> str:
         (f"- CLIP ({params['clip']:,} params): {args['clip_steps']} steps, InfoNCE with {args['clip_negatives']} hard "
          "negatives per image (swapped colours / shapes, replaced colour / shape, wrong relation / count"
          + ("; naming training pairs only, and a candidate true of the image left out of its softmax"
-            if "clip_negatives" in log else "") + ").\n"),
+            if negatives_recipe(log) else "") + ").\n"),
         (f"Stored weights: {json.dumps(log.get('stored_dtype', {}))}, "
          f"{log.get('weights_bytes', 0) / 2**20:.1f} MiB of safetensors in all.\n"),
         "## Timings\n",
@@ -126,10 +131,10 @@ def model_card(log: dict) -> str:
     if "clip_retrained" in log:
         again = log["clip_retrained"]
         before = ", ".join(f"{name} {r['accuracy']:.3f}" for name, r in (again.get("retrieval_before") or {}).items())
+        why = ("" if again.get("recipe_before") else ": its first recipe drew hard negatives that named the "
+               "held-out pairs and counted captions true of an image as its negatives")
         out.append(f"The CLIP was trained again on {again['date']} (`--retrain_clip`, the rest of the folder as it "
-                   "was): its first recipe drew hard negatives that named the held-out pairs and counted "
-                   "captions true of an image as its negatives" + (f" (retrieval then: {before})" if before else "")
-                   + ".\n")
+                   f"was){why}" + (f" (retrieval before: {before})" if before else "") + ".\n")
     if "eval" in log:
         ev = log["eval"]
         out.append(f"## Oracle success of the plain model (test split, seeds {ev['seeds']}, {ev['steps']} "

@@ -22,6 +22,7 @@ from ..model import (
 )
 from ..prompts import held_out_pairs, training_pairs
 from .autoencoder import encode_all, train_vae
+from .card import negatives_recipe
 from .checkpoints import FOLDER as CHECKPOINT_FOLDER
 from .checkpoints import RunCheckpoints
 from .data import DEFAULT_KIND_WEIGHTS, make_data, seed_of
@@ -320,14 +321,20 @@ def retrain_clip(args) -> dict:
     start = time.perf_counter()
     data = make_data(run.num_scenes, seed_of(run.seed, "data"), run.resolution, run.kind_weights)
     clip, processor = build_clip(config, _clip_tokenizer(_components(run, config)), run.seed + 3)
-    before = log.get("clip_retrieval")
+    before, recipe_before = log.get("clip_retrieval"), negatives_recipe(log)
+    old_seconds = log["phases"].get("clip", {}).get("seconds", 0)
     train_clip(clip, processor, data, run, log, None)
+    # the training time the card gives is the phases' own: this CLIP's phase replaces the first
+    for key in ("training_seconds", "total_seconds"):
+        if key in log:
+            log[key] = round(log[key] - old_seconds + log["phases"]["clip"]["seconds"], 1)
     _save_clip(out, clip, processor, run, log)
     log["clip_retrained"] = {"command": getattr(args, "command", ""), "versions": versions(),
                              "seconds": round(time.perf_counter() - start, 1), "retrieval_before": before,
-                             "date": time.strftime("%Y-%m-%d")}
+                             "recipe_before": recipe_before, "date": time.strftime("%Y-%m-%d")}
     write_json_atomic(out / "training_log.json", jsonable(log))
-    finalize(out, args)
+    # stored as the run stored its weights, whatever this command's --save_dtype default says
+    finalize(out, argparse.Namespace(**{**vars(args), "save_dtype": run.save_dtype}))
     return json.loads((out / "training_log.json").read_text())
 
 

@@ -17,6 +17,9 @@ from .data import ShapesData, batch_indices, tokenize
 from .optim import optimise
 
 
+# The hard negatives' recipe a training log records (see negatives_recipe).
+NEGATIVES_RECIPE = {"pairs": "training pairs only", "true_candidates": "left out of the softmax"}
+
 def clip_pixels(images: torch.Tensor, processor) -> torch.Tensor:
     """uint8 images -> CLIP pixel values, normalised as ``processor`` does (images already at its size)."""
     ip = processor.image_processor
@@ -103,7 +106,8 @@ def train_clip(model, processor, data: ShapesData, args, log: dict, checkpoint=N
 
     optimise("clip", list(model.parameters()), args.clip_steps, args.clip_lr, batch_loss, log, args.log_every,
              weight_decay=0.1, checkpoint=checkpoint, generator=gen)
-    log["clip_negatives"] = {"pairs": "training pairs only", "true_candidates": "left out of the softmax"}
+    # In the phase's entry, which a resumed run restores with the phase.
+    log["phases"]["clip"]["negatives"] = NEGATIVES_RECIPE
     model.eval()
 
 
