@@ -482,3 +482,13 @@ def test_image_cells_show_the_oracle_verdict_and_enlarge_small_images(tmp_path):
     uri = _thumbnail_uri(tmp_path / "small.png", 160, heatmap=False)
     thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert thumb.size == (160, 160)  # 5x, whole pixels
+
+
+def test_prompt_intervals_refuse_labels_that_do_not_match_the_values():
+    from contrastive_diffusers.eval.stats import prompt_mean_ci
+
+    # one prompt label short: with one prompt left the interval would silently be over seeds
+    with pytest.raises(ValueError, match="3 values but 2 prompt labels"):
+        prompt_mean_ci([0.0, 1.0, 1.0], ["a", "a"])
+    interval, n_prompts = prompt_mean_ci([0.0, 1.0, 1.0], ["a", "a", "a"])
+    assert n_prompts == 1 and interval.mean == pytest.approx(2 / 3)

@@ -130,3 +130,35 @@ def test_spec_json_round_trip():
     for kind in CAPTION_KINDS:
         spec = sample_spec(kind, rng)
         assert CaptionSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_train_clip_leaves_captions_true_of_an_image_out_of_its_softmax(monkeypatch):
+    # a batch of scenes that all carry one caption: every other image's caption is true of each
+    # image, so only its own column (the target) and its hard negatives may stay finite
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+
+    from contrastive_diffusers.models.tiny_tokenizers import tiny_tokenizer
+    from contrastive_diffusers.shapes.model import ShapesModelConfig, build_clip
+    from contrastive_diffusers.shapes.train.data import DEFAULT_KIND_WEIGHTS, ShapesData, make_data
+    from contrastive_diffusers.shapes.train.world_clip import train_clip
+
+    one = make_data(1, 0, 32, DEFAULT_KIND_WEIGHTS)
+    data = ShapesData(one.images.repeat(4, 1, 1, 1), one.captions * 4, one.kinds * 4, one.scenes * 4, one.specs * 4)
+    clip, processor = build_clip(ShapesModelConfig(), tiny_tokenizer(), 0)
+    seen = []
+    real = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda logits, target: seen.append(logits.detach()) or real(logits, target))
+    args = SimpleNamespace(seed=0, device="cpu", batch_size=4, clip_negatives=2, clip_steps=1, clip_lr=1e-4,
+                           log_every=1)
+    log = {"phases": {}}
+    train_clip(clip, processor, data, args, log, None)
+    image_rows = seen[0]  # (4 images, 4 captions + 4 x 2 negatives)
+    assert image_rows.shape == (4, 12)
+    diagonal = torch.eye(4, dtype=torch.bool)
+    assert torch.isfinite(image_rows[:, :4][diagonal]).all()
+    assert torch.isneginf(image_rows[:, :4][~diagonal]).all()
+    assert torch.isfinite(image_rows[:, 4:]).any()  # the hard negatives are false of the scene
+    assert log["phases"]["clip"]["negatives"]["true_candidates"] == "left out of the softmax"

@@ -26,7 +26,7 @@ HOW_TO_READ = (
     "(mean ± t · s/√n with one seed per prompt; with several, the cluster-robust interval that "
     "counts prompts, not images, as independent draws; with one prompt, over its seeds; "
     "\"n/a\" when only one image; ± 0 when "
-    "every image has the same value, "
+    "every image has the same value or every prompt's mean is the same (its seeds may differ), "
     "which is no certainty: for a 0/1 metric the exact interval is wider; the chart draws the "
     "same intervals cut at the values a metric can take, 0 and 1 for rates, 100 for CLIPScore). "
     "Differences from the "

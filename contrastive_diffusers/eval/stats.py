@@ -185,6 +185,8 @@ def prompt_mean_ci(values: Sequence[float], prompts: Sequence, confidence: float
     per value) when the values come from two or more prompts, so seeds of one prompt do not
     count as independent draws; from a single prompt, :func:`mean_ci` over its seeds (the
     question is then that prompt's success over starting noise)."""
+    if len(prompts) != len(values):
+        raise ValueError(f"prompt_mean_ci: {len(values)} values but {len(prompts)} prompt labels.")
     n_prompts = len(set(prompts))
     if n_prompts < 2:
         return mean_ci(values, confidence), n_prompts
