@@ -44,6 +44,9 @@ def test_category_and_stage_mapping():
     bowl = PromptItem("g", "a glass bowl on a metal table", token_groups=[["glass", "bowl"], ["metal", "table"]])
     found = {v.metadata["perturbation"]: category_and_stage(bowl, v) for v in contrast_set(bowl)}
     assert found["swap_attributes"] == ("texture", 2) and found["swap_objects"] == ("texture", 2)
+    # every material the contrast captions know is a texture here too
+    cup = PromptItem("m", "a bamboo cup and a denim bag", token_groups=[["bamboo", "cup"], ["denim", "bag"]])
+    assert category_and_stage(cup, contrast_set(cup)[0]) == ("texture", 2)
     # a negation: swapping says which object is absent, not where
     for text in ("a dog and no cat", "a cat without a hat"):
         item = PromptItem("n", text, token_groups=[[text.split()[1]], [text.split()[-1]]])

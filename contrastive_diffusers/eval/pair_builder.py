@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 from ..atomic_io import save_image_atomic, write_json_atomic, write_jsonl_atomic
+from ..guidance.lexicon import MATERIALS
 from ..models.names import DEFAULT_CLIP_MODEL
 from ..prompts import COLORS, contrast_set
 from ..prompts.contrast import split_group
@@ -61,10 +62,8 @@ from ..training.pairs import PAIRS_FILE
 SHAPE_WORDS = frozenset(
     "round square circular rectangular triangular oval spherical cubic cylindrical flat long short tall".split()
 )
-TEXTURE_WORDS = frozenset(
-    "wooden metallic metal glass plastic leather fabric fluffy furry rubber stone ceramic paper silk woolen "
-    "velvet marble golden silver".split()
-)
+# The lexicon's materials (what the contrast captions treat as attributes) and their adjectives.
+TEXTURE_WORDS = MATERIALS | frozenset("wooden metallic fluffy furry woolen woollen golden".split())
 
 
 # Words that make a swap of two objects say which one is absent, not where they are.
