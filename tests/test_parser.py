@@ -105,6 +105,11 @@ def test_no_verb_pronoun_relation_or_frame_as_noun(row):
         ("The metallic pan and plastic spatula cook the fluffy eggs on the wooden stove.",
          [["metallic", "pan"], ["plastic", "spatula"], ["fluffy", "eggs"], ["wooden", "stove"]]),
         ("a fabric sweater and a leather watch", [["fabric", "sweater"], ["leather", "watch"]]),
+        # A denied attribute binds to nothing (it carried over to the next object).
+        ("a dog that is not brown and a white cat", [["dog"], ["white", "cat"]]),
+        ("a car that isn't red and a blue bike", [["car"], ["blue", "bike"]]),
+        ("a car that doesn't look red and a blue bike", [["car"], ["blue", "bike"]]),
+        ("the car is not red and the bike is blue", [["car"], ["blue", "bike"]]),
     ],
 )
 def test_parse_conventions(prompt, expected):

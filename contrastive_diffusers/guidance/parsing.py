@@ -129,6 +129,10 @@ class _Chunker:
         self.classes = []
         for i, token in enumerate(tokens):
             self.classes.append(_lexical_class(token, tokens[i - 1] if i else None))
+        for i, token in enumerate(tokens[1:], 1):
+            if token == "'t" and tokens[i - 1].endswith("n"):
+                # "isn't", "doesn't": split as CLIP splits them ("isn" + "'t"), an auxiliary and its negation
+                self.classes[i - 1] = self.classes[i] = AUX
         for i, token in enumerate(tokens[:-1]):
             if token in lx.RELATIVES and self.classes[i + 1] in (COP, AUX, VERB, ADV):
                 self.classes[i] = CONJ  # "a light that is green": "that" relative, not a determiner
@@ -213,6 +217,7 @@ class _Chunker:
 
 
 _CARRY_OVER = frozenset([",", "and", "or"])
+_NEGATORS = frozenset(["not", "n't", "'t", "never"])
 
 
 @dataclass
@@ -261,6 +266,15 @@ class _Grouper:
             return True
         return len(phrase.words) == 1 and between == [","] and nxt.noun is not None
 
+    def _negated(self, k: int) -> bool:
+        """Whether phrase ``k`` follows a negation ("is not brown", "doesn't look red", "never blue")."""
+        for item in reversed(self.items[:k]):
+            if not (isinstance(item, tuple) and item[1] in (ADV, AUX, COP)):
+                return False
+            if self.tokens[item[0]] in _NEGATORS:
+                return True
+        return False
+
     def _previous(self, k: int):
         """The item before item ``k``, adverbs skipped."""
         for item in reversed(self.items[:k]):
@@ -299,6 +313,11 @@ class _Grouper:
                     clause_subject, carry, predicate_target = None, [], None
                 continue
             phrase = item
+            if phrase.noun is None and self._negated(k):
+                # "a dog that is not brown and a white cat": a denied attribute binds to no
+                # object (it used to carry over to the next one, "brown white cat").
+                carry, predicate_target = [], None
+                continue
             if not carry:
                 predicate_target = self._subject_for_predicate(k, clause_subject, made)
             words = carry + phrase.words
