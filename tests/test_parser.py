@@ -110,6 +110,17 @@ def test_no_verb_pronoun_relation_or_frame_as_noun(row):
         ("a car that isn't red and a blue bike", [["car"], ["blue", "bike"]]),
         ("a car that doesn't look red and a blue bike", [["car"], ["blue", "bike"]]),
         ("the car is not red and the bike is blue", [["car"], ["blue", "bike"]]),
+        # A denied object is no group: a method would excite it and draw it.
+        ("a dog and no cat", [["dog"]]),
+        ("a man without a hat", [["man"]]),
+        ("a dog but not a cat", [["dog"]]),
+        ("there is not a cat on the mat", [["mat"]]),
+        ("a cat with no collar and a red ball", [["cat"], ["red", "ball"]]),
+        ("neither a cat nor a dog", []),
+        # its attributes bind to nothing, not to the next object
+        ("no cat is red and a dog is blue", [["blue", "dog"]]),
+        ("no cat that is red and a white dog", [["white", "dog"]]),
+        ("a no parking sign", [["parking", "sign"]]),  # "no" after a determiner names the sign
     ],
 )
 def test_parse_conventions(prompt, expected):

@@ -407,7 +407,8 @@ def test_the_resume_guard_recognises_a_map_size_choice_read_back_from_json(tmp_p
             return index, rows
         return halving
 
-    config = TuneConfig(tmp_path / "ae", "attend_and_excite", budget=18, steps=1, progress=False)
+    # the guard acts on the search's choice: no confirmation needed
+    config = TuneConfig(tmp_path / "ae", "attend_and_excite", budget=4, steps=1, progress=False, confirm=False)
     monkeypatch.setattr(tune_module, "successive_halving", pick(1))
     first = run_tuning(config)
     assert "attn_res" in first.chosen

@@ -218,6 +218,10 @@ class _Chunker:
 
 _CARRY_OVER = frozenset([",", "and", "or"])
 _NEGATORS = frozenset(["not", "n't", "'t", "never"])
+# Words that deny what follows them: a denied object or attribute is not drawn, so no method
+# should excite it ("a dog and no cat" made a group of "cat").
+_DENYING_WORDS = _NEGATORS | frozenset(["no", "without", "neither", "nor"])
+_DENIED = object()  # the subject of a predicate is a denied object
 
 
 @dataclass
@@ -233,6 +237,7 @@ class _Grouper:
         self.tokens = tokens
         self.items = _Chunker(tokens).phrases()
         self.groups: list[_Group] = []
+        self.denied: set[int] = set()  # id() of the phrases that name a denied object
 
     def _function_tokens_after(self, k: int) -> tuple[list[str], object]:
         """The function tokens after item ``k`` (adverbs skipped) and the next phrase, if any."""
@@ -267,12 +272,21 @@ class _Grouper:
         return len(phrase.words) == 1 and between == [","] and nxt.noun is not None
 
     def _negated(self, k: int) -> bool:
-        """Whether phrase ``k`` follows a negation ("is not brown", "doesn't look red", "never blue")."""
-        for item in reversed(self.items[:k]):
-            if not (isinstance(item, tuple) and item[1] in (ADV, AUX, COP)):
+        """Whether phrase ``k`` follows a negation: "is not brown", "doesn't look red", "never
+        blue", "no cat", "without a hat", "not a cloud", "neither a cat nor a dog" (but "a no
+        parking sign" names a sign: its "no" follows a determiner)."""
+        for j in range(k - 1, -1, -1):
+            item = self.items[j]
+            if not isinstance(item, tuple):
                 return False
-            if self.tokens[item[0]] in _NEGATORS:
-                return True
+            token, cls = self.tokens[item[0]], item[1]
+            if token in _DENYING_WORDS:
+                if token != "no":
+                    return True
+                before = self.items[j - 1] if j else None
+                return not (isinstance(before, tuple) and before[1] == DET)
+            if cls not in (ADV, AUX, COP, DET, NUM):
+                return False
         return False
 
     def _previous(self, k: int):
@@ -283,14 +297,19 @@ class _Grouper:
         return None
 
     def _subject_for_predicate(self, k: int, clause_subject, made: dict) -> _Group | None:
-        """The group an adjective after a copula binds to, when phrase ``k`` follows one."""
+        """The group an adjective after a copula binds to, when phrase ``k`` follows one
+        (``_DENIED`` when its subject is a denied object)."""
         cop = self._previous(k)
         if not (isinstance(cop, tuple) and cop[1] == COP):
             return None
         before = self._previous(self.items.index(cop))
         if isinstance(before, tuple) and self.tokens[before[0]] in lx.RELATIVES:
             antecedent = self._previous(self.items.index(before))
+            if id(antecedent) in self.denied:
+                return _DENIED
             return made.get(id(antecedent))  # "a light that is green"; "something that is" binds nothing
+        if id(before) in self.denied:
+            return _DENIED  # "no cat is red"
         if id(before) in made:
             # The phrase right before the copula is the subject unless a preposition
             # attaches it to another ("the shirt on the table is white").
@@ -313,13 +332,19 @@ class _Grouper:
                     clause_subject, carry, predicate_target = None, [], None
                 continue
             phrase = item
-            if phrase.noun is None and self._negated(k):
+            if self._negated(k):
                 # "a dog that is not brown and a white cat": a denied attribute binds to no
-                # object (it used to carry over to the next one, "brown white cat").
+                # object (it used to carry over to the next one, "brown white cat"); "a man
+                # without a hat": a denied object is no group.
+                if phrase.noun is not None:
+                    self.denied.add(id(phrase))
                 carry, predicate_target = [], None
                 continue
             if not carry:
                 predicate_target = self._subject_for_predicate(k, clause_subject, made)
+                if predicate_target is _DENIED:  # an attribute of a denied object: nothing to bind
+                    carry, predicate_target = [], None
+                    continue
             words = carry + phrase.words
             noun = phrase.noun
             if noun is not None and self._adjective_before_comma(k, phrase):
