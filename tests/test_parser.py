@@ -136,6 +136,8 @@ def test_auto_groups_resolve_to_positions(sd1_tok):
 def test_auto_with_no_noun_names_prompt_and_fix(sd1_tok):
     with pytest.raises(ValueError, match=r"automatic prompt parser.*'it is red'.*pass token groups explicitly"):
         resolve_groups(sd1_tok, "it is red", "auto")
+    with pytest.raises(ValueError, match=r"nouns the prompt denies.*'neither a cat nor a dog'"):
+        resolve_groups(sd1_tok, "neither a cat nor a dog", "auto")
 
 
 def test_describe_auto_groups_shows_the_parse():

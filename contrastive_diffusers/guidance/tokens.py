@@ -315,7 +315,8 @@ def _resolve(tokens: PromptTokens, groups) -> list[TokenGroup]:
         groups = parse_prompt(tokens.prompt)
         if not groups:
             raise NoObjectsError(
-                f"The automatic prompt parser (token_groups='auto') found no objects (no noun) in "
+                f"The automatic prompt parser (token_groups='auto') found no objects (no noun, or only "
+                f"nouns the prompt denies: 'no cat', 'without a hat') in "
                 f"{tokens.prompt!r}; pass token groups explicitly, e.g. [['red', 'car']] (words "
                 "of the prompt, the noun last) or integer token positions."
             )
