@@ -121,6 +121,20 @@ def test_no_verb_pronoun_relation_or_frame_as_noun(row):
         ("no cat is red and a dog is blue", [["blue", "dog"]]),
         ("no cat that is red and a white dog", [["white", "dog"]]),
         ("a no parking sign", [["parking", "sign"]]),  # "no" after a determiner names the sign
+        ("cats, not dogs", [["cats"]]),
+        ("a dog that is red and not a cat", [["red", "dog"]]),
+        # "or" goes on denying; "and" does not ("a cat with no collar and a red ball", above)
+        ("a man without a hat or a scarf", [["man"]]),
+        ("a man without a hat, a scarf or gloves", [["man"]]),
+        ("no red or blue cars", []),
+        # a predicate of the object a denied one hangs on binds as before
+        ("the cat without a collar is black", [["black", "cat"]]),
+        ("a dog with no collar is brown", [["brown", "dog"]]),
+        # a negation inside the noun phrase denies attributes, not the object
+        ("a not very tall man", [["man"]]),
+        ("a red and not blue car", [["red", "car"]]),
+        ("a big, not red car", [["big", "car"]]),
+        ("not only a cat but also a dog", [["cat"], ["dog"]]),
     ],
 )
 def test_parse_conventions(prompt, expected):

@@ -392,7 +392,8 @@ def test_a_resumed_search_that_ranks_another_first_keeps_the_confirmed_choice(tm
 
 def test_the_resume_guard_recognises_a_map_size_choice_read_back_from_json(tmp_path, monkeypatch):
     # tune.json holds attn_res as a list, the candidates as a tuple: the earlier choice must
-    # still be found among them, not silently replaced by the resumed ranking
+    # still be found among them, not silently replaced by the resumed ranking, also after a
+    # resume that was killed in its search
     import contrastive_diffusers.eval.tune as tune_module
 
     real_space, real_halving = tune_module.search_space, tune_module.successive_halving
@@ -412,6 +413,14 @@ def test_the_resume_guard_recognises_a_map_size_choice_read_back_from_json(tmp_p
     monkeypatch.setattr(tune_module, "successive_halving", pick(1))
     first = run_tuning(config)
     assert "attn_res" in first.chosen
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    # a resume killed during its search: the next one still knows the first choice
+    monkeypatch.setattr(tune_module, "successive_halving", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_tuning(config)
     monkeypatch.setattr(tune_module, "successive_halving", pick(0))
     with pytest.warns(UserWarning, match="earlier choice is kept"):
         again = run_tuning(config)

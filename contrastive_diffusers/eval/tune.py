@@ -349,7 +349,10 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     plan = plan_halving(search_images, len(candidates), len(train), len(config.seeds))
 
     previous = state
-    state = {"config": config.key(), "status": "searching", **{k: v for k, v in state.items() if k == "history"}}
+    # The earlier choice stays in the file while the search runs again: a resumed run killed
+    # in its search must still find it (its method file and confirmation were made with it).
+    state = {"config": config.key(), "status": "searching",
+             **{k: v for k, v in state.items() if k in ("history", "chosen")}}
     state["plan"] = {"candidates": plan.candidates, "prompts_per_rung": list(plan.prompts), "images": plan.images,
                      "drawn": plan.drawn, "test_prompts": n_test, "rule": "successive halving, rate 2"}
     config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +367,8 @@ def run_tuning(config: TuneConfig) -> TuneResult:
         # candidates; the earlier choice is the one its method file and confirmation hold.
         warnings.warn(f"The resumed search ranks {candidate_label(candidates[best])!r} first, the first run chose "
                       f"{candidate_label(earlier)!r} (images that had failed were drawn again); the earlier choice "
-                      "is kept, as its confirmation was made with it. A new --output-dir tunes afresh.", stacklevel=2)
+                      "is kept, as its method file (and any confirmation) was made with it. A new "
+                      "--output-dir tunes afresh.", stacklevel=2)
         rows[best]["status"] = "ranked first on the resumed search; the earlier choice kept"
         best = searched.index(earlier)
         rows[best]["status"] = "chosen"

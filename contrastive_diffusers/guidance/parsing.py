@@ -238,6 +238,7 @@ class _Grouper:
         self.items = _Chunker(tokens).phrases()
         self.groups: list[_Group] = []
         self.denied: set[int] = set()  # id() of the phrases that name a denied object
+        self.denied_any = set()  # ... or a denied attribute with no noun ("not brown")
 
     def _function_tokens_after(self, k: int) -> tuple[list[str], object]:
         """The function tokens after item ``k`` (adverbs skipped) and the next phrase, if any."""
@@ -255,6 +256,8 @@ class _Grouper:
         between, nxt = self._function_tokens_after(k)
         if nxt is None or not between or not set(between) & _CARRY_OVER:
             return False
+        if between[-1] in _NEGATORS and nxt.noun is not None:
+            between = between[:-1]  # "a red and not blue car": the noun is red, its "blue" denied
         return all(t in _CARRY_OVER or t in lx.DETERMINERS or t in lx.NUMBERS for t in between)
 
     def _next_has_determiner(self, k: int) -> bool:
@@ -271,23 +274,47 @@ class _Grouper:
             return True
         return len(phrase.words) == 1 and between == [","] and nxt.noun is not None
 
-    def _negated(self, k: int) -> bool:
-        """Whether phrase ``k`` follows a negation: "is not brown", "doesn't look red", "never
-        blue", "no cat", "without a hat", "not a cloud", "neither a cat nor a dog" (but "a no
-        parking sign" names a sign: its "no" follows a determiner)."""
+    def _denial(self, k: int) -> str | None:
+        """What a negation before phrase ``k`` denies: ``"object"`` ("no cat", "without a
+        hat", "not a cloud", "neither a cat nor a dog", "cats, not dogs", and "or" goes on
+        denying: "without a hat or a scarf"), ``"attributes"`` (a negation inside the noun
+        phrase: "a not very tall man", "a red and not blue car") or ``None`` ("a no parking
+        sign" names a sign; "not only a cat but also a dog")."""
+        determiner_after = False  # "not a cat" denies the cat; "a not very tall man" its height
         for j in range(k - 1, -1, -1):
             item = self.items[j]
             if not isinstance(item, tuple):
-                return False
+                return None
             token, cls = self.tokens[item[0]], item[1]
             if token in _DENYING_WORDS:
-                if token != "no":
-                    return True
-                before = self.items[j - 1] if j else None
-                return not (isinstance(before, tuple) and before[1] == DET)
+                before = self._previous(j)
+                before_cls = before[1] if isinstance(before, tuple) else None
+                if token == "no":
+                    return None if before_cls == DET else "object"
+                if token in _NEGATORS:
+                    nxt = item[0] + 1
+                    if nxt < len(self.tokens) and self.tokens[nxt] == "only":
+                        continue
+                    if determiner_after:
+                        return "object"
+                    if before_cls in (DET, NUM):
+                        return "attributes"
+                    if before_cls is not None and self.tokens[before[0]] in _CARRY_OVER:
+                        # after "red and": the noun phrase goes on ("a red and not blue car")
+                        attribute = self._previous(self.items.index(before))
+                        if isinstance(attribute, _Phrase) and attribute.noun is None:
+                            return "attributes"
+                return "object"
+            if token in ("or", ","):
+                # "no cat or dog", "without a hat, a scarf or gloves": the list goes on denying
+                previous = self._previous(j)
+                while isinstance(previous, tuple) and self.tokens[previous[0]] in (",", "or"):
+                    previous = self._previous(self.items.index(previous))
+                return "object" if id(previous) in self.denied_any else None
             if cls not in (ADV, AUX, COP, DET, NUM):
-                return False
-        return False
+                return None
+            determiner_after = determiner_after or cls in (DET, NUM)
+        return None
 
     def _previous(self, k: int):
         """The item before item ``k``, adverbs skipped."""
@@ -308,16 +335,15 @@ class _Grouper:
             if id(antecedent) in self.denied:
                 return _DENIED
             return made.get(id(antecedent))  # "a light that is green"; "something that is" binds nothing
-        if id(before) in self.denied:
-            return _DENIED  # "no cat is red"
-        if id(before) in made:
+        if id(before) in made or id(before) in self.denied:
             # The phrase right before the copula is the subject unless a preposition
-            # attaches it to another ("the shirt on the table is white").
+            # attaches it to another ("the shirt on the table is white", "the cat without a
+            # collar is black").
             head = self._previous(self.items.index(before))
             while isinstance(head, tuple) and head[1] in (DET, NUM):
                 head = self._previous(self.items.index(head))
             if not (isinstance(head, tuple) and head[1] == PREP):
-                return made[id(before)]
+                return _DENIED if id(before) in self.denied else made[id(before)]  # "no cat is red"
         return clause_subject
 
     def run(self) -> list[list[str]]:
@@ -332,20 +358,24 @@ class _Grouper:
                     clause_subject, carry, predicate_target = None, [], None
                 continue
             phrase = item
-            if self._negated(k):
+            denial = self._denial(k)
+            if denial == "object" or (denial and phrase.noun is None):
                 # "a dog that is not brown and a white cat": a denied attribute binds to no
                 # object (it used to carry over to the next one, "brown white cat"); "a man
                 # without a hat": a denied object is no group.
+                self.denied_any.add(id(phrase))
                 if phrase.noun is not None:
                     self.denied.add(id(phrase))
                 carry, predicate_target = [], None
                 continue
+            # "a not very tall man": the object stays, the attributes denied before its noun go
+            cut = next((j for j, c in enumerate(phrase.classes) if c in (NOUN, AMBIG)), 0) if denial else 0
             if not carry:
                 predicate_target = self._subject_for_predicate(k, clause_subject, made)
                 if predicate_target is _DENIED:  # an attribute of a denied object: nothing to bind
                     carry, predicate_target = [], None
                     continue
-            words = carry + phrase.words
+            words = carry + phrase.words[cut:]
             noun = phrase.noun
             if noun is not None and self._adjective_before_comma(k, phrase):
                 noun = None
@@ -372,7 +402,7 @@ class _Grouper:
             if noun in lx.ABSTRACT_NOUNS:
                 continue
             noun_start = len(carry) + next(
-                (j for j, c in enumerate(phrase.classes) if c in (NOUN, AMBIG)), len(phrase.words) - 1
+                (j for j, c in enumerate(phrase.classes[cut:]) if c in (NOUN, AMBIG)), len(phrase.words) - cut - 1
             )
             group = _Group(words, noun_start)
             self.groups.append(group)
