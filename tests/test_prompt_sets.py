@@ -359,6 +359,11 @@ def test_contrast_captions_of_compounds_counts_relations_and_capitals():
         "a red chair and a metal bench"
     assert made("a plastic bowl and a glass clock", [["plastic", "bowl"], ["glass", "clock"]])["swap_attributes"] == \
         "a glass bowl and a plastic clock"
+    # ... unless the two words name one thing: a paper towel is no towel made of paper
+    assert made("a paper towel and a red bench", [["paper", "towel"], ["red", "bench"]]) == {
+        "swap_objects": "a bench and a red paper towel", "replace_object": "a paper towel and a red clock"}
+    assert made("a red tin can and a blue cup", [["red", "tin", "can"], ["blue", "cup"]])["swap_attributes"] == \
+        "a blue tin can and a red cup"
     # counts are not swapped (the number would not follow); plurals only with plurals
     assert "swap_objects" not in made("three cats and a red bowl", [["cats"], ["red", "bowl"]])
     assert "swap_objects" not in made("two red cats and a blue bowl", [["two", "red", "cats"], ["blue", "bowl"]])

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +51,8 @@ from pathlib import Path
 import torch
 
 from ..atomic_io import save_image_atomic, write_json_atomic, write_jsonl_atomic
-from ..guidance.lexicon import MATERIALS
+from ..guidance.lexicon import DETERMINERS, MATERIALS, NUMBERS
+from ..guidance.parsing import DENYING_WORDS, tokenize
 from ..models.names import DEFAULT_CLIP_MODEL
 from ..prompts import COLORS, contrast_set
 from ..prompts.contrast import split_group
@@ -66,8 +66,23 @@ SHAPE_WORDS = frozenset(
 TEXTURE_WORDS = MATERIALS | frozenset("wooden metallic fluffy furry woolen woollen golden".split())
 
 
-# Words that make a swap of two objects say which one is absent, not where they are.
-NEGATIONS = frozenset("no not without nor never none".split())
+# Words that, right before an object, make a swap of two objects say which one is absent,
+# not where they are ("a dog and no cat"; "a cat that isn't on a dog" stays a relation).
+NEGATIONS = DENYING_WORDS | {"none"}
+
+
+def _denies_an_object(prompt: str, groups) -> bool:
+    """Whether a negation stands before a word of a group (determiners between)."""
+    tokens = tokenize(prompt)
+    group_words = {str(w).lower() for g in groups for w in g}
+    for i, token in enumerate(tokens):
+        if token in NEGATIONS:
+            j = i + 1
+            while j < len(tokens) and (tokens[j] in DETERMINERS or tokens[j] in NUMBERS):
+                j += 1
+            if j < len(tokens) and tokens[j] in group_words:
+                return True
+    return False
 
 
 def category_and_stage(source, perturbed) -> tuple[str, int]:
@@ -83,7 +98,7 @@ def category_and_stage(source, perturbed) -> tuple[str, int]:
         a, b = ({w.lower() for w in split_group(g)[0]} for g in groups)
         words = a ^ b  # what the swap moves: the attributes the two objects do not share
         if kind == "swap_objects" and not words:
-            if NEGATIONS & set(re.findall(r"[a-z]+", source.prompt.lower())):
+            if _denies_an_object(source.prompt, groups):
                 return "non-spatial", 2  # which object is there changes ("a dog and no cat")
             return "spatial", 2  # the same attributes: only the order changes ("a cat left of a dog")
         if words & set(COLORS):

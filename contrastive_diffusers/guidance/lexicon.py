@@ -124,6 +124,15 @@ MATERIALS = _words(
     aluminium concrete brick clay porcelain crystal straw bamboo wicker cardboard fur felt
     suede granite"""
 )
+# ... except where the two words name one thing, not a thing made of something: "a paper
+# towel" is no towel of paper ("a red towel" is not its contrast), nor "cotton candy" candy.
+MATERIAL_COMPOUNDS = frozenset(
+    tuple(compound.split("-"))
+    for compound in _words(
+        """paper-towel paper-towels paper-clip paper-clips tin-can tin-cans cotton-candy
+        crystal-ball crystal-balls gold-fish iron-man felt-tip rubber-band rubber-bands"""
+    )
+)
 
 # Adjectives that can never be a phrase's noun: with no noun after them, the phrase names
 # no object ("dressed in black", "the tall, elegant giraffes" before the noun comes).

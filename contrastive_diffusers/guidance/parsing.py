@@ -220,7 +220,7 @@ _CARRY_OVER = frozenset([",", "and", "or"])
 _NEGATORS = frozenset(["not", "n't", "'t", "never"])
 # Words that deny what follows them: a denied object or attribute is not drawn, so no method
 # should excite it ("a dog and no cat" made a group of "cat").
-_DENYING_WORDS = _NEGATORS | frozenset(["no", "without", "neither", "nor"])
+DENYING_WORDS = _NEGATORS | frozenset(["no", "without", "neither", "nor"])
 _DENIED = object()  # the subject of a predicate is a denied object
 
 
@@ -286,7 +286,7 @@ class _Grouper:
             if not isinstance(item, tuple):
                 return None
             token, cls = self.tokens[item[0]], item[1]
-            if token in _DENYING_WORDS:
+            if token in DENYING_WORDS:
                 before = self._previous(j)
                 before_cls = before[1] if isinstance(before, tuple) else None
                 if token == "no":
@@ -417,9 +417,12 @@ def attribute_count(group) -> int:
     the first word the word lists take for a noun (a word no list knows is one), the group's
     last word at the latest. Compound nouns keep their words: "red fire hydrant" -> 1,
     "teddy bear" -> 0, "big red car" -> 2; a material before another word is an attribute
-    ("glass bowl" -> 1, "red metal fire hydrant" -> 2)."""
+    ("glass bowl" -> 1, "red metal fire hydrant" -> 2) unless the two words name one thing
+    ("red paper towel" -> 1, "cotton candy" -> 0)."""
     words = [_normalize(w) for w in group]
     for j, word in enumerate(words[:-1]):
+        if (word, words[j + 1]) in lx.MATERIAL_COMPOUNDS:
+            return j
         if word in lx.MATERIALS:
             continue
         if _lexical_class(word, words[j - 1] if j else None) in (NOUN, AMBIG):
