@@ -48,13 +48,14 @@ def test_category_and_stage_mapping():
     cup = PromptItem("m", "a bamboo cup and a denim bag", token_groups=[["bamboo", "cup"], ["denim", "bag"]])
     assert category_and_stage(cup, contrast_set(cup)[0]) == ("texture", 2)
     # a negation: swapping says which object is absent, not where
-    for text in ("a dog and no cat", "a cat without a hat", "a dog but isn't a cat"):
+    for text in ("a dog and no cat", "a cat without a hat", "a dog but isn't a cat", "a dog and not a very big cat"):
         item = PromptItem("n", text, token_groups=[[text.split()[1]], [text.split()[-1]]])
         swap = next(v for v in contrast_set(item) if v.metadata["perturbation"] == "swap_objects")
         assert category_and_stage(item, swap) == ("non-spatial", 2)
     # a negated relation: the swap still moves the objects ("isn't" split as "is n't")
-    for text in ("a cat that is not on a dog", "a cat that isn't on a dog"):
-        item = PromptItem("r", text, token_groups=[["cat"], ["dog"]])
+    for text, first in (("a cat that is not on a dog", "cat"), ("a cat that isn't on a dog", "cat"),
+                        ("a no parking sign left of a dog", "sign")):  # "a no parking sign" is no denial
+        item = PromptItem("r", text, token_groups=[[first], ["dog"]])
         swap = next(v for v in contrast_set(item) if v.metadata["perturbation"] == "swap_objects")
         assert category_and_stage(item, swap) == ("spatial", 2)
 

@@ -135,6 +135,17 @@ def test_no_verb_pronoun_relation_or_frame_as_noun(row):
         ("a red and not blue car", [["red", "car"]]),
         ("a big, not red car", [["big", "car"]]),
         ("not only a cat but also a dog", [["cat"], ["dog"]]),
+        ("a red but not shiny car", [["red", "car"]]),
+        ("a field with not very tall trees", [["field"], ["trees"]]),
+        ("there are not many people on the beach", [["people"], ["beach"]]),
+        # a list goes on denying only when "or" closes it
+        ("a kitchen with no people, a stove and a sink", [["kitchen"], ["stove"], ["sink"]]),
+        ("a dog that is not brown, a white cat", [["dog"], ["white", "cat"]]),
+        # what hangs on a denied noun by "of" is denied with it
+        ("a table without a bowl of fruit", [["table"]]),
+        ("a man without a pair of shoes", [["man"]]),
+        ("no smoking sign on a brick wall", [["smoking", "sign"], ["brick", "wall"]]),
+        ("a frisbee in't mouth", [["frisbee"], ["mouth"]]),  # a typo, no negation
     ],
 )
 def test_parse_conventions(prompt, expected):

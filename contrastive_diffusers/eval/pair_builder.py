@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 
 from ..atomic_io import save_image_atomic, write_json_atomic, write_jsonl_atomic
-from ..guidance.lexicon import DETERMINERS, MATERIALS, NUMBERS
+from ..guidance.lexicon import CONJUNCTIONS, DETERMINERS, MATERIALS, PREPOSITIONS
 from ..guidance.parsing import DENYING_WORDS, tokenize
 from ..models.names import DEFAULT_CLIP_MODEL
 from ..prompts import COLORS, contrast_set
@@ -69,19 +69,22 @@ TEXTURE_WORDS = MATERIALS | frozenset("wooden metallic fluffy furry woolen wooll
 # Words that, right before an object, make a swap of two objects say which one is absent,
 # not where they are ("a dog and no cat"; "a cat that isn't on a dog" stays a relation).
 NEGATIONS = DENYING_WORDS | {"none"}
+_PHRASE_ENDS = PREPOSITIONS | CONJUNCTIONS | frozenset(",.;:!?")
 
 
 def _denies_an_object(prompt: str, groups) -> bool:
-    """Whether a negation stands before a word of a group (determiners between)."""
+    """Whether a negation stands before a word of a group in its phrase ("no cat", "not a very
+    big cat"; not "not on a dog", nor "a no parking sign")."""
     tokens = tokenize(prompt)
     group_words = {str(w).lower() for g in groups for w in g}
     for i, token in enumerate(tokens):
-        if token in NEGATIONS:
-            j = i + 1
-            while j < len(tokens) and (tokens[j] in DETERMINERS or tokens[j] in NUMBERS):
-                j += 1
-            if j < len(tokens) and tokens[j] in group_words:
+        if token not in NEGATIONS or (token == "no" and i and tokens[i - 1] in DETERMINERS):
+            continue
+        for word in tokens[i + 1 :]:
+            if word in group_words:
                 return True
+            if word in _PHRASE_ENDS:
+                break
     return False
 
 

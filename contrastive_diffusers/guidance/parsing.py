@@ -218,10 +218,21 @@ class _Chunker:
 
 _CARRY_OVER = frozenset([",", "and", "or"])
 _NEGATORS = frozenset(["not", "n't", "'t", "never"])
+# What "'t" negates after (CLIP's split: "isn" + "'t", "can" + "'t").
+_NEGATED_HOSTS = frozenset(
+    "isn aren wasn weren don doesn didn hasn haven hadn can couldn won wouldn shouldn mustn needn mightn shan ain".split()
+)
 # Words that deny what follows them: a denied object or attribute is not drawn, so no method
 # should excite it ("a dog and no cat" made a group of "cat").
 DENYING_WORDS = _NEGATORS | frozenset(["no", "without", "neither", "nor"])
 _DENIED = object()  # the subject of a predicate is a denied object
+# After "not" these make no negation of what follows: "not only a cat", "not many people".
+_NOT_NEGATING_AFTER_NOT = frozenset("only just many much all every enough quite too so always".split())
+
+
+def _attribute_words(phrase) -> int:
+    """How many words of a phrase come before its noun."""
+    return next((j for j, c in enumerate(phrase.classes) if c in (NOUN, AMBIG)), 0)
 
 
 @dataclass
@@ -254,10 +265,13 @@ class _Grouper:
     def _carries(self, k: int, phrase: _Phrase) -> bool:
         """Whether a phrase with no noun hands its attributes to the next ("red and white cat")."""
         between, nxt = self._function_tokens_after(k)
-        if nxt is None or not between or not set(between) & _CARRY_OVER:
+        if nxt is None or not between:
             return False
-        if between[-1] in _NEGATORS and nxt.noun is not None:
-            between = between[:-1]  # "a red and not blue car": the noun is red, its "blue" denied
+        if len(between) > 1 and between[-1] in _NEGATORS and nxt.noun is not None:
+            # "a red and not blue car", "a red but not shiny car": the car is red, not blue/shiny
+            return all(t in _CARRY_OVER or t in ("but", "yet") for t in between[:-1])
+        if not set(between) & _CARRY_OVER:
+            return False
         return all(t in _CARRY_OVER or t in lx.DETERMINERS or t in lx.NUMBERS for t in between)
 
     def _next_has_determiner(self, k: int) -> bool:
@@ -276,37 +290,35 @@ class _Grouper:
 
     def _denial(self, k: int) -> str | None:
         """What a negation before phrase ``k`` denies: ``"object"`` ("no cat", "without a
-        hat", "not a cloud", "neither a cat nor a dog", "cats, not dogs", and "or" goes on
-        denying: "without a hat or a scarf"), ``"attributes"`` (a negation inside the noun
-        phrase: "a not very tall man", "a red and not blue car") or ``None`` ("a no parking
-        sign" names a sign; "not only a cat but also a dog")."""
-        determiner_after = False  # "not a cat" denies the cat; "a not very tall man" its height
+        hat", "not a cloud", "neither a cat nor a dog", "cats, not dogs"; a list closed by
+        "or" goes on denying, "without a hat, a scarf or gloves", and so does an "of" after
+        a denied noun, "without a bowl of fruit"), ``"attributes"`` (no determiner between
+        "not" and a noun with attributes: "a not very tall man", "a red but not shiny car",
+        "a field with not very tall trees") or ``None`` ("a no parking sign" and "no smoking
+        sign" name signs; "not only a cat", "not many people")."""
+        phrase = self.items[k]
+        determiner_after = False
         for j in range(k - 1, -1, -1):
             item = self.items[j]
             if not isinstance(item, tuple):
                 return None
             token, cls = self.tokens[item[0]], item[1]
+            if token == "'t" and not (item[0] and self.tokens[item[0] - 1] in _NEGATED_HOSTS):
+                token = None  # "a frisbee in't mouth": a typo, not a negation
             if token in DENYING_WORDS:
-                before = self._previous(j)
-                before_cls = before[1] if isinstance(before, tuple) else None
                 if token == "no":
-                    return None if before_cls == DET else "object"
+                    before = self._previous(j)
+                    names_a_thing = isinstance(before, tuple) and before[1] == DET
+                    names_a_thing |= not determiner_after and len(phrase.words) > 1 and phrase.words[0].endswith("ing")
+                    return None if names_a_thing else "object"
                 if token in _NEGATORS:
                     nxt = item[0] + 1
-                    if nxt < len(self.tokens) and self.tokens[nxt] == "only":
+                    if nxt < len(self.tokens) and self.tokens[nxt] in _NOT_NEGATING_AFTER_NOT:
                         continue
-                    if determiner_after:
-                        return "object"
-                    if before_cls in (DET, NUM):
+                    if not determiner_after and phrase.noun is not None and _attribute_words(phrase):
                         return "attributes"
-                    if before_cls is not None and self.tokens[before[0]] in _CARRY_OVER:
-                        # after "red and": the noun phrase goes on ("a red and not blue car")
-                        attribute = self._previous(self.items.index(before))
-                        if isinstance(attribute, _Phrase) and attribute.noun is None:
-                            return "attributes"
                 return "object"
-            if token in ("or", ","):
-                # "no cat or dog", "without a hat, a scarf or gloves": the list goes on denying
+            if token == "of" or (token in ("or", ",") and self._list_closed_by_or(j)):
                 previous = self._previous(j)
                 while isinstance(previous, tuple) and self.tokens[previous[0]] in (",", "or"):
                     previous = self._previous(self.items.index(previous))
@@ -315,6 +327,21 @@ class _Grouper:
                 return None
             determiner_after = determiner_after or cls in (DET, NUM)
         return None
+
+    def _list_closed_by_or(self, j: int) -> bool:
+        """Whether the list that item ``j`` ("," or "or") belongs to ends with "or"/"nor":
+        "no hat, scarf or gloves" denies all three, "no people, a stove and a sink" one."""
+        if self.tokens[self.items[j][0]] == "or":
+            return True
+        for item in self.items[j + 1 :]:
+            if not isinstance(item, tuple):
+                continue
+            token, cls = self.tokens[item[0]], item[1]
+            if token in ("or", "nor"):
+                return True
+            if token != "," and cls not in (DET, NUM, ADV):
+                return False
+        return False
 
     def _previous(self, k: int):
         """The item before item ``k``, adverbs skipped."""
@@ -354,7 +381,8 @@ class _Grouper:
         for k, item in enumerate(self.items):
             if isinstance(item, tuple):
                 token = self.tokens[item[0]]
-                if token in ".;!?" or token in lx.CLAUSE_CONJUNCTIONS:
+                carried_on = carry and token in ("but", "yet")  # "a red but not shiny car"
+                if (token in ".;!?" or token in lx.CLAUSE_CONJUNCTIONS) and not carried_on:
                     clause_subject, carry, predicate_target = None, [], None
                 continue
             phrase = item
@@ -369,7 +397,7 @@ class _Grouper:
                 carry, predicate_target = [], None
                 continue
             # "a not very tall man": the object stays, the attributes denied before its noun go
-            cut = next((j for j, c in enumerate(phrase.classes) if c in (NOUN, AMBIG)), 0) if denial else 0
+            cut = _attribute_words(phrase) if denial else 0
             if not carry:
                 predicate_target = self._subject_for_predicate(k, clause_subject, made)
                 if predicate_target is _DENIED:  # an attribute of a denied object: nothing to bind
