@@ -145,6 +145,7 @@ def test_no_verb_pronoun_relation_or_frame_as_noun(row):
         ("a table without a bowl of fruit", [["table"]]),
         ("a man without a pair of shoes", [["man"]]),
         ("no smoking sign on a brick wall", [["smoking", "sign"], ["brick", "wall"]]),
+        ("a sky with no flying birds", [["sky"]]),
         ("a frisbee in't mouth", [["frisbee"], ["mouth"]]),  # a typo, no negation
     ],
 )

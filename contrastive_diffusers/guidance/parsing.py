@@ -226,6 +226,8 @@ _NEGATED_HOSTS = frozenset(
 # should excite it ("a dog and no cat" made a group of "cat").
 DENYING_WORDS = _NEGATORS | frozenset(["no", "without", "neither", "nor"])
 _DENIED = object()  # the subject of a predicate is a denied object
+# What a "no ...ing" phrase names when it is a notice ("no parking sign", "a no smoking area").
+_NOTICE_NOUNS = frozenset("sign signs zone zones area areas symbol symbols sticker stickers notice".split())
 # After "not" these make no negation of what follows: "not only a cat", "not many people".
 _NOT_NEGATING_AFTER_NOT = frozenset("only just many much all every enough quite too so always".split())
 
@@ -249,7 +251,7 @@ class _Grouper:
         self.items = _Chunker(tokens).phrases()
         self.groups: list[_Group] = []
         self.denied: set[int] = set()  # id() of the phrases that name a denied object
-        self.denied_any = set()  # ... or a denied attribute with no noun ("not brown")
+        self.denied_any: set[int] = set()  # ... or a denied attribute with no noun ("not brown")
 
     def _function_tokens_after(self, k: int) -> tuple[list[str], object]:
         """The function tokens after item ``k`` (adverbs skipped) and the next phrase, if any."""
@@ -309,7 +311,8 @@ class _Grouper:
                 if token == "no":
                     before = self._previous(j)
                     names_a_thing = isinstance(before, tuple) and before[1] == DET
-                    names_a_thing |= not determiner_after and len(phrase.words) > 1 and phrase.words[0].endswith("ing")
+                    names_a_thing |= (not determiner_after and phrase.words[0].endswith("ing")
+                                      and phrase.noun in _NOTICE_NOUNS)  # "no smoking sign", not "no flying birds"
                     return None if names_a_thing else "object"
                 if token in _NEGATORS:
                     nxt = item[0] + 1
