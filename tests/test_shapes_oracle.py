@@ -29,6 +29,22 @@ def test_clean_renders_read_back_object_for_object():
         assert sorted((o.color, o.shape) for o in found) == sorted((o.color, o.shape) for o in scene.objects), seed
 
 
+def test_candidate_weight_one_half_is_the_oracle_before_the_yellow_edge_fix():
+    # Scene 339: a yellow square whose anti-aliased edge the earlier oracle (a colour
+    # competing only from the 0.5 cut) read as an 11-pixel orange object of no shape.
+    from contrastive_diffusers.shapes.world import sample_scene
+
+    image = render(sample_scene(339), 32)
+    assert [(o.color, o.shape, o.area) for o in detect(image)] == [("yellow", "square", 121)]
+    assert [(o.color, o.shape, o.area) for o in detect(image, candidate_weight=0.5)] == [
+        ("yellow", "square", 121), ("orange", None, 11)]
+    spec = CaptionSpec((ObjectSpec("square", "yellow"),))
+    assert check(image, spec, allow_extra=False).success
+    assert not check(image, spec, allow_extra=False, candidate_weight=0.5).success
+    with pytest.raises(ValueError, match=r"candidate_weight must lie in \(0, 0.5\]"):
+        detect(image, candidate_weight=0.6)
+
+
 def test_every_negative_of_a_clean_sample_is_rejected():
     result = oracle_accuracy(n=70, seed=11, perturbation="clean", size=64)
     assert result["negative_accuracy"] == 1.0, result["failures"]

@@ -37,6 +37,7 @@ from .world import PALETTE, SHAPES, SIZES
 
 __all__ = [
     "FILL",
+    "CANDIDATE_WEIGHT",
     "MAX_SHAPE_ERROR",
     "MIN_AREA_FRACTION",
     "RESIDUAL_ABS",
@@ -53,8 +54,10 @@ __all__ = [
 
 RESIDUAL_ABS = 30.0
 RESIDUAL_REL = 0.35
-#: Mixing weight from which a colour competes for a pixel (it is foreground from 0.5).
-_CANDIDATE_WEIGHT = 0.25
+#: Mixing weight from which a colour competes for a pixel (it is foreground from 0.5). At 0.5
+#: the oracle is the one before 2026-12-02, in which a colour competed only from the cut
+#: (``benchmarks/oracle_sensitivity.py`` rescores evidence runs with it).
+CANDIDATE_WEIGHT = 0.25
 #: Components below this fraction of the image area are noise (10 px at 32 px; a small
 #: triangle covers 32 px).
 MIN_AREA_FRACTION = 0.01
@@ -110,8 +113,14 @@ def estimate_background(array: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0)
 
 
-def segment(array: np.ndarray, background: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
-    """Per-pixel palette index (``-1``: background or no palette colour) and the colour names."""
+def segment(array: np.ndarray, background: np.ndarray | None = None,
+            candidate_weight: float = CANDIDATE_WEIGHT) -> tuple[np.ndarray, list[str]]:
+    """Per-pixel palette index (``-1``: background or no palette colour) and the colour names.
+
+    ``candidate_weight``: the mixing weight from which a colour competes for a pixel
+    (:data:`CANDIDATE_WEIGHT`; at most 0.5, the foreground cut)."""
+    if not 0.0 < candidate_weight <= 0.5:
+        raise ValueError(f"candidate_weight must lie in (0, 0.5] (a pixel is foreground from 0.5), got {candidate_weight}.")
     array = _as_array(array)
     bg = estimate_background(array) if background is None else np.asarray(background, dtype=np.float64)
     names = [n for n, c in PALETTE.items() if np.linalg.norm(np.asarray(c) - bg) >= 60]
@@ -126,7 +135,7 @@ def segment(array: np.ndarray, background: np.ndarray | None = None) -> tuple[np
         residual = np.linalg.norm(diff - np.clip(a, 0, None)[..., None] * d, axis=-1)
         # The colour whose line fits best wins before the 0.5 cut, not after: an edge pixel
         # 45% yellow would otherwise go to orange, whose longer line reaches 0.5 there.
-        ok = (a >= _CANDIDATE_WEIGHT) & (residual <= np.maximum(RESIDUAL_ABS, RESIDUAL_REL * a * norm)) & (residual < best)
+        ok = (a >= candidate_weight) & (residual <= np.maximum(RESIDUAL_ABS, RESIDUAL_REL * a * norm)) & (residual < best)
         labels[ok] = k
         best[ok] = residual[ok]
         weight[ok] = a[ok]
@@ -212,12 +221,13 @@ def fit_shape(alpha: np.ndarray, blur_sigmas: tuple[float, ...] = (0.0, 0.7, 1.4
             "errors": {k: round(v[0], 4) for k, v in fits.items()}}
 
 
-def detect(image, background=None) -> list[DetectedObject]:
-    """The objects in an image (PIL image or H x W x 3 array in 0..255), largest first."""
+def detect(image, background=None, candidate_weight: float = CANDIDATE_WEIGHT) -> list[DetectedObject]:
+    """The objects in an image (PIL image or H x W x 3 array in 0..255), largest first
+    (``candidate_weight``: see :func:`segment`)."""
     array = _as_array(image)
     h, w = array.shape[:2]
     bg = estimate_background(array) if background is None else np.asarray(background, dtype=np.float64)
-    labels, names = segment(array, bg)
+    labels, names = segment(array, bg, candidate_weight)
     min_area = MIN_AREA_FRACTION * h * w
     scale = max(h, w) / 32
     ring = max(1, round(2 * scale))
@@ -261,10 +271,12 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def check(image, spec: CaptionSpec | dict, allow_extra: bool = True) -> OracleResult:
-    """Whether the image shows what ``spec`` (a :class:`CaptionSpec` or its dict) requires."""
+def check(image, spec: CaptionSpec | dict, allow_extra: bool = True,
+          candidate_weight: float = CANDIDATE_WEIGHT) -> OracleResult:
+    """Whether the image shows what ``spec`` (a :class:`CaptionSpec` or its dict) requires
+    (``candidate_weight``: see :func:`segment`)."""
     if isinstance(spec, dict):
         spec = CaptionSpec.from_dict(spec)
-    detected = detect(image)
+    detected = detect(image, candidate_weight=candidate_weight)
     judgement = evaluate(detected, spec, allow_extra=allow_extra)
     return OracleResult(judgement.success, judgement.reasons, detected)
