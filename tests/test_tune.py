@@ -323,7 +323,7 @@ def test_evidence_smoke(tmp_path):
     assert script.main(["--output-dir", str(tmp_path), "--smoke", "--methods", "attend_and_excite", "conform"]) == 0
 
 
-@pytest.mark.parametrize("name", ["evidence-mmdit"])  # the UNet tables predate the records file
+@pytest.mark.parametrize("name", ["evidence", "evidence-mmdit"])
 def test_committed_evidence_tables_are_what_their_records_give(name, tmp_path):
     """The README's evidence tables come from the committed records (nothing hand-edited), and
     the committed tuned settings load as method files."""
