@@ -29,6 +29,9 @@ whose results go to ``evidence-mmdit.json`` (and ``.md``, ``.png``, ...) beside 
    from it without drawing anything), ``evidence.md`` (the README's tables), ``evidence.png`` /
    ``evidence.svg`` (the chart) and ``evidence-grid.png`` (the same prompts and seeds across
    every arm, framed by the oracle's verdict).
+4. (A separate command) ``benchmarks/oracle_sensitivity.py --run-dir DIR`` rescores the run's
+   images with the oracle before 2026-12-02: a difference that only one oracle shows rests on
+   borderline images.
 
 Every stage resumes: re-running the command keeps every image and tuning step already made.
 A tuned setting that settled on the paper defaults is not drawn again: its arm reuses the
