@@ -7,8 +7,8 @@ evidence run's images with the oracle as it was before 2026-12-02 and compare.
 The oracle changed on 2026-12-02 (a colour competes for a pixel from mixing weight 0.25, and the
 best-fitting colour takes it before the 0.5 foreground cut: yellow edges no longer read as extra
 orange objects). Apart from such edges both rules read clean renders alike, but the models'
-images are soft blobs, and a few pixels more or less of a colour can change which shape the oracle fits. A guidance effect
-that is real should not hinge on that choice.
+images are soft blobs, and a few pixels more or less of a colour can change which shape the
+oracle fits. A guidance effect that is real should not hinge on that choice.
 
 ``--run-dir``: the evidence command's ``--output-dir`` (its ``test/`` folder holds the images and
 their bench records). The committed records file (``--records``; by default the model's
