@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes_evidence import METRIC, MODELS, evidence, read_records, records_path  # noqa: E402  (same folder)
+from shapes_evidence import METRIC, MODELS, evidence, public_arm, read_records, records_path  # noqa: E402  (same folder)
 
 from contrastive_diffusers.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 from contrastive_diffusers.shapes.oracle import CANDIDATE_WEIGHT, check  # noqa: E402
@@ -102,7 +102,7 @@ def changed_verdicts(a: list[dict], b: list[dict], arms: list[str]) -> dict[str,
             continue
         counts[x["method"]]["images"] += 1
         counts[x["method"]]["changed"] += int(x["metrics"][METRIC] != y["metrics"][METRIC])
-    return {arm.replace("-tuned", ":tuned"): c for arm, c in counts.items()}  # evidence.json's arm names
+    return {public_arm(arm): c for arm, c in counts.items()}
 
 
 def summary_markdown(result: dict) -> str:
@@ -151,9 +151,10 @@ def main(argv=None) -> int:
                      for name, weight in VARIANTS.items()},
         "changed_verdicts": changed_verdicts(*scored.values(), arms),
     }
+    summary = summary_markdown(result)
     write_json_atomic(args.output, result)
-    write_text_atomic(args.output.with_suffix(".md"), summary_markdown(result))
-    print(summary_markdown(result))
+    write_text_atomic(args.output.with_suffix(".md"), summary)
+    print(summary)
     print(f"wrote {args.output}")
     return 0
 

@@ -179,13 +179,17 @@ def tune_all(args) -> dict[str, Path]:
     return files
 
 
+def public_arm(arm: str) -> str:
+    """An arm's name in evidence.json: ``<method>`` or ``<method>:tuned`` (its folder: ``-tuned``)."""
+    return arm.replace("-tuned", ":tuned")
+
+
 def evidence(records: list[dict], arm_names: list[str], n_seeds: int) -> dict:
     """evidence.json: arm names as ``<method>`` and ``<method>:tuned``."""
     tables = arm_tables(records, METRIC, arm_names)
-    public = {a: a.replace("-tuned", ":tuned") for a in arm_names}
     return {"n_seeds": n_seeds,
-            "methods": {public[k]: v for k, v in tables["methods"].items()},
-            "paired": {public[k]: v for k, v in tables["paired"].items()}}
+            "methods": {public_arm(k): v for k, v in tables["methods"].items()},
+            "paired": {public_arm(k): v for k, v in tables["paired"].items()}}
 
 
 def records_path(results: Path) -> Path:
