@@ -14,7 +14,8 @@ from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
 from contrastive_diffusers.eval.tune import TuneConfig, rung_scores, run_tuning, split_prompts
 from contrastive_diffusers.eval.tune_report import search_rows
 from contrastive_diffusers.eval.tune_runs import arm_tables
-from contrastive_diffusers.eval.tune_space import Plan, build_candidate, plan_halving, search_space, split_by_hash
+from contrastive_diffusers.eval.tune_space import (Plan, build_candidate, plan_halving, same_guidance, search_space,
+                                                  split_by_hash)
 from contrastive_diffusers.guidance import load_method
 from contrastive_diffusers.runs import build_methods
 
@@ -47,6 +48,47 @@ def test_search_space_starts_with_the_defaults_and_builds_every_candidate():
     assert method.schedule.step_size == 5.0 and method.schedule.resolve(20).max_update_step == 10
     assert load_method(json.loads(method.to_json_string())).config() == method.config()
     assert build_candidate("syngen", {}) [0].config() == build_candidate("syngen", {})[0].config()
+
+
+def test_a_grid_point_that_guides_as_the_defaults_is_searched_once():
+    # SynGen guides steps 0-24 of 50; the grid's "last step 0.5" at the paper's step size is
+    # the same guidance at 50 steps (the 2026-12-03 UNet evidence searched it beside the
+    # defaults and ended on a tie of the two), not at 28
+    twin = {"step_size": 20.0, "max_update_step": 0.5}
+    assert same_guidance("syngen", twin, 50) == same_guidance("syngen", {}, 50)
+    assert same_guidance("syngen", twin, 28) != same_guidance("syngen", {}, 28)
+    assert twin in search_space("syngen", [(16, 16)]) and twin in search_space("syngen", [(16, 16)], num_steps=28)
+    at_50 = search_space("syngen", [(16, 16)], num_steps=50)
+    assert twin not in at_50 and len(at_50) == len(search_space("syngen", [(16, 16)])) - 1
+    assert at_50 == [c for c in search_space("syngen", [(16, 16)]) if c != twin]  # the order kept
+    # A&E: the same, with the paper's refinement at steps 0, 10 and 20 (fractions 0, 0.2, 0.4)
+    ae_twin = {"step_size": 20.0, "max_update_step": 0.5, "refinement_iterations": 20}
+    assert ae_twin not in search_space("attend_and_excite", [(16, 16)], num_steps=50)
+    assert ae_twin in search_space("attend_and_excite", [(16, 16)], num_steps=20)
+    # without refinement updates the targets do not matter; a map size or weight does
+    no_refinement = {"step_size": 20.0, "max_update_step": 0.5, "refinement_iterations": 0}
+    assert (same_guidance("attend_and_excite", no_refinement, 50)
+            == same_guidance("attend_and_excite", {**no_refinement, "max_update_step": 25}, 50))
+    assert same_guidance("syngen", twin, 50) != same_guidance("syngen", {**twin, "attn_res": (16, 16)}, 50)
+    # two fractions that land on one step at 2 steps are one candidate there
+    for method in ("attend_and_excite", "conform", "ebama", "syngen"):
+        for steps in (2, 50):
+            keys = [same_guidance(method, c, steps) for c in search_space(method, [(16, 16)], num_steps=steps)]
+            assert len(keys) == len(set(keys))
+    assert len(search_space("syngen", [], num_steps=2)) < len(search_space("syngen", []))
+
+
+def test_a_folder_searched_over_other_candidates_is_refused(tmp_path):
+    from contrastive_diffusers.eval.tune import _check_candidates
+
+    config = TuneConfig(tmp_path, "syngen")
+    twin = {"step_size": 20.0, "max_update_step": 0.5}
+    now = [{}, {"step_size": 5.0, "max_update_step": 0.25}]
+    for state in ({"plan": {"settings": [{}, twin]}}, {"search": [{"settings": {}}, {"settings": twin}]}):
+        with pytest.raises(ValueError, match=r"candidate 1: \{'step_size': 20.0.*choose another --output-dir"):
+            _check_candidates(config, state, now)
+    _check_candidates(config, {"plan": {"settings": now}}, now)  # the same list resumes
+    _check_candidates(config, {}, now)  # a new folder
 
 
 def test_plan_halves_the_candidates_and_fits_the_budget():
@@ -203,8 +245,10 @@ def test_tune_on_the_embedded_model(embedded_tune):
     assert state["status"] == "finished" and state["plan"]["rule"] == "successive halving, rate 2"
     # 24 images: 3 arms x 2 test prompts for the confirmation, 18 for the search: 4 x 2 + 2 x 4 = 16,
     # of which 4 x 2 + 2 x 2 = 12 are drawn (the two survivors keep their first two prompts' images)
+    settings = state["plan"].pop("settings")  # the candidates searched, which a resume must find again
     assert state["plan"] == {"candidates": 4, "prompts_per_rung": [2, 4], "images": 16, "drawn": 12,
                              "test_prompts": 2, "rule": "successive halving, rate 2"}
+    assert settings == [row["settings"] for row in state["search"]] and settings[0] == {}
     drawn = [p for p in (config.output_dir / "search").rglob("*.png") if p.stem.isdigit()]
     assert len(drawn) == 12
     rows = result.search
@@ -417,7 +461,7 @@ def test_the_resume_guard_recognises_a_map_size_choice_read_back_from_json(tmp_p
 
     real_space, real_halving = tune_module.search_space, tune_module.successive_halving
     monkeypatch.setattr(tune_module, "search_space",
-                        lambda name, sizes: [{}, {"attn_res": tuple(sizes[0])}, *real_space(name, sizes)[1:]])
+                        lambda name, sizes, **k: [{}, {"attn_res": tuple(sizes[0])}, *real_space(name, sizes, **k)[1:]])
 
     def pick(index):
         def halving(config, plan, candidates, train):

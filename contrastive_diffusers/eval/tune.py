@@ -329,6 +329,23 @@ def _check_folder(config: TuneConfig) -> dict:
     return state
 
 
+def _check_candidates(config: TuneConfig, state: dict, searched: list) -> None:
+    """Refuse a folder whose search ran over other candidates: its images are filed under the
+    candidates' places in the list (``<method>-cNN``), so another list would mean other
+    settings under the same names. Folders of earlier versions, whose list held SynGen's (or
+    A&E's) paper defaults twice, are the case met."""
+    before = (state.get("plan") or {}).get("settings")
+    if before is None and state.get("search"):
+        before = [row["settings"] for row in state["search"]]
+    if before is not None and before != searched:
+        changed = next(i for i, (a, b) in enumerate(zip([*before, None], [*searched, None])) if a != b)
+        raise ValueError(
+            f"{config.output_dir} holds a search over other candidates (candidate {changed}: "
+            f"{(before + [None])[changed]} there, {(searched + [None])[changed]} now; an earlier version of "
+            "contrastive-diffusers searched the paper defaults twice); choose another --output-dir."
+        )
+
+
 def run_tuning(config: TuneConfig) -> TuneResult:
     """Search, choose, confirm and report; see the module docstring. Bad input (unknown metric
     for the model, a budget too small for a test split, no prompt the method suits) raises
@@ -343,10 +360,11 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     pipe = load_pipeline(config.model, device, resolve_dtype(config.dtype, device)[0], quiet=True)
     defaults = get_method(config.method)
     train, test = applicable(pipe, defaults, train, "train"), applicable(pipe, defaults, test, "test")
-    candidates = search_space(config.method, map_sizes(pipe, config))
+    candidates = search_space(config.method, map_sizes(pipe, config), num_steps=config.steps)
     del pipe
     search_images, n_test = _budgets(config, len(test))
     plan = plan_halving(search_images, len(candidates), len(train), len(config.seeds))
+    _check_candidates(config, state, [jsonable(c) for c in candidates[: plan.candidates]])
 
     previous = state
     # The earlier choice stays in the file while the search runs again: a resumed run killed
@@ -354,7 +372,8 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     state = {"config": config.key(), "status": "searching",
              **{k: v for k, v in state.items() if k in ("history", "chosen")}}
     state["plan"] = {"candidates": plan.candidates, "prompts_per_rung": list(plan.prompts), "images": plan.images,
-                     "drawn": plan.drawn, "test_prompts": n_test, "rule": "successive halving, rate 2"}
+                     "drawn": plan.drawn, "test_prompts": n_test, "rule": "successive halving, rate 2",
+                     "settings": [jsonable(c) for c in candidates[: plan.candidates]]}
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config.output_dir / TUNE_FILE, state)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import random
 from dataclasses import dataclass
 
 from ..guidance.methods import SCHEDULE_FIELDS, get_method, method_class
 
-__all__ = ["Plan", "build_candidate", "candidate_label", "plan_halving", "search_space", "split_by_hash"]
+__all__ = ["Plan", "build_candidate", "candidate_label", "plan_halving", "same_guidance", "search_space", "split_by_hash"]
 
 # Multiples of the paper's step size (set for SD's 64x64 latents; smaller latents may want less).
 STEP_SCALES = (0.25, 0.5, 1.0, 2.0)
@@ -37,11 +38,14 @@ HALVING_RATE = 2  # successive halving keeps the best 1/2 of the candidates at e
 MAX_CANDIDATES = 16
 
 
-def search_space(method_name: str, map_sizes=(), shuffle_seed: int = 0) -> list[dict]:
+def search_space(method_name: str, map_sizes=(), shuffle_seed: int = 0, num_steps: int | None = None) -> list[dict]:
     """Every candidate for ``method_name``: the paper defaults (``{}``) first, then the grid of
     step-size multiples x last guided step x refinement on/off x the method's own weights x
     the other map sizes (``map_sizes``: ``(h, w)`` besides the default), in a fixed shuffled
-    order so that any prefix spreads over the grid."""
+    order so that any prefix spreads over the grid. With ``num_steps``, a grid point that
+    guides exactly as an earlier candidate does in a call of that many steps is left out
+    (:func:`same_guidance`): SynGen's last guided step 25 of 50 is the fraction 0.5 at 50
+    steps, and a search would otherwise spend a place, and its images, on the defaults twice."""
     cls = method_class(method_name)
     name = cls.name
     default_step = get_method(name).schedule.step_size
@@ -56,7 +60,30 @@ def search_space(method_name: str, map_sizes=(), shuffle_seed: int = 0) -> list[
     grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
     grid = [{k: v for k, v in c.items() if v is not None} for c in grid]
     random.Random(shuffle_seed).shuffle(grid)
-    return [{}] + grid
+    candidates = [{}] + grid
+    if num_steps is None:
+        return candidates
+    seen, kept = set(), []
+    for candidate in candidates:
+        key = same_guidance(method_name, candidate, num_steps)
+        if key not in seen:
+            seen.add(key)
+            kept.append(candidate)
+    return kept
+
+
+def same_guidance(method_name: str, candidate: dict, num_steps: int) -> str:
+    """What a candidate does in a call of ``num_steps`` steps, as a comparable string: the
+    method's own arguments (those that set the paper's schedule are the same in every
+    candidate: a candidate changes the schedule through its overrides), its schedule with
+    fractions resolved to steps (refinement targets left out when it makes no refinement
+    updates) and its map size. Equal strings guide alike."""
+    method, attn_res = build_candidate(method_name, candidate)
+    arguments = {k: v for k, v in method.init_kwargs().items() if k != "schedule_overrides"}
+    schedule = method.schedule.resolve(num_steps).to_dict()
+    if schedule["refinement_iterations"] == 0:
+        schedule["refinement"] = {}
+    return json.dumps([type(method).__name__, arguments, schedule, attn_res], sort_keys=True, default=list)
 
 
 def candidate_label(candidate: dict) -> str:
