@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from contrastive_diffusers.models.tiny import tiny_blip, tiny_clip
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (the README's `-n 2`) each worker is one of several processes sharing
+    # the cores: one thread each, also for the processes the tests start, so that they do not
+    # spin against each other.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="module")
