@@ -52,30 +52,61 @@ def test_search_space_starts_with_the_defaults_and_builds_every_candidate():
 
 def test_a_grid_point_that_guides_as_the_defaults_is_searched_once():
     # SynGen guides steps 0-24 of 50; the grid's "last step 0.5" at the paper's step size is
-    # the same guidance at 50 steps (the 2026-12-03 UNet evidence searched it beside the
-    # defaults and ended on a tie of the two), not at 28
+    # the same guidance in a 50-step loop (the 2026-12-03 UNet evidence searched it beside the
+    # defaults and ended on a tie of the two), not in a 28-step one
     twin = {"step_size": 20.0, "max_update_step": 0.5}
     assert same_guidance("syngen", twin, 50) == same_guidance("syngen", {}, 50)
+    assert same_guidance("syngen", twin, 51) == same_guidance("syngen", {}, 51)  # PNDM's loop at 50 steps
     assert same_guidance("syngen", twin, 28) != same_guidance("syngen", {}, 28)
-    assert twin in search_space("syngen", [(16, 16)]) and twin in search_space("syngen", [(16, 16)], num_steps=28)
-    at_50 = search_space("syngen", [(16, 16)], num_steps=50)
-    assert twin not in at_50 and len(at_50) == len(search_space("syngen", [(16, 16)])) - 1
-    assert at_50 == [c for c in search_space("syngen", [(16, 16)]) if c != twin]  # the order kept
+    # the MMDiT guider reads step 25 as 25/50 of any loop: twins at 28 steps too, and EBAMA's
+    # 26/50 (14.56 of 28) lands on step 14 as 0.5 does
+    assert same_guidance("syngen", twin, 28, paper_fractions=True) == same_guidance("syngen", {}, 28, True)
+    ebama_twin = {"step_size": 20.0, "max_update_step": 0.5, "intensity_weight": 0.5}
+    assert same_guidance("ebama", ebama_twin, 28, True) == same_guidance("ebama", {}, 28, True)
+    assert same_guidance("ebama", ebama_twin, 50, True) != same_guidance("ebama", {}, 50, True)
+    assert twin in search_space("syngen", [(16, 16)]) and twin in search_space("syngen", [(16, 16)], loop_steps=28)
+    at_50 = search_space("syngen", [(16, 16)], loop_steps=50)
+    assert twin not in at_50 and at_50 == [c for c in search_space("syngen", [(16, 16)]) if c != twin]  # order kept
+    assert ebama_twin not in search_space("ebama", [], loop_steps=28, paper_fractions=True)
     # A&E: the same, with the paper's refinement at steps 0, 10 and 20 (fractions 0, 0.2, 0.4)
     ae_twin = {"step_size": 20.0, "max_update_step": 0.5, "refinement_iterations": 20}
-    assert ae_twin not in search_space("attend_and_excite", [(16, 16)], num_steps=50)
-    assert ae_twin in search_space("attend_and_excite", [(16, 16)], num_steps=20)
-    # without refinement updates the targets do not matter; a map size or weight does
+    assert ae_twin not in search_space("attend_and_excite", [(16, 16)], loop_steps=50)
+    assert ae_twin in search_space("attend_and_excite", [(16, 16)], loop_steps=20)
+    # without refinement updates the targets do not matter; a map size, a weight or a step size does
     no_refinement = {"step_size": 20.0, "max_update_step": 0.5, "refinement_iterations": 0}
     assert (same_guidance("attend_and_excite", no_refinement, 50)
             == same_guidance("attend_and_excite", {**no_refinement, "max_update_step": 25}, 50))
     assert same_guidance("syngen", twin, 50) != same_guidance("syngen", {**twin, "attn_res": (16, 16)}, 50)
-    # two fractions that land on one step at 2 steps are one candidate there
+    assert same_guidance("conform", {"temperature": 1.0}, 50) != same_guidance("conform", {}, 50)
+    assert same_guidance("syngen", {"step_size": 10.0}, 50) != same_guidance("syngen", {}, 50)
+    # a candidate that guides no step is plain generation, whatever its step size or weight
+    assert (same_guidance("ebama", {"step_size": 5.0, "max_update_step": 0.25, "intensity_weight": 1.0}, 3)
+            == same_guidance("ebama", {"step_size": 40.0, "max_update_step": 0.25}, 3) == "no step guided")
     for method in ("attend_and_excite", "conform", "ebama", "syngen"):
-        for steps in (2, 50):
-            keys = [same_guidance(method, c, steps) for c in search_space(method, [(16, 16)], num_steps=steps)]
-            assert len(keys) == len(set(keys))
-    assert len(search_space("syngen", [], num_steps=2)) < len(search_space("syngen", []))
+        for steps, fractions in ((2, False), (50, False), (28, True)):
+            kept = search_space(method, [(16, 16)], loop_steps=steps, paper_fractions=fractions)
+            keys = [same_guidance(method, c, steps, fractions) for c in kept]
+            assert len(keys) == len(set(keys)) and kept[0] == {}
+
+
+def test_the_loop_the_guider_sees():
+    import torch
+
+    from contrastive_diffusers.eval.tune import guided_loop
+    from contrastive_diffusers.models.loading import load_pipeline
+
+    # PNDM (SD 1.x, the tiny sd1) runs one iteration more than asked; the MMDiT guider reads
+    # paper step indices as fractions
+    loops = {model: guided_loop(load_pipeline(model, "cpu", torch.float32, quiet=True), 50)
+             for model in ("tiny-sd1", "embedded", "embedded-mmdit")}
+    assert loops == {"tiny-sd1": (51, False), "embedded": (50, False), "embedded-mmdit": (50, True)}
+
+
+def test_a_run_too_short_to_tell_settings_apart_says_so(tmp_path):
+    # one MMDiT step: SynGen's step 25 of 50 and every fraction of the grid resolve to no guided
+    # step, so there is nothing to compare (not "raise the budget")
+    with pytest.raises(ValueError, match="In 1 denoising steps every setting of syngen.*raise --steps"):
+        run_tuning(TuneConfig(tmp_path / "t", "syngen", model="embedded-mmdit", steps=1, progress=False))
 
 
 def test_a_folder_searched_over_other_candidates_is_refused(tmp_path):
@@ -89,6 +120,20 @@ def test_a_folder_searched_over_other_candidates_is_refused(tmp_path):
             _check_candidates(config, state, now)
     _check_candidates(config, {"plan": {"settings": now}}, now)  # the same list resumes
     _check_candidates(config, {}, now)  # a new folder
+    # a search of an earlier version killed before its table: only its candidate files tell
+    folder = tmp_path / "candidates"
+    folder.mkdir()
+    for index, candidate in enumerate([{}, twin]):
+        (folder / f"syngen-c{index:02d}.json").write_text(build_candidate("syngen", candidate)[0].to_json_string())
+    with pytest.raises(ValueError, match=r"candidate 1: another method \(syngen-c01.json\) there"):
+        _check_candidates(config, {}, now)
+    _check_candidates(config, {}, [{}, twin])
+    # files written under another diffusers release are the same settings
+    path = folder / "syngen-c01.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "_diffusers_version": "0.35.2"}))
+    _check_candidates(config, {}, [{}, twin])
+    with pytest.raises(ValueError, match="candidate 2: no candidate there"):
+        _check_candidates(config, {"plan": {"settings": now}}, [*now, twin])
 
 
 def test_plan_halves_the_candidates_and_fits_the_budget():

@@ -27,6 +27,7 @@ defaults and plain generation on a disjoint *test* split, paired by prompt and s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -225,6 +226,21 @@ def map_sizes(pipe, config: TuneConfig) -> list[tuple[int, int]]:
     return sorted({tuple(s) for s in layer_resolutions(pipe.unet, latent).values()} - {default})
 
 
+def guided_loop(pipe, steps: int) -> tuple[int, bool]:
+    """``(iterations, paper_fractions)`` of the model's runs of ``steps`` steps, as its guider
+    sees them: the length of the scheduler's timesteps (PNDM, SD 1.x's default, runs one more
+    than asked) and whether int step indices are read as fractions of 50 steps (the MMDiT
+    guider's default); :func:`~.tune_space.same_guidance` needs both to tell twins apart."""
+    import inspect
+
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    # Flux's dynamic shifting needs a shift; the number of timesteps does not depend on it
+    extra = {"mu": 0.0} if "mu" in inspect.signature(scheduler.set_timesteps).parameters and \
+        scheduler.config.get("use_dynamic_shifting") else {}
+    scheduler.set_timesteps(steps, **extra)
+    return len(scheduler.timesteps), getattr(pipe, "unet", None) is None
+
+
 # ============================================================================ the search
 
 
@@ -329,20 +345,38 @@ def _check_folder(config: TuneConfig) -> dict:
     return state
 
 
+def _settings(method_file: dict) -> dict:
+    """A method file's settings without diffusers' bookkeeping (``_diffusers_version``, ...)."""
+    return {k: v for k, v in method_file.items() if not k.startswith("_")}
+
+
 def _check_candidates(config: TuneConfig, state: dict, searched: list) -> None:
     """Refuse a folder whose search ran over other candidates: its images are filed under the
     candidates' places in the list (``<method>-cNN``), so another list would mean other
-    settings under the same names. Folders of earlier versions, whose list held SynGen's (or
-    A&E's) paper defaults twice, are the case met."""
+    settings under the same names. The list is read from tune.json (``plan.settings``, or the
+    search table of a finished run of an earlier version), else from the candidate files a
+    search killed before its table wrote. Folders of versions before 2026-12-03, whose list
+    could hold SynGen's or A&E's paper defaults twice, are the case met."""
     before = (state.get("plan") or {}).get("settings")
     if before is None and state.get("search"):
-        before = [row["settings"] for row in state["search"]]
+        before = [row.get("settings") for row in state["search"]]
+    if before is None:
+        for index, candidate in enumerate(searched):
+            path = config.output_dir / "candidates" / f"{config.method}-c{index:02d}.json"
+            made = json.loads(build_candidate(config.method, candidate)[0].to_json_string())
+            if path.exists() and _settings(read_json(path)) != _settings(made):
+                before = [*searched[:index], f"another method ({path.name})"]
+                break
     if before is not None and before != searched:
         changed = next(i for i, (a, b) in enumerate(zip([*before, None], [*searched, None])) if a != b)
+
+        def show(values):
+            return values[changed] if changed < len(values) else "no candidate"
+
         raise ValueError(
-            f"{config.output_dir} holds a search over other candidates (candidate {changed}: "
-            f"{(before + [None])[changed]} there, {(searched + [None])[changed]} now; an earlier version of "
-            "contrastive-diffusers searched the paper defaults twice); choose another --output-dir."
+            f"{config.output_dir} holds a search over other candidates (candidate {changed}: {show(before)} there, "
+            f"{show(searched)} now; e.g. a search by a version before 2026-12-03, which could hold the paper "
+            "defaults twice, or by other tune settings); choose another --output-dir."
         )
 
 
@@ -360,8 +394,15 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     pipe = load_pipeline(config.model, device, resolve_dtype(config.dtype, device)[0], quiet=True)
     defaults = get_method(config.method)
     train, test = applicable(pipe, defaults, train, "train"), applicable(pipe, defaults, test, "test")
-    candidates = search_space(config.method, map_sizes(pipe, config), num_steps=config.steps)
+    loop_steps, paper_fractions = guided_loop(pipe, config.steps)
+    candidates = search_space(config.method, map_sizes(pipe, config), loop_steps=loop_steps,
+                              paper_fractions=paper_fractions)
     del pipe
+    if len(candidates) < 2:
+        raise ValueError(
+            f"In {config.steps} denoising steps every setting of {config.method} that tune searches guides alike (its "
+            "steps are fractions of the trajectory: none is left to guide, or the same ones); raise --steps."
+        )
     search_images, n_test = _budgets(config, len(test))
     plan = plan_halving(search_images, len(candidates), len(train), len(config.seeds))
     _check_candidates(config, state, [jsonable(c) for c in candidates[: plan.candidates]])

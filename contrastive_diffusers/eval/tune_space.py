@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 
 from ..guidance.methods import SCHEDULE_FIELDS, get_method, method_class
+from ..records import jsonable
 
 __all__ = ["Plan", "build_candidate", "candidate_label", "plan_halving", "same_guidance", "search_space", "split_by_hash"]
 
@@ -38,14 +39,16 @@ HALVING_RATE = 2  # successive halving keeps the best 1/2 of the candidates at e
 MAX_CANDIDATES = 16
 
 
-def search_space(method_name: str, map_sizes=(), shuffle_seed: int = 0, num_steps: int | None = None) -> list[dict]:
+def search_space(method_name: str, map_sizes=(), shuffle_seed: int = 0, loop_steps: int | None = None,
+                 paper_fractions: bool = False) -> list[dict]:
     """Every candidate for ``method_name``: the paper defaults (``{}``) first, then the grid of
     step-size multiples x last guided step x refinement on/off x the method's own weights x
     the other map sizes (``map_sizes``: ``(h, w)`` besides the default), in a fixed shuffled
-    order so that any prefix spreads over the grid. With ``num_steps``, a grid point that
-    guides exactly as an earlier candidate does in a call of that many steps is left out
-    (:func:`same_guidance`): SynGen's last guided step 25 of 50 is the fraction 0.5 at 50
-    steps, and a search would otherwise spend a place, and its images, on the defaults twice."""
+    order so that any prefix spreads over the grid. With ``loop_steps`` (and
+    ``paper_fractions``, see :func:`same_guidance`), a grid point that guides exactly as an
+    earlier candidate in such a run is left out: SynGen's last guided step 25 of 50 is the
+    fraction 0.5 at 50 steps, and a search would otherwise spend a place, and its images, on
+    the defaults twice."""
     cls = method_class(method_name)
     name = cls.name
     default_step = get_method(name).schedule.step_size
@@ -61,29 +64,44 @@ def search_space(method_name: str, map_sizes=(), shuffle_seed: int = 0, num_step
     grid = [{k: v for k, v in c.items() if v is not None} for c in grid]
     random.Random(shuffle_seed).shuffle(grid)
     candidates = [{}] + grid
-    if num_steps is None:
+    if loop_steps is None:
         return candidates
     seen, kept = set(), []
     for candidate in candidates:
-        key = same_guidance(method_name, candidate, num_steps)
+        key = same_guidance(method_name, candidate, loop_steps, paper_fractions)
         if key not in seen:
             seen.add(key)
             kept.append(candidate)
     return kept
 
 
-def same_guidance(method_name: str, candidate: dict, num_steps: int) -> str:
-    """What a candidate does in a call of ``num_steps`` steps, as a comparable string: the
-    method's own arguments (those that set the paper's schedule are the same in every
-    candidate: a candidate changes the schedule through its overrides), its schedule with
-    fractions resolved to steps (refinement targets left out when it makes no refinement
-    updates) and its map size. Equal strings guide alike."""
+def same_guidance(method_name: str, candidate: dict, loop_steps: int, paper_fractions: bool = False) -> str:
+    """What a candidate does in a run of ``loop_steps`` denoising iterations, as a comparable
+    string; equal strings guide alike. The schedule is resolved as the guider resolves it:
+    ``loop_steps`` is the length of the scheduler's timesteps (PNDM's is one more than the
+    steps asked), and ``paper_fractions`` reads int step indices as fractions of the papers'
+    50 steps first (the MMDiT guider's default,
+    :func:`~contrastive_diffusers.guidance.joint_engine.as_fractions`). The string holds, per
+    guided step, the step size, whether it updates and its refinement target, then the
+    refinement iterations (when any step refines), the method's own arguments and the map
+    size; a candidate that guides no step at all is plain generation, whatever its settings."""
+    from ..guidance.joint_engine import as_fractions
+
     method, attn_res = build_candidate(method_name, candidate)
+    schedule = as_fractions(method.schedule) if paper_fractions else method.schedule
+    schedule = schedule.resolve(loop_steps)
+    sizes = schedule.step_sizes(loop_steps)
+    steps = [[i, float(sizes[i]), schedule.updates_at(i),
+              schedule.refinement[i] if schedule.refines_at(i) else "no refinement"]
+             for i in range(loop_steps) if schedule.is_active(i)]
+    if not steps:
+        return "no step guided"
+    refines = any(step[3] != "no refinement" for step in steps)
+    # the arguments that set the paper's schedule are the same in every candidate (a candidate
+    # changes the schedule through its overrides); the others are the method's own weights
     arguments = {k: v for k, v in method.init_kwargs().items() if k != "schedule_overrides"}
-    schedule = method.schedule.resolve(num_steps).to_dict()
-    if schedule["refinement_iterations"] == 0:
-        schedule["refinement"] = {}
-    return json.dumps([type(method).__name__, arguments, schedule, attn_res], sort_keys=True, default=list)
+    return json.dumps(jsonable([type(method).__name__, steps, schedule.refinement_iterations if refines else 0,
+                                arguments, attn_res]), sort_keys=True)
 
 
 def candidate_label(candidate: dict) -> str:
