@@ -344,7 +344,8 @@ def test_two_processes_give_the_results_of_one(tmp_path, bench_run):
     single = [sys.executable, "-m", "contrastive_diffusers", *_bench_command(prompts, one)]
     assert subprocess.run(single, env=env, cwd=REPO, capture_output=True, timeout=300).returncode == 0
     # torchrun, as on a multi-GPU machine (accelerate launch --cpu would need mpirun for two processes)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    # --standalone: a free port, not the default 29500 another test run on the machine may hold
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
               "-m", "contrastive_diffusers", *_bench_command(prompts, two)]
     result = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

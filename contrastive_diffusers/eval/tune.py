@@ -229,13 +229,14 @@ def map_sizes(pipe, config: TuneConfig) -> list[tuple[int, int]]:
 def guided_loop(pipe, steps: int) -> tuple[int, bool]:
     """``(iterations, paper_fractions)`` of the model's runs of ``steps`` steps, as its guider
     sees them: the length of the scheduler's timesteps (PNDM, SD 1.x's default, runs one more
-    than asked) and whether int step indices are read as fractions of 50 steps (the MMDiT
+    than asked from two steps on) and whether int step indices are read as fractions of 50 steps (the MMDiT
     guider's default); :func:`~.tune_space.same_guidance` needs both to tell twins apart."""
     import inspect
 
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     # Flux's dynamic shifting needs a shift; the number of timesteps does not depend on it
-    extra = {"mu": 0.0} if "mu" in inspect.signature(scheduler.set_timesteps).parameters and \
+    # (1.0: finite under the exponential and the linear time shift alike)
+    extra = {"mu": 1.0} if "mu" in inspect.signature(scheduler.set_timesteps).parameters and \
         scheduler.config.get("use_dynamic_shifting") else {}
     scheduler.set_timesteps(steps, **extra)
     return len(scheduler.timesteps), getattr(pipe, "unet", None) is None
@@ -355,7 +356,8 @@ def _check_candidates(config: TuneConfig, state: dict, searched: list) -> None:
     candidates' places in the list (``<method>-cNN``), so another list would mean other
     settings under the same names. The list is read from tune.json (``plan.settings``, or the
     search table of a finished run of an earlier version), else from the candidate files a
-    search killed before its table wrote. Folders of versions before 2026-12-03, whose list
+    search killed before its table wrote (those hold the method, not the map size: a list that
+    differs only in map sizes there is not seen). Folders of versions before 2026-12-03, whose list
     could hold SynGen's or A&E's paper defaults twice, are the case met."""
     before = (state.get("plan") or {}).get("settings")
     if before is None and state.get("search"):
