@@ -17,7 +17,8 @@ what it does:
   2. searches the method's settings on the train prompts by successive halving (rate 2):
      step size (x0.25 .. x2 of the paper's), last guided step (a fraction of the
      trajectory), refinement on/off, the method's own weight (CONFORM's temperature,
-     EBAMA's intensity weight) and the map size where the model has several; each round
+     EBAMA's intensity weight) and the map size where the model has several (a setting
+     that guides exactly as an earlier one at --steps is searched once); each round
      keeps the better half and gives it twice the prompts;
   3. runs plain generation, the paper defaults and the chosen setting on the test prompts,
      paired by prompt and seed, with 95% intervals.

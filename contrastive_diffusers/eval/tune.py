@@ -12,10 +12,11 @@ defaults and plain generation on a disjoint *test* split, paired by prompt and s
   object; SynGen: no modifier) are left out of both.
 - **Metric**: ``oracle_success`` (the ShapesWorld oracle; the embedded model) or a CLIP metric
   of the benchmark (``min_object_similarity``, ``binding_accuracy``, ...).
-- **Search**: successive halving (Jamieson and Talwalkar, 2016) with rate 2: every candidate
-  draws the first few train prompts, the better half (by mean metric; ties keep the earlier
-  candidate, the paper defaults first) goes on to twice the prompts, until one is left or
-  the train split is used up. ``budget`` counts images: a third goes to the confirmation
+- **Search**: candidates that guide alike in the model's loop at ``steps`` are searched once
+  (:func:`~.tune_space.same_guidance`, :func:`guided_loop`). Successive halving (Jamieson and
+  Talwalkar, 2016) with rate 2: every candidate draws the first few train prompts, the better
+  half (by mean metric; ties keep the earlier candidate, the paper defaults first) goes on to
+  twice the prompts, until one is left or the train split is used up. ``budget`` counts images: a third goes to the confirmation
   (3 arms x test prompts x seeds), the rest to the search (:func:`~.tune_space.plan_halving`).
 - **Folders**: every image is made by the benchmark runner (:mod:`.tune_runs`) in bench
   folders under ``output_dir/search`` and ``output_dir/confirm``, so a re-run resumes;
