@@ -16,8 +16,9 @@ defaults and plain generation on a disjoint *test* split, paired by prompt and s
   (:func:`~.tune_space.same_guidance`, :func:`guided_loop`). Successive halving (Jamieson and
   Talwalkar, 2016) with rate 2: every candidate draws the first few train prompts, the better
   half (by mean metric; ties keep the earlier candidate, the paper defaults first) goes on to
-  twice the prompts, until one is left or the train split is used up. ``budget`` counts images: a third goes to the confirmation
-  (3 arms x test prompts x seeds), the rest to the search (:func:`~.tune_space.plan_halving`).
+  twice the prompts, until one is left or the train split is used up. ``budget`` counts
+  images: a third goes to the confirmation (3 arms x test prompts x seeds), the rest to the
+  search (:func:`~.tune_space.plan_halving`).
 - **Folders**: every image is made by the benchmark runner (:mod:`.tune_runs`) in bench
   folders under ``output_dir/search`` and ``output_dir/confirm``, so a re-run resumes;
   ``tune.json`` holds the settings, and a different tune configuration in an existing folder
@@ -230,8 +231,9 @@ def map_sizes(pipe, config: TuneConfig) -> list[tuple[int, int]]:
 def guided_loop(pipe, steps: int) -> tuple[int, bool]:
     """``(iterations, paper_fractions)`` of the model's runs of ``steps`` steps, as its guider
     sees them: the length of the scheduler's timesteps (PNDM, SD 1.x's default, runs one more
-    than asked from two steps on) and whether int step indices are read as fractions of 50 steps (the MMDiT
-    guider's default); :func:`~.tune_space.same_guidance` needs both to tell twins apart."""
+    than asked from two steps on) and whether int step indices are read as fractions of 50
+    steps (the MMDiT guider's default); :func:`~.tune_space.same_guidance` needs both to tell
+    twins apart."""
     import inspect
 
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
@@ -358,8 +360,8 @@ def _check_candidates(config: TuneConfig, state: dict, searched: list) -> None:
     settings under the same names. The list is read from tune.json (``plan.settings``, or the
     search table of a finished run of an earlier version), else from the candidate files a
     search killed before its table wrote (those hold the method, not the map size: a list that
-    differs only in map sizes there is not seen). Folders of versions before 2026-12-03, whose list
-    could hold SynGen's or A&E's paper defaults twice, are the case met."""
+    differs only in map sizes there is not seen). Folders of versions before 2026-12-03, whose
+    list could hold SynGen's or A&E's paper defaults twice, are the case met."""
     before = (state.get("plan") or {}).get("settings")
     if before is None and state.get("search"):
         before = [row.get("settings") for row in state["search"]]
@@ -408,7 +410,9 @@ def run_tuning(config: TuneConfig) -> TuneResult:
         )
     search_images, n_test = _budgets(config, len(test))
     plan = plan_halving(search_images, len(candidates), len(train), len(config.seeds))
-    _check_candidates(config, state, [jsonable(c) for c in candidates[: plan.candidates]])
+    # tune.json holds the candidates as JSON (lists where candidates have tuples)
+    searched = [jsonable(c) for c in candidates[: plan.candidates]]
+    _check_candidates(config, state, searched)
 
     previous = state
     # The earlier choice stays in the file while the search runs again: a resumed run killed
@@ -417,13 +421,11 @@ def run_tuning(config: TuneConfig) -> TuneResult:
              **{k: v for k, v in state.items() if k in ("history", "chosen")}}
     state["plan"] = {"candidates": plan.candidates, "prompts_per_rung": list(plan.prompts), "images": plan.images,
                      "drawn": plan.drawn, "test_prompts": n_test, "rule": "successive halving, rate 2",
-                     "settings": [jsonable(c) for c in candidates[: plan.candidates]]}
+                     "settings": searched}
     config.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config.output_dir / TUNE_FILE, state)
 
     best, rows = successive_halving(config, plan, candidates, train)
-    # tune.json holds the earlier choice as JSON (lists where candidates have tuples).
-    searched = [jsonable(c) for c in candidates[: plan.candidates]]
     earlier = previous.get("chosen")
     if earlier is not None and earlier != searched[best] and earlier in searched:
         # A resumed search redraws the images that failed before, which can reorder the

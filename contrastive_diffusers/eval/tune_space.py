@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from ..guidance.methods import SCHEDULE_FIELDS, get_method, method_class
 from ..records import jsonable
 
-__all__ = ["Plan", "build_candidate", "candidate_label", "plan_halving", "same_guidance", "search_space", "split_by_hash"]
+__all__ = ["Plan", "build_candidate", "candidate_label", "plan_halving", "same_guidance", "search_space",
+           "split_by_hash"]
 
 # Multiples of the paper's step size (set for SD's 64x64 latents; smaller latents may want less).
 STEP_SCALES = (0.25, 0.5, 1.0, 2.0)
