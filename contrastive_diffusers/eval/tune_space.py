@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 
 from ..guidance.methods import SCHEDULE_FIELDS, get_method, method_class
+from ..guidance.schedule import PAPER_STEPS, as_fractions
 from ..records import jsonable
 
 __all__ = ["Plan", "build_candidate", "candidate_label", "plan_halving", "same_guidance", "search_space",
@@ -34,8 +35,6 @@ OWN_WEIGHTS = {
 }
 # Methods with refinement: the paper's refinement, or none at all.
 REFINING = ("attend_and_excite", "conform")
-# The papers publish step indices for 50 denoising steps.
-PAPER_STEPS = 50
 HALVING_RATE = 2  # successive halving keeps the best 1/2 of the candidates at each rung
 MAX_CANDIDATES = 16
 
@@ -82,12 +81,10 @@ def same_guidance(method_name: str, candidate: dict, loop_steps: int, paper_frac
     ``loop_steps`` is the length of the scheduler's timesteps (PNDM's is one more than the
     steps asked), and ``paper_fractions`` reads int step indices as fractions of the papers'
     50 steps first (the MMDiT guider's default,
-    :func:`~contrastive_diffusers.guidance.joint_engine.as_fractions`). The string holds, per
+    :func:`~contrastive_diffusers.guidance.schedule.as_fractions`). The string holds, per
     guided step, the step size, whether it updates and its refinement target, then the
     refinement iterations (when any step refines), the method's own arguments and the map
     size; a candidate that guides no step at all is plain generation, whatever its settings."""
-    from ..guidance.joint_engine import as_fractions
-
     method, attn_res = build_candidate(method_name, candidate)
     schedule = as_fractions(method.schedule) if paper_fractions else method.schedule
     schedule = schedule.resolve(loop_steps)

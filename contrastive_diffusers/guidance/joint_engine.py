@@ -9,7 +9,6 @@ refinement, skipped non-finite updates and records are the UNet engine's.
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
@@ -26,26 +25,7 @@ from .engine import (
 )
 from .joint_attention import JointAttentionRecorder, TextSequence, joint_recording_processors, select_blocks
 from .methods import GuidanceMethod
-from .schedule import GuidanceSchedule
-
-#: The step count the papers' step indices were published for.
-PAPER_STEPS = 50
-
-
-def as_fractions(schedule: GuidanceSchedule, paper_steps: int = PAPER_STEPS) -> GuidanceSchedule:
-    """``schedule`` with every absolute step index ``i`` read as the fraction ``i / paper_steps``
-    of the trajectory (fractions stay as given): the papers' presets, published for 50 steps,
-    then guide the same share of a 4-, 28- or 50-step flow-matching run."""
-
-    def fraction(position):
-        return position if isinstance(position, float) else min(position / paper_steps, 1.0)
-
-    return dataclasses.replace(
-        schedule,
-        max_update_step=fraction(schedule.max_update_step),
-        start_step=fraction(schedule.start_step),
-        refinement={fraction(step): target for step, target in schedule.refinement.items()},
-    )
+from .schedule import as_fractions
 
 
 class JointGuider(Guider):

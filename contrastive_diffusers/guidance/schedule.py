@@ -3,7 +3,8 @@
 Step positions are given either as absolute step indices (``int``, as the papers publish
 them for 50 steps) or as fractions of the trajectory (``float`` in ``[0, 1]``, as diffusers'
 guiders take ``start``/``stop``). :meth:`GuidanceSchedule.resolve` turns fractions into
-indices for the number of denoising-loop iterations of a call.
+indices for the number of denoising-loop iterations of a call; :func:`as_fractions` reads a
+schedule's indices as fractions of the papers' 50 steps (the MMDiT guider's default).
 """
 
 from __future__ import annotations
@@ -170,3 +171,23 @@ class GuidanceSchedule:
             "refinement": {str(k): v for k, v in self.refinement.items()},
             "refinement_iterations": self.refinement_iterations,
         }
+
+
+#: The step count the papers' step indices were published for.
+PAPER_STEPS = 50
+
+
+def as_fractions(schedule: GuidanceSchedule, paper_steps: int = PAPER_STEPS) -> GuidanceSchedule:
+    """``schedule`` with every absolute step index ``i`` read as the fraction ``i / paper_steps``
+    of the trajectory (fractions stay as given): the papers' presets, published for 50 steps,
+    then guide the same share of a 4-, 28- or 50-step flow-matching run."""
+
+    def fraction(position):
+        return position if isinstance(position, float) else min(position / paper_steps, 1.0)
+
+    return replace(
+        schedule,
+        max_update_step=fraction(schedule.max_update_step),
+        start_step=fraction(schedule.start_step),
+        refinement={fraction(step): target for step, target in schedule.refinement.items()},
+    )

@@ -36,8 +36,8 @@ from .spec import CaptionSpec, evaluate
 from .world import PALETTE, SHAPES, SIZES
 
 __all__ = [
-    "FILL",
     "CANDIDATE_WEIGHT",
+    "FILL",
     "MAX_SHAPE_ERROR",
     "MIN_AREA_FRACTION",
     "RESIDUAL_ABS",
