@@ -257,6 +257,18 @@ def test_gradient_checkpointing_changes_nothing_and_stays_on(kind):
     assert pipe.transformer.is_gradient_checkpointing
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_cpu_offload_guides_as_without_it(pipes, kind):
+    """Under diffusers' model offload hooks the guidance forward runs whole (no truncation) and
+    gives the images of the pipeline without offload; the CPU is the named offload device."""
+    kwargs = dict(guidance="attend_and_excite", token_groups=GROUPS, num_inference_steps=3)
+    expected = _call(pipes[kind], kind, **kwargs).images
+    pipe = KINDS[kind].from_pipe(tiny_pipeline(kind))
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert torch.equal(_call(pipe, kind, **kwargs).images, expected)
+    assert hasattr(pipe.transformer, "_hf_hook")
+
+
 def test_second_order_schedulers_and_caches_are_refused_with_the_fix(pipes):
     from diffusers import FirstBlockCacheConfig, FlowMatchHeunDiscreteScheduler
 
