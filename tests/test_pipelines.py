@@ -540,6 +540,24 @@ def test_model_cpu_offload_guides_as_without_it(kind):
     assert hasattr(pipe.unet, "_hf_hook")
 
 
+@pytest.mark.parametrize("setup", ["enable_attention_slicing", "fuse_qkv_projections"])
+def test_memory_and_speed_settings_guide_as_without_them(setup):
+    """Attention slicing and fused QKV projections replace every attention processor; the
+    recording layers compute the maps themselves during the guidance forward, so the maps and
+    the images are those of the default processors, and the user's processors are back after."""
+    kwargs = dict(guidance=AttendAndExcite(), num_inference_steps=4, return_attention_maps=True)
+    expected = run(guided("sd1"), **kwargs)
+    pipe = guided("sd1")
+    getattr(pipe, setup)()
+    processors = all_processors(pipe.unet)
+    assert set(processors.values()) == {"SlicedAttnProcessor" if setup == "enable_attention_slicing" else "FusedAttnProcessor2_0"}
+    out = run(pipe, **kwargs)
+    np.testing.assert_allclose(out.images, expected.images, atol=1e-4)  # other summation orders
+    for step, maps in expected.attention_maps.items():
+        torch.testing.assert_close(out.attention_maps[step], maps, atol=1e-5, rtol=1e-4)
+    assert all_processors(pipe.unet) == processors
+
+
 def test_guidance_callback_with_denoising_end_starts_at_the_first_timestep():
     """SDXL's denoising_end shortens the loop from the end: the callback must still index from 0."""
     stock = tiny_pipeline("sdxl")
