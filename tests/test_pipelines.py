@@ -373,6 +373,23 @@ def test_sdxl_prompt_embeds_need_their_pooled_embeds():
         run(pipe, PROMPTS[0], prompt_embeds=prompt_embeds, guidance=SynGen(), num_inference_steps=2)
 
 
+def test_prompt_embeds_with_their_prompt_text_guide_as_the_text(pipe):
+    """Given both, a guided call conditions on the embeddings and finds the token groups in the
+    text (the stock call refuses both; plain calls still do)."""
+    sdxl = isinstance(pipe, GuidedStableDiffusionXLPipeline)
+    encoded = pipe.encode_prompt(PROMPTS[0], device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True)
+    names = ("prompt_embeds", "negative_prompt_embeds") + (("pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+                                                           if sdxl else ())
+    embeds = dict(zip(names, encoded))
+    kwargs = dict(guidance=SynGen(), num_inference_steps=3)
+    reference = run(pipe, PROMPTS[0], **kwargs)
+    out = run(pipe, PROMPTS[0], **embeds, **kwargs)
+    np.testing.assert_allclose(out.images, reference.images, atol=1e-5)
+    assert out.guidance_records[0].loss == pytest.approx(reference.guidance_records[0].loss, abs=1e-5)
+    with pytest.raises(ValueError, match="pass `prompt` too"):
+        run(pipe, None, **embeds, **kwargs)
+
+
 def test_negative_prompt_string_with_guidance(pipe):
     out = run(pipe, PROMPTS, guidance=Ebama(), negative_prompt="blurry", num_inference_steps=2)
     assert out.images.shape[0] == 2

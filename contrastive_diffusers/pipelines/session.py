@@ -36,7 +36,9 @@ def as_method(guidance: GuidanceMethod | str) -> GuidanceMethod:
 def prompt_list(prompt) -> list[str]:
     if prompt is None:
         raise ValueError(
-            "Guidance needs the prompt text to find the token groups; pass `prompt` (not only `prompt_embeds`)."
+            "Guidance needs the prompt text to find the token groups; pass `prompt` too: with `prompt_embeds` "
+            "(e.g. weighted embeddings) a guided call conditions on the embeddings and reads the token groups "
+            "from the text, which must be the text they encode."
         )
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts or not all(isinstance(p, str) for p in prompts):
