@@ -269,6 +269,27 @@ def test_model_cpu_offload_guides_as_without_it(pipes, kind):
     assert hasattr(pipe.transformer, "_hf_hook")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_lora_scale_guides_alike_truncated_or_not_and_leaves_the_adapters_as_they_were(kind):
+    """joint_attention_kwargs={"scale": s}: the stopped guidance forward puts the adapters'
+    scalings back (diffusers before 0.37 would have left them scaled)."""
+    from peft import LoraConfig
+
+    from contrastive_diffusers.guidance.engine import lora_layers
+
+    images = {}
+    for truncate in (True, False):
+        pipe = KINDS[kind].from_pipe(tiny_pipeline(kind))
+        torch.manual_seed(0)
+        pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                                target_modules=["to_q", "to_k", "to_v"]))
+        scalings = [dict(layer.scaling) for layer in lora_layers(pipe.transformer)]
+        images[truncate] = _call(pipe, kind, guidance="syngen", token_groups=GROUPS, num_inference_steps=3,
+                                 joint_attention_kwargs={"scale": 0.5}, truncate_guidance_forward=truncate).images
+        assert [dict(layer.scaling) for layer in lora_layers(pipe.transformer)] == scalings
+    torch.testing.assert_close(images[True], images[False], atol=1e-6, rtol=0)
+
+
 def test_second_order_schedulers_and_caches_are_refused_with_the_fix(pipes):
     from diffusers import FirstBlockCacheConfig, FlowMatchHeunDiscreteScheduler
 

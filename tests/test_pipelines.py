@@ -521,6 +521,52 @@ def test_truncated_guidance_forward_gives_the_same_images(pipe, method_cls):
         torch.testing.assert_close(fast.attention_maps[step], full.attention_maps[step], atol=1e-6, rtol=1e-5)
 
 
+def _lora_scalings(model):
+    from contrastive_diffusers.guidance.engine import lora_layers
+
+    return [dict(layer.scaling) for layer in lora_layers(model)]
+
+
+def test_a_lora_scale_guides_alike_truncated_or_not_and_leaves_the_adapters_as_they_were():
+    """cross_attention_kwargs={"scale": s} scales a PEFT LoRA for the call; the guidance forward
+    that stops after its last recorded layer must not leave the adapters scaled (diffusers before
+    0.37 unscales only at the end of a whole forward: the scale compounded on every guided step)."""
+    from peft import LoraConfig
+
+    images, scalings = {}, None
+    for truncate in (True, False):
+        pipe = guided("sd1")
+        torch.manual_seed(0)
+        pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                         target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        scalings = _lora_scalings(pipe.unet)
+        images[truncate] = run(pipe, PROMPTS[0], guidance=SynGen(), num_inference_steps=3,
+                               cross_attention_kwargs={"scale": 0.5}, truncate_guidance_forward=truncate).images
+        assert _lora_scalings(pipe.unet) == scalings
+    np.testing.assert_allclose(images[True], images[False], atol=1e-6)
+
+
+def test_a_stopped_guidance_forward_puts_the_lora_scalings_back():
+    """The forward of diffusers before 0.37, stopped early: scaled on entry, never unscaled."""
+    from diffusers.utils import scale_lora_layers
+    from peft import LoraConfig
+
+    from contrastive_diffusers.guidance.attention import ForwardComplete
+    from contrastive_diffusers.guidance.engine import lora_layers, stopping_early
+
+    unet = tiny_pipeline("sd1").unet
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_v"]))
+    layers = lora_layers(unet)
+    assert len(layers) == 2 * len(unet.attn_processors) and layers[0].scaling == {"default": 2.0}
+    with stopping_early(layers):
+        scale_lora_layers(unet, 0.5)
+        assert layers[0].scaling == {"default": 1.0}
+        raise ForwardComplete
+    assert all(layer.scaling == {"default": 2.0} for layer in layers)
+    with pytest.raises(RuntimeError), stopping_early(layers):  # other errors pass through
+        raise RuntimeError
+
+
 def test_gradient_checkpointing_changes_nothing_and_stays_on():
     """A UNet with gradient checkpointing on (kept from training, or to save memory) guides as
     one without: the guidance pass turns it off (its recomputation would run after the maps were

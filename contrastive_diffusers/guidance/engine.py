@@ -118,6 +118,26 @@ def resolve_window_mode(method: GuidanceMethod, tokenizers: Sequence) -> str:
     return "all"
 
 
+def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The PEFT adapter layers of ``model`` (``scaling``: adapter name -> scale)."""
+    return [m for m in model.modules() if isinstance(getattr(m, "scaling", None), dict) and hasattr(m, "scale_layer")]
+
+
+@contextmanager
+def stopping_early(adapter_layers: Sequence[torch.nn.Module]):
+    """Runs a guidance forward that may stop after its last recorded layer (:class:`ForwardComplete`).
+    diffusers before 0.37 scales the LoRA layers by the call's ``scale`` at the top of the
+    forward and unscales them only at its very end, outside a ``finally``: a stopped forward
+    left them scaled, compounding on every guided step and outliving the call. Their scalings
+    are put back."""
+    saved = [dict(m.scaling) for m in adapter_layers]
+    try:
+        yield
+    except ForwardComplete:
+        for layer, scaling in zip(adapter_layers, saved):
+            layer.scaling.update(scaling)
+
+
 def can_truncate(truncate_forward: bool, model) -> bool:
     """Whether to cut the guidance forward after the last recorded layer: it changes nothing in
     the loss, but is left off under accelerate's offload hooks, which expect whole forwards."""
@@ -153,6 +173,7 @@ class Guider:
         self.attn_res = tuple(int(s) for s in attn_res)
         self.layer_names = select_layers(unet, latent_hw, self.attn_res)
         self.truncate_forward = can_truncate(truncate_forward, unet)
+        self.adapter_layers = lora_layers(unet) if self.truncate_forward else []
         self.recorder = AttentionRecorder(
             self.attn_res, stop_after=len(self.layer_names) if self.truncate_forward else None
         )
@@ -188,7 +209,7 @@ class Guider:
         cond = self.cond if rows is None else self.cond.rows(rows)
         model_input = self.scheduler.scale_model_input(latents, t)
         with self.recorder.recording():
-            try:
+            with stopping_early(self.adapter_layers):
                 self.unet(
                     model_input,
                     t,
@@ -198,8 +219,6 @@ class Guider:
                     cross_attention_kwargs=cond.cross_attention_kwargs,
                     return_dict=False,
                 )
-            except ForwardComplete:
-                pass
             return self.recorder.aggregate()
 
     def _losses(self, maps: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:

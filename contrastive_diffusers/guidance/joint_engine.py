@@ -15,13 +15,14 @@ from typing import Callable, Sequence
 import torch
 
 from .engine import (
-    ForwardComplete,
     GuidanceConditioning,
     Guider,
     _checkpointing_off,
     _frozen_parameters,
     can_truncate,
     checkpointed_modules,
+    lora_layers,
+    stopping_early,
 )
 from .joint_attention import JointAttentionRecorder, TextSequence, joint_recording_processors, select_blocks
 from .methods import GuidanceMethod
@@ -67,6 +68,7 @@ class JointGuider(Guider):
         self.attn_res = tuple(int(s) for s in grid_hw)
         self.layer_names = select_blocks(transformer, blocks)
         self.truncate_forward = can_truncate(truncate_forward, transformer)
+        self.adapter_layers = lora_layers(transformer) if self.truncate_forward else []
         self.recorder = JointAttentionRecorder(
             self.attn_res, text_len, stop_after=len(self.layer_names) if self.truncate_forward else None
         )
@@ -78,10 +80,8 @@ class JointGuider(Guider):
 
     def _forward_maps(self, latents: torch.Tensor, t, rows: list[int] | None = None) -> torch.Tensor:
         with self.recorder.recording():
-            try:
+            with stopping_early(self.adapter_layers):
                 self.run_transformer(latents, t)
-            except ForwardComplete:
-                pass
             return self.recorder.aggregate()
 
     @contextmanager
