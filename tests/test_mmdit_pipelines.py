@@ -290,6 +290,25 @@ def test_a_lora_scale_guides_alike_truncated_or_not_and_leaves_the_adapters_as_t
     torch.testing.assert_close(images[True], images[False], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_layerwise_casting_guides_as_the_same_weights_without_it(kind):
+    """float8 storage under enable_layerwise_casting: guided as the float8-rounded weights are
+    without it (the guidance backward needs them in their compute dtype while guiding)."""
+    from contrastive_diffusers.guidance.engine import layerwise_casting_hooks
+
+    pipe = KINDS[kind].from_pipe(tiny_pipeline(kind))
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    hooked = dict(layerwise_casting_hooks(pipe.transformer))
+    cast = {name for name, module in pipe.transformer.named_modules() if module in hooked}
+    assert cast
+    reference = KINDS[kind].from_pipe(tiny_pipeline(kind))
+    for name, module in reference.transformer.named_modules():
+        if name in cast:
+            module.to(torch.float8_e4m3fn).to(torch.float32)
+    kwargs = dict(guidance="syngen", token_groups=GROUPS, num_inference_steps=3)
+    assert torch.equal(_call(pipe, kind, **kwargs).images, _call(reference, kind, **kwargs).images)
+
+
 def test_second_order_schedulers_and_caches_are_refused_with_the_fix(pipes):
     from diffusers import FirstBlockCacheConfig, FlowMatchHeunDiscreteScheduler
 

@@ -567,6 +567,28 @@ def test_a_stopped_guidance_forward_puts_the_lora_scalings_back():
         raise RuntimeError
 
 
+def test_layerwise_casting_guides_as_the_same_weights_without_it():
+    """enable_layerwise_casting (float8 storage, each layer cast to float32 for its forward and
+    back after) guides as a UNet holding those float8-rounded weights without the casting: the
+    guidance backward needs the weights in their compute dtype, kept while guiding; they are
+    back in float8 after the call."""
+    from contrastive_diffusers.guidance.engine import layerwise_casting_hooks
+
+    pipe = guided("sd1")
+    pipe.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    cast = {name for name, module in pipe.unet.named_modules() if module in dict(layerwise_casting_hooks(pipe.unet))}
+    assert any(name.endswith("attn2.to_k") for name in cast)
+    reference = guided("sd1")
+    for name, module in reference.unet.named_modules():
+        if name in cast:
+            module.to(torch.float8_e4m3fn).to(torch.float32)
+    kwargs = dict(guidance=SynGen(), num_inference_steps=3)
+    out = run(pipe, PROMPTS[0], **kwargs)
+    np.testing.assert_array_equal(out.images, run(reference, PROMPTS[0], **kwargs).images)
+    assert all(p.dtype == torch.float8_e4m3fn for name, m in pipe.unet.named_modules() if name in cast
+               for p in m.parameters(recurse=False))
+
+
 def test_gradient_checkpointing_changes_nothing_and_stays_on():
     """A UNet with gradient checkpointing on (kept from training, or to save memory) guides as
     one without: the guidance pass turns it off (its recomputation would run after the maps were
@@ -589,7 +611,7 @@ def test_model_cpu_offload_guides_as_without_it(kind):
     forward) guides as without: the guidance forward runs whole under the hooks, since they
     expect whole forwards, and the hooks stay on. The offload device is the CPU here, which
     diffusers allows when it is named."""
-    kwargs = dict(guidance=AttendAndExcite(), num_images_per_prompt=2, num_inference_steps=4)
+    kwargs = dict(guidance=AttendAndExcite(), num_inference_steps=4)
     expected = run(guided(kind), **kwargs)
     pipe = guided(kind)
     pipe.enable_model_cpu_offload(device="cpu")
@@ -601,6 +623,22 @@ def test_model_cpu_offload_guides_as_without_it(kind):
     if kind == "sd1":  # the refinement's extra forwards ran under the hooks too (the tiny SDXL needs none)
         assert any(sum(r.refinement_iterations) for r in out.guidance_records)
     assert hasattr(pipe.unet, "_hf_hook")
+
+
+@pytest.mark.parametrize("offload_type", ["block_level", "leaf_level"])
+def test_group_offload_guides_as_without_it_and_runs_whole_forwards(offload_type):
+    """diffusers' group offloading learns the layers' order from a first forward to prefetch
+    them, so the guidance forward runs whole under it; the images are those without it."""
+    from contrastive_diffusers.guidance.engine import can_truncate
+
+    kwargs = dict(guidance=AttendAndExcite(), num_inference_steps=3)
+    expected = run(guided("sd1"), PROMPTS[0], **kwargs).images
+    pipe = guided("sd1")
+    extra = {"num_blocks_per_group": 1} if offload_type == "block_level" else {}
+    pipe.unet.enable_group_offload(onload_device=torch.device("cpu"), offload_device=torch.device("cpu"),
+                                   offload_type=offload_type, **extra)
+    assert not can_truncate(True, pipe.unet)
+    np.testing.assert_array_equal(run(pipe, PROMPTS[0], **kwargs).images, expected)
 
 
 @pytest.mark.parametrize("setup", ["enable_attention_slicing", "fuse_qkv_projections"])

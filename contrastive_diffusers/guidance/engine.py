@@ -102,6 +102,35 @@ def _checkpointing_off(modules: Sequence[torch.nn.Module]):
             m.gradient_checkpointing = True
 
 
+def layerwise_casting_hooks(model: torch.nn.Module) -> list[tuple[torch.nn.Module, Any]]:
+    """``(layer, hook)`` for each layer of ``model`` under diffusers' ``enable_layerwise_casting``."""
+    found = []
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        hook = registry.get_hook("layerwise_casting") if registry is not None else None
+        if hook is not None:
+            found.append((module, hook))
+    return found
+
+
+@contextmanager
+def _compute_dtype_kept(cast_layers: Sequence[tuple[torch.nn.Module, Any]]):
+    """Layerwise casting stores weights in a small dtype (float8) and casts each layer to its
+    compute dtype for its forward only, back right after; the guidance backward would then find
+    its saved weights in the storage dtype. While guiding, the cast layers keep the compute
+    dtype (the same values: float8 holds nothing bf16, fp16 or fp32 cannot) and go back to the
+    storage dtype after, so a guided step needs the compute dtype's memory for those weights."""
+    storage = [hook.storage_dtype for _, hook in cast_layers]
+    for _, hook in cast_layers:
+        hook.storage_dtype = hook.compute_dtype  # its post_forward casts to storage_dtype
+    try:
+        yield
+    finally:
+        for (layer, hook), dtype in zip(cast_layers, storage):
+            hook.storage_dtype = dtype
+            layer.to(dtype=dtype, non_blocking=hook.non_blocking)
+
+
 def checkpointed_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The modules of ``model`` with gradient checkpointing on (``enable_gradient_checkpointing``)."""
     return [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
@@ -138,10 +167,17 @@ def stopping_early(adapter_layers: Sequence[torch.nn.Module]):
             layer.scaling.update(scaling)
 
 
+def _offload_hooked(module: torch.nn.Module) -> bool:
+    """Under accelerate's hooks (model offload) or diffusers' group offloading, whose prefetching
+    learns the order of the layers from the first forward."""
+    registry = getattr(module, "_diffusers_hook", None)
+    return hasattr(module, "_hf_hook") or any("offload" in name for name in getattr(registry, "hooks", {}))
+
+
 def can_truncate(truncate_forward: bool, model) -> bool:
     """Whether to cut the guidance forward after the last recorded layer: it changes nothing in
-    the loss, but is left off under accelerate's offload hooks, which expect whole forwards."""
-    return truncate_forward and not any(hasattr(m, "_hf_hook") for m in model.modules())
+    the loss, but is left off under offloading hooks, which expect whole forwards."""
+    return truncate_forward and not any(_offload_hooked(m) for m in model.modules())
 
 
 class Guider:
@@ -167,6 +203,7 @@ class Guider:
         self.unet = unet
         self.weights = list(unet.parameters())  # listed once: walking the modules costs ms per step
         self.checkpointed = checkpointed_modules(unet)
+        self.cast_layers = layerwise_casting_hooks(unet)
         self.scheduler = scheduler
         if attn_res is None:
             attn_res = default_attn_res(unet, latent_hw)
@@ -265,6 +302,7 @@ class Guider:
             torch.enable_grad(),
             _frozen_parameters(self.weights),
             _checkpointing_off(self.checkpointed),
+            _compute_dtype_kept(self.cast_layers),
             recording_processors(self.unet, self.layer_names, self.recorder),
         ):
             yield

@@ -18,9 +18,11 @@ from .engine import (
     GuidanceConditioning,
     Guider,
     _checkpointing_off,
+    _compute_dtype_kept,
     _frozen_parameters,
     can_truncate,
     checkpointed_modules,
+    layerwise_casting_hooks,
     lora_layers,
     stopping_early,
 )
@@ -63,6 +65,7 @@ class JointGuider(Guider):
         self.transformer = transformer
         self.weights = list(transformer.parameters())
         self.checkpointed = checkpointed_modules(transformer)
+        self.cast_layers = layerwise_casting_hooks(transformer)
         self.run_transformer = run_transformer
         self.text = text
         self.attn_res = tuple(int(s) for s in grid_hw)
@@ -90,6 +93,7 @@ class JointGuider(Guider):
             torch.enable_grad(),
             _frozen_parameters(self.weights),
             _checkpointing_off(self.checkpointed),
+            _compute_dtype_kept(self.cast_layers),
             joint_recording_processors(self.transformer, self.layer_names, self.recorder, self.text),
         ):
             yield
