@@ -325,3 +325,55 @@ def test_parse_prompt_spacy_missing_says_how_to_install():
     install = re.escape("pip install spacy && python -m spacy download en_core_web_sm")
     with pytest.raises((ImportError, ValueError), match=install):
         parse_prompt("a cat", parser="spacy")
+
+
+# ----------------------------------------------------------------------------- learned words
+
+
+@pytest.fixture(scope="module")
+def learned_pipe():
+    """The tiny SD1 pipeline with textual inversion embeddings loaded the way users load them:
+    one vector for "<cat-toy>", two for "<r>" (ReVersion-style), three for "<Dog>"."""
+    import torch
+    from contrastive_diffusers.models.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline("sd1")
+    dim = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    for token, vectors in (("<cat-toy>", 1), ("<r>", 2), ("<Dog>", 3)):
+        pipe.load_textual_inversion({token: torch.randn(vectors, dim)}, token=token)
+    return pipe
+
+
+@pytest.mark.parametrize("prompt", [
+    "a red <cat-toy> and a blue ball", "a cat <r> a dog", "a cat <R> a dog <r>", "A <Dog> next to a <CAT-TOY>",
+])
+def test_learned_words_are_one_word_with_the_ids_diffusers_encodes(learned_pipe, prompt):
+    """A learned token is one word (CLIP's pre-tokenizer alone would split "<cat-toy>" into
+    five), its extra vectors (diffusers writes "<r> <r>_1" for a two-vector "<r>") are its
+    positions, and the ids are those the pipeline encodes (``maybe_convert_prompt``, which
+    does not expand a token the tokenizer lowercases, such as "<Dog>")."""
+    tok = learned_pipe.tokenizer
+    tokens = tokenize_prompt(tok, prompt)
+    assert list(tokens.input_ids) == tok(learned_pipe.maybe_convert_prompt(prompt, tok)).input_ids
+    words = dict(tokens.words)
+    if prompt == "a cat <r> a dog":
+        assert words["<r>"] == (3, 4)
+        assert tok.convert_ids_to_tokens([tokens.input_ids[3], tokens.input_ids[4]]) == ["<r>", "<r>_1"]
+    if prompt == "a cat <R> a dog <r>":  # diffusers expands only the spelling it added
+        assert [ps for w, ps in tokens.words if w == "<r>"] == [(3,), (6, 7)]
+    if "<cat-toy>" in prompt.lower():
+        assert len(words["<cat-toy>"]) == 1
+    if "<Dog>" in prompt:
+        assert words["<Dog>"] == (2,)
+
+
+def test_groups_of_learned_words_resolve_and_auto_says_to_name_them(learned_pipe):
+    tok = learned_pipe.tokenizer
+    groups = resolve_groups(tok, "a red <cat-toy> <r> a blue chair", [["red", "<CAT-toy>"], ["blue", "chair"]])
+    assert [g.word_positions for g in groups] == [((2,), (3,)), ((7,), (8,))]  # "<r>" is 4 and 5
+    assert [g.words for g in groups] == [("red", "<cat-toy>"), ("blue", "chair")]
+    relation = resolve_groups(tok, "a cat <r> a dog", [["cat"], ["<r>"], ["dog"]])
+    assert [g.positions for g in relation] == [(2,), (3, 4), (6,)]
+    with pytest.raises(ValueError, match=r"cannot place the learned word\(s\) <r> of 'a cat <r> a dog'"):
+        resolve_groups(tok, "a cat <r> a dog", "auto")
+    assert [g.words for g in resolve_groups(tok, "a cat and a dog", "auto")] == [("cat",), ("dog",)]

@@ -67,6 +67,7 @@ class PromptTokens:
     input_ids: tuple[int, ...]
     pieces: tuple[str, ...]
     words: tuple[tuple[str, tuple[int, ...]], ...]
+    added: tuple[str, ...] = ()  # the tokenizer's added words (learned tokens), each one word
 
     @property
     def length(self) -> int:
@@ -88,8 +89,56 @@ def _normalize(text: str) -> str:
     return regex.sub(r"\s+", " ", text).strip().lower()
 
 
-def _pre_tokenize(text: str) -> list[str]:
-    return _CLIP_PAT.findall(_normalize(text))
+def _pre_tokenize(text: str, added: Sequence[str] = ()) -> list[str]:
+    """CLIP's pre-token words of ``text``; each of the ``added`` tokens in it (learned words such
+    as ``"<cat-toy>"``, which the tokenizer keeps whole, in any case as CLIP's tokenizer matches
+    them after lowercasing) is one word, spelled as added."""
+    text = _normalize(text)
+    if not added:
+        return _CLIP_PAT.findall(text)
+    spelling = {a.lower(): a for a in reversed(added)}  # longest first: the first spelling wins a tie
+    parts = regex.split("(" + "|".join(regex.escape(a.lower()) for a in added) + ")", text)
+    return [w for i, part in enumerate(parts) for w in ([spelling[part]] if i % 2 else _CLIP_PAT.findall(part))]
+
+
+def added_words(tokenizer) -> tuple[str, ...]:
+    """The tokens added to ``tokenizer``'s vocabulary that are no special tokens (textual
+    inversion's, ReVersion's and MCPL's learned words), longest first."""
+    vocab = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    special = set(getattr(tokenizer, "all_special_tokens", ()))
+    return tuple(sorted((t for t in vocab if t not in special and t.strip()), key=len, reverse=True))
+
+
+def _as_encoded(tokenizer, prompt: str) -> str:
+    """The prompt as diffusers' textual inversion loader (``maybe_convert_prompt``) hands it to
+    the tokenizer: each added token of a multi-vector embedding (``w``) followed by its extra
+    tokens (``w_1 w_2 ...``). Written out here (diffusers keeps it on the pipeline mixin) with
+    its rule kept exactly, also where that misses a token (one the tokenizer lowercases)."""
+    encoder = getattr(tokenizer, "added_tokens_encoder", {})
+    for token in set(tokenizer.tokenize(prompt)):
+        if token in encoder and f"{token}_1" in encoder:
+            k, replacement = 1, token
+            while f"{token}_{k}" in encoder:
+                replacement += f" {token}_{k}"
+                k += 1
+            prompt = prompt.replace(token, replacement)
+    return prompt
+
+
+def _merge_vectors(texts: list[str], ids: list[list[int]], added: Sequence[str]) -> tuple[list[str], list[list[int]]]:
+    """A learned word's extra vector tokens (``w_1``, ``w_2``, ... right after ``w``) join its ids."""
+    merged_texts: list[str] = []
+    merged_ids: list[list[int]] = []
+    count = 0
+    for text, word_ids in zip(texts, ids):
+        if merged_texts and text in added and text == f"{merged_texts[-1]}_{count}":
+            merged_ids[-1] = merged_ids[-1] + list(word_ids)
+            count += 1
+            continue
+        merged_texts.append(text)
+        merged_ids.append(list(word_ids))
+        count = 1
+    return merged_texts, merged_ids
 
 
 def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
@@ -105,8 +154,12 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
         return tokenizer.prompt_tokens(prompt)
     if not isinstance(prompt, str):
         raise ValueError(f"The prompt must be a string, got {type(prompt).__name__}.")
-    word_texts = _pre_tokenize(prompt)
+    added = added_words(tokenizer)
+    encoded = _as_encoded(tokenizer, prompt) if added else prompt
+    word_texts = _pre_tokenize(encoded, added)
     word_ids = tokenizer(word_texts, add_special_tokens=False).input_ids if word_texts else []
+    if added:  # a multi-vector learned word is one word of all its vectors
+        word_texts, word_ids = _merge_vectors(word_texts, word_ids, added)
     flat = [i for ids in word_ids for i in ids]
     # Check the length before tokenizing the whole prompt, which would warn about it.
     limit = tokenizer.model_max_length - 2
@@ -117,7 +170,7 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
             f"shorten the prompt, since guidance cannot see truncated tokens (on SD3, text_sequence='t5' reads "
             f"the T5 tokens, max_sequence_length of them): {prompt!r}"
         )
-    input_ids = list(tokenizer(prompt).input_ids)
+    input_ids = list(tokenizer(encoded).input_ids)
     if input_ids[1:-1] != flat or len(input_ids) < 2:
         raise ValueError(
             f"Tokenizing the prompt {prompt!r} word by word does not reproduce its input_ids, so "
@@ -133,6 +186,7 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
         input_ids=tuple(input_ids),
         pieces=tuple(tokenizer.convert_ids_to_tokens(input_ids)),
         words=tuple(words),
+        added=added,
     )
 
 
@@ -256,7 +310,7 @@ def _check_position(pos: int, tokens: PromptTokens, index: int) -> int:
 
 def _word_matches(entry: str, tokens: PromptTokens, index: int) -> tuple[int, list[int]]:
     """``(k, starts)``: ``entry`` is ``k`` pre-token words, found at ``tokens.words[start:start + k]``."""
-    target = _pre_tokenize(entry)
+    target = _pre_tokenize(entry, tokens.added)
     if not target:
         raise ValueError(
             f"Token group {index} holds an empty word {entry!r}; remove it or give a word of the prompt."
@@ -311,6 +365,14 @@ def _resolve(tokens: PromptTokens, groups) -> list[TokenGroup]:
             raise ValueError(
                 f"Token groups must be 'auto' or a list of groups, got the string {groups!r}; "
                 f"wrap it in a list, e.g. [{groups!r}]."
+            )
+        learned = [w for w, _ in tokens.words if w in tokens.added]
+        if learned:
+            raise ValueError(
+                f"token_groups='auto' cannot place the learned word(s) {', '.join(dict.fromkeys(learned))} of "
+                f"{tokens.prompt!r}: the automatic parser reads words, and a learned token may be an object, an "
+                "attribute or a relation. Pass token_groups explicitly, e.g. [['<cat-toy>'], ['red', 'chair']] "
+                "(a learned word is matched whole, with all its vectors)."
             )
         groups = parse_prompt(tokens.prompt)
         if not groups:
