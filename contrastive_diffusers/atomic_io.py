@@ -25,6 +25,36 @@ def folder_problem(path) -> str | None:
     return None
 
 
+def unwritable_folder_problem(path) -> str | None:
+    """Why files cannot be written in the folder ``path`` (e.g. "Permission denied"), or ``None``. The folder (and any
+    missing above it) is made to try, and removed again, so that a command checks its output
+    folder before it loads a model, and a refused command leaves no empty folder behind."""
+    path = Path(os.path.normpath(os.path.abspath(path)))  # "new/../out": the folders made are removed
+    problem = folder_problem(path)
+    if problem:
+        return problem
+    missing = [p for p in (path, *path.parents) if not p.exists()]  # the deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        for folder in missing:
+            folder.rmdir()
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def remove_empty_folders(path) -> None:
+    """Remove ``path`` and the folders under it if none of them holds a file (a refused run's)."""
+    path = Path(path)
+    if not path.is_dir() or any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
+        return
+    for folder in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()
+    path.rmdir()
+
+
 @contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""

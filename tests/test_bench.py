@@ -251,9 +251,13 @@ def test_baseline_is_a_report_setting(bench_run, tmp_path, capsys, clip_dir):
     assert (flipped["wins"], flipped["losses"]) == (original["losses"], original["wins"])
     assert "Difference from conform" in (run / "summary.md").read_text()
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing re-scored
+    assert main(["score", str(run), "--quiet"]) == 0  # the folder's own CLIP model: nothing re-scored either
+    assert {p: p.stat().st_mtime_ns for p in before} == before
     # A method the folder does not have: refused before any model loads, naming the ones it has.
     assert main(["score", str(run), "--clip-model", "no/such-clip", "--baseline", "ebama"]) == 2
     assert "--baseline 'ebama' is not a method of this run" in capsys.readouterr().err
+    assert main(["score", str(run), "--clip-model", "no/such-clip", "--baseline", "AE"]) == 2
+    assert "--baseline 'AE' is not a method of this run" in capsys.readouterr().err
     assert main(["bench", "--output-dir", str(run), "--model", "tiny-sd1", "--method", "none",
                  "--baseline", "syngen"]) == 2
     assert "none, conform" in capsys.readouterr().err
@@ -447,7 +451,8 @@ def test_bad_clip_folder_fails_before_anything_is_written(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "CLIP model folder" in err and "does not exist" in err
-    assert "--clip-model none skips the CLIP metrics, tiny-clip" in err  # what works without the hub
+    assert "tiny-clip (random weights) runs the CLIP metrics for the machinery only, and bench --clip-model none " \
+           "skips them" in err  # what works without the hub (score takes no `none`)
     assert not (tmp_path / "run").exists()
 
 
@@ -533,3 +538,16 @@ def test_contrast_captions_do_not_depend_on_the_prompt_id_length():
     short = contrast_captions_for(PromptItem("p", "a red car and a blue bench", None, words), words)
     long = contrast_captions_for(PromptItem("p" * 190, "a red car and a blue bench", None, words), words)
     assert short and long == short and "a blue car and a red bench" in short.values()
+
+
+def test_the_baseline_is_named_as_the_folder_names_it():
+    """--baseline takes the folder's method names in any case, or --method's aliases; an exact
+    name wins (a method file named ae.json is the method "ae", not Attend-and-Excite)."""
+    from contrastive_diffusers.eval.bench_setup import check_baseline
+
+    assert check_baseline(None, ["none"]) is None
+    assert check_baseline("AE", ["none", "attend_and_excite"]) == "attend_and_excite"
+    assert check_baseline("CONFORM", ["none", "conform"]) == "conform"
+    assert check_baseline("ae", ["none", "ae", "attend_and_excite"]) == "ae"
+    with pytest.raises(ValueError, match="--baseline 'ebama' is not a method of this run; .*: none, conform"):
+        check_baseline("ebama", ["none", "conform"])

@@ -184,8 +184,19 @@ def test_settings_the_guided_images_would_refuse_fail_before_the_plain_ones(tmp_
     args = ["generate", PROMPT, *FAST, "--method", "none,ebama", *extra, "--output-dir", str(tmp_path / "run")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing drawn, no folder left
+
+
+def test_sd_sizes_are_multiples_of_8_whatever_the_vae(tmp_path, capsys):
+    """The embedded model's VAE downsamples by 2, but diffusers' SD pipeline refuses any size
+    that is not a multiple of 8: refused up front, naming the size, with no folder left."""
+    args = ["generate", "a red circle", "--steps", "1", "--method", "none", "--height", "36",
+            "--output-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "multiples of 8; got 36x32" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -243,6 +254,49 @@ def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_p
     monkeypatch.setattr(generate, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     assert main(["generate", PROMPT, *FAST, "--output-dir", "/proc/contrastive-diffusers-test"]) == 2
     assert "cannot write to --output-dir /proc/contrastive-diffusers-test: No such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["bench", "--model", "tiny-sd1", "--method", "none"],
+    ["tune", "--method", "syngen", "--model", "tiny-sd1"],
+    ["score"],
+])
+def test_bench_tune_and_score_refuse_an_unwritable_folder_before_any_work(tmp_path, capsys, monkeypatch, command):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no folder can be made (root can write to any other folder)")
+    import contrastive_diffusers.eval.bench as bench
+    import contrastive_diffusers.eval.tune as tune
+
+    for module, name in ((bench, "run_benchmark"), (bench, "score_run"), (tune, "run_tuning")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("work started"))
+    folder = "/proc/contrastive-diffusers-test"
+    args = [command[0], folder, *command[1:]] if command[0] == "score" else [*command, "--output-dir", folder]
+    assert main(args) == 2
+    flag = "the run folder" if command[0] == "score" else "--output-dir"
+    assert f"error: cannot write to {flag} {folder}: No such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["bench", "tune"])
+def test_a_stopped_run_names_the_folder_it_chose(tmp_path, capsys, monkeypatch, command):
+    """Without --output-dir a command picks outputs/<command>-<time>; the same command again
+    would pick a new one, so a stopped run says which folder to pass to go on."""
+    import contrastive_diffusers.eval.bench as bench
+    import contrastive_diffusers.eval.tune as tune
+
+    def stop(config):
+        Path(config.output_dir).mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_benchmark", stop)
+    monkeypatch.setattr(tune, "run_tuning", stop)
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "--model", "tiny-sd1"] if command == "bench" else ["tune", "--method", "syngen"]
+    assert main(args) == 130
+    (folder,) = (tmp_path / "outputs").iterdir()
+    err = capsys.readouterr().err
+    assert f"kept in outputs/{folder.name}; run the same command with --output-dir outputs/{folder.name} to go on" in err
+    assert main([*args, "--output-dir", "given"]) == 130
+    assert "kept in given; run the same command again to go on" in capsys.readouterr().err
 
 
 def test_a_run_stopped_before_its_first_image_leaves_the_folder_reusable(tmp_path):
@@ -305,7 +359,7 @@ def test_word_not_in_prompt_exits_2_naming_the_word(tmp_path, capsys):
     code = main(["generate", PROMPT, *FAST, "--token-groups", groups, "--output-dir", str(out)])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "'green'" in err
+    assert err.splitlines()[-1].startswith("error: ") and "'green'" in err
     assert "Traceback" not in err
     assert not out.exists()  # checked before anything is written
 
@@ -316,7 +370,7 @@ def test_missing_model_folder_exits_2(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0  # one line, no traceback
-    assert err.startswith("error: ") and str(missing) in err and "does not exist" in err
+    assert err.splitlines()[-1].startswith("error: ") and str(missing) in err and "does not exist" in err
 
 
 def test_unknown_method_exits_2(capsys):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -655,6 +656,25 @@ def test_textual_inversion_without_captions(models, tmp_path):
     assert sorted(p.name for p in (tmp_path / "o").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
 
 
+def test_a_finished_run_is_not_overwritten_and_an_unwritable_folder_is_refused(models, tmp_path):
+    """generate, bench and tune refuse to overwrite; so does train: a finished run without a
+    checkpoint to resume keeps its learned files, and a folder that cannot be written fails
+    before the model loads."""
+    _images(tmp_path / "d", 2)
+    options = ("--initializer_token", "cat", "--max_train_steps", 1)
+    _run(TextualInversion(), models["sd1"], tmp_path / "d", tmp_path / "o", "--placeholder_token", "<x>", *options)
+    learned = (tmp_path / "o" / "learned_embeds.safetensors").read_bytes()
+    for extra in ((), ("--resume_from_checkpoint", "latest")):
+        with pytest.raises(ValueError, match=r"holds a finished training run \(textual_inversion for <x>; "):
+            _run(TextualInversion(), models["sd1"], tmp_path / "d", tmp_path / "o", "--placeholder_token", "<y>",
+                 *options, *extra)
+    assert (tmp_path / "o" / "learned_embeds.safetensors").read_bytes() == learned
+    if Path("/proc/self").is_dir():
+        with pytest.raises(ValueError, match="cannot write to --output_dir /proc/cd-test: No such file"):
+            _run(TextualInversion(), models["sd1"], tmp_path / "d", "/proc/cd-test", "--placeholder_token", "<y>",
+                 *options)
+
+
 def test_module_and_cli_entry_points(models, relation_data, tmp_path):
     import argparse
 
@@ -703,7 +723,8 @@ def test_module_and_cli_entry_points(models, relation_data, tmp_path):
             "--initializer_tokens",
             "b",
             "--output_dir",
-            str(tmp_path / "p"),
+            str(tmp_path / "new" / "p"),
         ]
     )
     assert args.run(args) == 2
+    assert not (tmp_path / "new").exists()  # refused data leave no empty output folder, nor its parents

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..distributed import launched_processes
+from ..distributed import is_main_launched_process, launched_processes
 from ..models.names import DEFAULT_CLIP_MODEL
 from .common import (
     EXIT_FAILURES,
@@ -15,8 +15,10 @@ from .common import (
     EXIT_OK,
     CliError,
     add_run_arguments,
+    check_writable,
     default_output_dir,
     device_name,
+    interrupted_message,
     normalize_run_args,
     output_folder,
     positive_int,
@@ -45,7 +47,8 @@ outputs (--output-dir):
   report.html                       one self-contained page: tables, image grids, heatmaps
   bench.json                        the run's settings
 
-Re-running the same command resumes: finished images and metrics are kept. Several
+Re-running the same command with the same --output-dir resumes: finished images and
+metrics are kept (a stopped run names its folder). Several
 processes share the work (--output-dir required):
   accelerate launch --multi_gpu --num_processes N -m contrastive_diffusers bench ...
   torchrun --nproc_per_node N -m contrastive_diffusers bench ...
@@ -115,7 +118,8 @@ def add_score_parser(subparsers) -> argparse.ArgumentParser:
 
 def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-model", default="auto", metavar="ID_OR_DIR",
-                   help="CLIP model for the metrics, or none. Default (auto): the world's CLIP "
+                   help="CLIP model for the metrics, or none. Default (auto): score keeps the one the folder "
+                   "was scored with; else the world's CLIP "
                    f"(embedded-clip) for the embedded model, {DEFAULT_CLIP_MODEL} otherwise")
     p.add_argument("--captioner", metavar="ID_OR_DIR",
                    help="a BLIP captioning model (e.g. Salesforce/blip-image-captioning-base) for the "
@@ -149,8 +153,8 @@ def _optional_model(name: str | None):
     return None if name is None or name.lower() == "none" else name
 
 
-def _interrupted(what: str) -> int:
-    print(f"interrupted: {what} are kept; run the same command again to go on", file=sys.stderr)
+def _interrupted(what: str, output_dir, given: bool = True) -> int:
+    print(interrupted_message(what, output_dir, given), file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
@@ -160,12 +164,15 @@ def run_bench(args: argparse.Namespace) -> int:
     normalize_run_args(args)
     if args.output_dir is None and launched_processes() > 1:
         raise CliError("--output-dir is required with several processes: every process must write to the same folder")
+    output_dir = args.output_dir or default_output_dir("bench")
+    if is_main_launched_process():  # one process tries the folder: several would race making and removing it
+        check_writable(output_dir)
     try:
         judges, judge_options = judge_arguments(args)
         config = BenchConfig(
             judges=judges,
             judge_options=judge_options,
-            output_dir=args.output_dir or default_output_dir("bench"),
+            output_dir=output_dir,
             model=args.model,
             methods=args.method,
             prompt_set=args.prompts,
@@ -197,7 +204,7 @@ def run_bench(args: argparse.Namespace) -> int:
                   f"the folder holds {len(result.records)} record(s)")
         return _outcome(result, config.output_dir)
     except KeyboardInterrupt:
-        return _interrupted("finished images and metrics")
+        return _interrupted("finished images and metrics", output_dir, given=args.output_dir is not None)
     except ValueError as err:  # BenchInputError, LoadError: named problem and fix
         raise CliError(str(err)) from None
 
@@ -208,13 +215,14 @@ def run_score(args: argparse.Namespace) -> int:
     clip_model = _optional_model(args.clip_model)
     if clip_model is None:
         raise CliError("score needs a CLIP model; --clip-model none only makes sense for bench")
+    check_writable(args.run_dir, "the run folder")
     try:
         judges, judge_options = judge_arguments(args)
         result = score_run(args.run_dir, clip_model, _optional_model(args.captioner), force=args.force,
                            device=args.device, progress=not args.quiet, report_max_prompts=args.report_max_prompts,
                            baseline=args.baseline, judges=judges, judge_options=judge_options)
     except KeyboardInterrupt:
-        return _interrupted("the metrics written so far")
+        return _interrupted("the metrics written so far", args.run_dir)
     except ValueError as err:
         raise CliError(str(err)) from None
     return _outcome(result, args.run_dir)

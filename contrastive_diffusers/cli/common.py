@@ -47,6 +47,22 @@ class CliError(Exception):
     """A problem with the user's input: printed as ``error: <message>``, exit code 2."""
 
 
+def check_writable(folder, flag: str = "--output-dir") -> None:
+    """Refuse an output folder that cannot be written, before any model loads."""
+    from ..atomic_io import unwritable_folder_problem
+
+    problem = unwritable_folder_problem(folder)
+    if problem:
+        raise CliError(f"cannot write to {flag} {folder}: {problem}")
+
+
+def interrupted_message(what: str, output_dir, given: bool) -> str:
+    """What a stopped command keeps and how to go on: with the folder it chose named, since
+    the same command again would choose a new one."""
+    again = "run the same command again" if given else f"run the same command with --output-dir {output_dir}"
+    return f"interrupted: {what} are kept in {output_dir}; {again} to go on"
+
+
 # ============================================================================ argument types
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from .common import (
     EXIT_USAGE,
     CliError,
     add_run_arguments,
+    check_writable,
     default_output_dir,
     normalize_run_args,
     output_folder,
@@ -306,15 +306,7 @@ def check_output_dir(out_dir: Path | None) -> None:
             f"--output-dir {out_dir} already holds a generate run (settings.json), whose images this run would "
             "overwrite; give another folder, or leave --output-dir out for a fresh outputs/generate-<time>."
         )
-    missing = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # the deepest first
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-        for folder in missing:  # a refused run leaves no empty folder behind
-            folder.rmdir()
-    except OSError as err:
-        raise CliError(f"cannot write to --output-dir {out_dir}: {err.strerror or err}") from None
+    check_writable(out_dir)
 
 
 def run_generate(args: argparse.Namespace) -> int:

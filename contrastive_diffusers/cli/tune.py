@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (EXIT_INTERRUPTED, EXIT_OK, CliError, default_output_dir, device_name, int_list,
-                     output_folder, positive_int)
+from .common import (EXIT_INTERRUPTED, EXIT_OK, CliError, check_writable, default_output_dir, device_name,
+                     int_list, interrupted_message, output_folder, positive_int)
 
 TUNE_EPILOG = """\
 what it does:
@@ -68,7 +68,8 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", type=device_name, default="auto", metavar="{auto,cpu,cuda,cuda:N,mps}")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--no-confirm", action="store_true", help="stop after the search (no test-split run)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no report on the terminal (the chosen setting's file is still named)")
     p.add_argument("--output-dir", type=output_folder, metavar="DIR",
                    help="the tune folder (re-use it to resume). Default: outputs/tune-<timestamp>")
     p.set_defaults(run=run_tune)
@@ -79,9 +80,11 @@ def run_tune(args: argparse.Namespace) -> int:
     from ..eval.tune import TuneConfig, run_tuning
 
     seeds = list(dict.fromkeys(s for values in (args.seeds or [[0]]) for s in values))
+    output_dir = args.output_dir or default_output_dir("tune")
+    check_writable(output_dir)
     try:
         config = TuneConfig(
-            output_dir=args.output_dir or default_output_dir("tune"),
+            output_dir=output_dir,
             method=args.method,
             model=args.model,
             prompt_set=args.prompts,
@@ -98,11 +101,12 @@ def run_tune(args: argparse.Namespace) -> int:
         )
         result = run_tuning(config)
     except KeyboardInterrupt:
-        print("interrupted: the images made so far are kept; run the same command again to go on", file=sys.stderr)
+        print(interrupted_message("the images made so far", output_dir, given=args.output_dir is not None),
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except ValueError as err:
         raise CliError(str(err)) from None
     if not args.quiet:
         print((result.output_dir / "report.md").read_text(encoding="utf-8"))
-        print(f"chosen setting: {result.method_file} (report: {result.files.get('html')})")
+    print(f"chosen setting: {result.method_file} (report: {result.files.get('html')})")
     return EXIT_OK

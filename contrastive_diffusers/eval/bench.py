@@ -35,12 +35,13 @@ as ``generate`` makes them.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from ..atomic_io import read_json, write_json_atomic, write_jsonl_atomic
-from ..models.names import TINY_CLIP, TINY_MODELS, default_clip_model
+from ..models.names import EMBEDDED_CLIP, TINY_CLIP, TINY_MODELS, default_clip_model
 from ..prompts import PromptItem
 from ..records import versions
 from .bench_config import AUTO, BenchConfig, BenchResult
@@ -59,7 +60,7 @@ from .bench_setup import (
 from .judges import load_judges
 from .report import format_summary_table, write_markdown
 from .report_html import write_html
-from .run_folder import BenchInputError, Ledger, gather, record_path, remove_stale_temporaries
+from .run_folder import BENCH_FILE, BenchInputError, Ledger, gather, record_path, remove_stale_temporaries
 from .summary import summarize
 
 __all__ = ["BenchConfig", "BenchResult", "BenchInputError", "run_benchmark", "score_run"]
@@ -232,7 +233,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
         raise
     state.wait_for_everyone()
     return _finish(run_dir, state, ledger, setup.run_info, setup.scorer_key, (generated, scored),
-                   config.report_max_prompts, not config.progress, judges, config.baseline)
+                   config.report_max_prompts, not config.progress, judges, setup.baseline)
 
 
 def _load_judges(names, options: dict, device: str) -> list:
@@ -242,6 +243,16 @@ def _load_judges(names, options: dict, device: str) -> list:
         return load_judges(names, options, device)
     except OSError as err:
         raise BenchInputError(str(err)) from None
+
+
+def _loadable(clip_name) -> str | None:
+    """A folder's recorded CLIP model, if it names one that loads by name: a built-in, a folder
+    that exists from here, or a hub id; not the name of an object a Python caller passed."""
+    if not isinstance(clip_name, str):
+        return None
+    if clip_name in (TINY_CLIP, EMBEDDED_CLIP) or Path(clip_name).is_dir():
+        return clip_name
+    return clip_name if re.fullmatch(r"[\w.-]+/[\w.-]+", clip_name) and not Path(clip_name).exists() else None
 
 
 def score_run(
@@ -260,16 +271,17 @@ def score_run(
     rewrite its reports; ``judges`` / ``judge_options`` / ``baseline`` as in :class:`BenchConfig`. Images that
     cannot be read become failed records, listed in the reports; nothing is generated."""
     run_dir = Path(run_dir)
-    ledger = Ledger.load(run_dir)
-    if not ledger.exists:
+    if not (run_dir / BENCH_FILE).exists():
         raise BenchInputError(
-            f"{run_dir} is not a benchmark folder (no bench.json); pass the output folder of a `bench` run."
+            f"{run_dir} is not a benchmark folder (no {BENCH_FILE}); pass the output folder of a `bench` run."
         )
-    check_baseline(baseline, ledger.data["methods"])
+    ledger = Ledger.load(run_dir)
+    baseline = check_baseline(baseline, ledger.data["methods"])
     if clip_model is None:
         raise BenchInputError("score_run needs a CLIP model (a hub id, a folder or 'tiny-clip').")
-    if isinstance(clip_model, str) and clip_model == AUTO:
-        clip_model = default_clip_model(ledger.data.get("last_run", {}).get("model"))
+    if isinstance(clip_model, str) and clip_model == AUTO:  # the folder's own CLIP: nothing re-scored for it
+        last = ledger.data.get("last_run", {})
+        clip_model = _loadable(last.get("clip_model")) or default_clip_model(last.get("model"))
     state = process_state()
     device = device_for(device, state)
     try:

@@ -57,6 +57,7 @@ class BenchSetup:
     scorer_key: dict
     ledger: Ledger
     run_info: dict
+    baseline: str | None = None  # the reports' baseline, as the folder names it
 
 
 def load_items(config: BenchConfig) -> list[PromptItem]:
@@ -145,8 +146,8 @@ def load_scorer(clip_model, device: str):
     try:
         return ClipScorer.from_pretrained(clip_model, device=device)
     except OSError as err:
-        raise OSError(f"{err} Without the hub: --clip-model none skips the CLIP metrics, tiny-clip (random "
-                      f"weights) runs them for the machinery only.") from None
+        raise OSError(f"{err} Without the hub: tiny-clip (random weights) runs the CLIP metrics for the machinery "
+                      "only, and bench --clip-model none skips them.") from None
 
 
 def load_captioner(captioner, device: str):
@@ -184,25 +185,33 @@ def device_for(config_device: str, state) -> str:
     return resolve_device(config_device)
 
 
-def check_baseline(baseline: str | None, methods) -> None:
-    """The reports' baseline must be one of the folder's methods (after this call)."""
+def check_baseline(baseline: str | None, methods) -> str | None:
+    """The reports' baseline as the folder names it: one of its methods (after this call),
+    matched exactly, else in any case, else through ``--method``'s aliases (``ae``)."""
+    from ..guidance.methods import ALIASES
+
+    if baseline is None:
+        return None
     methods = unique(methods)
-    if baseline is not None and baseline not in methods:
-        raise BenchInputError(f"--baseline {baseline!r} is not a method of this run; the folder's methods (with "
-                              f"this call's) are: {', '.join(methods)}.")
+    by_case = {name.lower(): name for name in reversed(methods)}
+    for candidate in (baseline, by_case.get(baseline.lower()), ALIASES.get(baseline.lower())):
+        if candidate in methods:
+            return candidate
+    raise BenchInputError(f"--baseline {baseline!r} is not a method of this run; the folder's methods (with "
+                          f"this call's) are: {', '.join(methods)}.")
 
 
 def setup_run(config: BenchConfig) -> BenchSetup:
     """Everything that can fail on the user's input, before anything is written."""
     state = process_state()
     ledger = Ledger.load(config.output_dir)  # first: a folder it refuses is refused before the model loads
-    check_baseline(config.baseline, [*ledger.data["methods"], *config.methods])
+    baseline = check_baseline(config.baseline, [*ledger.data["methods"], *config.methods])
     try:
         items = load_items(config)
         methods = build_methods(config.methods)
         device = device_for(config.device, state)
         dtype, dtype_name = resolve_dtype(config.dtype, device)
-        pipe = load_pipeline(config.model, device, dtype, quiet=True)
+        pipe = load_pipeline(config.model, device, dtype, quiet=True, loading_bars=config.progress)
         scorer = load_scorer(config.clip_model, device)
         captioner = load_captioner(config.captioner, device) if scorer is not None else None
     except OSError as err:  # missing prompt file, CLIP or captioner folder
@@ -246,4 +255,4 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         "device": device,
     }
     images = ImageRun(pipe, methods, options, config.attn_res, config.heatmaps, config.output_dir)
-    return BenchSetup(state, prepared, methods, images, scorer, captioner, key, ledger, run_info)
+    return BenchSetup(state, prepared, methods, images, scorer, captioner, key, ledger, run_info, baseline)

@@ -396,7 +396,8 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     state = _check_folder(config)
     train, test = split_prompts(config)
     device = resolve_device(config.device)
-    pipe = load_pipeline(config.model, device, resolve_dtype(config.dtype, device)[0], quiet=True)
+    pipe = load_pipeline(config.model, device, resolve_dtype(config.dtype, device)[0], quiet=True,
+                         loading_bars=config.progress)
     defaults = get_method(config.method)
     train, test = applicable(pipe, defaults, train, "train"), applicable(pipe, defaults, test, "test")
     loop_steps, paper_fractions = guided_loop(pipe, config.steps)

@@ -373,6 +373,10 @@ def load_method(source: str | os.PathLike | Mapping) -> GuidanceMethod:
         )
     try:
         return cls(**kwargs)
+    except ValueError as err:  # a value out of range, named by the schedule field it sets
+        alias = "max_update_step" in str(err) and "max_iter_to_alter" in kwargs
+        note = " (max_iter_to_alter sets the schedule's max_update_step)" if alias else ""
+        raise ValueError(f"{where}: {err}{note}") from None
     except TypeError as err:  # e.g. "temperature": "hot" compared with a number
         raise ValueError(
             f"{where}: a value of the wrong type for {cls.__name__} ({err}); write numbers as JSON numbers "

@@ -12,6 +12,7 @@ raise :class:`LoadError` with the fix in the message.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from contextlib import contextmanager
@@ -73,6 +74,25 @@ def _diffusers_errors_only():
         diffusers_logging.set_verbosity(level)
 
 
+@contextmanager
+def _no_progress_bars(quiet: bool):
+    """diffusers' and transformers' loading bars off for a moment when ``quiet``."""
+    if not quiet:
+        yield
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    shown = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    for lib in shown:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in shown:
+            lib.enable_progress_bar()
+
+
 def load_pretrained(model: str, dtype):
     """A stock diffusers pipeline from the hub or a folder; LoadError when it cannot be found."""
     from diffusers import DiffusionPipeline
@@ -127,8 +147,11 @@ def to_guided(pipe, dtype):
         return guided_class.from_pipe(pipe, **dtype_kwarg(dtype))
 
 
-def load_pipeline(model: str, device: str, dtype, quiet: bool):
-    """The guided pipeline for ``model`` (``embedded``, a tiny kind, a hub id or a folder) on ``device``."""
+def load_pipeline(model: str, device: str, dtype, quiet: bool, loading_bars: bool | None = None):
+    """The guided pipeline for ``model`` (``embedded``, a tiny kind, a hub id or a folder) on
+    ``device``; ``quiet``: no denoising progress bars; ``loading_bars`` (default: ``not quiet``):
+    diffusers' and transformers' bars while it loads."""
+    hide_loading = quiet if loading_bars is None else not loading_bars
     from .embedded import embedded_mmdit_dir, embedded_model_dir
 
     if model in (EMBEDDED_MODEL, EMBEDDED_MMDIT_MODEL):
@@ -136,13 +159,15 @@ def load_pipeline(model: str, device: str, dtype, quiet: bool):
             folder = embedded_model_dir() if model == EMBEDDED_MODEL else embedded_mmdit_dir()
         except FileNotFoundError as err:
             raise LoadError(str(err)) from None
-        stock = load_pretrained(str(folder), dtype)
+        with _no_progress_bars(hide_loading):
+            stock = load_pretrained(str(folder), dtype)
     elif model in TINY_MODELS:
         from .tiny import tiny_pipeline
 
         stock = tiny_pipeline(TINY_MODELS[model])  # float32; to_guided casts it
     else:
-        stock = load_pretrained(model, dtype)
+        with _no_progress_bars(hide_loading):
+            stock = load_pretrained(model, dtype)
     # Cast before moving, so a half-precision model never sits on the device in float32.
     pipe = to_guided(stock, dtype).to(device)
     pipe.set_progress_bar_config(disable=quiet)
@@ -161,10 +186,9 @@ def is_flux(pipe) -> bool:
     return isinstance(pipe, FluxPipeline)
 
 
-def size_multiple(pipe) -> int:
-    """What height and width must be multiples of: the VAE's downsampling, times the
-    transformer's patch on SD3 and the 2x2 packing on Flux (whose pipeline would otherwise
-    resize the image with a warning, not refuse)."""
+def grid_cell(pipe) -> int:
+    """Pixels per cell of the latent (UNet) or patch (MMDiT) grid: the VAE's downsampling,
+    times the transformer's patch on SD3 and the 2x2 packing on Flux."""
     if is_flux(pipe):
         return pipe.vae_scale_factor * 2
     if hasattr(pipe, "transformer"):
@@ -172,9 +196,17 @@ def size_multiple(pipe) -> int:
     return pipe.vae_scale_factor
 
 
+def size_multiple(pipe) -> int:
+    """What height and width must be multiples of: a whole grid cell (Flux's pipeline would
+    otherwise resize the image with a warning, not refuse), and 8 on SD and SDXL, whose
+    pipelines refuse other sizes whatever the VAE (the embedded model's downsamples by 2)."""
+    cell = grid_cell(pipe)
+    return cell if hasattr(pipe, "transformer") else math.lcm(cell, 8)
+
+
 def map_grid(pipe, height: int, width: int) -> tuple[int, int]:
     """The latent (UNet) or patch grid (MMDiT) of an image of ``height`` x ``width``."""
-    side = size_multiple(pipe)
+    side = grid_cell(pipe)
     return height // side, width // side
 
 

@@ -134,7 +134,12 @@ def _load_jsonl(path: Path) -> list[PromptItem]:
     items, seen = [], {}
     for number, row in _json_rows(path):
         item_id = row.get("id", f"{stem}-{number}")
-        if not isinstance(item_id, str) or not SAFE_ID.fullmatch(item_id):
+        if not isinstance(item_id, str):
+            raise ValueError(
+                f"{path}, line {number}: id {item_id!r} is not a string; write it as one "
+                f'("id": "{item_id}"), or drop the id to get \'<file stem>-<line number>\'.'
+            )
+        if not SAFE_ID.fullmatch(item_id):
             raise ValueError(
                 f"{path}, line {number}: id {item_id!r} is not filesystem-safe; use letters, digits "
                 "and . _ ~ + - (or drop the id to get '<file stem>-<line number>')."

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..atomic_io import write_json_atomic
-from .run_record import jsonable, previous_metrics
+from .run_record import RUN_FILE, jsonable, previous_metrics
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -109,6 +109,21 @@ def changed_settings(stored: dict | None, current: dict) -> dict[str, tuple]:
     }
 
 
+def _refuse_finished_run(output_dir: Path, note: str = "") -> None:
+    """A new run must not overwrite the learned files of a finished one (its record says so)."""
+    try:
+        record = json.loads((Path(output_dir) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or record.get("status") != "finished":
+        return
+    tokens = ", ".join(str(t.get("token")) for t in record.get("tokens") or [] if isinstance(t, dict)) or "its LoRA"
+    raise ValueError(
+        f"{output_dir} holds a finished training run ({record.get('method', 'a method')} for {tokens}; {RUN_FILE})"
+        f"{note}; a new run would overwrite its learned files. Train into a new --output_dir."
+    )
+
+
 def resolve_seed(trainer: Trainer) -> None:
     """Before anything is built: find the checkpoint to resume (``trainer.resume_path``) and
     set the run's seed (``--seed``, else the checkpoint's, else drawn and shared), so that what
@@ -129,6 +144,7 @@ def resolve_seed(trainer: Trainer) -> None:
         if args.seed is not None and args.seed != stored_seed:
             raise ValueError(f"{path} was trained with --seed {stored_seed}; resume with the same seed (or omit it).")
     elif args.resume_from_checkpoint == "latest":
+        _refuse_finished_run(trainer.output_dir, " and no checkpoint to resume")
         acc.print(f"No checkpoint in {trainer.output_dir}; starting a new run.")
     else:
         # A new run here would prune the earlier run's checkpoints (or its own, if those are
@@ -148,6 +164,7 @@ def resolve_seed(trainer: Trainer) -> None:
                 "tool's, or a save that was cut off. This run would overwrite or prune them; move them away or "
                 "train into a new --output_dir."
             )
+        _refuse_finished_run(trainer.output_dir)
     if args.seed is not None:
         trainer.seed = args.seed
     elif stored_seed is not None:

@@ -47,14 +47,14 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("method", choices=sorted(METHODS), help="training method")
     p.add_argument("method_args", nargs=argparse.REMAINDER, help="the method's options (see train METHOD --help)")
-    p.set_defaults(run=run_train)
+    p.set_defaults(run=run_train, train_prog=p.prog)  # "contrastive-diffusers train", or as invoked (cdiff)
     return p
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Forward to the method's ``main``; returns its exit code (0 after ``--help``)."""
     module = importlib.import_module(f"{__package__}.{METHODS[args.method]}")
-    prog = f"{getattr(args, 'prog', 'contrastive-diffusers')} train {args.method}"
+    prog = f"{getattr(args, 'train_prog', 'contrastive-diffusers train')} {args.method}"
     try:
         return module.main(list(args.method_args), prog=prog)
     except SystemExit as exit_:  # --help and usage errors of the method's parser

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
+from ..atomic_io import remove_empty_folders, unwritable_folder_problem
 from .checkpoints import checkpoint_path, resolve_seed, resume, save_checkpoint
 from .data import DataStream
 from .interrupt import StopRequests, TrainingInterrupted
@@ -57,11 +59,23 @@ def train(args: argparse.Namespace, method: TrainingMethod, on_step: StepCallbac
     trainer = Trainer(args, method)
     trainer.setup_accelerator()
     acc = trainer.accelerator
+    made = [p for p in (trainer.output_dir, *trainer.output_dir.parents) if not p.exists()]  # deepest first
+    problem = None
     if acc.is_main_process:
-        trainer.output_dir.mkdir(parents=True, exist_ok=True)
-    acc.wait_for_everyone()
-    resolve_seed(trainer)  # before load(), which builds what is drawn from the seed
-    trainer.load()
+        problem = unwritable_folder_problem(trainer.output_dir)
+        if not problem:
+            trainer.output_dir.mkdir(parents=True, exist_ok=True)
+    (problem,) = broadcast_object_list([problem])  # every process stops with the main one's message
+    if problem:
+        raise ValueError(f"cannot write to --output_dir {trainer.output_dir}: {problem}")
+    try:
+        resolve_seed(trainer)  # before load(), which builds what is drawn from the seed
+        trainer.load()
+    except BaseException:
+        if acc.is_main_process:  # refused data or settings leave no empty folder behind
+            for folder in made:
+                remove_empty_folders(folder)
+        raise
     try:
         method.setup(trainer)
         return _run(trainer, on_step)
