@@ -11,14 +11,13 @@ from ..distributed import is_main_launched_process, launched_processes
 from ..models.names import DEFAULT_CLIP_MODEL
 from .common import (
     EXIT_FAILURES,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
     add_run_arguments,
     check_writable,
     default_output_dir,
     device_name,
-    interrupted_message,
+    interrupted,
     normalize_run_args,
     output_folder,
     positive_int,
@@ -153,11 +152,6 @@ def _optional_model(name: str | None):
     return None if name is None or name.lower() == "none" else name
 
 
-def _interrupted(what: str, output_dir, given: bool = True) -> int:
-    print(interrupted_message(what, output_dir, given), file=sys.stderr)
-    return EXIT_INTERRUPTED
-
-
 def run_bench(args: argparse.Namespace) -> int:
     from ..eval.bench import BenchConfig, run_benchmark
 
@@ -204,7 +198,7 @@ def run_bench(args: argparse.Namespace) -> int:
                   f"the folder holds {len(result.records)} record(s)")
         return _outcome(result, config.output_dir)
     except KeyboardInterrupt:
-        return _interrupted("finished images and metrics", output_dir, given=args.output_dir is not None)
+        return interrupted("finished images and metrics", output_dir, given=args.output_dir is not None)
     except ValueError as err:  # BenchInputError, LoadError: named problem and fix
         raise CliError(str(err)) from None
 
@@ -222,7 +216,7 @@ def run_score(args: argparse.Namespace) -> int:
                            device=args.device, progress=not args.quiet, report_max_prompts=args.report_max_prompts,
                            baseline=args.baseline, judges=judges, judge_options=judge_options)
     except KeyboardInterrupt:
-        return _interrupted("the metrics written so far", args.run_dir)
+        return interrupted("the metrics written so far", args.run_dir)
     except ValueError as err:
         raise CliError(str(err)) from None
     return _outcome(result, args.run_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -56,11 +57,12 @@ def check_writable(folder, flag: str = "--output-dir") -> None:
         raise CliError(f"cannot write to {flag} {folder}: {problem}")
 
 
-def interrupted_message(what: str, output_dir, given: bool) -> str:
-    """What a stopped command keeps and how to go on: with the folder it chose named, since
-    the same command again would choose a new one."""
+def interrupted(what: str, output_dir, given: bool = True) -> int:
+    """Say what a stopped command keeps and how to go on (naming the folder it chose, since the
+    same command again would choose a new one); the exit code."""
     again = "run the same command again" if given else f"run the same command with --output-dir {output_dir}"
-    return f"interrupted: {what} are kept in {output_dir}; {again} to go on"
+    print(f"interrupted: {what} are kept in {output_dir}; {again} to go on", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 # ============================================================================ argument types

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .common import (EXIT_INTERRUPTED, EXIT_OK, CliError, check_writable, default_output_dir, device_name,
-                     int_list, interrupted_message, output_folder, positive_int)
+from .common import (EXIT_OK, CliError, check_writable, default_output_dir, device_name,
+                     int_list, interrupted, output_folder, positive_int)
 
 TUNE_EPILOG = """\
 what it does:
@@ -101,9 +100,7 @@ def run_tune(args: argparse.Namespace) -> int:
         )
         result = run_tuning(config)
     except KeyboardInterrupt:
-        print(interrupted_message("the images made so far", output_dir, given=args.output_dir is not None),
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted("the images made so far", output_dir, given=args.output_dir is not None)
     except ValueError as err:
         raise CliError(str(err)) from None
     if not args.quiet:

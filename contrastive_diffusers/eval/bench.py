@@ -271,11 +271,12 @@ def score_run(
     rewrite its reports; ``judges`` / ``judge_options`` / ``baseline`` as in :class:`BenchConfig`. Images that
     cannot be read become failed records, listed in the reports; nothing is generated."""
     run_dir = Path(run_dir)
-    if not (run_dir / BENCH_FILE).exists():
+    # bench.json first: Ledger.load would call another command's folder one bench cannot reuse
+    ledger = Ledger.load(run_dir) if (run_dir / BENCH_FILE).exists() else None
+    if ledger is None or not ledger.exists:
         raise BenchInputError(
             f"{run_dir} is not a benchmark folder (no {BENCH_FILE}); pass the output folder of a `bench` run."
         )
-    ledger = Ledger.load(run_dir)
     baseline = check_baseline(baseline, ledger.data["methods"])
     if clip_model is None:
         raise BenchInputError("score_run needs a CLIP model (a hub id, a folder or 'tiny-clip').")
