@@ -163,3 +163,119 @@ def test_bench_config_and_cli_arguments(tmp_path):
                               "--vqa-model", "v", "--judge-clip-model", "c"])
     assert judge_arguments(args) == (["t2i-compbench", "geneval"], {"vqa_model": "v", "detector": None,
                                                                     "clip_model": "c"})
+
+
+def test_judge_metrics_stay_when_the_clip_metrics_are_hidden(folder, tiny_clip_dir):
+    """A folder scored with one CLIP and judged, then judged again with no CLIP (`bench
+    --clip-model none --judge ...`): the other CLIP's metrics are hidden, the judge's are not."""
+    from contrastive_diffusers.eval import ClipScorer
+    from contrastive_diffusers.eval.run_folder import Ledger, gather
+
+    run_dir, paths = folder
+    scorer, key = ClipScorer.from_pretrained(tiny_clip_dir, device="cpu"), {"clip": "tiny", "captioner": None}
+    score_stage(run_dir, paths, scorer, None, key, False, _progress, [RednessJudge()])
+    assert score_stage(run_dir, paths, None, None, KEY, False, _progress, [RednessJudge(threshold=0.1)]) == 3
+    ledger = Ledger(run_dir, {"fingerprint": {}, "methods": {"none": None}, "prompts": {"p": "a red square"},
+                              "categories": {"p": "color"}, "seeds": [0, 1, 2], "runs": []})
+    records = gather(run_dir, ledger, {("none", "p", s) for s in range(3)}, KEY)
+    assert [r["metrics"] for r in records] == [{"redness": pytest.approx(v)} for v in (0.2, 0.6, 1.0)]
+    assert all(r["scored_by"] == key for r in records)
+    assert summarize(records)["metrics"] == ["redness"]
+
+
+@pytest.mark.parametrize("text", ['{"method": "none", "status": "ok"', "[]", "{}", '{"status": "ok"}', "3"])
+def test_a_damaged_record_is_redone_and_named(folder, text):
+    from contrastive_diffusers.eval.run_folder import Ledger, gather
+
+    run_dir, paths = folder
+    paths[1].write_text(text)
+    assert read_record(paths[1]) is None
+    assert score_stage(run_dir, paths, None, None, KEY, False, _progress, []) == 0  # not read as an image to score
+    ledger = Ledger(run_dir, {"fingerprint": {}, "methods": {"none": None}, "prompts": {"p": "a red square"},
+                              "categories": {"p": "color"}, "seeds": [0, 1, 2], "runs": []})
+    record = gather(run_dir, ledger, {("none", "p", s) for s in range(3)}, KEY)[1]
+    assert record["status"] == "failed" and record["error"].startswith("unreadable record none/p/1.json")
+
+
+def _geneval_judge():
+    """GenEvalJudge's table and row checks without its models (they read only these attributes)."""
+    from contrastive_diffusers.eval.judges.geneval import GenEvalJudge
+    from contrastive_diffusers.eval.judges.geneval_rules import GenEvalSettings
+
+    judge = GenEvalJudge.__new__(GenEvalJudge)
+    judge.rules, judge.detector_name, judge.clip_name = GenEvalSettings(), "detector", "clip"
+    return judge
+
+
+def test_geneval_overall_is_left_out_for_a_method_missing_tasks():
+    """GenEval's overall averages the same tasks for every model: CONFORM, not applicable to
+    single objects, gets none, and every method the mean over the tasks all have."""
+    def record(method, prompt, tag, correct):
+        metrics = None if correct is None else {"geneval_correct": float(correct)}
+        return {"method": method, "prompt_id": prompt, "judge_metadata": {"tag": tag, "include": []},
+                "metrics": metrics}
+
+    verdicts = {"single_object": [1, 1], "two_object": [1, 0], "position": [0, 0]}
+    records = [record("none", f"{tag}-{k}", tag, v) for tag, vs in verdicts.items() for k, v in enumerate(vs)]
+    records += [record("conform", f"single_object-{k}", "single_object", None) for k in range(2)]
+    records += [record("conform", f"two_object-{k}", "two_object", v) for k, v in enumerate([1, 1])]
+    records += [record("conform", f"position-{k}", "position", v) for k, v in enumerate([1, 0])]
+    table = _geneval_judge().summarize(records)
+    assert table["columns"][:6] == ["method", "overall", "overall, shared tasks", "single_object", "two_object",
+                                    "position"]
+    none, conform = table["rows"]
+    assert none[:6] == ["none", pytest.approx((1 + 0.5 + 0) / 3), pytest.approx((0.5 + 0) / 2), 1.0, 0.5, 0.0]
+    assert conform[:6] == ["conform", None, pytest.approx((1 + 0.5) / 2), None, 1.0, 0.5]
+    assert "conform: single_object" in table["notes"][-1] and "averages two_object, position" in table["notes"][-1]
+    # every method with every task: GenEval's overall alone, as summary_scores prints it
+    table = _geneval_judge().summarize([r for r in records if r["method"] == "none"])
+    assert table["columns"][:3] == ["method", "overall", "single_object"] and len(table["notes"]) == 2
+
+
+def test_geneval_rows_are_checked_before_drawing(tmp_path, tiny_clip_dir):
+    from contrastive_diffusers.eval import PromptItem
+    from contrastive_diffusers.eval.bench import run_benchmark
+
+    judge = _geneval_judge()
+    good = {"tag": "position", "include": [{"class": "car", "count": 1},
+                                           {"class": "bench", "count": 1, "position": ["left of", 0]}]}
+    assert judge.input_problem(good) is None and judge.input_problem(None) is None
+    assert judge.input_problem({"prompt": "no row"}) is None  # not GenEval's: skipped when judged
+    bad = {**good, "include": [good["include"][0], {**good["include"][1], "position": ["left of", 1]}]}
+    assert "index of an earlier include row" in judge.input_problem(bad)
+
+    class RowChecker(RednessJudge):
+        input_problem = judge.input_problem
+
+    items = [PromptItem("ok", "a car and a bench", "position", None, good),
+             PromptItem("broken", "a bench left of a car", "position", None, bad)]
+    config = BenchConfig(output_dir=tmp_path / "run", model="tiny-sd1", methods=["none"], prompt_set=items,
+                         seeds=[0], steps=2, height=64, width=64, progress=False, clip_model=None,
+                         judges=[RowChecker()])
+    with pytest.raises(BenchInputError, match=r"prompt 'broken' \('a bench left of a car'\): GenEval include row 1 "
+                                               r"has position \['left of', 1\].*fix it in the prompt file"):
+        run_benchmark(config)
+    assert not list((tmp_path / "run").glob("none/*/*.png"))  # refused before the first image
+
+
+def test_a_resumed_run_rejudges_prompts_whose_category_or_row_changed(tmp_path):
+    from contrastive_diffusers.eval import PromptItem
+    from contrastive_diffusers.eval.bench import run_benchmark
+
+    def bench(items, judge):
+        return run_benchmark(BenchConfig(
+            output_dir=tmp_path / "run", model="tiny-sd1", methods=["none"], prompt_set=items, seeds=[0],
+            steps=2, height=64, width=64, progress=False, clip_model=None, judges=[judge]))
+
+    items = [PromptItem("a", "a red car", "color", None, {"note": 1}), PromptItem("b", "a blue bench", "color")]
+    first = RednessJudge()
+    assert bench(items, first).generated == 2 and first.calls == 1
+    same = RednessJudge()
+    assert bench(items, same).scored == 0 and same.calls == 0  # nothing changed: nothing judged again
+    changed = [PromptItem("a", "a red car", "color", None, {"note": 2}), PromptItem("b", "a blue bench", "texture")]
+    again = RednessJudge()
+    result = bench(changed, again)
+    assert result.generated == 0 and result.scored == 2 and again.calls == 1
+    records = {r["prompt_id"]: r for r in result.records}
+    assert records["a"]["judge_metadata"] == {"note": 2} and records["b"]["category"] == "texture"
+    assert all(r["metrics"]["redness"] is not None for r in records.values())

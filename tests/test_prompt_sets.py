@@ -251,6 +251,36 @@ def test_text_files_drop_invisible_characters(tmp_path):
     assert [i.prompt for i in load_prompt_file(path)] == ["a cat", "a red car"]
 
 
+def test_text_files_with_old_mac_line_ends_and_no_break_spaces(tmp_path):
+    # a lone "\r" ends a line as editors show it; a no-break space at an end is no part of the prompt
+    path = tmp_path / "mac.txt"
+    path.write_bytes("a red car\ra blue bench\u00a0\r\r\u00a0a green dog\r".encode())
+    items = load_prompt_file(path)
+    assert [(i.id, i.prompt) for i in items] == [("mac-1", "a red car"), ("mac-2", "a blue bench"),
+                                                 ("mac-4", "a green dog")]
+
+
+@pytest.mark.parametrize("name, category", [
+    ("color_val.txt", "color"), ("color_val_seen.txt", "color"), ("shape_val_unseen.txt", "shape"),
+    ("texture_train.txt", "texture"), ("non_spatial.txt", "non_spatial"), ("non_spatial_val.txt", "non_spatial"),
+    ("3d_spatial.txt", "3d_spatial"), ("spatial_val.txt", "spatial"), ("complex_val_spatial.txt", "complex"),
+    ("complex_train_spatialaction.txt", "complex"), ("complex_val_action.txt", "complex"),
+    ("numeracy_val.txt", "numeracy"),
+])
+def test_t2i_compbench_file_names_give_their_category(tmp_path, name, category):
+    """Every name of T2I-CompBench's examples/dataset: the category picks the judge's metric."""
+    from contrastive_diffusers.eval.judges.t2i_compbench import CATEGORY_METRIC
+
+    path = write(tmp_path, name, "a red car and a blue bench\n")
+    assert load_prompt_file(path)[0].category == category in CATEGORY_METRIC
+    assert load_prompt_file(path, format="t2i_compbench")[0].category == category
+
+
+@pytest.mark.parametrize("name", ["colors.txt", "my_color_val.txt", "new_objects.txt", "prompts_val.txt"])
+def test_other_text_names_are_plain_text(tmp_path, name):
+    assert load_prompt_file(write(tmp_path, name, "a red car\n"))[0].category is None
+
+
 # --- load_prompt_set ----------------------------------------------------------------------------
 
 

@@ -77,9 +77,20 @@ def test_both_layouts_load(tmp_path):
         (lambda d: (_reversion(d), (d / "metadata.jsonl").write_text("")), "both"),
         (
             lambda d: (_images(d), (d / "text.json").write_text('{"0.png": ["a {}"], "5.png": ["b {}"]}')),
-            "5.png, not found",
+            "5.png: not found",
         ),
         (lambda d: (_images(d), (d / "text.json").write_text('{"0.png": ["a {}"]}')), "1.png in .* have no caption"),
+        (
+            lambda d: (_images(d), (d / "sub").mkdir(), Image.new("RGB", (8, 8)).save(d / "sub" / "2.png"),
+                       (d / "metadata.jsonl").write_text(
+                           "".join(f'{{"file_name": "{n}", "text": "a <c>"}}\n' for n in ("0.png", "1.png", "sub/2.png")))),
+            "sub/2.png: only images directly in .* not sub-folders",
+        ),
+        (
+            lambda d: (_images(d), Image.new("RGB", (8, 8)).save(d / "2.tiff"), (d / "text.json").write_text(
+                '{"0.png": ["a {}"], "1.png": ["a {}"], "2.tiff": ["a {}"]}')),
+            r"2.tiff: .tiff is not a format read for training \(.png, .jpg, .jpeg, .webp, .bmp\); convert",
+        ),
         (
             lambda d: (_images(d), (d / "metadata.jsonl").write_text('{"file_name": "0.png"}\n')),
             'needs "file_name" and "text"',
@@ -144,6 +155,32 @@ def test_image_loading_is_seeded_by_position(tmp_path):
     assert torch.equal(never.load(0, 1, 7)["pixel_values"].flip(-1), always.load(0, 1, 7)["pixel_values"])
     captions = {data.load(0, 1, p)["caption"] for p in range(40)}
     assert captions == {"a <R>", "b <R>", "c <R>"}
+
+
+def test_images_load_as_displayed(tmp_path):
+    """A phone photo's EXIF orientation is applied (as diffusers' load_image and DreamBooth's
+    script do), and 16-bit greyscale is scaled to 8 bits, not clipped to white."""
+    stored = np.zeros((64, 32, 3), dtype=np.uint8)
+    stored[:32] = 255  # stored 32 wide, 64 high: white top half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    folder = tmp_path / "d"
+    folder.mkdir()
+    Image.fromarray(stored).save(folder / "0.png", exif=exif)
+    grey = np.array([[0, 257 * 128, 65535, 257 * 64 + 100]], dtype=np.uint16).repeat(8, 0).repeat(2, 1)
+    Image.fromarray(grey).save(folder / "1.png")  # mode I;16
+    (folder / "text.json").write_text('{"0.png": ["a {}"], "1.png": ["a {}"]}')
+    data = ImageCaptions(fill_placeholders(load_examples(folder), ["<R>"]), 32, squash=True)
+    photo = data.load(0, seed=1, position=0)
+    assert photo["original_size"] == (32, 64)  # (height, width) as displayed
+    displayed = np.rot90(stored, k=-1)  # clockwise: the white top half becomes the right half
+    expected = to_pixels(Image.fromarray(np.ascontiguousarray(displayed)).resize((32, 32), resample=Image.BICUBIC))
+    assert torch.equal(photo["pixel_values"], expected) and photo["pixel_values"][:, :, -4:].min() == 1.0
+    levels = np.rint(grey[0, ::2] / 257).astype(np.uint8)  # 0, 128, 255, 64
+    assert levels.tolist() == [0, 128, 255, 64]
+    expected = to_pixels(Image.fromarray(np.repeat(levels.repeat(2)[None, :, None], 8, 0).repeat(3, 2))
+                         .resize((32, 32), resample=Image.BICUBIC))
+    assert torch.equal(data.load(1, seed=1, position=0)["pixel_values"], expected)
 
 
 def test_squashed_images_keep_the_whole_picture(tmp_path):

@@ -45,7 +45,7 @@ from ..models.names import EMBEDDED_CLIP, TINY_CLIP, TINY_MODELS, default_clip_m
 from ..prompts import PromptItem
 from ..records import versions
 from .bench_config import AUTO, BenchConfig, BenchResult
-from .bench_generate import generate_stage
+from .bench_generate import generate_stage, judge_metadata
 from .bench_score import score_stage
 from .bench_setup import (
     check_baseline,
@@ -204,6 +204,7 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     setup = setup_run(config)
     state, ledger, run_dir = setup.state, setup.ledger, config.output_dir
     judges = _load_judges(config.judges, config.judge_options, setup.run_info["device"])
+    _check_judge_input(judges, setup.items)
     setup.run_info["judges"] = {judge.name: judge.settings() for judge in judges}
     progress = _progress_factory(config.progress, state)
     if state.is_main_process:
@@ -243,6 +244,18 @@ def _load_judges(names, options: dict, device: str) -> list:
         return load_judges(names, options, device)
     except OSError as err:
         raise BenchInputError(str(err)) from None
+
+
+def _check_judge_input(judges, items) -> None:
+    """A prompt whose evaluation row a judge cannot read is refused before the first image, not
+    after the last one is drawn."""
+    for judge in judges:
+        for item in items:
+            problem = judge.input_problem(judge_metadata(item.prompt))
+            if problem:
+                raise BenchInputError(
+                    f"prompt {item.prompt.id!r} ({item.prompt.prompt!r}): {problem} The {judge.name} judge reads "
+                    "this row; fix it in the prompt file, or leave --judge out.")
 
 
 def _loadable(clip_name) -> str | None:

@@ -7,18 +7,24 @@ import sys
 from pathlib import Path
 
 from ..atomic_io import write_json_atomic
+from ..prompts import PromptItem
+from ..records import jsonable
 from ..runs import make_images
 from .bench_setup import BenchItem, BenchSetup
 from .run_folder import new_record, read_record, record_path
 from .summary import NOT_APPLICABLE
 
 
+def judge_metadata(prompt: PromptItem) -> dict | None:
+    """What a benchmark's judge reads besides the prompt (GenEval: tag, include, exclude)."""
+    return {k: v for k, v in prompt.metadata.items() if k != "spec"} or None
+
+
 def _record_for(name: str, item: BenchItem, seed: int) -> dict:
     p = item.prompt
     record = new_record(name, p.id, p.prompt, p.category, seed, item.words, item.contrast)
     record["spec"] = p.metadata.get("spec")  # ShapesWorld: what the oracle checks
-    # what a benchmark's judge reads besides the prompt (GenEval: tag, include, exclude)
-    record["judge_metadata"] = {k: v for k, v in p.metadata.items() if k != "spec"} or None
+    record["judge_metadata"] = judge_metadata(p)
     return record
 
 
@@ -90,9 +96,19 @@ def _still_valid(run_dir: Path, record: dict | None, name: str, item: BenchItem)
 
 
 def _refresh(path: Path, record: dict, item: BenchItem) -> None:
-    """Bring a kept record's scoring inputs up to date; changed inputs mean new metrics."""
+    """Bring a kept record's scoring inputs up to date; changed inputs mean new metrics (a
+    changed category or evaluation row, new judge verdicts too: T2I-CompBench picks its metric
+    by category, GenEval reads the row)."""
+    changed = False
     if record.get("token_groups") != item.words or record.get("contrast_captions") != item.contrast:
         record.update(token_groups=item.words, contrast_captions=item.contrast, metrics=None)
+        changed = True
+    # as written to the record (tuples as lists), so an unchanged row compares equal
+    judged_on = jsonable({"category": item.prompt.category, "judge_metadata": judge_metadata(item.prompt)})
+    if any(record.get(key) != value for key, value in judged_on.items()):
+        record.update(judged_on, judges=None, metrics=None)
+        changed = True
+    if changed:
         write_json_atomic(path, record)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..atomic_io import write_json_atomic
 from ..shapes.oracle import check
 from .metrics import image_metrics
-from .run_folder import read_record
+from .run_folder import judge_metrics, read_record
 
 
 def _open_image(path: Path):
@@ -42,7 +42,7 @@ def _needs_judge(record: dict, judge, force: bool) -> bool:
 
 def _with_judge_metrics(record: dict) -> dict | None:
     """The record's metrics with every judge's metrics merged in (a CLIP re-score replaces them)."""
-    judged = {k: v for result in (record.get("judges") or {}).values() for k, v in result["metrics"].items()}
+    judged = judge_metrics(record)
     if record.get("metrics") is None and not judged:
         return None
     return {**(record.get("metrics") or {}), **judged}

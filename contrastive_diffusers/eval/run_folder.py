@@ -28,14 +28,25 @@ def record_path(run_dir: Path, method: str, prompt_id: str, seed: int) -> Path:
 
 
 def read_record(path: Path) -> dict | None:
-    """The record at ``path``, or None when there is none (or it is not valid JSON: a
-    hand-edited file is redone rather than stopping the run)."""
+    """The record at ``path``, or None when there is none (or it is not valid JSON, or not an
+    object with a record's keys: a hand-edited file is redone rather than stopping the run)."""
     try:
-        return read_json(path)
-    except FileNotFoundError:
+        record = read_json(path)
+    except (FileNotFoundError, ValueError):
         return None
-    except ValueError:
+    if not isinstance(record, dict) or not _RECORD_KEYS <= record.keys():
         return None
+    return record
+
+
+#: The keys every record has from :func:`new_record` on.
+_RECORD_KEYS = frozenset(["method", "prompt_id", "prompt", "seed", "status"])
+
+
+def judge_metrics(record: dict) -> dict:
+    """The per-image metrics of every judge that scored the record (``record["judges"]``):
+    they do not depend on the CLIP model that scored the rest of ``record["metrics"]``."""
+    return {k: v for result in (record.get("judges") or {}).values() for k, v in result["metrics"].items()}
 
 
 def new_record(method: str, prompt_id: str, prompt: str, category, seed: int, token_groups=None,
@@ -194,18 +205,22 @@ class Ledger:
 def gather(run_dir: Path, ledger: Ledger, requested: set, scorer_key: dict | None) -> list[dict]:
     """Every record of the folder, in report order: the images this run asked for (a missing
     one becomes a failed record) and those earlier runs made. Metrics from another scorer than
-    ``scorer_key`` are hidden (``metrics`` None, ``scored_by`` kept) so that one report never
-    mixes two CLIP models."""
+    ``scorer_key`` are hidden (``scored_by`` kept) so that one report never mixes two CLIP
+    models; the judges' metrics stay (``metrics`` None when there are none)."""
     records = []
     for method, prompt_id, seed in ledger.all_jobs():
-        record = read_record(record_path(run_dir, method, prompt_id, seed))
+        path = record_path(run_dir, method, prompt_id, seed)
+        record = read_record(path)
         if record is None:
             if (method, prompt_id, seed) not in requested:
                 continue  # never asked for (another run's method at this run's new seed, say)
             record = new_record(method, prompt_id, ledger.data["prompts"][prompt_id],
                                 ledger.data["categories"].get(prompt_id), seed)
-            record["error"] = "no record: the process that owned this image stopped before making it; re-run to finish"
+            record["error"] = (
+                f"unreadable record {path.relative_to(run_dir).as_posix()} (not a record's JSON: edited or damaged); "
+                "re-run to redo the image" if path.exists() else
+                "no record: the process that owned this image stopped before making it; re-run to finish")
         elif record.get("metrics") is not None and record.get("scorer") != scorer_key:
-            record = {**record, "metrics": None, "scored_by": record.get("scorer")}
+            record = {**record, "metrics": judge_metrics(record) or None, "scored_by": record.get("scorer")}
         records.append(record)
     return records

@@ -19,6 +19,14 @@ _AE_PATTERN = re.compile(r"an? (\w+(?: \w+)?) (?:and|with) an? (\w+(?: \w+)?)")
 
 #: Byte-order marks (inside concatenated files) and zero-width characters, stripped from line ends.
 _INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060"
+_LINE_ENDS = re.compile(r"^[\s" + _INVISIBLE + r"]+|[\s" + _INVISIBLE + r"]+$")
+#: T2I-CompBench's file names (examples/dataset): "<category>[_train|_val][_seen|_unseen]" and the
+#: complex category's parts ("complex_val_spatial"); the category decides the judge's metric.
+_T2I_COMPBENCH_NAME = re.compile(
+    r"(?P<category>3d_spatial|non_spatial|color|shape|texture|spatial|numeracy|complex)"
+    r"(?:_(?:train|val))?(?:_(?:seen|unseen|action|spatial|spatialaction))?",
+    re.IGNORECASE,
+)
 
 
 def _stem_id(path: Path) -> str:
@@ -41,8 +49,9 @@ def _read_lines(path: Path) -> list[str]:
         raise ValueError(
             f"{path}, line {line}: not UTF-8 text ({err.reason}); re-save the file as UTF-8."
         ) from None
-    # split("\n"), not splitlines(): line numbers must match what an editor shows.
-    return [line.rstrip("\r") for line in text.split("\n")]
+    # Not splitlines(): line numbers must match what an editor shows, which breaks lines at
+    # "\r\n", "\n" and a lone "\r" (old Mac files) but not at form feeds or U+2028.
+    return re.split(r"\r\n|\r|\n", text)
 
 
 def _no_prompts(path: Path, what: str) -> ValueError:
@@ -51,18 +60,23 @@ def _no_prompts(path: Path, what: str) -> ValueError:
 
 def _load_text(path: Path, category_from_stem: bool) -> list[PromptItem]:
     stem = _stem_id(path)
-    category = None
-    if category_from_stem:
-        category = path.stem[: -len("_val")] if path.stem.endswith("_val") else path.stem
+    category = _t2i_compbench_category(path) if category_from_stem else None
     items = []
     for number, line in enumerate(_read_lines(path), start=1):
-        prompt = line.strip(_INVISIBLE + " \t\r\n\f\v")
+        prompt = _LINE_ENDS.sub("", line)  # any Unicode space (a no-break space too) and invisibles
         if not prompt or prompt.startswith("#"):
             continue
         items.append(PromptItem(f"{stem}-{number}", prompt, category))
     if not items:
         raise _no_prompts(path, "every line is blank or a '#' comment; the format is one prompt per line")
     return items
+
+
+def _t2i_compbench_category(path: Path) -> str:
+    match = _T2I_COMPBENCH_NAME.fullmatch(path.stem)
+    if match:
+        return match.group("category").lower()
+    return path.stem[: -len("_val")] if path.stem.endswith("_val") else path.stem
 
 
 def _json_rows(path: Path):
@@ -273,7 +287,7 @@ def _auto_format(path: Path) -> str:
         return "jsonl"
     if suffix == ".tsv":
         return "parti"
-    if name.endswith("_val.txt"):
+    if suffix == ".txt" and _T2I_COMPBENCH_NAME.fullmatch(path.stem):
         return "t2i_compbench"
     if suffix == ".txt":
         return "text"
@@ -283,7 +297,7 @@ def _auto_format(path: Path) -> str:
     raise ValueError(
         f"{path}: cannot tell the format from the file name (extension {path.suffix!r}){hint}; name it "
         ".txt (one prompt per line), .jsonl (JSON rows with \"prompt\"), .tsv (PartiPrompts), .json "
-        "(Attend-and-Excite's subsets) or *_val.txt (T2I-CompBench), or in Python pass format= one of "
+        "(Attend-and-Excite's subsets) or T2I-CompBench's names (color_val.txt, ...), or in Python pass format= one of "
         f"{', '.join(PROMPT_FILE_FORMATS[1:])}."
     )
 
@@ -302,13 +316,15 @@ def load_prompt_file(path, format: str = "auto") -> list[PromptItem]:
     """Read a prompt file into :class:`PromptItem` s.
 
     Formats: ``"text"`` (one prompt per line; blank and ``#`` lines skipped; ids
-    ``"<stem>-<line>"``), ``"t2i_compbench"`` (as text; category = file stem without
-    ``"_val"``), ``"geneval"`` (``evaluation_metadata.jsonl``: category = ``tag``, metadata =
+    ``"<stem>-<line>"``), ``"t2i_compbench"`` (as text; category = the category its
+    published file name starts with: ``color_val_seen.txt`` -> ``"color"``,
+    ``complex_val_spatial.txt`` -> ``"complex"``; another name: the stem without ``"_val"``), ``"geneval"`` (``evaluation_metadata.jsonl``: category = ``tag``, metadata =
     the row), ``"parti"`` (TSV with a ``Prompt`` header column; category = ``Category``, other
     columns in metadata), ``"attend_and_excite"`` (JSON object: subset name -> prompts),
     ``"jsonl"`` (rows with ``"prompt"`` and optional ``"id"``, ``"category"``,
     ``"token_groups"``, ``"metadata"``; other keys go to metadata). ``"auto"`` picks by name:
-    ``.jsonl`` (GenEval when rows have ``"tag"``), ``.tsv``, ``*_val.txt``, ``.txt``, ``.json``.
+    ``.jsonl`` (GenEval when rows have ``"tag"``), ``.tsv``, T2I-CompBench's ``.txt`` names
+    (``color_val.txt``, ``non_spatial.txt``, ...), ``.txt``, ``.json``.
     Problems raise ``ValueError`` naming the file and line.
     """
     if format not in PROMPT_FILE_FORMATS:

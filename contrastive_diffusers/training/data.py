@@ -59,14 +59,27 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def open_rgb(path: Path):
+    """The image at ``path`` as it is displayed, in RGB: turned by its EXIF orientation (phone
+    photos store it sideways, as diffusers' ``load_image`` and DreamBooth's script read them) and
+    16-bit greyscale scaled to 8 bits (PIL's ``convert`` would clip it to white)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+            levels = np.asarray(image, dtype=np.float64) / 257.0  # 0..65535 -> 0..255
+            image = Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), mode="L")
+        return image.convert("RGB")
+
+
 def _check_image(path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.verify()
-        with Image.open(path) as image:  # verify() leaves the file unusable; decode for real
-            image.convert("RGB").load()
+        open_rgb(path).load()  # verify() leaves the file unusable; decode for real
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise DataError(f"Cannot read the image {path}: {err}. Replace or remove the file.") from err
 
@@ -130,6 +143,18 @@ def _read_reversion(folder: Path) -> dict[str, tuple[str, ...]]:
     return entries
 
 
+def _why_not_read(folder: Path, name: str) -> str:
+    """Why a file the captions name is not among the training images, and the fix."""
+    path = folder / name
+    if len(Path(name).parts) > 1:
+        return (f"only images directly in {folder} are read, not sub-folders; move the images there and "
+                "name them without a folder.")
+    if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return (f"{path.suffix or 'no extension'} is not a format read for training ({', '.join(IMAGE_EXTENSIONS)}); "
+                "convert the image to PNG.")
+    return f"not found among the images in {folder}; fix the names or add the images."
+
+
 def load_examples(train_data_dir, default_templates: Sequence[str] | None = None) -> list[Example]:
     """Read and validate a training folder (see the module docstring); every image is decoded once."""
     folder = Path(train_data_dir)
@@ -152,10 +177,7 @@ def load_examples(train_data_dir, default_templates: Sequence[str] | None = None
         by_name = {p.name: p for p in images}
         missing = [name for name in entries if name not in by_name]
         if missing:
-            raise DataError(
-                f"{folder / source} lists {', '.join(missing[:5])}, not found among the images in {folder}; "
-                "fix the names or add the images."
-            )
+            raise DataError(f"{folder / source} lists {', '.join(missing[:5])}: {_why_not_read(folder, missing[0])}")
         unlisted = [p.name for p in images if p.name not in entries]
         if unlisted:
             raise DataError(
@@ -219,8 +241,7 @@ def open_short_side(path: Path, resolution: int):
     """The RGB image at ``path``, and a copy resized (bicubic) so its short side is ``resolution``."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    image = open_rgb(path)
     scale = resolution / min(image.width, image.height)
     size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
     return image, image.resize(size, resample=Image.BICUBIC)
@@ -233,8 +254,7 @@ def open_squashed(path: Path, resolution: int, center: bool):
     SDXL's crop conditioning counts them)."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    image = open_rgb(path)
     square, origin = image, (0, 0)
     if center:
         side = min(image.width, image.height)

@@ -67,6 +67,11 @@ class Judge(abc.ABC):
         scorer key, so that a changed judge re-scores. Subclasses add their own."""
         return {"name": self.name}
 
+    def input_problem(self, metadata: dict | None) -> str | None:
+        """What is wrong with one prompt's evaluation data (its ``judge_metadata``) for this
+        judge, asked before any image is drawn; None when it is fine or not this judge's."""
+        return None
+
     def empty_result(self, reason: str) -> dict:
         """The result for an image the judge does not apply to."""
         return {"metrics": {m: None for m in self.metric_names}, "details": {"skipped": reason}}

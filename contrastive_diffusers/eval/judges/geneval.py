@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from ...prompts.geneval import GENEVAL_TAGS
 from .base import Judge, judge_table
 from .geneval_colors import DEFAULT_CLIP, ClipColorClassifier
@@ -86,6 +88,15 @@ class GenEvalJudge(Judge):
                 "rules": vars(self.rules), "test_size": list(self.detector.test_size),
                 "background": self.colors.background, "crop": self.colors.crop}
 
+    def input_problem(self, metadata: dict | None) -> str | None:
+        if not isinstance(metadata, dict) or "include" not in metadata:
+            return None  # no GenEval row: such a prompt is skipped, not an error
+        try:
+            validate_metadata(metadata)
+        except ValueError as err:
+            return str(err)
+        return None
+
     def score(self, images: list, records: list[dict]) -> list[dict]:
         if len(images) != len(records):
             raise ValueError(f"GenEvalJudge.score got {len(images)} images for {len(records)} records.")
@@ -122,10 +133,19 @@ class GenEvalJudge(Judge):
                 {"tag": meta["tag"], "correct": bool(value), "prompt_key": record["prompt_id"]})
         tags = [t for t in GENEVAL_TAGS if any(r["tag"] == t for rs in by_method.values() for r in rs)]
         tags += sorted({r["tag"] for rs in by_method.values() for r in rs} - set(tags))
+        summaries = {method: summary_scores(results) for method, results in by_method.items()}
+        # GenEval's overall averages the same tasks for every model. A method with no judged
+        # image in a task (CONFORM is not applicable to single objects) would average fewer
+        # tasks and look better or worse for it: it gets no overall, and every method gets the
+        # mean over the tasks all of them have.
+        missing = {m: [t for t in tags if t not in s["tasks"]] for m, s in summaries.items()}
+        shared = [t for t in tags if all(t in s["tasks"] for s in summaries.values())]
+        partial = any(missing.values())
         rows = []
-        for method, results in by_method.items():
-            summary = summary_scores(results)
-            rows.append([method, summary["overall"]]
+        for method, summary in summaries.items():
+            overall = None if missing[method] else summary["overall"]
+            shared_cell = [float(np.mean([summary["tasks"][t]["score"] for t in shared])) if shared else None]
+            rows.append([method, overall] + (shared_cell if partial else [])
                         + [summary["tasks"][t]["score"] if t in summary["tasks"] else None for t in tags]
                         + [summary["correct_images"], summary["correct_prompts"], summary["total_images"]])
         notes = [
@@ -135,5 +155,12 @@ class GenEvalJudge(Judge):
             f"({self.rules.counting_threshold} for counting), at most {self.rules.max_objects} objects per class, "
             f"position margin {self.rules.position_threshold}.",
         ]
-        return judge_table("GenEval", ["method", "overall", *tags, "correct images", "correct prompts", "images"],
-                           rows, notes)
+        if partial:
+            gaps = "; ".join(f"{m}: {', '.join(ts)}" for m, ts in missing.items() if ts)
+            notes.append(
+                f"No judged image (not applicable or failed) in some tasks ({gaps}): those methods get no overall, "
+                "which would average fewer tasks than the others'; 'overall, shared tasks' averages "
+                + (f"{', '.join(shared)} for every method." if shared else "nothing: no task has images of every method."))
+        columns = ["method", "overall", *(["overall, shared tasks"] if partial else []), *tags,
+                   "correct images", "correct prompts", "images"]
+        return judge_table("GenEval", columns, rows, notes)
