@@ -206,6 +206,17 @@ def test_given_prompt_embeds_are_the_ones_sampled_and_guided(pipes, kind):
         _call(pipe, kind, **kwargs, prompt_embeds=one_row["prompt_embeds"])
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_given_latents_need_one_row_per_image(pipes, kind):
+    """Stock Flux broadcasts one latents row over the images and SD3 fails deep inside; the
+    guided call guides each image by its own maps, so it asks for one row per image."""
+    pipe = pipes[kind]
+    drawn = _call(pipe, kind, num_inference_steps=1)  # latents as the pipeline takes them (Flux: packed)
+    one_row = torch.zeros_like(drawn.images[:1])
+    with pytest.raises(ValueError, match=r"latents holds 1 row\(s\) but the guided call makes 2 images"):
+        _call(pipe, kind, guidance="syngen", token_groups=GROUPS, latents=one_row, num_images_per_prompt=2)
+
+
 @pytest.mark.parametrize("kind, name, options", [
     ("flux", "prompt_2", {}), ("sd3", "prompt_2", {}), ("sd3", "prompt_3", {"text_sequence": "t5"}),
 ])

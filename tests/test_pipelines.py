@@ -843,3 +843,20 @@ def test_guidance_works_under_inference_mode(pipe):
     assert np.array_equal(out.images, expected.images)
     assert [r.loss for r in out.guidance_records] == [r.loss for r in expected.guidance_records]
     assert not np.array_equal(out.images, run(pipe, num_inference_steps=3).images)  # guided, not plain
+
+
+def test_given_latents_are_guided_and_need_one_row_per_image(pipe):
+    """The latents the generator would draw, given as `latents`, make the same guided images;
+    one row for two images is refused before any work (each image is guided by its own maps)."""
+    factor = pipe.vae_scale_factor
+    shape = (2, pipe.unet.config.in_channels, SIZE // factor, SIZE // factor)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))  # what prepare_latents draws
+    kwargs = dict(guidance=SynGen(), num_inference_steps=3)
+    reference = run(pipe, PROMPTS, **kwargs)
+    given = run(pipe, PROMPTS, latents=noise, **kwargs)
+    np.testing.assert_allclose(given.images, reference.images, atol=1e-6)
+    assert given.guidance_records[0].loss == pytest.approx(reference.guidance_records[0].loss, abs=1e-6)
+    with pytest.raises(ValueError, match=r"latents holds 1 row\(s\) but the guided call makes 2 images \(2 prompt"
+                                         r"\(s\) x num_images_per_prompt=1\); pass one row per image \(e.g. "
+                                         r"latents.repeat\(2, 1, 1, 1\)\)"):
+        run(pipe, PROMPTS, latents=noise[:1], **kwargs)

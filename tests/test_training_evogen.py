@@ -240,7 +240,7 @@ def test_margin_objective_starts_at_log2_and_dco_trains(model, pairs, tmp_path):
         rows.append(json.dumps({"file_name": f"{i}.png", "text": "a photo of sks dog"}))
     (images / "metadata.jsonl").write_text("\n".join(rows) + "\n")
     dco = _run(DCO(), model, images, tmp_path / "d", "--max_train_steps", 3, "--learning_rate", 1e-3,
-               "--checkpointing_steps", 100, "--train_text_encoder")
+               "--text_encoder_lr", 1e-3, "--checkpointing_steps", 100, "--train_text_encoder")
     assert dco.metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert dco.metrics[-1]["loss"] != pytest.approx(math.log(2), abs=1e-6)
     pipe = StableDiffusionPipeline.from_pretrained(model)
@@ -256,6 +256,27 @@ def test_margin_objective_starts_at_log2_and_dco_trains(model, pairs, tmp_path):
                                            + rows[1] + "\n")
     with pytest.raises(DataError, match=r"0.png in .* have captions with a '\{\}' slot, which DCO trains as written"):
         _run(DCO(), model, images, tmp_path / "slot", "--max_train_steps", 1)
+
+
+def test_text_encoder_lora_has_its_own_learning_rate(model, tmp_path):
+    """DCO's text-encoder LoRA learns at the authors' 5e-6 beside the UNet's 5e-5 (kyungmnlee/dco
+    customize.py --text_encoder_lr); EvoGen's, without --text_encoder_lr, at --learning_rate."""
+    images = tmp_path / "dog"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(images / "0.png")
+    (images / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "text": "a photo of sks dog"}) + "\n")
+    dco = _run(DCO(), model, images, tmp_path / "d", "--max_train_steps", 2, "--checkpointing_steps", 100,
+               "--train_text_encoder", "--lr_scheduler", "linear")
+    assert [(m["lr"], m["text_encoder_lr"]) for m in dco.metrics] == [
+        pytest.approx((5e-5 / 2, 5e-6 / 2)), pytest.approx((0.0, 0.0))]  # linear decay scales both groups
+    unet_only = _run(DCO(), model, images, tmp_path / "u", "--max_train_steps", 1, "--checkpointing_steps", 100)
+    assert "text_encoder_lr" not in unet_only.metrics[0] and unet_only.metrics[0]["lr"] == pytest.approx(5e-5)
+    args = parse_method_args(EvoGen(), ["--pretrained_model_name_or_path", "m", "--train_data_dir", "d",
+                                        "--train_text_encoder"], "evogen")
+    assert args.text_encoder_lr is None
+    with pytest.raises(SystemExit):
+        parse_method_args(DCO(), ["--pretrained_model_name_or_path", "m", "--train_data_dir", "d",
+                                  "--text_encoder_lr", "0"], "dco")
 
 
 def test_argument_errors(model, pairs, tmp_path):

@@ -184,6 +184,7 @@ class GuidedPipelineMixin:
         )
         prompt_embeds = embeds["prompt_embeds"]
         session.check_embeds_rows(prompt_embeds.shape[0])
+        session.check_latents_rows(prepared["latents"])
         batch = prompt_embeds.shape[0]
         latents = self.prepare_latents(
             batch, self.unet.config.in_channels, passed["height"], passed["width"], prompt_embeds.dtype, device,

@@ -75,6 +75,7 @@ class GuidedJointPipelineMixin(GuidedPipelineMixin):
         embeds, inputs = self._encode_for_guidance(session.prompts, passed, prepared, tensor_inputs, device)
         prompt_embeds = embeds["prompt_embeds"]
         session.check_embeds_rows(prompt_embeds.shape[0])
+        session.check_latents_rows(prepared["latents"])
         latents, extra = self._guidance_latents(prompt_embeds.shape[0], prompt_embeds.dtype, passed, prepared, device)
         inputs = {**inputs, **extra}
         timesteps = self._guidance_timesteps(passed, latents, device)

@@ -146,6 +146,18 @@ class GuidanceSession:
                 "output), or leave them out."
             )
 
+    def check_latents_rows(self, latents) -> None:
+        """Given ``latents`` must hold one row per image: each image is guided by its own maps,
+        so one row is not broadcast over several images (stock Flux would; SD and SD3 fail)."""
+        images = len(self.prompts) * self.images_per_prompt
+        if latents is not None and latents.shape[0] != images:
+            raise ValueError(
+                f"latents holds {latents.shape[0]} row(s) but the guided call makes {images} images "
+                f"({len(self.prompts)} prompt(s) x num_images_per_prompt={self.images_per_prompt}); pass one row "
+                f"per image (e.g. latents.repeat({', '.join([str(images)] + ['1'] * (latents.dim() - 1))})), or leave "
+                "latents out."
+            )
+
     def per_image(self, values: Sequence) -> list:
         """Per-prompt ``values`` repeated for each image (diffusers' prompt-major order)."""
         return [value for value in values for _ in range(self.images_per_prompt)]

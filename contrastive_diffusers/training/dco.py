@@ -45,8 +45,10 @@ class DCO(LoraMethod):
             "gradient_accumulation_steps": 1,
             "max_train_steps": 1000,
             "flip_p": 0.0,
-            "rank": 32,  # the authors' LoRA rank and weight decay (kyungmnlee/dco customize.py)
+            # the authors' LoRA rank, weight decay and text-encoder rate (kyungmnlee/dco customize.py)
+            "rank": 32,
             "adam_weight_decay": 1e-4,
+            "text_encoder_lr": 5e-6,
         }
     )
 

@@ -102,7 +102,9 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
     write_run_record(trainer, status, global_step)
     acc.print(f"{method.name}: steps {global_step + 1}-{args.max_train_steps}, learning rate {trainer.effective_lr:g}"
               + (f" (--learning_rate {args.learning_rate:g} scaled by batch x accumulation x processes; --no_scale_lr "
-                 "uses it as given)" if args.scale_lr else ""))
+                 "uses it as given)" if args.scale_lr else "")
+              + (f", text encoders {args.text_encoder_lr:g}" if getattr(args, "train_text_encoder", False)
+                 and getattr(args, "text_encoder_lr", None) is not None else ""))
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="Steps",
                     disable=not acc.is_local_main_process)
     try:
@@ -112,10 +114,14 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
                 logs = _optimizer_step(trainer, global_step)
                 global_step += 1
                 trainer.global_step = global_step
+                rates = trainer.lr_scheduler.get_last_lr()
                 record = {
                     "step": global_step,
                     **logs,
-                    "lr": float(trainer.lr_scheduler.get_last_lr()[0]),
+                    "lr": float(rates[0]),
+                    # a method's named groups ("text_encoder") log their own rate
+                    **{f"{group['name']}_lr": float(rate)
+                       for group, rate in zip(trainer.optimizer.param_groups, rates) if group.get("name")},
                     "step_time_s": time.perf_counter() - started,
                 }
                 method.after_step(trainer, global_step, record)

@@ -109,6 +109,13 @@ class LoraMethod(TrainingMethod):
         g.add_argument(
             "--train_text_encoder", action="store_true", help="Also train LoRA on the text encoder(s)."
         )
+        g.add_argument(
+            "--text_encoder_lr",
+            type=float,
+            default=None,
+            help="Learning rate of the text encoders' LoRA with --train_text_encoder (default: --learning_rate; "
+            "as in diffusers' DreamBooth LoRA scripts, --scale_lr does not scale it).",
+        )
 
     def validate(self, parser, args) -> None:
         if args.placeholder_tokens or args.initializer_tokens:
@@ -122,6 +129,16 @@ class LoraMethod(TrainingMethod):
             args.lora_alpha = float(args.rank)
         if args.lora_alpha <= 0:
             parser.error(f"--lora_alpha must be positive, got {args.lora_alpha}")
+        if args.text_encoder_lr is not None and args.text_encoder_lr <= 0:
+            parser.error(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}")
+
+    def optimizer_groups(self, trainer: Trainer, lr: float) -> list[dict]:
+        module, rate = trainer.model, trainer.args.text_encoder_lr
+        if not module.train_text_encoder or rate is None:
+            return super().optimizer_groups(trainer, lr)
+        trainable = [p for p in module.unet.parameters() if p.requires_grad]
+        encoders = [p for p in module.text_encoders.parameters() if p.requires_grad]
+        return [{"params": trainable, "lr": lr}, {"params": encoders, "lr": rate, "name": "text_encoder"}]
 
     # ---------------------------------------------------------------- framework hooks
     def build_trainable(self, trainer: Trainer) -> nn.Module:

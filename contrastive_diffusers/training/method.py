@@ -56,6 +56,11 @@ class TrainingMethod(ABC):
     def build_trainable(self, trainer: Trainer) -> torch.nn.Module:
         """The module whose trainable parameters the optimizer updates (it is ``prepare``d)."""
 
+    def optimizer_groups(self, trainer: Trainer, lr: float) -> list[dict]:
+        """The optimizer's parameter groups (``torch.optim`` dicts) at learning rate ``lr``: one
+        group of every trainable parameter of ``trainer.model``. The lr scheduler scales each."""
+        return [{"params": [p for p in trainer.model.parameters() if p.requires_grad], "lr": lr}]
+
     def setup(self, trainer: Trainer) -> None:
         """Called once the trainable module exists, before ``prepare``."""
 

@@ -203,7 +203,7 @@ class Trainer:
             lr = lr * args.gradient_accumulation_steps * args.train_batch_size * acc.num_processes
         self.effective_lr = lr
         optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
+            self.method.optimizer_groups(self, lr),
             lr=lr,
             betas=(args.adam_beta1, args.adam_beta2),
             weight_decay=args.adam_weight_decay,
