@@ -22,6 +22,8 @@ from PIL import Image
 from contrastive_diffusers.cli import main
 from contrastive_diffusers.eval import ClipScorer, PromptItem
 from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
+from contrastive_diffusers.eval.judges import Judge, judge_table
+from contrastive_diffusers.eval.judges.geneval import GenEvalJudge
 
 PROMPTS = [
     {"id": "car-bench", "prompt": "a red car and a blue bench", "token_groups": [["red", "car"], ["blue", "bench"]]},
@@ -233,6 +235,42 @@ def test_score_replaces_contrast_captions_made_by_an_older_version(bench_run, tm
     rescored = json.loads(path.read_text())
     assert rescored["contrast_captions"] == made_now and rescored["metrics"] is not None
     assert rescored["metrics"]["binding_accuracy"] == record["metrics"]["binding_accuracy"]  # scored with these
+
+
+def test_score_skips_a_damaged_record_and_checks_judge_rows_first(bench_run, tmp_path, capsys, clip_dir):
+    import shutil
+
+    from contrastive_diffusers.eval.bench import score_run
+    from contrastive_diffusers.eval.run_folder import BenchInputError
+
+    config, *_ = bench_run
+    run = tmp_path / "copy"
+    shutil.copytree(config.output_dir, run)
+    (run / "none" / "cat-dog" / "1.json").write_text("[]")  # valid JSON, no record
+    assert main(["score", str(run), "--clip-model", str(clip_dir), "--quiet"]) == 1  # reported as failed, not a crash
+    assert "unreadable record none/cat-dog/1.json" in (run / "summary.md").read_text()
+    path = run / "none" / "car-bench" / "0.json"
+    record = json.loads(path.read_text())
+    record["judge_metadata"] = {"tag": "position", "include": [{"class": "car", "count": "one"}]}
+    path.write_text(json.dumps(record))
+    before = path.read_text()
+    with pytest.raises(BenchInputError, match=r"prompt 'car-bench' \(.*\): GenEval include row .* needs a string "
+                                              r"'class' and an integer 'count'.*run bench on this folder"):
+        score_run(run, clip_model=str(clip_dir), judges=[_GenEvalRows()], progress=False)
+    assert path.read_text() == before  # refused before scoring anything
+
+
+class _GenEvalRows(Judge):
+    """GenEval's row check without its models (a judge that scores nothing)."""
+
+    name, metric_names = "geneval-rows", ("x",)
+    input_problem = GenEvalJudge.input_problem
+
+    def score(self, images, records):
+        return [self.empty_result("rows only") for _ in images]
+
+    def summarize(self, records):
+        return judge_table("rows", ["method"], [])
 
 
 def test_baseline_is_a_report_setting(bench_run, tmp_path, capsys, clip_dir):

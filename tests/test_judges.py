@@ -226,7 +226,11 @@ def test_geneval_overall_is_left_out_for_a_method_missing_tasks():
     none, conform = table["rows"]
     assert none[:6] == ["none", pytest.approx((1 + 0.5 + 0) / 3), pytest.approx((0.5 + 0) / 2), 1.0, 0.5, 0.0]
     assert conform[:6] == ["conform", None, pytest.approx((1 + 0.5) / 2), None, 1.0, 0.5]
-    assert "conform: single_object" in table["notes"][-1] and "averages two_object, position" in table["notes"][-1]
+    assert "conform: single_object" in table["notes"][-1] and "averages two_object, position for" in table["notes"][-1]
+    # a method with no judged image at all is named, not silently absent
+    table = _geneval_judge().summarize(records + [record("syngen", "single_object-0", "single_object", None)])
+    assert [row[0] for row in table["rows"]] == ["none", "conform"]
+    assert table["notes"][-1].startswith("No judged GenEval image for syngen")
     # every method with every task: GenEval's overall alone, as summary_scores prints it
     table = _geneval_judge().summarize([r for r in records if r["method"] == "none"])
     assert table["columns"][:3] == ["method", "overall", "single_object"] and len(table["notes"]) == 2
@@ -258,24 +262,38 @@ def test_geneval_rows_are_checked_before_drawing(tmp_path, tiny_clip_dir):
     assert not list((tmp_path / "run").glob("none/*/*.png"))  # refused before the first image
 
 
-def test_a_resumed_run_rejudges_prompts_whose_category_or_row_changed(tmp_path):
+def test_a_resumed_run_rejudges_prompts_whose_category_or_row_changed(tmp_path, tiny_clip_dir):
     from contrastive_diffusers.eval import PromptItem
     from contrastive_diffusers.eval.bench import run_benchmark
 
-    def bench(items, judge):
+    def bench(items, judge, clip_model=str(tiny_clip_dir)):
         return run_benchmark(BenchConfig(
             output_dir=tmp_path / "run", model="tiny-sd1", methods=["none"], prompt_set=items, seeds=[0],
-            steps=2, height=64, width=64, progress=False, clip_model=None, judges=[judge]))
+            steps=2, height=64, width=64, progress=False, clip_model=clip_model, judges=[judge]))
 
     items = [PromptItem("a", "a red car", "color", None, {"note": 1}), PromptItem("b", "a blue bench", "color")]
     first = RednessJudge()
-    assert bench(items, first).generated == 2 and first.calls == 1
+    before = {r["prompt_id"]: r for r in bench(items, first).records}
+    assert first.calls == 1 and all("clip_score" in r["metrics"] for r in before.values())
     same = RednessJudge()
     assert bench(items, same).scored == 0 and same.calls == 0  # nothing changed: nothing judged again
+    # a changed category or evaluation row: judged again, with no CLIP model at hand...
     changed = [PromptItem("a", "a red car", "color", None, {"note": 2}), PromptItem("b", "a blue bench", "texture")]
     again = RednessJudge()
-    result = bench(changed, again)
+    result = bench(changed, again, clip_model=None)
     assert result.generated == 0 and result.scored == 2 and again.calls == 1
     records = {r["prompt_id"]: r for r in result.records}
     assert records["a"]["judge_metadata"] == {"note": 2} and records["b"]["category"] == "texture"
-    assert all(r["metrics"]["redness"] is not None for r in records.values())
+    assert all(r["metrics"] == {"redness": before[k]["metrics"]["redness"]} for k, r in records.items())
+    # ...and the CLIP metrics, which the change does not touch, are still there for their model
+    kept = {r["prompt_id"]: r for r in bench(changed, RednessJudge()).records}
+    assert all(kept[k]["metrics"] == before[k]["metrics"] for k in kept)
+    # changed token groups: new CLIP metrics; a judge-only run in between keeps the verdicts
+    # and leaves the record to the next CLIP run
+    regrouped = [PromptItem("a", "a red car", "color", [["car"]], {"note": 2}), changed[1]]
+    assert bench(regrouped, RednessJudge(), clip_model=None).scored == 0
+    rescored = bench(regrouped, RednessJudge())
+    final = {r["prompt_id"]: r for r in rescored.records}
+    assert rescored.scored == 1 and final["a"]["token_groups"] == [["car"]]
+    assert final["a"]["scorer"] == final["b"]["scorer"] and "clip_score" in final["a"]["metrics"]
+    assert final["a"]["metrics"]["redness"] == before["a"]["metrics"]["redness"]

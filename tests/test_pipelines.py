@@ -857,6 +857,6 @@ def test_given_latents_are_guided_and_need_one_row_per_image(pipe):
     np.testing.assert_allclose(given.images, reference.images, atol=1e-6)
     assert given.guidance_records[0].loss == pytest.approx(reference.guidance_records[0].loss, abs=1e-6)
     with pytest.raises(ValueError, match=r"latents holds 1 row\(s\) but the guided call makes 2 images \(2 prompt"
-                                         r"\(s\) x num_images_per_prompt=1\); pass one row per image \(e.g. "
+                                         r"\(s\) x num_images_per_prompt=1\); pass one row per image \(one row for all: "
                                          r"latents.repeat\(2, 1, 1, 1\)\)"):
         run(pipe, PROMPTS, latents=noise[:1], **kwargs)

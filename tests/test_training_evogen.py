@@ -274,9 +274,37 @@ def test_text_encoder_lora_has_its_own_learning_rate(model, tmp_path):
     args = parse_method_args(EvoGen(), ["--pretrained_model_name_or_path", "m", "--train_data_dir", "d",
                                         "--train_text_encoder"], "evogen")
     assert args.text_encoder_lr is None
-    with pytest.raises(SystemExit):
-        parse_method_args(DCO(), ["--pretrained_model_name_or_path", "m", "--train_data_dir", "d",
-                                  "--text_encoder_lr", "0"], "dco")
+    # without --train_text_encoder there is nothing it applies to: unset, and refused when given
+    dco_args = parse_method_args(DCO(), ["--pretrained_model_name_or_path", "m", "--train_data_dir", "d"], "dco")
+    assert dco_args.text_encoder_lr is None
+    for extra in (["--text_encoder_lr", "0", "--train_text_encoder"], ["--text_encoder_lr", "1e-4"]):
+        with pytest.raises(SystemExit):
+            parse_method_args(DCO(), ["--pretrained_model_name_or_path", "m", "--train_data_dir", "d", *extra], "dco")
+
+
+def test_a_checkpoint_from_before_text_encoder_lr_resumes_as_it_ran(model, tmp_path, monkeypatch, recwarn):
+    """A DCO checkpoint written when the text encoders learned at --learning_rate in the one
+    optimizer group resumes that way (its optimizer state has one group), with no warning."""
+    from contrastive_diffusers.training.lora import LoraMethod
+    from contrastive_diffusers.training.method import TrainingMethod
+
+    images = tmp_path / "dog"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(images / "0.png")
+    (images / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "text": "a photo of sks dog"}) + "\n")
+    options = ("--max_train_steps", 2, "--checkpointing_steps", 1, "--train_text_encoder")
+    with monkeypatch.context() as old_version:
+        old_version.setattr(LoraMethod, "optimizer_groups", TrainingMethod.optimizer_groups)
+        _run(DCO(), model, images, tmp_path / "run", *options)
+    state_file = tmp_path / "run" / "checkpoint-1" / "training_state.json"
+    state = json.loads(state_file.read_text())
+    del state["settings"]["text_encoder_lr"]  # as that version wrote it
+    state_file.write_text(json.dumps(state))
+    recwarn.clear()
+    resumed = _run(DCO(), model, images, tmp_path / "run", *options, "--resume_from_checkpoint",
+                   tmp_path / "run" / "checkpoint-1")
+    assert [m["step"] for m in resumed.metrics] == [1, 2] and "text_encoder_lr" not in resumed.metrics[-1]
+    assert not [w for w in recwarn if "changed settings" in str(w.message)]
 
 
 def test_argument_errors(model, pairs, tmp_path):

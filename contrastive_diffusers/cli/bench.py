@@ -34,7 +34,8 @@ prompt sets (--prompts):
   geneval                         GenEval's 553 prompts (built in); geneval:colors = one task:
                                   single_object, two_object, counting, colors, position,
                                   color_attr
-  FILE.txt | FILE_val.txt         one prompt per line (T2I-CompBench files: *_val.txt)
+  FILE.txt                        one prompt per line; T2I-CompBench's names (color_val.txt,
+                                  complex_val_spatial.txt, ...) give their category
   evaluation_metadata.jsonl       GenEval metadata;  FILE.jsonl: rows with "prompt"
   PartiPrompts.tsv                PartiPrompts;      FILE.json: A&E-style {subset: [prompts]}
 

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import read_json, write_json_atomic, write_jsonl_atomic
+from ..atomic_io import write_json_atomic, write_jsonl_atomic
 from ..models.names import EMBEDDED_CLIP, TINY_CLIP, TINY_MODELS, default_clip_model
 from ..prompts import PromptItem
 from ..records import versions
@@ -60,7 +60,16 @@ from .bench_setup import (
 from .judges import load_judges
 from .report import format_summary_table, write_markdown
 from .report_html import write_html
-from .run_folder import BENCH_FILE, BenchInputError, Ledger, gather, record_path, remove_stale_temporaries
+from .run_folder import (
+    BENCH_FILE,
+    BenchInputError,
+    Ledger,
+    drop_clip_metrics,
+    gather,
+    read_record,
+    record_path,
+    remove_stale_temporaries,
+)
 from .summary import summarize
 
 __all__ = ["BenchConfig", "BenchResult", "BenchInputError", "run_benchmark", "score_run"]
@@ -71,15 +80,14 @@ def _refresh_contrast_captions(paths) -> None:
     differ (a newer version makes them differently), store the new ones and drop the metrics,
     as a bench resume does, so that ``score`` never re-scores with stale captions."""
     for path in paths:
-        if not path.is_file():
-            continue
-        record = read_json(path)
-        if record.get("contrast_captions") is None:  # a --no-contrast folder, or a prompt with none
+        record = read_record(path)  # None: missing or damaged (scoring skips it; bench redoes it)
+        if record is None or record.get("contrast_captions") is None:  # or a --no-contrast folder
             continue
         item = PromptItem(record["prompt_id"], record["prompt"], record.get("category"))
         captions = contrast_captions_for(item, record.get("token_groups"))
         if captions != record["contrast_captions"]:
-            record.update(contrast_captions=captions, metrics=None)
+            record["contrast_captions"] = captions
+            drop_clip_metrics(record)
             write_json_atomic(path, record)
 
 
@@ -204,7 +212,8 @@ def run_benchmark(config: BenchConfig) -> BenchResult:
     setup = setup_run(config)
     state, ledger, run_dir = setup.state, setup.ledger, config.output_dir
     judges = _load_judges(config.judges, config.judge_options, setup.run_info["device"])
-    _check_judge_input(judges, setup.items)
+    _check_judge_input(judges, [(i.prompt.id, i.prompt.prompt, judge_metadata(i.prompt)) for i in setup.items],
+                       "fix it in the prompt file, or leave --judge out.")
     setup.run_info["judges"] = {judge.name: judge.settings() for judge in judges}
     progress = _progress_factory(config.progress, state)
     if state.is_main_process:
@@ -246,16 +255,15 @@ def _load_judges(names, options: dict, device: str) -> list:
         raise BenchInputError(str(err)) from None
 
 
-def _check_judge_input(judges, items) -> None:
-    """A prompt whose evaluation row a judge cannot read is refused before the first image, not
-    after the last one is drawn."""
+def _check_judge_input(judges, rows, fix: str) -> None:
+    """A prompt whose evaluation row a judge cannot read is refused before the first image is
+    drawn or judged, not after. ``rows``: ``(prompt id, prompt, judge metadata)``."""
     for judge in judges:
-        for item in items:
-            problem = judge.input_problem(judge_metadata(item.prompt))
+        for prompt_id, prompt, metadata in rows:
+            problem = judge.input_problem(metadata)
             if problem:
                 raise BenchInputError(
-                    f"prompt {item.prompt.id!r} ({item.prompt.prompt!r}): {problem} The {judge.name} judge reads "
-                    "this row; fix it in the prompt file, or leave --judge out.")
+                    f"prompt {prompt_id!r} ({prompt!r}): {problem} The {judge.name} judge reads this row; {fix}")
 
 
 def _loadable(clip_name) -> str | None:
@@ -308,6 +316,10 @@ def score_run(
     shard = pairs[state.process_index :: state.num_processes]
     paths = [record_path(run_dir, m, prompt_id, seed) for prompt_id, seed in shard for m in ledger.data["methods"]]
     _refresh_contrast_captions(paths)
+    records = [r for r in map(read_record, paths) if r is not None]
+    _check_judge_input(judges, [(r["prompt_id"], r["prompt"], r.get("judge_metadata")) for r in records],
+                       "fix it in the prompt file and run bench on this folder with it (nothing is redrawn), or "
+                       "leave --judge out.")
     scored = score_stage(run_dir, paths, scorer, captioner_model, key, force, _progress_factory(progress, state),
                          judges)
     state.wait_for_everyone()

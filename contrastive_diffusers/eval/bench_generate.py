@@ -11,7 +11,7 @@ from ..prompts import PromptItem
 from ..records import jsonable
 from ..runs import make_images
 from .bench_setup import BenchItem, BenchSetup
-from .run_folder import new_record, read_record, record_path
+from .run_folder import drop_clip_metrics, drop_judge_results, new_record, read_record, record_path
 from .summary import NOT_APPLICABLE
 
 
@@ -101,12 +101,14 @@ def _refresh(path: Path, record: dict, item: BenchItem) -> None:
     by category, GenEval reads the row)."""
     changed = False
     if record.get("token_groups") != item.words or record.get("contrast_captions") != item.contrast:
-        record.update(token_groups=item.words, contrast_captions=item.contrast, metrics=None)
+        record.update(token_groups=item.words, contrast_captions=item.contrast)
+        drop_clip_metrics(record)
         changed = True
     # as written to the record (tuples as lists), so an unchanged row compares equal
     judged_on = jsonable({"category": item.prompt.category, "judge_metadata": judge_metadata(item.prompt)})
     if any(record.get(key) != value for key, value in judged_on.items()):
-        record.update(judged_on, judges=None, metrics=None)
+        record.update(judged_on)
+        drop_judge_results(record)
         changed = True
     if changed:
         write_json_atomic(path, record)

@@ -46,7 +46,21 @@ _RECORD_KEYS = frozenset(["method", "prompt_id", "prompt", "seed", "status"])
 def judge_metrics(record: dict) -> dict:
     """The per-image metrics of every judge that scored the record (``record["judges"]``):
     they do not depend on the CLIP model that scored the rest of ``record["metrics"]``."""
-    return {k: v for result in (record.get("judges") or {}).values() for k, v in result["metrics"].items()}
+    results = (record.get("judges") or {}).values()
+    return {k: v for result in results if isinstance(result, dict) for k, v in (result.get("metrics") or {}).items()}
+
+
+def drop_clip_metrics(record: dict) -> None:
+    """Forget the CLIP metrics (their inputs changed), keeping the judges' verdicts; no scorer
+    then claims the record, so the next run with any CLIP model scores it again."""
+    record.update(metrics=judge_metrics(record) or None, scorer=None)
+
+
+def drop_judge_results(record: dict) -> None:
+    """Forget the judges' verdicts (what they read changed), keeping the CLIP metrics."""
+    judged = judge_metrics(record)
+    metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in judged}
+    record.update(metrics=metrics or None, judges=None)
 
 
 def new_record(method: str, prompt_id: str, prompt: str, category, seed: int, token_groups=None,

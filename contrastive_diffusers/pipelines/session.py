@@ -151,11 +151,12 @@ class GuidanceSession:
         so one row is not broadcast over several images (stock Flux would; SD and SD3 fail)."""
         images = len(self.prompts) * self.images_per_prompt
         if latents is not None and latents.shape[0] != images:
+            repeat = ", ".join([str(images)] + ["1"] * (latents.dim() - 1))
+            hint = f" (one row for all: latents.repeat({repeat}))" if latents.shape[0] == 1 else ""
             raise ValueError(
                 f"latents holds {latents.shape[0]} row(s) but the guided call makes {images} images "
                 f"({len(self.prompts)} prompt(s) x num_images_per_prompt={self.images_per_prompt}); pass one row "
-                f"per image (e.g. latents.repeat({', '.join([str(images)] + ['1'] * (latents.dim() - 1))})), or leave "
-                "latents out."
+                f"per image{hint}, or leave latents out."
             )
 
     def per_image(self, values: Sequence) -> list:

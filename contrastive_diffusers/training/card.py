@@ -103,9 +103,10 @@ def lora_usage(base_model: str, folder: Path) -> str:
     )
 
 
-def write_run_card(trainer, folder, usage: str) -> Path:
+def write_run_card(trainer, folder, usage: str, settings: dict | None = None) -> Path:
     """The card of a run of the shared loop (``trainer``: :class:`~.trainer.Trainer`) at its
-    current step, written into ``folder`` beside the weights."""
+    current step, written into ``folder`` beside the weights; ``settings``: the method's own
+    to list beside the common ones."""
     args = trainer.args
     command = getattr(args, "command", None) or [f"python -m contrastive_diffusers.training.{trainer.method.name}"]
     facts = CardFacts(
@@ -124,6 +125,7 @@ def write_run_card(trainer, folder, usage: str) -> Path:
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "resolution": args.resolution,
             "seed": getattr(trainer, "seed", args.seed),
+            **(settings or {}),
         },
     )
     return write_model_card(folder, facts)

@@ -98,14 +98,15 @@ def step_settings(trainer: Trainer) -> dict:
 
 def changed_settings(stored: dict | None, current: dict) -> dict[str, tuple]:
     """``{name: (checkpoint's value, this run's value)}`` for the settings that differ
-    (nothing for a checkpoint that predates the record)."""
+    (nothing for a checkpoint that predates the record; nor for an option added since, left
+    unset: None keeps the behaviour the checkpoint had)."""
     if stored is None:
         return {}
     missing = "(not set)"
     return {
         k: (stored.get(k, missing), current.get(k, missing))
         for k in sorted(set(stored) | set(current))
-        if stored.get(k, missing) != current.get(k, missing)
+        if stored.get(k, missing) != current.get(k, missing) and not (k not in stored and current[k] is None)
     }
 
 
@@ -174,6 +175,8 @@ def resolve_seed(trainer: Trainer) -> None:
         drawn = torch.tensor([int(torch.randint(0, 2**31 - 1, (1,)).item())], device=trainer.device)
         trainer.seed = int(broadcast(drawn, from_process=0).item())
     trainer.resume_path = path
+    if path is not None:
+        method.adopt_checkpoint(trainer, state.get("settings"))
 
 
 def resume(trainer: Trainer) -> int:
@@ -187,7 +190,13 @@ def resume(trainer: Trainer) -> int:
         trainer.metrics = []
         method.restore_state(trainer, None)
         return 0
-    acc.load_state(str(path))
+    try:
+        acc.load_state(str(path))
+    except ValueError as err:  # torch's optimizer / scheduler state of another shape
+        raise ValueError(
+            f"Cannot resume {path}: its saved state does not fit this run's ({err}). Resume with the options it was "
+            "trained with, or train into a new --output_dir."
+        ) from err
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     step = int(state["global_step"])
     trainer.resumed_changes = changed_settings(state.get("settings"), step_settings(trainer))

@@ -113,8 +113,8 @@ class LoraMethod(TrainingMethod):
             "--text_encoder_lr",
             type=float,
             default=None,
-            help="Learning rate of the text encoders' LoRA with --train_text_encoder (default: --learning_rate; "
-            "as in diffusers' DreamBooth LoRA scripts, --scale_lr does not scale it).",
+            help="Learning rate of the text encoders' LoRA with --train_text_encoder; None: --learning_rate's "
+            "(as in diffusers' DreamBooth LoRA scripts, --scale_lr does not scale it).",
         )
 
     def validate(self, parser, args) -> None:
@@ -131,6 +131,19 @@ class LoraMethod(TrainingMethod):
             parser.error(f"--lora_alpha must be positive, got {args.lora_alpha}")
         if args.text_encoder_lr is not None and args.text_encoder_lr <= 0:
             parser.error(f"--text_encoder_lr must be positive, got {args.text_encoder_lr}")
+        if not args.train_text_encoder:
+            if args.text_encoder_lr != parser.get_default("text_encoder_lr"):
+                parser.error("--text_encoder_lr is the text encoders' rate; add --train_text_encoder to train them")
+            args.text_encoder_lr = None  # nothing it applies to (and no setting a resume compares)
+
+    def adopt_checkpoint(self, trainer: Trainer, settings: dict | None) -> None:
+        # A checkpoint from before --text_encoder_lr trained the text encoders at --learning_rate,
+        # in one optimizer group: continue it that way (its optimizer state has one group).
+        args = trainer.args
+        if settings is not None and "text_encoder_lr" not in settings and args.text_encoder_lr is not None:
+            trainer.accelerator.print(
+                f"{trainer.resume_path} predates --text_encoder_lr: its text encoders go on at --learning_rate.")
+            args.text_encoder_lr = None
 
     def optimizer_groups(self, trainer: Trainer, lr: float) -> list[dict]:
         module, rate = trainer.model, trainer.args.text_encoder_lr
@@ -248,7 +261,9 @@ class LoraMethod(TrainingMethod):
         with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as staging:
             pipeline_class.save_lora_weights(staging, safe_serialization=True, **kwargs)
             os.replace(Path(staging) / LORA_WEIGHTS_FILE, folder / LORA_WEIGHTS_FILE)
-        card = write_run_card(trainer, folder, lora_usage(trainer.args.pretrained_model_name_or_path, folder))
+        rate = trainer.args.text_encoder_lr
+        card = write_run_card(trainer, folder, lora_usage(trainer.args.pretrained_model_name_or_path, folder),
+                              {"text_encoder_lr": rate} if rate is not None else None)
         return [folder / LORA_WEIGHTS_FILE, card]
 
     def intermediate_folder(self, step: int) -> str:

@@ -56,6 +56,11 @@ class TrainingMethod(ABC):
     def build_trainable(self, trainer: Trainer) -> torch.nn.Module:
         """The module whose trainable parameters the optimizer updates (it is ``prepare``d)."""
 
+    def adopt_checkpoint(self, trainer: Trainer, settings: dict | None) -> None:
+        """Called before anything is built when resuming ``trainer.resume_path``, with the
+        settings its steps ran with (None: an old checkpoint without them); may adjust
+        ``trainer.args`` so that the run continues as it was checkpointed."""
+
     def optimizer_groups(self, trainer: Trainer, lr: float) -> list[dict]:
         """The optimizer's parameter groups (``torch.optim`` dicts) at learning rate ``lr``: one
         group of every trainable parameter of ``trainer.model``. The lr scheduler scales each."""

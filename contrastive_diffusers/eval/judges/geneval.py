@@ -160,7 +160,12 @@ class GenEvalJudge(Judge):
             notes.append(
                 f"No judged image (not applicable or failed) in some tasks ({gaps}): those methods get no overall, "
                 "which would average fewer tasks than the others'; 'overall, shared tasks' averages "
-                + (f"{', '.join(shared)} for every method." if shared else "nothing: no task has images of every method."))
+                + (f"{', '.join(shared)} for every method" if shared else "nothing: no task has images of every method")
+                + "; correct images and prompts count each method's own tasks.")
+        absent = [m for m in dict.fromkeys(r.get("method") for r in records) if m not in summaries]
+        if absent:
+            notes.append(f"No judged GenEval image for {', '.join(map(str, absent))} (not applicable, failed, or no "
+                         "GenEval row): not in the table.")
         columns = ["method", "overall", *(["overall, shared tasks"] if partial else []), *tags,
                    "correct images", "correct prompts", "images"]
         return judge_table("GenEval", columns, rows, notes)
