@@ -92,6 +92,17 @@ def test_object_similarity_hand_computed(scorer, images):
     assert torch.isnan(single["min_object"]).all() and single["full"].isfinite().all()
 
 
+def test_a_repeated_object_has_a_minimum_in_the_bench_metrics_too(scorer, images):
+    """"a cat and a cat" splits into two equal sub-prompts: the protocol's minimum exists (it is
+    their one similarity), in the bench's metrics as in object_similarity."""
+    from contrastive_diffusers.eval.metrics import image_metrics
+
+    twice = scorer.object_similarity(images[:1], ["a cat and a cat"])
+    metrics = image_metrics(scorer, images[:1], ["a cat and a cat"])[0]
+    assert twice["objects"][0] == pytest.approx({"a cat": float(twice["min_object"][0])}, abs=1e-6)
+    assert metrics["metrics"]["min_object_similarity"] == pytest.approx(float(twice["min_object"][0]), abs=1e-6)
+
+
 def test_template_texts_are_cleaned_as_the_authors_code_cleans_them():
     texts = template_texts("a red car")
     assert texts[IMAGENET_TEMPLATES.index("a photo of a {}.")] == "a photo of a red car."

@@ -71,7 +71,8 @@ def image_metrics(
     for i, (embed, prompt) in enumerate(zip(image_embeds, prompts)):
         groups = token_groups[i] if token_groups is not None else None
         parts = split_prompt(prompt, groups)
-        objects = {part: float(embed @ scorer.ensembled_text_embedding(part)) for part in parts}
+        sims = [float(embed @ scorer.ensembled_text_embedding(part)) for part in parts]
+        objects = dict(zip(parts, sims))  # "a cat and a cat": one entry, but two parts for the minimum
         contrast = _contrast(scorer, embed, float(prompt_cos[i]), contrast_captions[i] if contrast_captions else None)
         contrast = contrast or {}
         binding = [entry["correct"] for name, entry in contrast.items() if name in BINDING_PERTURBATIONS]
@@ -80,7 +81,7 @@ def image_metrics(
             "clip_score": float((100 * prompt_cos[i]).clamp_min(0)),
             "full_similarity": float(embed @ scorer.ensembled_text_embedding(prompt)),
             # one part is the whole prompt again, not an object: no minimum over objects then
-            "min_object_similarity": min(objects.values()) if len(objects) >= 2 else None,
+            "min_object_similarity": min(sims) if len(parts) >= 2 else None,
             "text_text_similarity": float(text_text[i]) if text_text is not None else None,
             "quality": float(quality[i]),
             "binding_accuracy": sum(binding) / len(binding) if binding else None,
