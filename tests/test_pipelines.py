@@ -470,6 +470,9 @@ def test_output_heatmaps_per_image(tmp_path, pipe):
         assert grid.size == (5 * SIZE, grid.size[1])  # image + green, cat, yellow, hat
     with pytest.raises(ValueError, match="not guided"):
         save_output_heatmaps(out, tmp_path / "x.png", step=99)
+    plain = pipe(PROMPTS[0], num_inference_steps=1, height=SIZE, width=SIZE, return_attention_maps=True)
+    with pytest.raises(ValueError, match="only guided steps record them"):
+        save_output_heatmaps(plain, tmp_path / "plain.png")
 
 
 def test_layers_outside_the_map_size_keep_their_processor():

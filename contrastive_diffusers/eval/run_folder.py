@@ -181,10 +181,13 @@ class Ledger:
                 "now). Resume with the same settings, or choose another output folder."
             )
         for name, config in methods.items():
-            if name in self.data["methods"] and self.data["methods"][name] != config:
+            there = self.data["methods"].get(name)
+            if name in self.data["methods"] and there != config:
+                detail = (_first_difference(there, config) if isinstance(there, dict) and isinstance(config, dict)
+                          else ("configuration", there, config))
                 raise BenchInputError(
                     f"{self.run_dir} holds images of method {name!r} made with another configuration "
-                    f"({self.data['methods'][name]} there, {config} now); resume with the same method "
+                    f"({detail[0]}: {detail[1]!r} there, {detail[2]!r} now); resume with the same method "
                     "settings, or choose another output folder."
                 )
         for prompt_id, text in prompts.items():

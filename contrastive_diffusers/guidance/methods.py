@@ -321,7 +321,7 @@ def method_class(name: str) -> type[GuidanceMethod]:
     """The class of a method name or alias."""
     key = ALIASES.get(name.lower(), name.lower())
     if key not in METHODS:
-        raise ValueError(f"Unknown guidance method {name!r}; choose one of {', '.join(METHODS)}.")
+        raise ValueError(f"Unknown guidance method {name!r}; choose one of {', '.join(METHODS)} (or 'ae').")
     return METHODS[key]
 
 

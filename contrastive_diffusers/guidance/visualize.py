@@ -316,7 +316,9 @@ def save_output_heatmaps(output, path, image_index: int = 0, step: int | None = 
     tile per group word, from guided step ``step`` (default: the last guided step), after a
     tile of the image itself unless ``include_image=False``."""
     if not output.attention_maps:
-        raise ValueError("The output holds no attention maps; call the pipeline with return_attention_maps=True.")
+        raise ValueError(
+            "The output holds no attention maps: only guided steps record them. Call the pipeline with a guidance "
+            "method and return_attention_maps=True.")
     step = max(output.attention_maps) if step is None else step
     if step not in output.attention_maps:
         raise ValueError(f"Step {step} was not guided; guided steps: {sorted(output.attention_maps)}.")
