@@ -224,6 +224,7 @@ def save_checkpoint(trainer: Trainer, step: int) -> None:
     if acc.is_main_process:  # overwriting a later run's folder (resumed from an older one): incomplete until rewritten
         (path / STATE_FILE).unlink(missing_ok=True)
     acc.save_state(str(path))
+    acc.wait_for_everyone()  # every process's files (its RNG states) are written before the folder counts as complete
     if acc.is_main_process:
         write_json_atomic(
             path / STATE_FILE,
