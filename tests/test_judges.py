@@ -297,3 +297,17 @@ def test_a_resumed_run_rejudges_prompts_whose_category_or_row_changed(tmp_path, 
     assert rescored.scored == 1 and final["a"]["token_groups"] == [["car"]]
     assert final["a"]["scorer"] == final["b"]["scorer"] and "clip_score" in final["a"]["metrics"]
     assert final["a"]["metrics"]["redness"] == before["a"]["metrics"]["redness"]
+
+
+def test_a_changed_method_configuration_names_the_setting(tmp_path):
+    """Two configurations of one method name: the message names the first differing setting,
+    also one that a side lacks against one that is None on the other."""
+    from contrastive_diffusers.eval.run_folder import Ledger
+
+    ledger = Ledger(tmp_path)
+    ledger.merge({"steps": 2}, {"m": {"method": "conform", "schedule": {"steps": 5, "extra": None}}}, {}, {}, [0])
+    with pytest.raises(BenchInputError, match=r"method 'm' made with another configuration \(schedule.steps: 5 "
+                                              r"there, 6 now\)"):
+        ledger.merge({"steps": 2}, {"m": {"method": "conform", "schedule": {"steps": 6, "extra": None}}}, {}, {}, [0])
+    with pytest.raises(BenchInputError, match=r"\(schedule.extra: None there, '\(not set\)' now\)"):
+        ledger.merge({"steps": 2}, {"m": {"method": "conform", "schedule": {"steps": 5}}}, {}, {}, [0])

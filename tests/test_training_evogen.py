@@ -305,6 +305,10 @@ def test_a_checkpoint_from_before_text_encoder_lr_resumes_as_it_ran(model, tmp_p
                    tmp_path / "run" / "checkpoint-1")
     assert [m["step"] for m in resumed.metrics] == [1, 2] and "text_encoder_lr" not in resumed.metrics[-1]
     assert not [w for w in recwarn if "changed settings" in str(w.message)]
+    # the continued run's own checkpoints continue the same way
+    again = _run(DCO(), model, images, tmp_path / "run", "--max_train_steps", 3, "--checkpointing_steps", 1,
+                 "--train_text_encoder", "--resume_from_checkpoint", "latest")
+    assert [m["step"] for m in again.metrics] == [1, 2, 3] and "text_encoder_lr" not in again.metrics[-1]
 
 
 def test_argument_errors(model, pairs, tmp_path):

@@ -315,11 +315,13 @@ def score_run(
     pairs = list(dict.fromkeys((prompt_id, seed) for _, prompt_id, seed in ledger.all_jobs()))
     shard = pairs[state.process_index :: state.num_processes]
     paths = [record_path(run_dir, m, prompt_id, seed) for prompt_id, seed in shard for m in ledger.data["methods"]]
-    _refresh_contrast_captions(paths)
-    records = [r for r in map(read_record, paths) if r is not None]
+    # every process checks every row, so that all refuse together (not one while the rest wait)
+    every = [record_path(run_dir, m, prompt_id, seed) for prompt_id, seed in pairs for m in ledger.data["methods"]]
+    records = [r for r in map(read_record, every) if r is not None] if judges else []
     _check_judge_input(judges, [(r["prompt_id"], r["prompt"], r.get("judge_metadata")) for r in records],
                        "fix it in the prompt file and run bench on this folder with it (nothing is redrawn), or "
                        "leave --judge out.")
+    _refresh_contrast_captions(paths)
     scored = score_stage(run_dir, paths, scorer, captioner_model, key, force, _progress_factory(progress, state),
                          judges)
     state.wait_for_everyone()

@@ -131,9 +131,10 @@ _RECORDED_LATER = ("contrast_captions",)
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, object, object]:
     """The first setting whose value differs, by dotted name ("generation.num_inference_steps");
-    a setting only one side has differs too (``None`` on the other)."""
+    a setting only one side has differs too ("(not set)" on the other, also against ``None``)."""
+    missing = "(not set)"
     for key in dict.fromkeys([*new, *old]):
-        there, now = old.get(key), new.get(key)
+        there, now = old.get(key, missing), new.get(key, missing)
         if there != now:
             if isinstance(there, dict) and isinstance(now, dict):
                 return _first_difference(there, now, f"{prefix}{key}.")

@@ -190,21 +190,22 @@ def resume(trainer: Trainer) -> int:
         trainer.metrics = []
         method.restore_state(trainer, None)
         return 0
-    try:
-        acc.load_state(str(path))
-    except ValueError as err:  # torch's optimizer / scheduler state of another shape
-        raise ValueError(
-            f"Cannot resume {path}: its saved state does not fit this run's ({err}). Resume with the options it was "
-            "trained with, or train into a new --output_dir."
-        ) from err
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     step = int(state["global_step"])
     trainer.resumed_changes = changed_settings(state.get("settings"), step_settings(trainer))
+    options = vars(trainer.args)
+    listed = "; ".join(
+        f"{'--' if k in options else ''}{k} {old} -> {new}" for k, (old, new) in trainer.resumed_changes.items()
+    )
+    try:
+        acc.load_state(str(path))
+    except (ValueError, RuntimeError, KeyError) as err:  # optimizer / weights / scheduler state of another shape
+        raise ValueError(
+            f"Cannot resume {path}: its saved state does not fit this run's ({err}). "
+            + (f"Changed since: {listed}. " if listed else "")
+            + "Resume with the options it was trained with, or train into a new --output_dir."
+        ) from err
     if trainer.resumed_changes:
-        options = vars(trainer.args)
-        listed = "; ".join(
-            f"{'--' if k in options else ''}{k} {old} -> {new}" for k, (old, new) in trainer.resumed_changes.items()
-        )
         warnings.warn(
             f"Resuming {path} with changed settings ({listed}): the steps from {step} on are not those of the "
             "run the checkpoint began. Resume with the checkpoint's settings to continue it exactly.",

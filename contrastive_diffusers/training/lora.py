@@ -137,10 +137,11 @@ class LoraMethod(TrainingMethod):
             args.text_encoder_lr = None  # nothing it applies to (and no setting a resume compares)
 
     def adopt_checkpoint(self, trainer: Trainer, settings: dict | None) -> None:
-        # A checkpoint from before --text_encoder_lr trained the text encoders at --learning_rate,
-        # in one optimizer group: continue it that way (its optimizer state has one group).
+        # A checkpoint from before --text_encoder_lr (or a run continued from one) trained the
+        # text encoders at --learning_rate, in one optimizer group: continue it that way (its
+        # optimizer state has one group).
         args = trainer.args
-        if settings is not None and "text_encoder_lr" not in settings and args.text_encoder_lr is not None:
+        if args.text_encoder_lr is not None and (settings is None or settings.get("text_encoder_lr") is None):
             trainer.accelerator.print(
                 f"{trainer.resume_path} predates --text_encoder_lr: its text encoders go on at --learning_rate.")
             args.text_encoder_lr = None
