@@ -69,7 +69,7 @@ def open_rgb(path: Path):
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
             levels = np.asarray(image, dtype=np.float64) / 257.0  # 0..65535 -> 0..255
-            image = Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), mode="L")
+            image = Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8))  # 2-D uint8: mode L
         return image.convert("RGB")
 
 
