@@ -103,8 +103,8 @@ def _run(trainer: Trainer, on_step: StepCallback | None) -> TrainResult:
     acc.print(f"{method.name}: steps {global_step + 1}-{args.max_train_steps}, learning rate {trainer.effective_lr:g}"
               + (f" (--learning_rate {args.learning_rate:g} scaled by batch x accumulation x processes; --no_scale_lr "
                  "uses it as given)" if args.scale_lr else "")
-              + (f", text encoders {args.text_encoder_lr:g}" if getattr(args, "train_text_encoder", False)
-                 and getattr(args, "text_encoder_lr", None) is not None else ""))
+              + "".join(f", {group['name']} {group.get('initial_lr', group['lr']):g}"
+                        for group in trainer.optimizer.param_groups if group.get("name")))
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="Steps",
                     disable=not acc.is_local_main_process)
     try:
