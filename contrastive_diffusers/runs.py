@@ -81,6 +81,7 @@ def generation_options(
     guidance_scale: float | None = None,
     negative_prompt: str | None = None,
     true_cfg_scale: float | None = None,
+    text_sequence: str | None = None,
 ) -> dict:
     """Pipeline arguments shared by every image of a run, with the model's defaults resolved.
 
@@ -89,7 +90,9 @@ def generation_options(
     pipeline would ignore or change: a negative prompt on Flux without ``true_cfg_scale > 1``
     or elsewhere with ``guidance_scale <= 1`` (classifier-free guidance off), true CFG without
     a negative prompt or on another model, a guidance scale on a Flux model without guidance
-    embedding (schnell), a height or width that is not a multiple of :func:`size_multiple`."""
+    embedding (schnell), a height or width that is not a multiple of :func:`size_multiple`,
+    a ``text_sequence`` (the part of SD3's joint text the loss reads: ``"clip"`` or ``"t5"``) on
+    another model or on SD3 loaded without T5."""
     flux = is_flux(pipe)
     true_cfg = true_cfg_scale is not None
     if true_cfg and not true_cfg_scale > 1:  # also NaN
@@ -139,7 +142,24 @@ def generation_options(
     }
     if true_cfg:  # only when on: the settings of runs made without it stay as they were (resume)
         options["true_cfg_scale"] = float(true_cfg_scale)
+    if text_sequence is not None and checked_text_sequence(pipe, text_sequence) != "clip":
+        options["text_sequence"] = text_sequence  # likewise only when not the default, CLIP
     return options
+
+
+def checked_text_sequence(pipe, text_sequence: str) -> str:
+    """``text_sequence`` when ``pipe`` can read it (SD3 / SD3.5: ``"clip"``, or ``"t5"`` with
+    its T5 encoder loaded), else ``ValueError`` naming the problem."""
+    if text_sequence not in ("clip", "t5"):
+        raise ValueError(f"text_sequence must be 'clip' or 't5', got {text_sequence!r}.")
+    if not hasattr(pipe, "tokenizer_3"):
+        raise ValueError(
+            f"text_sequence (--text-sequence) chooses the part of SD3's joint text the loss reads; "
+            f"{type(pipe).__name__} has no such choice (Flux reads T5, the UNet models CLIP): drop it."
+        )
+    if text_sequence == "t5" and getattr(pipe, "text_encoder_3", None) is None:
+        raise ValueError("text_sequence 't5' needs the T5 text encoder, and this SD3 pipeline was loaded without it.")
+    return text_sequence
 
 
 def default_guidance_scale(pipe) -> float:
@@ -159,6 +179,9 @@ def check_map_settings(pipe, options: dict, attn_res, methods: dict) -> None:
     guided = [m for m in methods.values() if m is not None]
     if attn_res is not None and not guided:
         raise ValueError("attn_res (--attn-res) picks the maps guidance reads, and no method here guides; drop it.")
+    if options.get("text_sequence") is not None and not guided:
+        raise ValueError("text_sequence (--text-sequence) picks the text guidance reads, and no method here guides; "
+                         "drop it.")
     if not guided:
         return
     grid = map_grid(pipe, options["height"], options["width"])
@@ -181,14 +204,15 @@ def check_map_settings(pipe, options: dict, attn_res, methods: dict) -> None:
 # ============================================================================ token groups
 
 
-def resolve_token_groups(pipe, prompt: str, spec) -> list:
+def resolve_token_groups(pipe, prompt: str, spec, text_sequence: str | None = None) -> list:
     """The prompt's :class:`~contrastive_diffusers.guidance.tokens.TokenGroup` s for a group
-    spec (``"auto"``, words or positions), on the pipeline's own tokenizer; ``ValueError``
-    naming the problem when they do not resolve."""
+    spec (``"auto"``, words or positions), on the pipeline's own tokenizer (SD3: that of
+    ``text_sequence``, CLIP by default); ``ValueError`` naming the problem when they do not resolve."""
     from .guidance.tokens import resolve_groups
 
     if hasattr(pipe, "token_lookup"):  # MMDiT: the text sequence the loss reads (Flux: T5)
-        return resolve_groups(pipe.token_lookup(), prompt, spec)
+        lookup = pipe.token_lookup(text_sequence=text_sequence) if text_sequence else pipe.token_lookup()
+        return resolve_groups(lookup, prompt, spec)
     tokenizer = getattr(pipe, "tokenizer", None) or getattr(pipe, "tokenizer_2", None)
     return resolve_groups(tokenizer, prompt, spec)
 
@@ -230,7 +254,9 @@ def generate_image(pipe, prompt: str, seed: int, options: dict, method=None, tok
 def generate_images(pipe, prompt: str, seeds: Sequence[int], options: dict, method=None, token_groups="auto",
                     attn_res=None, heatmaps: bool = False):
     """The pipeline's output for one prompt at several seeds in one call (image ``i`` at
-    ``seeds[i]``), plain (``method=None``) or guided."""
+    ``seeds[i]``), plain (``method=None``) or guided. ``output.images`` are PIL images, and
+    ``output.nonfinite_images[i]`` says whether image ``i`` decoded to NaN or infinite pixels
+    (drawn black: a PIL image would hide them)."""
     import torch
 
     if not seeds:
@@ -239,11 +265,14 @@ def generate_images(pipe, prompt: str, seeds: Sequence[int], options: dict, meth
     # seed means one image; with one generator per image, diffusers draws each image's noise
     # from its own generator, so an image does not depend on the batch it was drawn in.
     generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
-    kwargs = dict(options, generator=generators[0] if len(seeds) == 1 else generators, output_type="pil")
+    # decoded as floats, so that NaN pixels can be seen; made PIL below as diffusers does
+    kwargs = dict(options, generator=generators[0] if len(seeds) == 1 else generators, output_type="np")
     if len(seeds) > 1:
         kwargs["num_images_per_prompt"] = len(seeds)
     negative = kwargs.pop("negative_prompt", None)
-    if method is not None:
+    if method is None:
+        kwargs.pop("text_sequence", None)  # read by guidance only
+    else:
         kwargs.update(guidance=method, token_groups=token_groups, return_attention_maps=heatmaps)
         if hasattr(pipe, "token_lookup"):  # MMDiT pipelines read blocks, not a map size
             if attn_res is not None:
@@ -255,7 +284,26 @@ def generate_images(pipe, prompt: str, seeds: Sequence[int], options: dict, meth
             kwargs["attn_res"] = attn_res
     # Prompt and negative prompt as one-item lists: diffusers wants both of the same type, and
     # the guided path turns the prompt into a list.
-    return pipe([prompt], negative_prompt=[negative] if negative is not None else None, **kwargs)
+    output = pipe([prompt], negative_prompt=[negative] if negative is not None else None, **kwargs)
+    output.images, output.nonfinite_images = _as_pil(output.images)
+    return output
+
+
+def _as_pil(images) -> tuple[list, list[bool]]:
+    """PIL images of a pipeline's ``output_type="np"`` images, converted as diffusers converts
+    them, and whether each held NaN or infinite pixels (drawn black). Images that are PIL
+    already (a pipeline that ignores ``output_type``) pass through."""
+    import numpy as np
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    if not len(images) or isinstance(images[0], Image.Image):
+        return list(images), [False] * len(images)
+    arrays = np.asarray(images)
+    if arrays.dtype.kind != "f":  # uint8 pixels
+        return [Image.fromarray(array) for array in arrays], [False] * len(arrays)
+    nonfinite = [not bool(np.isfinite(array).all()) for array in arrays]
+    return VaeImageProcessor.numpy_to_pil(np.nan_to_num(arrays, nan=0.0, posinf=1.0, neginf=0.0)), nonfinite
 
 
 def guidance_summary(records, index: int = 0) -> dict:
@@ -290,6 +338,7 @@ class MadeImage:
     seconds: float
     guidance: dict | None  # guidance_summary; None for plain generation
     nsfw_content_detected: bool | None
+    nonfinite: bool = False  # decoded to NaN or infinite pixels (written black)
 
 
 def make_image(run: ImageRun, method_name: str, prompt: str, seed: int, token_groups, stem: str) -> MadeImage:
@@ -331,5 +380,6 @@ def make_images(run: ImageRun, method_name: str, prompt: str, seeds: Sequence[in
             seconds=seconds,
             guidance=guidance_summary(output.guidance_records or [], index) if method is not None else None,
             nsfw_content_detected=bool(nsfw[index]) if nsfw else None,
+            nonfinite=output.nonfinite_images[index],
         ))
     return made

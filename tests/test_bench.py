@@ -203,6 +203,32 @@ def test_bad_prompt_is_recorded_not_skipped(tmp_path, capsys):
     assert "zebra" in capsys.readouterr().err
 
 
+def _nan_decoding(monkeypatch, seeds_to_break):
+    """The VAE decodes the images of ``seeds_to_break`` (by batch row) to NaN, as an fp16 overflow would."""
+    import diffusers
+    from diffusers.models.autoencoders.vae import DecoderOutput
+
+    decode = diffusers.AutoencoderKL.decode
+
+    def nan_decode(self, z, *args, **kwargs):
+        out = decode(self, z, *args, **kwargs)
+        sample = (out[0] if isinstance(out, tuple) else out.sample).clone()
+        sample[list(seeds_to_break)] = float("nan")
+        return DecoderOutput(sample=sample) if kwargs.get("return_dict", True) else (sample,)
+
+    monkeypatch.setattr(diffusers.AutoencoderKL, "decode", nan_decode)
+
+
+def test_an_image_that_decoded_to_nan_is_a_failed_record(tmp_path, clip_dir, monkeypatch):
+    # written black, the image would be scored as one the model drew (CLIP binding metrics of 1.0 were seen)
+    _nan_decoding(monkeypatch, [1])
+    result = run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=PROMPT_ITEMS[:1], seeds=[0, 1], seed_batch=2))
+    by_seed = {r["seed"]: r for r in result.records}
+    assert by_seed[0]["status"] == "ok" and by_seed[0]["metrics"]
+    assert by_seed[1]["status"] == "failed" and "NaN or infinite pixels" in by_seed[1]["error"]
+    assert not by_seed[1].get("metrics") and (tmp_path / "run" / by_seed[1]["image"]).is_file()
+
+
 def test_unreadable_image_in_a_score_only_run(bench_run, tmp_path, capsys, clip_dir):
     import shutil
 

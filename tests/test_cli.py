@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from contrastive_diffusers import __version__
@@ -424,11 +425,43 @@ def test_seed_ranges_are_inclusive_and_checked():
     assert int_list("-1") == [-1]  # a leading minus is a negative seed, not a range
     assert int_list(str(2**64 - 1)) == [2**64 - 1] and int_list(str(-(2**63))) == [-(2**63)]
     assert len(int_list("0-99999")) == 100_000
-    for bad, message in (("5-3", "runs backwards"), ("a-b", "integers or ranges"),
+    for bad, message in (("5-3", "runs backwards"), ("a-b", "integers or ranges"), ("", "no seed in ''"),
+                         (" , ", "no seed in"),
                          ("0-100000000", "names 100,000,001 seeds; at most 100,000 per range"),
                          (str(2**64), r"seed 18446744073709551616 is out of range; seeds lie in \[-2\*\*63, 2\*\*64\)")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             int_list(bad)
+
+
+def test_options_after_a_double_dash_are_refused_not_drawn(tmp_path, capsys, monkeypatch):
+    # after "--" argparse hands every word over as a prompt: "--output-dir" would be drawn as one
+    monkeypatch.chdir(tmp_path)
+    for extra in (["--output-dir", "mine"], ["--steps=2"], ["--output", "mine"]):
+        assert main(["generate", "--method", "none", "--seeds", "0", "--", "a red car", *extra]) == 2
+        assert f"the prompt '{extra[0]}' is an option of this command" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    assert main(["generate", *FAST, "--method", "none", "--quiet", "--seeds", "0", "--", "a red car", "--x"]) == 0
+
+
+def test_an_image_that_decoded_to_nan_is_named(tmp_path, capsys, monkeypatch):
+    import diffusers
+    from diffusers.models.autoencoders.vae import DecoderOutput
+
+    monkeypatch.setattr(diffusers.AutoencoderKL, "decode",
+                        lambda self, z, *a, **k: DecoderOutput(sample=torch.full((z.shape[0], 3, 128, 128), float("nan"))))
+    assert main(["generate", "a red car", *FAST, "--method", "none", "--quiet", "--output-dir", str(tmp_path)]) == 0
+    assert "none/0-0.png decoded to NaN or infinite pixels and was written black" in capsys.readouterr().err
+    assert _settings(tmp_path)["images"][0]["nonfinite"] is True and not _pixels(tmp_path / "none/0-0.png").any()
+
+
+def test_auto_token_groups_in_any_case_and_as_json():
+    assert parse_token_groups("AUTO", 2) == parse_token_groups('"auto"', 2) == ["auto", "auto"]
+
+
+def test_a_foreign_settings_json_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "settings.json").write_text(json.dumps({"editor": "something else"}))
+    assert main(["generate", "a green cat", *FAST, "--output-dir", str(tmp_path)]) == 2
+    assert "holds a settings.json that is not a generate run's" in capsys.readouterr().err
 
 
 def test_an_output_dir_holding_a_run_or_a_file_is_refused(first_run, tmp_path, capsys):
@@ -508,12 +541,27 @@ def test_flux_reads_a_negative_prompt_only_with_true_cfg(tmp_path, capsys):
     # FluxPipeline would resize such an image with a warning, and settings.json record the size asked for
     ("tiny-flux", ["--height", "100"], "multiples of 16; got 100x128"),
     ("tiny-flux-schnell", ["--guidance-scale", "1"], "takes no guidance scale"),  # 0, the model card's, is taken
+    # which part of the joint text guidance reads is SD3's choice
+    ("tiny-flux", ["--method", "syngen", "--text-sequence", "t5"], "GuidedFluxPipeline has no such choice"),
 ])
 def test_flux_settings_the_pipeline_would_change_or_ignore_are_refused(tmp_path, capsys, model, extra, message):
     args = ["generate", "a red car", "--model", model, "--steps", "1", "--method", "none", *extra,
             "--output-dir", str(tmp_path / "run")]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sd3_guides_a_prompt_longer_than_clip_reads_on_t5(tmp_path, capsys):
+    long = "a red car and a blue bench, " + "a small green tree next to a yellow house, " * 8
+    args = ["generate", long, "--model", "tiny-sd3", "--steps", "2", "--height", "64", "--width", "64", "--quiet",
+            "--method", "syngen", "--token-groups", "red car|blue bench"]
+    assert main([*args, "--output-dir", str(tmp_path / "clip")]) == 2
+    assert "--text-sequence t5 reads the T5 tokens" in capsys.readouterr().err
+    assert main([*args, "--text-sequence", "t5", "--output-dir", str(tmp_path / "t5")]) == 0
+    settings = _settings(tmp_path / "t5")
+    assert settings["generation"]["text_sequence"] == "t5" and settings["images"][0]["guidance"]["updates"] == 1
+    assert main([*args[:-4], "--method", "none", "--text-sequence", "t5", "--output-dir", str(tmp_path / "n")]) == 2
+    assert "no method here guides" in capsys.readouterr().err
 
 
 def test_a_method_that_guides_no_step_is_named(tmp_path, capsys):

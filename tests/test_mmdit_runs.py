@@ -3,6 +3,7 @@ loss reads (Flux: T5), the stock CFG defaults, heatmaps, and attn_res refused by
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,33 @@ def test_true_cfg_scale_is_refused_off_flux():
     sd3 = load_pipeline("tiny-sd3", "cpu", None, quiet=True)
     with pytest.raises(ValueError, match="FLUX.1's true classifier-free guidance"):
         generation_options(sd3, negative_prompt="blurry", true_cfg_scale=4.0)
+
+
+def test_text_sequence_is_sd3s_and_recorded_only_off_its_default(flux, tmp_path: Path):
+    from contrastive_diffusers.eval import PromptItem
+    from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
+
+    sd3 = load_pipeline("tiny-sd3", "cpu", None, quiet=True)
+    assert generation_options(sd3, text_sequence="t5")["text_sequence"] == "t5"
+    assert "text_sequence" not in generation_options(sd3, text_sequence="clip")  # folders made without it resume
+    with pytest.raises(ValueError, match="must be 'clip' or 't5'"):
+        generation_options(sd3, text_sequence="T5")
+    with pytest.raises(ValueError, match="GuidedFluxPipeline has no such choice"):
+        generation_options(flux, text_sequence="t5")
+    no_t5 = load_pipeline("tiny-sd3", "cpu", None, quiet=True)
+    no_t5.text_encoder_3 = None
+    with pytest.raises(ValueError, match="needs the T5 text encoder"):
+        generation_options(no_t5, text_sequence="t5")
+    # a prompt longer than CLIP's 75 tokens resolves on T5, and bench guides it
+    long = "a red car and a blue bench, " + "a small green tree next to a yellow house, " * 8
+    with pytest.raises(ValueError, match="--text-sequence t5"):
+        resolve_token_groups(sd3, long, [["red", "car"], ["blue", "bench"]])
+    (car, bench) = resolve_token_groups(sd3, long, [["red", "car"], ["blue", "bench"]], "t5")
+    assert car.words == ("red", "car")
+    config = BenchConfig(tmp_path / "run", model="tiny-sd3", methods=["none", "syngen"], steps=2, height=64, width=64,
+                         prompt_set=[PromptItem("long", long, None, [["red", "car"], ["blue", "bench"]])],
+                         clip_model=None, text_sequence="t5", progress=False)
+    records = {r["method"]: r for r in run_benchmark(config).records}
+    assert records["syngen"]["status"] == "ok" and records["syngen"]["guidance"]["updates"] == 1
+    ledger = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert ledger["fingerprint"]["generation"]["text_sequence"] == "t5"

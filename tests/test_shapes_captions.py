@@ -132,6 +132,24 @@ def test_spec_json_round_trip():
         assert CaptionSpec.from_dict(spec.to_dict()) == spec
 
 
+@pytest.mark.parametrize("data, message", [
+    # a dropped key would weaken what the oracle checks: any colour for "colour", no relation for "relations"
+    ({"objects": [{"shape": "circle", "colour": "red"}]}, r"unknown key\(s\) 'colour'.*valid keys: shape, color"),
+    ({"objects": [{"shape": "circle"}, {"shape": "square"}], "relations": [0, "above", 1]}, r"unknown key\(s\) 'relations'"),
+    ({"objects": [{"shape": "circle", "sizes": "small"}]}, r"'sizes'"),
+    ({"objects": [{"shape": "circle", "exact": "false"}]}, r"exact 'false'; give true or false"),
+    ({"objects": [{"shape": "circle", "count": 2.7}]}, r"count 2\.7; give a whole number"),
+    ({"objects": [{"color": "red"}]}, r"has no 'shape'"),
+    ({"objects": "a red circle"}, r"needs 'objects': a list"),
+    ({"objects": ["circle"]}, r"must be a dict"),
+    ({"objects": [{"shape": "circle"}, {"shape": "square"}], "relation": ["above", 0, 1]}, r"\[object index, relation"),
+    ([], r"Expected a caption spec as a dict"),
+])
+def test_spec_dicts_with_unknown_keys_or_wrong_types_are_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        CaptionSpec.from_dict(data)
+
+
 def test_train_clip_leaves_captions_true_of_an_image_out_of_its_softmax(monkeypatch):
     # a batch of scenes that all carry one caption: every other image's caption is true of each
     # image, so only its own column (the target) and its hard negatives may stay finite

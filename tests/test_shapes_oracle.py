@@ -103,6 +103,15 @@ def test_blank_noise_and_unknown_blobs():
     assert obj.color == "red" and obj.shape is None
 
 
+def test_a_float_image_in_0_1_is_refused_not_read_as_blank():
+    # diffusers' output_type="np": read on the 0-255 scale every pixel would be background
+    image = np.asarray(render(Scene((ShapeObject("circle", "red"),)))).astype(np.float32)
+    spec = CaptionSpec((ObjectSpec("circle", "red"),))
+    assert check(image, spec).success  # floats on the 0-255 scale are read
+    with pytest.raises(ValueError, match=r"float array in \[0, 1\].*\* 255"):
+        check(image / 255, spec)
+
+
 def test_fit_shape_on_ideal_silhouettes():
     from contrastive_diffusers.shapes.geometry import coverage
 

@@ -52,6 +52,15 @@ def test_test_split_categories_and_held_out_prompts():
     assert len({(i.category, i.prompt) for i in test}) == len(test)
 
 
+def test_fewer_prompts_per_category_are_the_first_of_the_split():
+    # the same id names the same prompt: a smaller set is the default split's first prompts
+    for split, per in (("test", 3), ("test", 20), ("train", 20)):
+        full = {i.id: i for i in shapes_prompts(split)}
+        small = shapes_prompts(split, per_category=per)
+        assert small and all(full[i.id] == i for i in small)
+        assert {int(i.id.rsplit("-", 1)[1]) for i in small} == set(range(per))
+
+
 def test_deterministic_for_a_seed():
     assert shapes_prompts("test", seed=1) == shapes_prompts("test", seed=1)
     assert shapes_prompts("test", seed=1) != shapes_prompts("test", seed=2)

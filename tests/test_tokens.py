@@ -161,6 +161,33 @@ def test_repeated_word_placement_is_in_order_and_compact(tok):
     assert group.word_positions == ((2,), (3,), (4,))
 
 
+def test_a_group_with_more_words_is_placed_first_whatever_the_order(tok):
+    # "red" binds to the car it stands before, not to the car left over by a one-word group
+    for prompt, red_car, car in (("a red car next to a car", ((2,), (3,)), ((7,),)),
+                                 ("a car next to a red car", ((6,), (7,)), ((2,),))):
+        for groups in ([["red", "car"], ["car"]], [["car"], ["red", "car"]]):
+            resolved = {g.words: g.word_positions for g in resolve_groups(tok, prompt, groups)}
+            assert resolved == {("red", "car"): red_car, ("car",): car}
+        assert [g.words for g in resolve_groups(tok, prompt, [["car"], ["red", "car"]])] == [("car",), ("red", "car")]
+
+
+def test_a_group_of_multi_word_strings_only_is_refused(tok):
+    # one prompt's list of string groups wrapped once more reads as one object: refused, with both readings
+    with pytest.raises(ValueError, match=r"only multi-word entries.*\['red car', 'blue bench'\].*traffic light"):
+        resolve_groups(tok, "a red car and a blue bench", [["red car", "blue bench"]])
+    assert [g.words for g in resolve_groups(tok, "a red car and a blue bench", ["red car", "blue bench"])] == \
+        [("red", "car"), ("blue", "bench")]
+    (group,) = resolve_groups(tok, "a red traffic light", [["red", "traffic light"]])  # one multi-word noun: fine
+    assert group.words == ("red", "traffic light")
+    # beside a group of single words the reading is not in doubt
+    light, car = resolve_groups(tok, "a light blue traffic light and a red car", [["light blue", "traffic light"],
+                                                                                  ["red", "car"]])
+    assert light.words == ("light blue", "traffic light") and car.words == ("red", "car")
+    with pytest.raises(ValueError, match="only multi-word entries, as every group here does"):
+        resolve_groups(tok, "a red car and a blue bench and a green cat and a white dog",
+                       [["red car", "blue bench"], ["green cat", "white dog"]])
+
+
 def test_words_out_of_prompt_order_and_shared_words(tok):
     # Not in prompt order: each word takes its first unused occurrence.
     (group,) = resolve_groups(tok, "a car that is red", [["red", "car"]])

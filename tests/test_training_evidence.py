@@ -95,6 +95,24 @@ def test_the_verdict_reads_the_interval_over_prompts_when_there_is_one():
             in training_markdown({"x": entry}, {}))
 
 
+def test_an_only_call_keeps_the_sections_of_experiments_it_did_not_run(tmp_path):
+    # a fresh work folder holds the details of the experiments this call ran only: the others'
+    # arm tables and example lines stay as the call that made them wrote them
+    from contrastive_diffusers.eval.train_report import markdown_sections, write_report
+
+    stat = {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 8}
+    entry = {"metric": "success", "minutes": 1.0, "method": stat, "baselines": {"b": stat},
+             "paired": {"b": {"delta": 0.0, "ci_low": -0.1, "ci_high": 0.1, "n": 8}}}
+    arms = {"arms": {"m": {"success": stat}, "b": {"success": stat}}}
+    write_report({"x": entry, "y": entry}, {"x": arms, "y": arms}, tmp_path / "work", tmp_path)
+    first = markdown_sections((tmp_path / "training.md").read_text())
+    assert "| arm | success |" in first["x"] and "| arm | success |" in first["y"]
+    changed = {**entry, "minutes": 2.0}
+    write_report({"x": entry, "y": changed}, {"y": arms}, tmp_path / "work", tmp_path)
+    second = markdown_sections((tmp_path / "training.md").read_text())
+    assert second["x"] == first["x"] and "2.0 minutes" in second["y"] and "| arm | success |" in second["y"]
+
+
 def test_comparison_without_spread_has_no_interval():
     entry = comparison([_record("m", "p", 0, 1.0), _record("b", "p", 0, 0.0)], "success", "m", ["b"], 0.0)
     assert entry["method"] == {"mean": 1.0, "ci_low": None, "ci_high": None, "n": 1}

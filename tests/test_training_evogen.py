@@ -45,8 +45,11 @@ class _Recording:
         self.pipe, self.made = pipe, {}
 
     def __call__(self, prompts, **kwargs):
+        from diffusers.image_processor import VaeImageProcessor
+
         out = self.pipe(prompts, **kwargs)
-        self.made[out.images[0].tobytes()] = prompts[0]
+        image = out.images[0] if kwargs.get("output_type") != "np" else VaeImageProcessor.numpy_to_pil(out.images)[0]
+        self.made[image.tobytes()] = prompts[0]  # as the scorer will see it
         return out
 
 

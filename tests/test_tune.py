@@ -12,6 +12,7 @@ from contrastive_diffusers.cli import main
 from contrastive_diffusers.eval import PromptItem
 from contrastive_diffusers.eval.bench import BenchConfig, run_benchmark
 from contrastive_diffusers.eval.tune import TuneConfig, rung_scores, run_tuning, split_prompts
+from contrastive_diffusers.eval.tune import _check_folder as tune_check_folder
 from contrastive_diffusers.eval.tune_report import search_rows
 from contrastive_diffusers.eval.tune_runs import arm_tables
 from contrastive_diffusers.eval.tune_space import (Plan, build_candidate, plan_halving, same_guidance, search_space,
@@ -216,9 +217,9 @@ def test_arm_tables_intervals_count_prompts_not_seeds():
     assert (delta["delta"], delta["n"], delta["n_prompts"]) == (2.0, 6, 3) and delta["ci_low"] == delta["ci_high"] == 2.0
 
 
-def test_failed_search_images_count_as_the_worst_score():
-    # c0 draws all four prompts, right on half; c1 fails on the two hard ones and is right on
-    # the easy ones: left out, its failures would rank it first (1.0 against 0.5).
+def test_failed_search_images_count_as_zero():
+    # c0 draws all four prompts; c1 fails on the two hard ones and scores higher on the easy
+    # ones: left out, its failures would rank it first.
     def rec(method, prompt, value=None, status="ok"):
         return {"method": method, "prompt_id": prompt, "seed": 0, "status": status,
                 "metrics": None if value is None else {"clip_score": value}}
@@ -229,11 +230,19 @@ def test_failed_search_images_count_as_the_worst_score():
                rec("c0", "single", status="not_applicable"), rec("other", "easy1", 5.0)]
     scores = rung_scores(records, ["c0", "c1"], "clip_score")
     assert scores["c0"] == {"mean": 24.75, "images": 4, "failed": 0}
-    assert scores["c1"] == {"mean": (31 + 29 + 20 + 20) / 4, "images": 4, "failed": 2}  # the worst: c0's 20
+    assert scores["c1"] == {"mean": (31 + 29 + 0 + 0) / 4, "images": 4, "failed": 2}
     assert rung_scores([rec("c1", "a", status="failed")], ["c1"], "oracle_success")["c1"]["mean"] == 0.0
-    assert search_rows({"search": [{"candidate": 1, "label": "x", "rung": 0, "images": 4, "failed": 2, "mean": 25.0,
-                                    "status": "stopped after rung 0"}]})[1][0][3] == \
-        "4 (2 failed, counted as the rung's worst score)"
+    # everyone else right: a failed image still counts as wrong (the rung's lowest score was 1.0)
+    oracle = [{**rec("c0", "a"), "metrics": {"oracle_success": 1.0}}, {**rec("c1", "a"), "metrics": {"oracle_success": 1.0}},
+              rec("c1", "b", status="failed"), {**rec("c0", "b"), "metrics": {"oracle_success": 1.0}}]
+    assert rung_scores(oracle, ["c0", "c1"], "oracle_success") == {
+        "c0": {"mean": 1.0, "images": 2, "failed": 0}, "c1": {"mean": 0.5, "images": 2, "failed": 1}}
+    # a cosine below 0: failures count as the lowest score
+    cos = [{**rec("c0", "a"), "metrics": {"min_object_similarity": -0.2}}, rec("c1", "a", status="failed")]
+    assert rung_scores(cos, ["c0", "c1"], "min_object_similarity")["c1"]["mean"] == -0.2
+    row = search_rows({"search": [{"candidate": 1, "label": "x", "rung": 1, "images": 4, "failed": 2, "mean": 25.0,
+                                   "rung_means": [0.5, 25.0], "status": "stopped after rung 1"}]})[1][0]
+    assert row[3] == "4 (2 failed, counted as 0 or the rung's lowest score)" and row[5] == "0.500 / 25.000"
 
 
 def test_tune_report_names_failed_test_images(tmp_path):
@@ -271,7 +280,52 @@ def test_errors_name_the_problem(tmp_path):
     uncategorised = [PromptItem(f"u{i}", f"a red cat and a blue dog number {i}") for i in range(6)]
     with pytest.raises(ValueError, match="has no category 'None'; its prompts have none"):
         split_prompts(TuneConfig(tmp_path, "conform", prompt_set=uncategorised, categories=["None"]))
-    assert not any((tmp_path / name).exists() for name in ("small", "one", "single"))  # nothing written
+    # the oracle reads ShapesWorld specs: a prompt set without them would score no image
+    pairs = [PromptItem(f"p{i}", f"a red cat and a blue dog {i}", "two", [["red", "cat"], ["blue", "dog"]])
+             for i in range(8)]
+    with pytest.raises(ValueError, match="oracle_success is the ShapesWorld oracle.*8 prompt.*have none.*--metric"):
+        run_tuning(TuneConfig(tmp_path / "nospec", "attend_and_excite", prompt_set=pairs, steps=1, progress=False))
+    assert not any((tmp_path / name).exists() for name in ("small", "one", "single", "nospec"))  # nothing written
+
+
+def test_no_confirm_needs_no_test_prompts(tmp_path, monkeypatch):
+    # every prompt the method suits falls in the train split: the search alone still runs
+    import contrastive_diffusers.eval.tune as tune
+
+    monkeypatch.setattr(tune, "successive_halving", lambda config, plan, candidates, train: (_ for _ in ()).throw(
+        RuntimeError(f"search on {len(train)}")))
+    items = [PromptItem(f"p{i}", f"a red cat and a blue dog {i}", "two", [["red", "cat"], ["blue", "dog"]])
+             for i in range(8)]
+    train, test = split_by_hash(items)
+    singles = [PromptItem(f"s{i}", "a red cat", "one", [["red", "cat"]]) for i in range(40)]
+    test_ids = {i.id for i in split_by_hash(singles)[1]}
+    mixed = [i for i in items if i in train] + [i for i in singles if i.id in test_ids]
+    config = dict(model="tiny-sd1", prompt_set=mixed, clip_model="tiny-clip", steps=2, progress=False,
+                  metric="clip_score")
+    with pytest.raises(ValueError, match="No prompt of the test split suits conform"):
+        run_tuning(TuneConfig(tmp_path / "a", "conform", **config))
+    with pytest.raises(RuntimeError, match=f"search on {len(train)}"):
+        run_tuning(TuneConfig(tmp_path / "b", "conform", confirm=False, **config))
+
+
+def test_a_folder_whose_run_stopped_before_its_first_image_takes_new_settings(tmp_path):
+    out = tmp_path / "t"
+    (out / "candidates").mkdir(parents=True)
+    (out / "candidates" / "conform-c00.json").write_text("{}")
+    (out / "tune.json").write_text(json.dumps({"config": {"clip_model": "a typo"}, "status": "searching"}))
+    (out / "search").mkdir()
+    (out / "search" / "bench.json").write_text("{}")  # its ledger, written before the first image
+    assert tune_check_folder(TuneConfig(out, "conform")) == {}
+    assert not (out / "candidates" / "conform-c00.json").exists() and not (out / "search").exists()
+    (out / "tune.json").write_text(json.dumps({"config": {"clip_model": "a typo"}}))
+    (out / "search").mkdir()
+    (out / "search" / "0.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="holds a tune run with other settings"):
+        tune_check_folder(TuneConfig(out, "conform"))
+    for text, message in (("", "cannot be read"), ("[]", "is not a tune run's record"), ('{"config": 5}', "is not a")):
+        (out / "tune.json").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            tune_check_folder(TuneConfig(out, "conform"))
 
 
 # ============================================================================ runs
@@ -299,6 +353,9 @@ def test_tune_on_the_embedded_model(embedded_tune):
     rows = result.search
     assert [r["status"] for r in rows].count("chosen") == 1 and rows[0]["settings"] == {}
     assert sum(r["images"] for r in rows) <= 16  # the plan's images (a row holds its last rung's count)
+    # each row's means at every rung it ran, the last one its mean
+    assert all(len(r["rung_means"]) == r["rung"] + 1 and r["rung_means"][-1] == r["mean"] for r in rows)
+    assert sorted(len(r["rung_means"]) for r in rows) == [1, 1, 2, 2]
     method = load_method(result.method_file)
     assert method.config() == build_candidate("attend_and_excite", result.chosen)[0].config()
     conf = result.confirmation
@@ -376,10 +433,19 @@ def test_method_file_names(tmp_path):
     assert main(["generate", "a cat", "--method", str(reserved), "--output-dir", str(tmp_path / "g")]) == 2
 
 
-def test_tune_command(tmp_path, capsys):
+def test_tune_command(tmp_path, capsys, monkeypatch):
     assert main(["tune", "--method", "conform", "--budget", "5", "--steps", "1", "--quiet",
                  "--output-dir", str(tmp_path / "t")]) == 2
     assert "too small for a test split" in capsys.readouterr().err
+    # the map size is no part of the method file: the last line says it
+    import contrastive_diffusers.eval.tune as tune
+    from contrastive_diffusers.eval.tune import TuneResult
+
+    monkeypatch.setattr(tune, "run_tuning", lambda config: TuneResult(
+        config.output_dir, {"attn_res": [16, 16]}, config.output_dir / "conform-tuned.json", (16, 16), [], None,
+        {"html": "report.html"}))
+    assert main(["tune", "--method", "conform", "--quiet", "--output-dir", str(tmp_path / "u")]) == 0
+    assert "conform-tuned.json, with --attn-res 16 16 (report: report.html)" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -180,6 +180,7 @@ def run_bench(args: argparse.Namespace) -> int:
             attn_res=tuple(args.attn_res) if args.attn_res else None,
             negative_prompt=args.negative_prompt,
             true_cfg_scale=args.true_cfg_scale,
+            text_sequence=args.text_sequence,
             scheduler=args.scheduler,
             device=args.device,
             dtype=args.dtype,

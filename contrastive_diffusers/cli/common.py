@@ -121,6 +121,8 @@ def int_list(text: str) -> list[int]:
                 values.append(int(part))
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be integers or ranges such as 0-9, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"no seed in {text!r}; give integers or ranges such as 0-9")
     outside = [v for v in values if not -(2**63) <= v < 2**64]  # what torch.Generator.manual_seed takes
     if outside:
         raise argparse.ArgumentTypeError(f"seed {outside[0]} is out of range; seeds lie in [-2**63, 2**64)")
@@ -210,6 +212,12 @@ def add_run_arguments(p: argparse.ArgumentParser, named_methods_refuse: bool = F
         metavar="SCALE",
         help="FLUX.1 only: true classifier-free guidance against --negative-prompt at this scale (> 1; two "
         "transformer passes per step), diffusers' true_cfg_scale. Default: off",
+    )
+    p.add_argument(
+        "--text-sequence",
+        choices=("clip", "t5"),
+        help="SD3 / SD3.5 only: the part of the joint text the guidance loss reads, CLIP's tokens or T5's "
+        "(prompts longer than CLIP's 75 tokens need t5). Default: clip",
     )
     p.add_argument("--scheduler", metavar="CLASS",
                    help="a diffusers scheduler class to sample with instead of the model's own, built from its "

@@ -67,8 +67,8 @@ outputs (--output-dir):
   <method>/<prompt-index>-<seed>-attention.png    last guided step's maps, one tile per word
   settings.json                                   the run's settings and per-image results
 
-Put the options after the prompts (or end a --seeds list with --): --seeds takes
-every number that follows it.
+Put the options after the prompts: --seeds takes every number that follows it (or
+end a --seeds list with --, and put only prompts after that --).
 
 example:
   contrastive-diffusers generate "a red car and a blue bench" --model stabilityai/stable-diffusion-2-1-base \\
@@ -101,7 +101,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         help="where images and settings.json go: a new folder, or one without an earlier run's images. "
         "Default: outputs/generate-<timestamp>",
     )
-    p.set_defaults(run=run_generate)
+    # after "--" every word is a prompt: an option there would be drawn as one (check_prompts)
+    p.set_defaults(run=run_generate, option_strings=frozenset(s for a in p._actions for s in a.option_strings))
     return p
 
 
@@ -126,7 +127,7 @@ class Job:
 def parse_token_groups(spec: str, num_prompts: int) -> list:
     """``--token-groups`` as one group spec per prompt, in the form the pipelines accept."""
     spec = spec.strip()
-    if spec == "auto":
+    if spec.lower() in ("auto", '"auto"'):  # also as JSON
         return ["auto"] * num_prompts
     if spec.startswith("["):
         return _json_token_groups(spec, num_prompts)
@@ -157,7 +158,7 @@ def _word_or_position(word: str):
 
 
 def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict,
-                          skipped: dict | None = None) -> list | None:
+                          skipped: dict | None = None, text_sequence: str | None = None) -> list | None:
     """Each prompt's resolved TokenGroups, checked against every guided method up front so
     that a bad group fails (``ValueError``) before any image is made. ``None`` when nothing
     is guided. With a ``skipped`` dict, a method that cannot guide a prompt (CONFORM with one
@@ -172,7 +173,7 @@ def resolve_prompt_groups(pipe, prompts: list[str], specs: list, methods: dict,
     resolved = []
     for index, (prompt, spec) in enumerate(zip(prompts, specs, strict=True)):
         try:
-            groups = resolve_token_groups(pipe, prompt, spec)
+            groups = resolve_token_groups(pipe, prompt, spec, text_sequence)
         except NoObjectsError as err:
             if skipped is None:  # methods the user named refuse it
                 raise
@@ -205,6 +206,7 @@ def run_job(run: ImageRun, job: Job) -> dict:
         "seconds": made.seconds,
         "nsfw_content_detected": made.nsfw_content_detected,
         "guidance": made.guidance,
+        "nonfinite": made.nonfinite,
     }
 
 
@@ -232,7 +234,7 @@ def _shorten(text: str, width: int) -> str:
 def initial_settings(args, run: ImageRun, device: str, dtype_name: str, specs: list, resolved) -> dict:
     return {
         "argv": args.argv,
-        "args": {k: v for k, v in vars(args).items() if k not in ("run", "argv")},
+        "args": {k: v for k, v in vars(args).items() if k not in ("run", "argv", "option_strings")},
         "model": args.model,
         "pipeline": type(run.pipe).__name__,
         "scheduler": type(run.pipe.scheduler).__name__,
@@ -261,6 +263,9 @@ def run_jobs(run: ImageRun, jobs: list[Job], settings: dict, settings_path: Path
         for job in jobs:
             settings["images"].append(record := run_job(run, job))
             write_json_atomic(settings_path, settings)  # an interrupted run keeps what finished
+            if record["nonfinite"]:
+                print(f"warning: {record['image']} decoded to NaN or infinite pixels and was written black; in float16 "
+                      "try --dtype bfloat16 or float32, with guidance a smaller step size.", file=sys.stderr)
             if record["guidance"] is not None and not record["guidance"]["guided_steps"] and job.method not in unguided:
                 unguided.add(job.method)
                 print(f"warning: {job.method} guided no step at {run.options['num_inference_steps']} steps (its "
@@ -296,22 +301,40 @@ def check_output_dir(out_dir: Path | None) -> None:
         return
     out_dir = Path(os.path.normpath(os.path.abspath(out_dir)))  # "new/../out": the folders made are removed
     # here: eval's package imports torch (--help stays fast)
-    from ..eval.run_folder import holds_no_images, other_command_in
+    from ..eval.run_folder import holds_no_images, is_generate_settings, other_command_in
 
     problem = other_command_in(out_dir, "generate")
     if problem:
         raise CliError(problem)
     if (out_dir / "settings.json").exists() and not holds_no_images(out_dir / "settings.json"):
+        held = ("a generate run (settings.json), whose images this run would overwrite"
+                if is_generate_settings(out_dir / "settings.json")
+                else "a settings.json that is not a generate run's, which this run would overwrite")
         raise CliError(
-            f"--output-dir {out_dir} already holds a generate run (settings.json), whose images this run would "
-            "overwrite; give another folder, or leave --output-dir out for a fresh outputs/generate-<time>."
+            f"--output-dir {out_dir} already holds {held}; give another folder, or leave --output-dir out for a "
+            "fresh outputs/generate-<time>."
         )
     check_writable(out_dir)
+
+
+def check_prompts(prompts: list[str], option_strings) -> None:
+    """A usage error for a prompt that is one of the command's options, e.g. ``--output-dir``
+    after ``--``, which argparse hands over as a prompt."""
+    for prompt in prompts:
+        word = (prompt.split() or [""])[0].split("=")[0]
+        # argparse also takes a long option's unique prefix (--output for --output-dir)
+        if word in option_strings or (word.startswith("--") and len(word) > 2
+                                      and any(o.startswith(word) for o in option_strings)):
+            raise CliError(
+                f"the prompt {prompt!r} is an option of this command: after '--' every word is a prompt; put the "
+                "options before the '--' (e.g. --output-dir DIR --seeds 0 1 -- \"a red car\")"
+            )
 
 
 def run_generate(args: argparse.Namespace) -> int:
     normalize_run_args(args)
     prompts = list(args.prompt)
+    check_prompts(prompts, getattr(args, "option_strings", ()))
     device = resolve_device(args.device)
     dtype, dtype_name = resolve_dtype(args.dtype, device)
     try:  # two method files with one name: a usage error, before the model loads
@@ -325,9 +348,9 @@ def run_generate(args: argparse.Namespace) -> int:
         use_scheduler(pipe, args.scheduler, guided=any(method is not None for method in methods.values()))
         # the default methods skip a prompt they cannot guide; methods the user named refuse it
         skipped = {} if args.default_methods else None
-        resolved = resolve_prompt_groups(pipe, prompts, specs, methods, skipped)
         options = generation_options(pipe, args.height, args.width, args.steps, args.guidance_scale,
-                                     args.negative_prompt, args.true_cfg_scale)
+                                     args.negative_prompt, args.true_cfg_scale, args.text_sequence)
+        resolved = resolve_prompt_groups(pipe, prompts, specs, methods, skipped, args.text_sequence)
         check_map_settings(pipe, options, args.attn_res, methods)
     except ValueError as err:
         raise CliError(str(err)) from None

@@ -105,5 +105,7 @@ def run_tune(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     if not args.quiet:
         print((result.output_dir / "report.md").read_text(encoding="utf-8"))
-    print(f"chosen setting: {result.method_file} (report: {result.files.get('html')})")
+    # the map size is a call argument, not part of the method file: say it where the file is named
+    maps = f", with --attn-res {result.attn_res[0]} {result.attn_res[1]}" if result.attn_res else ""
+    print(f"chosen setting: {result.method_file}{maps} (report: {result.files.get('html')})")
     return EXIT_OK

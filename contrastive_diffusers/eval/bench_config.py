@@ -48,6 +48,7 @@ class BenchConfig:
     attn_res: tuple[int, int] | None = None
     negative_prompt: str | None = None
     true_cfg_scale: float | None = None  # FLUX.1's true CFG, with negative_prompt
+    text_sequence: str | None = None  # SD3: the text the loss reads, "clip" (None: the default) or "t5"
     scheduler: str | None = None  # a diffusers scheduler class name; None: the model's own
     device: str = "auto"
     dtype: str | None = None  # None: float16 on CUDA, float32 elsewhere

@@ -20,6 +20,11 @@ def judge_metadata(prompt: PromptItem) -> dict | None:
     return {k: v for k, v in prompt.metadata.items() if k != "spec"} or None
 
 
+#: The error of an image that decoded to NaN or infinite pixels (fp16 overflow, a diverging update).
+NONFINITE_IMAGE = ("the image decoded to NaN or infinite pixels (written black); in float16 try --dtype bfloat16 or "
+                   "float32, with guidance a smaller step size")
+
+
 def _record_for(name: str, item: BenchItem, seed: int) -> dict:
     p = item.prompt
     record = new_record(name, p.id, p.prompt, p.category, seed, item.words, item.contrast)
@@ -60,11 +65,14 @@ def _make_images(setup: BenchSetup, name: str, item: BenchItem, seeds: list[int]
     for record, image in zip(records, made):
         record["seconds"] = image.seconds
         record["process"] = f"{setup.state.process_index}/{setup.state.num_processes}"
-        record.update(image=image.image, status="ok")
         if image.guidance is not None:
             record["guidance"] = image.guidance
             if image.attention is not None:
                 record["attention"] = image.attention
+        if image.nonfinite:  # scored, the black image would pass for a drawn one
+            record.update(image=image.image, error=NONFINITE_IMAGE)
+            continue
+        record.update(image=image.image, status="ok")
     return records
 
 

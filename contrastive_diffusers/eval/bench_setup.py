@@ -78,7 +78,7 @@ def load_items(config: BenchConfig) -> list[PromptItem]:
                 raise BenchInputError(
                     f"Prompt {item.id}: its \"spec\" field is not a ShapesWorld caption spec ({type(err).__name__}: "
                     f"{err}). The oracle reads {{\"objects\": [{{\"shape\": \"circle\", \"color\": \"red\"}}], "
-                    "\"relation\": null}}, as the shapes prompt sets write it; fix it or rename the field."
+                    "\"relation\": null}, as the shapes prompt sets write it; fix it or rename the field."
                 ) from None
     if config.num_prompts and config.num_prompts > len(items) and is_main_launched_process():
         print(f"warning: the prompt set has {len(items)} prompts; --num-prompts {config.num_prompts} uses all of them",
@@ -86,14 +86,15 @@ def load_items(config: BenchConfig) -> list[PromptItem]:
     return items[: config.num_prompts] if config.num_prompts else items
 
 
-def prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: bool) -> list[BenchItem]:
+def prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: bool,
+                  text_sequence: str | None = None) -> list[BenchItem]:
     """Resolve each prompt's token groups once; a prompt whose groups fail is recorded per method, not dropped."""
     prepared = []
     for item in items:
         spec = item.token_groups or "auto"
         errors, not_applicable, groups, words = {}, {}, None, None
         try:
-            groups = resolve_token_groups(pipe, item.prompt, spec)
+            groups = resolve_token_groups(pipe, item.prompt, spec, text_sequence)
         except ValueError as err:
             errors = {name: str(err) for name, method in methods.items() if method is not None}
         else:
@@ -223,7 +224,7 @@ def setup_run(config: BenchConfig) -> BenchSetup:
     try:
         options = generation_options(
             pipe, config.height, config.width, config.steps, config.guidance_scale, config.negative_prompt,
-            config.true_cfg_scale,
+            config.true_cfg_scale, config.text_sequence,
         )
         check_map_settings(pipe, options, config.attn_res, methods)
     except ValueError as err:  # a setting the model would ignore or refuse on the first guided image
@@ -245,7 +246,7 @@ def setup_run(config: BenchConfig) -> BenchSetup:
         {item.id: item.category for item in items},
         config.seeds,
     )
-    prepared = prepare_items(pipe, items, methods, config.contrast)
+    prepared = prepare_items(pipe, items, methods, config.contrast, options.get("text_sequence"))
     key = scorer_key(config.clip_model, config.captioner)
     run_info = {
         "model": config.model,

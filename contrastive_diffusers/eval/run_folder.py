@@ -101,15 +101,25 @@ def other_command_in(folder: Path, command: str) -> str | None:
     return None
 
 
-def holds_no_images(settings_path: Path) -> bool:
-    """A generate run that ended before its first image (its input refused, or stopped while
-    the first image was drawn): its folder holds nothing to keep."""
+def _generate_settings(settings_path: Path) -> dict | None:
     try:
         settings = read_json(settings_path)
     except (OSError, ValueError):
-        return False
+        return None
     # "argv": a generate run's settings.json, not another tool's file of that name
-    return isinstance(settings, dict) and "argv" in settings and settings.get("images") == []
+    return settings if isinstance(settings, dict) and "argv" in settings else None
+
+
+def is_generate_settings(settings_path: Path) -> bool:
+    """Whether ``settings_path`` is the settings.json of a generate run."""
+    return _generate_settings(settings_path) is not None
+
+
+def holds_no_images(settings_path: Path) -> bool:
+    """A generate run that ended before its first image (its input refused, or stopped while
+    the first image was drawn): its folder holds nothing to keep."""
+    settings = _generate_settings(settings_path)
+    return settings is not None and settings.get("images") == []
 
 
 def remove_stale_temporaries(run_dir: Path) -> int:

@@ -66,14 +66,31 @@ def merge_results(path: Path, new: dict) -> dict:
     return results
 
 
-def training_markdown(results: dict, details: dict, header: str = "", examples: Collection[str] = ()) -> str:
+def markdown_sections(text: str) -> dict[str, str]:
+    """``{experiment: its "## experiment" section}`` of a ``training.md``."""
+    sections, name = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            name = line[3:].strip()
+            sections[name] = []
+        elif name is not None:
+            sections[name].append(line)
+    return {name: "\n".join([f"## {name}", *lines]).rstrip("\n") + "\n" for name, lines in sections.items()}
+
+
+def training_markdown(results: dict, details: dict, header: str = "", examples: Collection[str] = (),
+                      kept: dict[str, str] | None = None) -> str:
     """Tables of every experiment: method and baselines (mean, 95% interval, n) with the paired
     difference, then each arm's secondary metrics; ``examples`` names the experiments whose
-    example grid was written."""
+    example grid was written. An experiment without details (a ``--only`` call in a fresh work
+    folder that ran others) keeps its section of ``kept`` (the earlier training.md's) as written."""
     lines = ["# Training evidence in ShapesWorld", ""]
     if header:
         lines += [header, ""]
     for name, entry in results.items():
+        if name not in details and name in (kept or {}):
+            lines.append(kept[name])
+            continue
         sizes, call = entry.get("sizes"), entry.get("last_call")
         lines += [f"## {name}", "", f"Metric: {entry['metric']}; {entry['minutes']:.1f} minutes.", "",
                   *([f"Sizes: {', '.join(f'{k}={v}' for k, v in sizes.items())}.", ""] if sizes else []),
@@ -143,6 +160,8 @@ def write_report(results: dict, details: dict, output_dir: Path, results_dir: Pa
         if grid is not None:
             written.append(grid)
             examples.append(name)
+    markdown = results_dir / "training.md"
+    kept = markdown_sections(markdown.read_text(encoding="utf-8")) if markdown.exists() else {}
     write_json_atomic(results_dir / "training.json", results)
-    write_text_atomic(results_dir / "training.md", training_markdown(results, details, header, examples) + "\n")
+    write_text_atomic(markdown, training_markdown(results, details, header, examples, kept) + "\n")
     return [results_dir / "training.json", results_dir / "training.md", *written]

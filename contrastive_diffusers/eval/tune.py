@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import shutil
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -188,6 +189,21 @@ def _check_categories(categories, items: list, source) -> None:
         raise ValueError(f"The prompt set {source!r} has no category {', '.join(map(repr, unknown))}; {has}.")
 
 
+def _check_metric_inputs(config: TuneConfig, items: list) -> None:
+    """``ValueError`` when the metric cannot score these prompts: the oracle reads each prompt's
+    ShapesWorld spec, which other prompt sets lack (every image would go unscored)."""
+    if config.metric != "oracle_success":
+        return
+    missing = [item for item in items if not (item.metadata or {}).get("spec")]
+    if missing:
+        raise ValueError(
+            f"The metric oracle_success is the ShapesWorld oracle, which judges a prompt by its spec; "
+            f"{len(missing)} prompt(s) of {config.prompt_set!r} have none (e.g. {missing[0].prompt!r}). Use the "
+            "world's prompts (--prompts shapes, or a file with a \"spec\" per prompt), or a CLIP metric: "
+            "--metric min_object_similarity, binding_accuracy, binding_text_score or clip_score."
+        )
+
+
 def applicable(pipe, method, items: list, split: str) -> list:
     """The items whose token groups resolve and suit ``method``; ``ValueError`` naming the
     problem when none do (e.g. CONFORM on a set without two-object prompts)."""
@@ -283,8 +299,10 @@ def _write_candidates(config: TuneConfig, candidates: list[dict]) -> list[Arm]:
 
 def rung_scores(records: list[dict], names: Sequence[str], metric: str) -> dict[str, dict]:
     """Each candidate's ``{mean, images, failed}`` over one rung's images. A failed image (no
-    image, a NaN one, guidance that broke) counts as the rung's worst scored value, 0 for the
-    oracle: left out, a setting that fails on the hard prompts would be ranked on the easy ones.
+    image, a NaN one, guidance that broke) counts as 0, the floor of the oracle's, the binding
+    metrics' and the CLIP score's scale (or as the rung's lowest score when that is lower: a
+    cosine can be negative): left out, a setting that fails on the hard prompts would be
+    ranked on the easy ones.
     Not-applicable and unscored images are left out (the same for every candidate of a method)."""
     from .stats import metric_value
 
@@ -298,7 +316,7 @@ def rung_scores(records: list[dict], names: Sequence[str], metric: str) -> dict[
         elif (value := metric_value(r, metric)) is not None:
             scored[r["method"]].append(value)
     everything = [v for values in scored.values() for v in values]
-    worst = min(everything, default=0.0)
+    worst = min([*everything, 0.0])
     out = {}
     for name in names:
         values = scored[name] + [worst] * failed[name]
@@ -311,7 +329,8 @@ def successive_halving(config: TuneConfig, plan: Plan, candidates: list[dict], t
     """Run the plan; returns the winner's index and one table row per candidate."""
     arms = _write_candidates(config, candidates[: plan.candidates])
     rows = [{"candidate": i, "name": a.name, "settings": candidates[i], "label": candidate_label(candidates[i]),
-             "rung": 0, "prompts": 0, "images": 0, "failed": 0, "mean": None, "status": "running"} for i, a in enumerate(arms)]
+             "rung": 0, "prompts": 0, "images": 0, "failed": 0, "mean": None, "rung_means": [], "status": "running"}
+            for i, a in enumerate(arms)]
     alive = list(range(len(arms)))
     for rung, n_prompts in enumerate(plan.prompts):
         records = run_arms(config.output_dir / "search", [arms[i] for i in alive], train[:n_prompts], config.seeds,
@@ -319,6 +338,8 @@ def successive_halving(config: TuneConfig, plan: Plan, candidates: list[dict], t
         scores = rung_scores(records, [arms[i].name for i in alive], config.metric)
         for i in alive:
             rows[i].update(rung=rung, prompts=n_prompts, **scores[arms[i].name])
+            # a rung's means compare the candidates it ran (the same prompts): the last ones do not
+            rows[i]["rung_means"] = [*rows[i]["rung_means"], rows[i]["mean"]]
         ranked = sorted(alive, key=lambda i: (-(rows[i]["mean"] if rows[i]["mean"] is not None else -math.inf), i))
         keep = ranked[: plan.survivors(rung + 1)] if rung + 1 < len(plan.prompts) else ranked[:1]
         for i in alive:
@@ -339,7 +360,20 @@ def _check_folder(config: TuneConfig) -> dict:
         if problem:
             raise ValueError(problem)
         return {}
-    state = read_json(path)
+    try:
+        state = read_json(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); choose another --output-dir, or delete the folder.") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise ValueError(f"{path} is not a tune run's record; choose another --output-dir.")
+    if state.get("config") != config.key() and not any(config.output_dir.rglob("*.png")):
+        # a run that stopped before its first image (a CLIP model that did not load, ...): nothing to
+        # keep, and its candidate files and bench ledgers would refuse the new settings
+        for stale in (config.output_dir / "candidates").glob("*.json"):
+            stale.unlink()
+        for bench_folder in ("search", "confirm"):
+            shutil.rmtree(config.output_dir / bench_folder, ignore_errors=True)
+        return {}
     if state.get("config") != config.key():
         changed = sorted(k for k in config.key() if state.get("config", {}).get(k) != config.key()[k])
         raise ValueError(
@@ -395,11 +429,15 @@ def run_tuning(config: TuneConfig) -> TuneResult:
 
     state = _check_folder(config)
     train, test = split_prompts(config)
+    if not config.confirm:
+        test = []  # the search alone: the test split is never drawn
+    _check_metric_inputs(config, train + test)
     device = resolve_device(config.device)
     pipe = load_pipeline(config.model, device, resolve_dtype(config.dtype, device)[0], quiet=True,
                          loading_bars=config.progress)
     defaults = get_method(config.method)
-    train, test = applicable(pipe, defaults, train, "train"), applicable(pipe, defaults, test, "test")
+    train = applicable(pipe, defaults, train, "train")
+    test = applicable(pipe, defaults, test, "test") if config.confirm else []
     loop_steps, paper_fractions = guided_loop(pipe, config.steps)
     candidates = search_space(config.method, map_sizes(pipe, config), loop_steps=loop_steps,
                               paper_fractions=paper_fractions)

@@ -24,16 +24,18 @@ def _number(value, signed: bool = False) -> str:
 
 
 def search_rows(state: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["#", "settings (changes to the paper defaults)", "last rung", "images", "mean", "status"]
-    rows = [[str(r["candidate"]), r["label"], str(r["rung"]), _images(r), _number(r["mean"]), r["status"]]
+    header = ["#", "settings (changes to the paper defaults)", "last rung", "images", "mean (last rung)",
+              "means by rung", "status"]
+    rows = [[str(r["candidate"]), r["label"], str(r["rung"]), _images(r), _number(r["mean"]),
+             " / ".join(_number(m) for m in r.get("rung_means", [])) or "-", r["status"]]
             for r in state.get("search", [])]
     return header, rows
 
 
 def _images(row: dict) -> str:
-    """``"12"``, or ``"12 (2 failed, counted as the rung's worst score)"``."""
+    """``"12"``, or ``"12 (2 failed, counted as 0 or the rung's lowest score)"``."""
     failed = row.get("failed") or 0  # rows of folders made before failures were counted have none
-    return f"{row['images']} ({failed} failed, counted as the rung's worst score)" if failed else str(row["images"])
+    return f"{row['images']} ({failed} failed, counted as 0 or the rung's lowest score)" if failed else str(row["images"])
 
 
 def _interval(stat: dict, key: str = "mean", signed: bool = False) -> str:

@@ -12,7 +12,13 @@ code for both tokenizers.
 
 from __future__ import annotations
 
-from .tokens import _CLIP_PAT, PromptTokens
+import regex
+
+from .tokens import PromptTokens, _pre_tokenize
+
+# A word of the raw prompt: CLIP's pattern with combining marks kept in their letter run, so
+# that "cafe\u0301" (decomposed) is one word; _pre_tokenize then splits it as CLIP's path does.
+_RAW_WORD = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}\p{M}]+|[\p{N}]|[^\s\p{L}\p{M}\p{N}]+""", regex.IGNORECASE)
 
 
 class T5WordLookup:
@@ -57,11 +63,12 @@ class T5WordLookup:
         # the space before the word or the word's first letter, by how the tokenizer was loaded.
         offsets = [offsets[i + 1] if pieces[i] == "▁" and i + 1 < own else offsets[i] for i in range(len(offsets))]
         words = []
-        for match in _CLIP_PAT.finditer(prompt):
+        for match in _RAW_WORD.finditer(prompt):
             start, end = match.span()
             positions = tuple(i + 1 for i, (s, e) in enumerate(offsets[:own]) if s < end and e > start)
             if positions:  # a character T5 drops (unknown to its vocabulary) has no piece
-                words.append((match.group().lower(), positions))
+                # the words a group entry becomes on both paths (NFC, lower case: "İ" is "i" + a mark)
+                words.extend((word, positions) for word in _pre_tokenize(match.group()))
         return PromptTokens(
             prompt=prompt,
             input_ids=(self.pad_token_id, *ids[:own], self.eos_token_id),

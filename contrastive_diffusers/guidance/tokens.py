@@ -55,8 +55,8 @@ class TokenGroup:
 
     @property
     def positions(self) -> tuple[int, ...]:
-        """All positions, in word order."""
-        return tuple(p for positions in self.word_positions for p in positions)
+        """All positions, in word order, each once (two words can share a T5 piece)."""
+        return tuple(dict.fromkeys(p for positions in self.word_positions for p in positions))
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,8 @@ def tokenize_prompt(tokenizer, prompt: str) -> PromptTokens:
         raise ValueError(
             f"The prompt has {len(flat)} tokens but the text encoder sees at most {limit} "
             f"(model_max_length {tokenizer.model_max_length} minus the start and end tokens); "
-            f"shorten the prompt, since guidance cannot see truncated tokens (on SD3, text_sequence='t5' reads "
-            f"the T5 tokens, max_sequence_length of them): {prompt!r}"
+            f"shorten the prompt, since guidance cannot see truncated tokens (on SD3, text_sequence='t5' "
+            f"or --text-sequence t5 reads the T5 tokens, max_sequence_length of them): {prompt!r}"
         )
     input_ids = list(tokenizer(encoded).input_ids)
     if input_ids[1:-1] != flat or len(input_ids) < 2:
@@ -290,6 +290,10 @@ def _group_entries(group, index: int) -> list:
     return entries
 
 
+def _only_multi_word(entries: list) -> bool:
+    return len(entries) > 1 and all(isinstance(e, str) and len(e.split()) > 1 for e in entries)
+
+
 def _check_position(pos: int, tokens: PromptTokens, index: int) -> int:
     pos = int(pos)
     n = tokens.length
@@ -298,7 +302,8 @@ def _check_position(pos: int, tokens: PromptTokens, index: int) -> int:
         raise ValueError(f"Token position {pos} in group {index} is negative; {valid}")
     if pos == 0:
         raise ValueError(
-            f"Token position 0 in group {index} is the start-of-text token, not a prompt token; {valid}"
+            f"Token position 0 in group {index} is not a prompt token (CLIP's start-of-text token; on T5, which "
+            f"has none, a placeholder); {valid}"
         )
     if pos > n:
         raise ValueError(
@@ -327,7 +332,7 @@ def _word_matches(entry: str, tokens: PromptTokens, index: int) -> tuple[int, li
 
 
 def _place(matches: list[tuple[int, list[int]]], used: set[int]) -> list[int]:
-    """A start for each of a group's words, avoiding words ``used`` by earlier groups.
+    """A start for each of a group's words, avoiding words ``used`` by groups placed before.
 
     Takes unused occurrences in prompt order (attributes precede their noun); among such
     placements, the most compact one, then the earliest. So "red" of a ``["red", "bench"]``
@@ -388,21 +393,38 @@ def _resolve(tokens: PromptTokens, groups) -> list[TokenGroup]:
         raise ValueError(
             f"The token group list for {tokens.prompt!r} is empty; give at least one group or use 'auto'."
         )
-    used: set[int] = set()  # indices into tokens.words taken by earlier groups
+    entries = [_group_entries(group, index) for index, group in enumerate(groups)]
+    if all(_only_multi_word(group) for group in entries):
+        # [["red car", "blue bench"]] is one prompt's list of string groups wrapped once more per
+        # prompt as often as one object whose attribute is "red car" and noun "blue bench"
+        first = list(entries[0])
+        raise ValueError(
+            f"Token group 0 ({first!r}) holds only multi-word entries, as every group here does, which reads as "
+            f"one object (the attribute {first[0]!r} ... the noun {first[-1]!r}). For one group per string, pass "
+            f"the strings as the prompt's group list ({first!r}; with several prompts, one such list per prompt); "
+            "for one object with a multi-word noun, give its other words one by one (['light', 'blue', "
+            "'traffic light'])."
+        )
+    matches = [[_word_matches(e, tokens, index) for e in group if isinstance(e, str)]
+               for index, group in enumerate(entries)]
+    # Groups with more words are placed first (stable otherwise): in "a red car next to a car",
+    # ["red", "car"] takes the car after "red" whichever of the two groups comes first.
+    used: set[int] = set()  # indices into tokens.words taken by groups placed earlier
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for index in sorted(range(len(entries)), key=lambda i: -len(matches[i])):
+        starts = _place(matches[index], used) if matches[index] else []
+        spans[index] = [(start, start + k) for start, (k, _) in zip(starts, matches[index])]
+        used.update(i for start, stop in spans[index] for i in range(start, stop))
     out = []
-    for index, group in enumerate(groups):
-        entries = _group_entries(group, index)
-        word_entries = [e for e in entries if isinstance(e, str)]
-        matches = [_word_matches(e, tokens, index) for e in word_entries]
-        starts = _place(matches, used) if matches else []
-        spans = iter([(start, start + k) for start, (k, _) in zip(starts, matches)])
+    for index, group in enumerate(entries):
+        word_spans = iter(spans[index])
         names, positions = [], []
-        for entry in entries:
+        for entry in group:
             if isinstance(entry, str):
-                start, stop = next(spans)
-                used.update(range(start, stop))
+                start, stop = next(word_spans)
                 names.append(" ".join(w for w, _ in tokens.words[start:stop]))
-                positions.append(tuple(p for _, ps in tokens.words[start:stop] for p in ps))
+                # each once: on T5 several words can share a piece ("12" is "1" "2" on "▁12")
+                positions.append(tuple(dict.fromkeys(p for _, ps in tokens.words[start:stop] for p in ps)))
             else:
                 pos = _check_position(entry, tokens, index)
                 names.append(str(pos))
@@ -418,8 +440,9 @@ def resolve_groups(tokenizer, prompt: str, groups) -> list[TokenGroup]:
     words and/or integer positions, a string of whitespace-separated words, or one position.
     A multi-word string inside a group list ("traffic light") is one word matched on
     consecutive prompt words. Words match case-insensitively; a repeated word takes an
-    occurrence not used by an earlier group: the group's words in prompt order, as compactly
-    as possible, else the earliest (see ``_place``).
+    occurrence not used by a group placed before it (groups with more words first, then in
+    the given order): the group's words in prompt order, as compactly as possible, else the
+    earliest (see ``_place``).
     """
     return _resolve(tokenize_prompt(tokenizer, prompt), groups)
 

@@ -101,9 +101,16 @@ class OracleResult:
 def _as_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.float64)
-    array = np.asarray(image, dtype=np.float64)
+    raw = np.asarray(image)
+    array = raw.astype(np.float64)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"Expected an RGB image (H x W x 3), got an array of shape {array.shape}.")
+    if np.issubdtype(raw.dtype, np.floating) and 0 < array.max() <= 1.0:
+        # diffusers' output_type="np" gives [0, 1]: read on the 0-255 scale, every pixel is background
+        raise ValueError(
+            "The image is a float array in [0, 1] (diffusers' output_type='np'); the oracle reads 0-255: pass "
+            "(array * 255).round().astype('uint8'), or a PIL image."
+        )
     return array
 
 

@@ -76,12 +76,17 @@ def shapes_prompts(split: str = "test", seed: int = 0, per_category: int | None 
     prompts for each of :data:`PROMPT_CATEGORIES`, drawn from training pairs only, plus - in the
     test split - as many ``held_out`` prompts. Duplicate captions within a category are
     skipped, so a small category (e.g. ``no_color``: five shapes) may hold fewer. Deterministic
-    for ``(split, seed)``."""
+    for ``(split, seed)``. A ``per_category`` below the default gives the first prompts of each
+    category of the default split (the same ids, the same prompts); one above it draws a set of
+    its own, whose ids may name other prompts than the default split's."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; valid splits: {', '.join(SPLITS)}.")
-    per = per_category if per_category is not None else _DEFAULT_PER_CATEGORY[split]
+    default = _DEFAULT_PER_CATEGORY[split]
+    per = per_category if per_category is not None else default
     if per < 1:
         raise ValueError(f"per_category must be positive, got {per}.")
+    if per < default:  # every category's draw goes on from the previous one's: draw them all, keep the first
+        return [item for item in shapes_prompts(split, seed) if int(item.id.rsplit("-", 1)[1]) < per]
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     pool = training_pairs()
     items: list[PromptItem] = []

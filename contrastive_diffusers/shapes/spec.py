@@ -77,8 +77,17 @@ class ObjectSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> ObjectSpec:
-        return cls(data["shape"], data.get("color"), int(data.get("count", 1)), data.get("size"),
-                   bool(data.get("exact", False)))
+        """The object of ``data`` (as :meth:`to_dict` writes it); ``ValueError`` for a key it does
+        not know or a value of the wrong type: a dropped ``"colour"`` would let any colour pass."""
+        _check_keys(data, _OBJECT_KEYS, "an object")
+        if "shape" not in data:
+            raise ValueError(f"The object {data!r} has no 'shape'; valid shapes: {', '.join(SHAPES)}.")
+        count, exact = data.get("count", 1), data.get("exact", False)
+        if not _is_int(count):
+            raise ValueError(f"The object {data!r} has count {count!r}; give a whole number (1 when left out).")
+        if not isinstance(exact, bool):
+            raise ValueError(f"The object {data!r} has exact {exact!r}; give true or false (JSON), not a string.")
+        return cls(data["shape"], data.get("color"), int(count), data.get("size"), exact)
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,44 @@ class CaptionSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> CaptionSpec:
+        """The spec of ``data`` (as :meth:`to_dict` writes it); ``ValueError`` for a key it does not
+        know (a misspelt ``"relations"`` would drop the relation the oracle checks)."""
+        _check_keys(data, _SPEC_KEYS, "a caption spec")
+        objects = data.get("objects")
+        if not isinstance(objects, (list, tuple)):
+            raise ValueError(f"The caption spec {data!r} needs 'objects': a list of objects.")
         relation = data.get("relation")
-        return cls(tuple(ObjectSpec.from_dict(o) for o in data["objects"]),
+        if relation is not None and not (isinstance(relation, (list, tuple)) and len(relation) == 3
+                                         and _is_int(relation[0]) and _is_int(relation[2])):
+            raise ValueError(
+                f"The caption spec's relation {relation!r} must be [object index, relation, object index], "
+                "e.g. [0, \"above\", 1]."
+            )
+        for obj in objects:
+            if not isinstance(obj, dict):
+                raise ValueError(f"The caption spec's object {obj!r} must be a dict such as "
+                                 "{\"shape\": \"circle\", \"color\": \"red\"}.")
+        return cls(tuple(ObjectSpec.from_dict(o) for o in objects),
                    tuple(relation) if relation is not None else None)
+
+
+_OBJECT_KEYS = ("shape", "color", "count", "size", "exact")
+_SPEC_KEYS = ("objects", "relation")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_keys(data, known: tuple, what: str) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"Expected {what} as a dict, got {type(data).__name__} {data!r}.")
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        raise ValueError(
+            f"{what[0].upper()}{what[1:]} holds the unknown key(s) {', '.join(map(repr, unknown))} ({data!r}); "
+            f"valid keys: {', '.join(known)}."
+        )
 
 
 @dataclass(frozen=True)
