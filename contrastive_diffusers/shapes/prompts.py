@@ -9,6 +9,8 @@ Every prompt carries its oracle spec in ``metadata["spec"]`` (:meth:`CaptionSpec
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from ..prompts import PromptItem
@@ -86,7 +88,12 @@ def shapes_prompts(split: str = "test", seed: int = 0, per_category: int | None 
     if per < 1:
         raise ValueError(f"per_category must be positive, got {per}.")
     if per < default:  # every category's draw goes on from the previous one's: draw them all, keep the first
-        return [item for item in shapes_prompts(split, seed) if int(item.id.rsplit("-", 1)[1]) < per]
+        kept, taken = [], Counter()
+        for item in shapes_prompts(split, seed):
+            taken[item.category] += 1
+            if taken[item.category] <= per:
+                kept.append(item)
+        return kept
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     pool = training_pairs()
     items: list[PromptItem] = []
