@@ -492,6 +492,30 @@ def test_a_changed_prompt_text_is_refused(tmp_path, clip_dir):
         run_benchmark(_fast_config(tmp_path, clip_dir, prompt_set=changed))
 
 
+def test_an_image_guided_at_other_token_positions_is_drawn_again(tmp_path, clip_dir):
+    """Same group words, other positions (placement changed between versions): the guided image is stale."""
+    config = _fast_config(tmp_path, clip_dir, methods=["none", "conform"], prompt_set=PROMPT_ITEMS[:1])
+    first = run_benchmark(config)
+    assert first.generated == 2
+    guided, plain = (tmp_path / "run" / m / "car-bench" / "0.json" for m in ("conform", "none"))
+    record = json.loads(guided.read_text())
+    assert record["token_groups"] == [["red", "car"], ["blue", "bench"]]
+    assert record["token_positions"] == [[[2], [3]], [[6], [7]]]  # "a red car and a blue bench"
+    record["token_positions"] = [[[2], [3]], [[6], [3]]]
+    guided.write_text(json.dumps(record))
+    unrecorded = json.loads(plain.read_text())  # a plain image from before positions were recorded
+    del unrecorded["token_positions"]
+    plain.write_text(json.dumps(unrecorded))
+    again = run_benchmark(config)
+    assert again.generated == 1  # the guided image; the plain one never read the groups
+    assert json.loads(guided.read_text())["token_positions"] == [[[2], [3]], [[6], [7]]]
+    assert json.loads(plain.read_text())["token_positions"] == [[[2], [3]], [[6], [7]]]
+    redrawn = json.loads(guided.read_text())
+    del redrawn["token_positions"]  # a guided record from before positions were recorded is kept on its words
+    guided.write_text(json.dumps(redrawn))
+    assert run_benchmark(config).generated == 0
+
+
 def test_another_scorer_rescores_and_no_scorer_hides_old_metrics(tmp_path, clip_dir):
     first = run_benchmark(_fast_config(tmp_path, clip_dir))
     assert first.scored == 2

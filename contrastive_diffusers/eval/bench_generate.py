@@ -28,6 +28,7 @@ NONFINITE_IMAGE = ("the image decoded to NaN or infinite pixels (written black);
 def _record_for(name: str, item: BenchItem, seed: int) -> dict:
     p = item.prompt
     record = new_record(name, p.id, p.prompt, p.category, seed, item.words, item.contrast)
+    record["token_positions"] = item.positions  # where guidance read the groups: resume compares them
     record["spec"] = p.metadata.get("spec")  # ShapesWorld: what the oracle checks
     record["judge_metadata"] = judge_metadata(p)
     return record
@@ -93,13 +94,15 @@ def seed_batches(todo: list, size: int) -> list[tuple[str, BenchItem, list[int]]
 
 
 def _still_valid(run_dir: Path, record: dict | None, name: str, item: BenchItem) -> bool:
-    """A finished image of this prompt with these token groups (plain images do not use them)."""
+    """A finished image of this prompt with these token groups at these token positions (plain
+    images do not use them; records written before positions were recorded are kept on their words)."""
     return bool(
         record
         and record.get("status") == "ok"
         and (run_dir / record["image"]).is_file()
         and record.get("prompt") == item.prompt.prompt
-        and (name == "none" or record.get("token_groups") == item.words)
+        and (name == "none" or (record.get("token_groups") == item.words
+                                and record.get("token_positions", item.positions) == item.positions))
     )
 
 
@@ -111,6 +114,9 @@ def _refresh(path: Path, record: dict, item: BenchItem) -> None:
     if record.get("token_groups") != item.words or record.get("contrast_captions") != item.contrast:
         record.update(token_groups=item.words, contrast_captions=item.contrast)
         drop_clip_metrics(record)
+        changed = True
+    if record["method"] == "none" and record.get("token_positions") != item.positions:  # descriptive only
+        record["token_positions"] = item.positions
         changed = True
     # as written to the record (tuples as lists), so an unchanged row compares equal
     judged_on = jsonable({"category": item.prompt.category, "judge_metadata": judge_metadata(item.prompt)})

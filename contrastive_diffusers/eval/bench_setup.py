@@ -44,6 +44,7 @@ class BenchItem:
     errors: dict  # method -> why its token groups failed to resolve (a failure)
     not_applicable: dict  # method -> why it cannot apply to this prompt (e.g. one object for CONFORM)
     contrast: dict | None  # perturbation -> caption
+    positions: list | None = None  # each group's word positions, as guidance reads them (a resumed image must match)
 
 
 @dataclass
@@ -92,16 +93,17 @@ def prepare_items(pipe, items: list[PromptItem], methods: dict, want_contrast: b
     prepared = []
     for item in items:
         spec = item.token_groups or "auto"
-        errors, not_applicable, groups, words = {}, {}, None, None
+        errors, not_applicable, groups, words, positions = {}, {}, None, None, None
         try:
             groups = resolve_token_groups(pipe, item.prompt, spec, text_sequence)
         except ValueError as err:
             errors = {name: str(err) for name, method in methods.items() if method is not None}
         else:
             words = [list(g.words) for g in groups]
+            positions = [[list(p) for p in g.word_positions] for g in groups]
             not_applicable = inapplicable_methods(groups, item.prompt, methods, spec)
         contrast = contrast_captions_for(item, words) if want_contrast else None
-        prepared.append(BenchItem(item, spec, groups, words, errors, not_applicable, contrast))
+        prepared.append(BenchItem(item, spec, groups, words, errors, not_applicable, contrast, positions))
     return prepared
 
 
