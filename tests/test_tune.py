@@ -398,6 +398,25 @@ def test_tune_mechanics_on_tiny_models(tmp_path, model):
     assert others == {"tiny-sd1": [(2, 2), (8, 8), (16, 16)], "tiny-sdxl": [(8, 8)], "tiny-sd3": []}[model]
 
 
+def test_tune_guides_sd3_on_its_t5_text(tmp_path):
+    """Prompts over CLIP's 75 tokens resolve only on the T5 part of SD3's joint text."""
+    tail = " in a garden" * 30
+    long = [PromptItem(p.id, p.prompt + tail, p.category, p.token_groups) for p in TINY_PROMPTS]
+    settings = dict(model="tiny-sd3", prompt_set=long, clip_model="tiny-clip", budget=18, steps=1, progress=False)
+    with pytest.raises(ValueError, match="No prompt of the train split suits conform.*sees at most 75.*--text-sequence t5"):
+        run_tuning(TuneConfig(tmp_path / "clip", "conform", **settings))
+    with pytest.raises(ValueError, match="text_sequence.*SD3"):
+        run_tuning(TuneConfig(tmp_path / "sd1", "conform", **{**settings, "model": "tiny-sd1"}, text_sequence="t5"))
+    config = TuneConfig(tmp_path / "t5", "conform", **settings, text_sequence="t5")
+    result = run_tuning(config)
+    assert config.key()["text_sequence"] == "t5"
+    assert "text_sequence" not in TuneConfig(tmp_path, "conform", text_sequence="clip").key()  # older folders resume
+    ledger = json.loads((result.output_dir / "search" / "bench.json").read_text())
+    assert ledger["fingerprint"]["generation"]["text_sequence"] == "t5"
+    assert result.confirmation["methods"]["conform"]["all"]["n"] >= 2
+    assert "--text-sequence t5." in (result.output_dir / "report.md").read_text()  # the method file lacks it
+
+
 # ============================================================================ the output in generate / bench
 
 
@@ -446,6 +465,9 @@ def test_tune_command(tmp_path, capsys, monkeypatch):
         {"html": "report.html"}))
     assert main(["tune", "--method", "conform", "--quiet", "--output-dir", str(tmp_path / "u")]) == 0
     assert "conform-tuned.json, with --attn-res 16 16 (report: report.html)" in capsys.readouterr().out
+    assert main(["tune", "--method", "conform", "--model", "tiny-sd3", "--text-sequence", "t5", "--quiet",
+                 "--output-dir", str(tmp_path / "v")]) == 0
+    assert "conform-tuned.json, with --attn-res 16 16 --text-sequence t5 (report" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -66,6 +66,9 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
                    help="CLIP for the CLIP metrics. Default: the world's CLIP for the embedded model, else the A&E protocol's")
     p.add_argument("--device", type=device_name, default="auto", metavar="{auto,cpu,cuda,cuda:N,mps}")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--text-sequence", choices=("clip", "t5"),
+                   help="SD3 / SD3.5 only: the part of the joint text the guidance loss reads, CLIP's tokens or T5's "
+                   "(prompts longer than CLIP's 75 tokens need t5). Default: clip")
     p.add_argument("--no-confirm", action="store_true", help="stop after the search (no test-split run)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars and no report on the terminal (the chosen setting's file is still named)")
@@ -96,6 +99,7 @@ def run_tune(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             confirm=not args.no_confirm,
+            text_sequence=args.text_sequence,
             progress=not args.quiet,
         )
         result = run_tuning(config)
@@ -105,7 +109,9 @@ def run_tune(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     if not args.quiet:
         print((result.output_dir / "report.md").read_text(encoding="utf-8"))
-    # the map size is a call argument, not part of the method file: say it where the file is named
-    maps = f", with --attn-res {result.attn_res[0]} {result.attn_res[1]}" if result.attn_res else ""
-    print(f"chosen setting: {result.method_file}{maps} (report: {result.files.get('html')})")
+    # the map size and the text read are call arguments, not part of the method file: say them where the file is named
+    calls = [f"--attn-res {result.attn_res[0]} {result.attn_res[1]}"] if result.attn_res else []
+    calls += ["--text-sequence t5"] if args.text_sequence == "t5" else []
+    with_calls = f", with {' '.join(calls)}" if calls else ""
+    print(f"chosen setting: {result.method_file}{with_calls} (report: {result.files.get('html')})")
     return EXIT_OK

@@ -82,6 +82,7 @@ class TuneConfig:
     confirm: bool = True
     progress: bool = True
     seed_batch: int = 1
+    text_sequence: str | None = None  # SD3 / SD3.5: the text the loss reads, "clip" (None) or "t5"
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -117,12 +118,15 @@ class TuneConfig:
             shown["prompt_set"] = [item.id for item in shown["prompt_set"]]
         if not isinstance(shown["clip_model"], (str, os.PathLike, type(None))):
             shown["clip_model"] = getattr(shown["clip_model"], "name", type(shown["clip_model"]).__name__)
+        if shown["text_sequence"] in (None, "clip"):  # the default: folders made before the option resume
+            del shown["text_sequence"]
         return jsonable(shown)
 
     def bench_settings(self, heatmaps: bool) -> dict:
         clip = None if self.metric == "oracle_success" else self.clip_model  # the oracle needs no CLIP
         return dict(model=self.model, steps=self.steps, device=self.device, dtype=self.dtype, clip_model=clip,
-                    heatmaps=heatmaps, progress=self.progress, report_max_prompts=20, seed_batch=self.seed_batch)
+                    heatmaps=heatmaps, progress=self.progress, report_max_prompts=20, seed_batch=self.seed_batch,
+                    text_sequence=self.text_sequence)
 
 
 @dataclass
@@ -204,16 +208,16 @@ def _check_metric_inputs(config: TuneConfig, items: list) -> None:
         )
 
 
-def applicable(pipe, method, items: list, split: str) -> list:
-    """The items whose token groups resolve and suit ``method``; ``ValueError`` naming the
-    problem when none do (e.g. CONFORM on a set without two-object prompts)."""
+def applicable(pipe, method, items: list, split: str, text_sequence: str | None = None) -> list:
+    """The items whose token groups resolve (on SD3, in ``text_sequence``) and suit ``method``;
+    ``ValueError`` naming the problem when none do (e.g. CONFORM on a set without two-object prompts)."""
     from ..runs import inapplicable_methods, resolve_token_groups
 
     kept, reasons = [], []
     for item in items:
         spec = item.token_groups or "auto"
         try:
-            groups = resolve_token_groups(pipe, item.prompt, spec)
+            groups = resolve_token_groups(pipe, item.prompt, spec, text_sequence)
         except ValueError as err:
             reasons.append(str(err))
             continue
@@ -425,6 +429,7 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     ``ValueError`` before any image is made."""
     from ..guidance.methods import get_method
     from ..models.loading import load_pipeline, resolve_device, resolve_dtype
+    from ..runs import checked_text_sequence
     from .tune_report import write_tune_report
 
     state = _check_folder(config)
@@ -435,9 +440,11 @@ def run_tuning(config: TuneConfig) -> TuneResult:
     device = resolve_device(config.device)
     pipe = load_pipeline(config.model, device, resolve_dtype(config.dtype, device)[0], quiet=True,
                          loading_bars=config.progress)
+    if config.text_sequence is not None:
+        checked_text_sequence(pipe, config.text_sequence)  # an SD3 pipeline, with T5 for "t5"
     defaults = get_method(config.method)
-    train = applicable(pipe, defaults, train, "train")
-    test = applicable(pipe, defaults, test, "test") if config.confirm else []
+    train = applicable(pipe, defaults, train, "train", config.text_sequence)
+    test = applicable(pipe, defaults, test, "test", config.text_sequence) if config.confirm else []
     loop_steps, paper_fractions = guided_loop(pipe, config.steps)
     candidates = search_space(config.method, map_sizes(pipe, config), loop_steps=loop_steps,
                               paper_fractions=paper_fractions)

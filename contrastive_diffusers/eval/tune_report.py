@@ -74,8 +74,10 @@ def _summary_lines(config, state: dict) -> list[str]:
         from .tune_space import candidate_label
 
         maps = state.get("attn_res")
+        calls = ([f"--attn-res {maps[0]} {maps[1]}"] if maps else []) + (
+            ["--text-sequence t5"] if config.text_sequence == "t5" else [])
         lines.append(f"Chosen: {candidate_label(chosen)}, written to {state.get('method_file')}"
-                     + (f"; generate with --attn-res {maps[0]} {maps[1]}" if maps else "") + ".")
+                     + (f"; generate with {' '.join(calls)}" if calls else "") + ".")
     return lines
 
 
