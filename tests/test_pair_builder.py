@@ -26,6 +26,10 @@ def test_category_and_stage_mapping():
     dog = PromptItem("d", "a dog and a red bench", token_groups=[["dog"], ["red", "bench"]])
     found = {v.metadata["perturbation"]: category_and_stage(dog, v) for v in contrast_set(dog)}
     assert found == {"swap_objects": ("color", 2), "replace_object": ("shape", 2)}
+    # every colour the parser knows, not only the A&E set's eleven ("silver": a colour before a material)
+    for a, b in (("cyan", "magenta"), ("grey", "silver")):
+        item = PromptItem("k", f"a {a} square and a {b} circle", token_groups=[[a, "square"], [b, "circle"]])
+        assert category_and_stage(item, contrast_set(item)[0]) == ("color", 2)
     wood = PromptItem("w", "a wooden car and a metallic bench", token_groups=[["wooden", "car"], ["metallic", "bench"]])
     assert category_and_stage(wood, contrast_set(wood)[0]) == ("texture", 2)
     three = PromptItem("t", "a cat and a dog and a car", token_groups=[["cat"], ["dog"], ["car"]])

@@ -214,6 +214,13 @@ def write(tmp_path, name, text):
          r"line 2: id 'a' already used on line 1 \(ids differing only in case"),
         ("x.json", '{"a b": ["a cat and a dog"], "a_b": ["a frog"]}', "auto", r"subsets 'a b' and 'a_b' give prompts the same ids"),
         ("x.txt", "a cat\n", "yaml", r"Unknown prompt file format 'yaml'; valid formats: auto, text"),
+        # another format's rows in a .txt would be drawn verbatim
+        ("rows.txt", 'a cat\n{"prompt": "a red car", "category": "color"}\n', "auto",
+         r"rows\.txt, line 2: a JSON object.*name a JSON Lines file \.jsonl"),
+        ("parti.txt", "Prompt\tCategory\nbond\tAbstract\n", "auto", r"line 1: tab-separated fields.*\.tsv"),
+        ("a.jsonl", '{"prompt": "a", "x": 2, "metadata": {"x": 1}}\n', "jsonl",
+         r"line 1: 'x' is both a field of the row and a key of its \"metadata\""),
+        ("a.jsonl", '{"prompt": "\\u200b "}\n', "jsonl", r"line 1: the row has no prompt"),
     ],
 )
 def test_loader_errors(tmp_path, name, text, fmt, pattern):
@@ -249,6 +256,12 @@ def test_text_files_drop_invisible_characters(tmp_path):
     path = tmp_path / "joined.txt"
     path.write_text("a cat\n\ufeffa red car\n\u200b\n")
     assert [i.prompt for i in load_prompt_file(path)] == ["a cat", "a red car"]
+    rows = tmp_path / "rows.jsonl"  # JSON Lines prompts lose them as plain-text lines do
+    rows.write_text('{"prompt": "  a red car \\u200b "}\n{"tag": "t", "include": [], "prompt": "a cat\\ufeff"}\n')
+    assert [i.prompt for i in load_prompt_file(rows, format="jsonl")] == ["a red car", "a cat"]
+    geneval = tmp_path / "g.jsonl"
+    geneval.write_text('{"tag": "t", "include": [], "prompt": "a cat\\u200b"}\n')
+    assert load_prompt_file(geneval)[0].prompt == "a cat"
 
 
 def test_text_files_with_old_mac_line_ends_and_no_break_spaces(tmp_path):
@@ -412,6 +425,45 @@ def test_contrast_captions_of_compounds_counts_relations_and_capitals():
     assert made("a cat and a dog", [["cat"]])["replace_object"] == "a bird and a dog"
 
 
+def test_contrast_captions_read_number_links_sounds_and_proper_nouns():
+    def made(text, groups):
+        return {c.metadata["perturbation"]: c.prompt for c in contrast_set(PromptItem("p", text, token_groups=groups))}
+
+    # irregular plurals, and the word before an object, fix its number: no "a mice and some cat"
+    assert "swap_objects" not in made("a cat and some mice", [["cat"], ["mice"]])
+    assert "swap_objects" not in made("A group of people are cheering at a sports game.", [["people"], ["sports", "game"]])
+    assert "swap_objects" not in made("a herd of white sheep on a green hill", [["white", "sheep"], ["green", "hill"]])
+    assert made("some blue sheep with white numbers", [["blue", "sheep"], ["white", "numbers"]])["swap_objects"] == \
+        "some blue numbers with white sheep"
+    assert made("a photo of a refrigerator below a scissors", [["scissors"], ["refrigerator"]])["swap_objects"] == \
+        "a photo of a scissors below a refrigerator"  # GenEval's "a scissors": one object
+    # the replacement is no noun of the prompt in the other number either
+    assert made("a cat and three dogs", [["cat"], ["dogs"]])["replace_object"] == "a bird and three dogs"
+    # symmetric links, read as phrases: the swap would paraphrase ("on side of": T2I-CompBench's "beside")
+    for link in ("by", "on side of", "along with", "as well as", "close to"):
+        assert made(f"a mouse {link} a key", [["mouse"], ["key"]]).keys() == {"replace_object"}, link
+    assert "swap_objects" in made("a sticker on the side of a car", [["sticker"], ["car"]])
+    # articles by sound; a correct "a university" no longer freezes the others
+    assert made("an orange car and a blue bench near a university", [["orange", "car"], ["blue", "bench"]])[
+        "swap_attributes"] == "a blue car and an orange bench near a university"
+    assert made("a unicorn on an elephant", [["unicorn"], ["elephant"]])["swap_objects"] == "an elephant on a unicorn"
+    assert made("a cat on an hourglass", [["cat"], ["hourglass"]])["swap_objects"] == "an hourglass on a cat"
+    # only the sentence start's capital moves; proper nouns keep theirs
+    assert made("a whale in front of the Sydney Opera House", [["whale"], ["sydney", "opera", "house"]])[
+        "swap_objects"] == "a Sydney Opera House in front of the whale"
+    assert made("a Corgi next to a red car", [["Corgi"], ["red", "car"]])["swap_objects"] == "a car next to a red Corgi"
+    # a tokenizer's words ("t - shirt") and decomposed accents match the prompt as written
+    assert made("a red t-shirt and a blue jacket", [["red", "t - shirt"], ["blue", "jacket"]])["swap_attributes"] == \
+        "a blue t-shirt and a red jacket"
+    assert made("a red cafe\u0301 and a blue car", [["red", "café"], ["blue", "car"]])["swap_attributes"] == \
+        "a blue café and a red car"
+    # a source id too long for "~<perturbation>" is shortened, the source kept in the metadata
+    long_id = "p" * 195
+    made_long = contrast_set(PromptItem(long_id, "a red car and a blue bench", token_groups=[["red", "car"], ["blue", "bench"]]))
+    assert all(len(c.id) <= 200 and c.metadata["source_id"] == long_id for c in made_long)
+    assert len({c.id for c in made_long}) == len(made_long)
+
+
 def test_contrast_set_errors():
     bad = PromptItem("p", "a red car and a blue bench", token_groups=[["red", "car"], ["green", "bench"]])
     with pytest.raises(ValueError, match=r"'green' not found in prompt 'a red car and a blue bench'"):
@@ -427,9 +479,9 @@ def test_contrast_sets_of_the_attend_and_excite_benchmark():
         kinds = [c.metadata["perturbation"] for c in contrasts]
         attributes = [tuple(g[:-1]) for g in item.token_groups]
         # a binding contrast exactly when the two objects carry different attributes, or when
-        # their order means something ("a cat with a crown" -> "a crown with a cat"; not with
-        # "glasses", a plural noun beside a singular one)
-        ordered = " with " in item.prompt and "glasses" not in nouns
+        # their order means something ("a cat with a crown" -> "a crown with a cat"; "a cat with
+        # a glasses" too: the set's "a" makes its glasses one object)
+        ordered = " with " in item.prompt
         assert ("swap_objects" in kinds or "swap_attributes" in kinds) == (attributes[0] != attributes[1] or ordered)
         assert "replace_object" in kinds
         for c in contrasts:

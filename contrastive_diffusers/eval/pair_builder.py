@@ -19,7 +19,8 @@ perturbation        category                                     stage
 ==================  ===========================================  =====
 replace_object      ``shape`` (the object's identity changes)    1 or 2
 swap_attributes     by the swapped words (those the two objects  2
-                    do not share): ``color`` if a colour word,
+                    do not share): ``color`` if a colour word
+                    (the parser's: cyan, grey, silver too),
                     ``texture`` / ``shape`` if one of
                     :data:`TEXTURE_WORDS` / :data:`SHAPE_WORDS`,
                     else ``non-spatial``
@@ -51,10 +52,10 @@ from pathlib import Path
 import torch
 
 from ..atomic_io import save_image_atomic, write_json_atomic, write_jsonl_atomic
-from ..guidance.lexicon import CONJUNCTIONS, DETERMINERS, MATERIALS, PREPOSITIONS
+from ..guidance.lexicon import COLORS, CONJUNCTIONS, DETERMINERS, MATERIALS, PREPOSITIONS
 from ..guidance.parsing import DENYING_WORDS, tokenize
 from ..models.names import DEFAULT_CLIP_MODEL
-from ..prompts import COLORS, contrast_set
+from ..prompts import contrast_set
 from ..prompts.contrast import split_group
 from ..runs import generate_image, generation_options
 from ..training.pairs import PAIRS_FILE

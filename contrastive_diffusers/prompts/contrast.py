@@ -3,16 +3,40 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 
 from ..guidance.parsing import attribute_count, is_number_word
 from .attend_and_excite import ANIMALS, OBJECTS
-from .items import WORD, PromptItem, prompt_words
+from .items import SAFE_ID, WORD, PromptItem, prompt_words
 
-#: Words between two objects that make their order meaningless ("a cat and a dog" = "a dog
-#: and a cat"; "a cat next to a dog" = "a dog next to a cat"); any other word makes it matter
-#: ("a cat left of a dog", "a cat on a dog", "a cat with a hat").
-_SYMMETRIC_LINKS = frozenset({"and", "&", ",", "or", "a", "an", "the", "next", "to", "beside", "near"})
+#: Links between two objects that make their order meaningless ("a cat and a dog" = "a dog
+#: and a cat"; "a mouse on side of a key", T2I-CompBench's spatial wording, = "a key on side
+#: of a mouse"), read without the second object's article; any other words make it matter
+#: ("a cat left of a dog", "a cat on a dog", "a cat with a hat", "a sticker on the side of a car").
+_SYMMETRIC_LINKS = frozenset({
+    "", "and", "or", "and also", "plus", "as well as", "along with", "together with", "alongside",
+    "next to", "beside", "near", "near to", "close to", "by", "on side of",
+})
+_ARTICLES = frozenset({"a", "an", "the"})
+
+#: Nouns whose plural has no -s, and nouns with one form for both numbers.
+_IRREGULAR_PLURALS = {
+    "people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse", "geese": "goose",
+    "feet": "foot", "teeth": "tooth", "oxen": "ox", "knives": "knife", "wolves": "wolf", "leaves": "leaf",
+    "loaves": "loaf", "shelves": "shelf", "calves": "calf", "halves": "half", "scarves": "scarf", "cacti": "cactus",
+}
+_SAME_IN_BOTH_NUMBERS = frozenset({"sheep", "fish", "deer", "moose", "bison", "salmon", "trout", "aircraft",
+                                   "species", "series", "offspring"})
+#: Words right before an object's phrase that fix its number ("a sheep", "some sheep").
+_SINGULAR_BEFORE = frozenset({"a", "an", "one", "each", "every", "this", "that", "another", "single"})
+_PLURAL_BEFORE = frozenset({"some", "many", "several", "few", "these", "those", "both", "multiple", "various"})
+
+#: Words whose first letter misleads "a" / "an": the sound decides ("a unicorn", "an hour").
+_CONSONANT_SOUND = ("uni", "use", "usu", "uti", "ute", "uri", "uk", "u-", "eu", "ewe", "one", "once")
+_NOT_CONSONANT_SOUND = ("unim", "unin", "unid")  # "an unidentified", "an uninvited"
+_VOWEL_SOUND = ("hour", "honest", "honor", "honour", "heir")
 
 __all__ = ["contrast_set", "split_group"]
 
@@ -29,7 +53,7 @@ def _locate(item: PromptItem) -> tuple[list[re.Match], list[list[tuple[int, int]
     lowered = [t.group().lower() for t in tokens]
 
     def starts(entry: str) -> list[int]:
-        parts = [w.lower() for w in prompt_words(entry)]
+        parts = [w.lower() for w in prompt_words(_as_written(entry))]
         if not parts:
             return []
         k = len(parts)
@@ -70,9 +94,22 @@ def _locate(item: PromptItem) -> tuple[list[re.Match], list[list[tuple[int, int]
     return tokens, spans
 
 
+def _as_written(entry: str) -> str:
+    """A group word as a prompt writes it: composed accents, and no spaces inside a word
+    ("t - shirt", "rubik 's": the words a tokenizer's pieces give back)."""
+    return re.sub(r"\s*(['\-])\s*", r"\1", unicodedata.normalize("NFC", entry))
+
+
 def _article(before: str, following: str) -> str:
-    """"a" or "an" (in ``before``'s case) for the word ``following``, by its first letter."""
-    article = "an" if following[:1].lower() in "aeiou" else "a"
+    """"a" or "an" (in ``before``'s case) for the word ``following``: by its first letter, but
+    "a unicorn", "a European", "a one-way", "an hour"."""
+    word = following.lower()
+    vowel = word[:1] in "aeiou"
+    if word.startswith(_CONSONANT_SOUND) and not word.startswith(_NOT_CONSONANT_SOUND):
+        vowel = False
+    elif word.startswith(_VOWEL_SOUND):
+        vowel = True
+    article = "an" if vowel else "a"
     return article.capitalize() if before[:1].isupper() else article
 
 
@@ -104,20 +141,52 @@ def _articles_follow_the_rule(tokens) -> bool:
                for word, following in zip(words, words[1:]) if word.lower() in ("a", "an"))
 
 
-def _plural(noun: str) -> bool:
-    """A rough plural test for nouns of these prompts ("cats", "glasses"; not "glass", "bus")."""
+def _plural(noun: str) -> bool | None:
+    """A rough plural test by the noun's form ("cats", "glasses", "mice"; not "glass", "bus");
+    ``None`` for a noun with one form for both ("sheep")."""
     noun = noun.lower()
+    if noun in _IRREGULAR_PLURALS:
+        return True
+    if noun in _SAME_IN_BOTH_NUMBERS:
+        return None
     return noun.endswith("s") and not noun.endswith(("ss", "us", "is"))
 
 
+def _number(noun: str, before: str) -> bool | None:
+    """Whether the object is plural: by the word before its phrase where that fixes it ("a
+    scissors", "some sheep", "three"), else by the noun's form; ``None`` when neither tells."""
+    before = before.lower()
+    if before in _SINGULAR_BEFORE:
+        return False
+    if before in _PLURAL_BEFORE or (is_number_word(before) and before not in ("one", "1")):
+        return True
+    return _plural(noun)
+
+
+def _singular(word: str) -> str:
+    """A rough singular form, to compare nouns across number ("dogs" ~ "dog", "mice" ~ "mouse")."""
+    word = word.lower()
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return word[:-2]
+    if _plural(word):
+        return word[:-1]
+    return word
+
+
 def _vocabulary_next(noun: str, avoid: set[str], plural: bool) -> str | None:
-    """The next noun of ``noun``'s list that is not in ``avoid`` and is plural or not as asked."""
+    """The next noun of ``noun``'s list that is not in ``avoid`` in either number ("dog" is
+    not brought into "a cat and three dogs") and is plural or not as asked."""
+    avoid = {_singular(w) for w in avoid}
     for vocab in (ANIMALS, OBJECTS):
         if noun in vocab:
             i = vocab.index(noun)
             for step in range(1, len(vocab)):
                 candidate = vocab[(i + step) % len(vocab)]
-                if candidate not in avoid and _plural(candidate) == plural:
+                if _singular(candidate) not in avoid and _plural(candidate) == plural:
                     return candidate
     return None
 
@@ -136,14 +205,25 @@ def _bindings(groups) -> frozenset:
                      for attributes, noun in splits)
 
 
-def _recase(text: str, like: str) -> str:
-    """``text`` moved to where ``like`` stood: a capital first letter where ``like`` had one
-    (the sentence start), a small one where it had none ("Red car and blue bench")."""
-    if like[:1].isupper():
+def _recase(text: str, like: str, to_start: bool, from_start: bool) -> str:
+    """``text`` moved to where ``like`` stood: the sentence start's capital stays at the start
+    ("Red car and blue bench" -> "Blue car and red bench"); elsewhere words keep their case
+    ("a whale in front of the Sydney Opera House" -> "a Sydney Opera House in front of the whale")."""
+    if to_start and like[:1].isupper():
         return text[:1].upper() + text[1:]
-    if text[:1].isupper() and text[1:2].islower():
+    if from_start and text[:1].isupper() and text[1:2].islower():
         return text[:1].lower() + text[1:]
     return text
+
+
+def _derived_id(source_id: str, name: str) -> str:
+    """``"<source id>~<perturbation>"``, the source id shortened (with a hash of it) where the
+    whole would pass the id length limit."""
+    derived = f"{source_id}~{name}"
+    if SAFE_ID.fullmatch(derived):
+        return derived
+    digest = hashlib.sha1(source_id.encode()).hexdigest()[:8]
+    return f"{source_id[: 200 - len(name) - 10]}-{digest}~{name}"
 
 
 def contrast_set(item: PromptItem) -> list[PromptItem]:
@@ -158,24 +238,29 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
       consecutive words): "a red car and a blue bench" -> "a blue car and a red bench". Left
       out when it binds the same attributes to the same nouns ("a red car and a blue car",
       attributes that differ only in case or order). The article before a swapped word is
-      re-chosen ("a purple square and an orange cross" -> "an orange square and a purple
-      cross"), a moved word's capital follows the sentence start.
-    - ``swap_objects`` (exactly two groups, the nouns both singular or both plural): the
-      nouns swap, attributes stay in place -> "a cat and a red bench" becomes "a bench and a
-      red cat"; "a cat to the left of a dog" becomes "a dog to the left of a cat". Where only
-      "and", "next to", "beside" or "near" stand between the objects, their order means
-      nothing: then it is left out when it binds the same attributes to the same nouns as the
+      re-chosen by sound ("a purple square and an orange cross" -> "an orange square and a
+      purple cross"; "a unicorn", "an hour"); the sentence start's capital stays at the start,
+      other words keep their case ("The Alamo").
+    - ``swap_objects`` (exactly two groups, the objects both singular or both plural: by "a",
+      "some", a count before them, else by the noun, "mice" and "people" plural; "sheep"
+      with neither is not swapped): the nouns swap, attributes stay in place -> "a cat and a
+      red bench" becomes "a bench and a red cat"; "a cat to the left of a dog" becomes "a dog
+      to the left of a cat". Where only a symmetric link stands between the objects ("and",
+      "next to", "beside", "near", "by", "along with", "as well as", "on side of", ...: their
+      order means nothing), it is left out when it binds the same attributes to the same nouns as the
       prompt ("a dog and a cat" only paraphrases "a cat and a dog") or as ``swap_attributes``
       ("a red bench and a blue car" says what "a blue car and a red bench" says): a contrast
       caption must mean something else.
     - ``replace_object``: the last group whose noun is in :data:`ANIMALS` or :data:`OBJECTS`
-      gets the next noun of that list that is no word of the prompt and as plural as it ->
-      "a red car and a blue clock"; "an elephant" becomes "a monkey". A prompt with any
-      article that breaks this rule, as the published A&E set writes them ("a apple"), keeps
-      all its articles.
+      gets the next noun of that list that is no word of the prompt in either number ("a cat
+      and three dogs" gets no "dog") and as plural as it -> "a red car and a blue clock"; "an
+      elephant" becomes "a monkey". A prompt with any article that breaks the article rule,
+      as the published A&E set writes them ("a apple"), keeps all its articles.
 
-    A perturbation that does not apply, or would leave the prompt unchanged (equal attributes),
-    is left out. Ids are ``"<source id>~<perturbation>"``; metadata is ``{"perturbation": ...,
+    Group words are matched as the prompt writes them: composed accents, and a tokenizer's
+    "t - shirt" is the prompt's "t-shirt". A perturbation that does not apply, or would leave
+    the prompt unchanged (equal attributes), is left out. Ids are ``"<source id>~<perturbation>"``
+    (a source id too long for that is shortened, with a hash of it); metadata is ``{"perturbation": ...,
     "source_id": ...}``. Raises ``ValueError`` when the item has no token groups or a group's
     word is not in the prompt.
     """
@@ -185,6 +270,8 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
             'token_groups, e.g. [["red", "car"], ["blue", "bench"]].'
         )
     groups = item.token_groups
+    if not unicodedata.is_normalized("NFC", item.prompt):  # decomposed accents: "cafe\u0301" is one word
+        item = PromptItem(item.id, unicodedata.normalize("NFC", item.prompt), item.category, groups, item.metadata)
     tokens, spans = _locate(item)
     articles = _articles_follow_the_rule(tokens)  # else the prompt's own style is kept, "a orange" included
 
@@ -199,7 +286,13 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
         return any(is_number_word(w) for w in group) or (first > 0 and is_number_word(tokens[first - 1].group()))
 
     def swap(first, second) -> list[tuple[tuple[int, int], str]]:
-        return [(first, _recase(text(second), text(first))), (second, _recase(text(first), text(second)))]
+        a, b = text(first), text(second)
+        return [(first, _recase(b, a, first[0] == 0, second[0] == 0)),
+                (second, _recase(a, b, second[0] == 0, first[0] == 0))]
+
+    def before(group_spans) -> str:
+        first = min(s for s, _ in group_spans)
+        return tokens[first - 1].group() if first > 0 else ""
 
     results: list[tuple[str, str, list[list[str]]]] = []
 
@@ -216,16 +309,20 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
             new_groups = [b_attr_words + a_noun_words, a_attr_words + b_noun_words]
             if _bindings(new_groups) != _bindings(groups):  # "a red car and a blue car": a paraphrase
                 results.append(("swap_attributes", prompt, new_groups))
-        same_number = _plural(a_noun_words[-1]) == _plural(b_noun_words[-1])
+        numbers = [_number(noun[-1], before(sp)) for noun, sp in ((a_noun_words, a_spans), (b_noun_words, b_spans))]
+        same_number = numbers[0] is not None and numbers[0] == numbers[1]
         if consecutive(a_noun) and consecutive(b_noun) and same_number:
             a_region, b_region = (a_noun[0][0], a_noun[-1][1]), (b_noun[0][0], b_noun[-1][1])
             prompt = _edit(item.prompt, tokens, swap(a_region, b_region), articles)
             new_groups = [a_attr_words + b_noun_words, b_attr_words + a_noun_words]
             # the words between the two objects' phrases (attributes excluded)
             (_, left_end), (right_start, _) = sorted((min(s for s, _ in sp), max(e for _, e in sp)) for sp in spans)
-            between = {t.group().lower() for t in tokens[left_end:right_start]}
+            between = [t.group().lower() for t in tokens[left_end:right_start]]
+            while between and between[-1] in _ARTICLES:  # "and a", "next to the"
+                between.pop()
+            between = " ".join(between)
             said = [_bindings(groups)] + [_bindings(g) for _, _, g in results]
-            if not between <= _SYMMETRIC_LINKS or _bindings(new_groups) not in said:
+            if between not in _SYMMETRIC_LINKS or _bindings(new_groups) not in said:
                 results.append(("swap_objects", prompt, new_groups))
 
     words = {t.group().lower() for t in tokens}
@@ -233,9 +330,8 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
         if len(split_group(groups[index])[1]) > 1:  # a compound noun: "teddy bear" is no "teddy lion"
             continue
         start = spans[index][-1][0]
-        after_article = start > 0 and tokens[start - 1].group().lower() in ("a", "an")
         # after "a" a singular noun (the A&E set writes "a glasses"), else as plural as the noun
-        plural = False if after_article else _plural(groups[index][-1])
+        plural = bool(_number(groups[index][-1], before(spans[index])))
         replacement = _vocabulary_next(groups[index][-1].lower(), words, plural)
         if replacement is None:
             continue
@@ -249,7 +345,7 @@ def contrast_set(item: PromptItem) -> list[PromptItem]:
 
     return [
         PromptItem(
-            f"{item.id}~{name}",
+            _derived_id(item.id, name),
             prompt,
             item.category,
             new_groups,

@@ -58,6 +58,23 @@ def _no_prompts(path: Path, what: str) -> ValueError:
     return ValueError(f"{path}: no prompts found ({what}); add at least one prompt.")
 
 
+def _looks_like_rows(path: Path, number: int, prompt: str) -> ValueError | None:
+    """A plain-text line that is a row of another format (a JSON object, tab-separated fields),
+    which would be drawn verbatim as a prompt."""
+    if prompt.startswith("{") and prompt.endswith("}"):
+        try:
+            row = json.loads(prompt)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            return ValueError(f"{path}, line {number}: a JSON object, read as one prompt since the file is plain text; "
+                              "name a JSON Lines file .jsonl (GenEval's evaluation_metadata.jsonl too).")
+    if "\t" in prompt:
+        return ValueError(f"{path}, line {number}: tab-separated fields, read as one prompt since the file is plain text; "
+                          "name a PartiPrompts file .tsv, or keep one prompt per line without tabs.")
+    return None
+
+
 def _load_text(path: Path, category_from_stem: bool) -> list[PromptItem]:
     stem = _stem_id(path)
     category = _t2i_compbench_category(path) if category_from_stem else None
@@ -66,6 +83,9 @@ def _load_text(path: Path, category_from_stem: bool) -> list[PromptItem]:
         prompt = _LINE_ENDS.sub("", line)  # any Unicode space (a no-break space too) and invisibles
         if not prompt or prompt.startswith("#"):
             continue
+        problem = _looks_like_rows(path, number, prompt)
+        if problem:
+            raise problem
         items.append(PromptItem(f"{stem}-{number}", prompt, category))
     if not items:
         raise _no_prompts(path, "every line is blank or a '#' comment; the format is one prompt per line")
@@ -97,7 +117,7 @@ def _json_rows(path: Path):
                 'must be one JSON object such as {"prompt": "a red car and a blue bench"}.'
             )
         prompt = row.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str) or not _LINE_ENDS.sub("", prompt):
             raise ValueError(
                 f"{path}, line {number}: the row has no prompt (needs a non-empty string field "
                 f'"prompt"; found keys: {", ".join(map(repr, row)) or "none"}).'
@@ -132,7 +152,7 @@ def _load_geneval(path: Path) -> list[PromptItem]:
         items.append(
             PromptItem(
                 f"{stem}-{number}",
-                row["prompt"].strip(),
+                _LINE_ENDS.sub("", row["prompt"]),
                 tag if isinstance(tag, str) else None,
                 _geneval_groups(row),
                 row,
@@ -178,8 +198,12 @@ def _load_jsonl(path: Path) -> list[PromptItem]:
         if not isinstance(metadata, dict):
             raise ValueError(f"{path}, line {number}: \"metadata\" must be a JSON object.")
         extra = {k: v for k, v in row.items() if k not in ("id", "prompt", "category", "token_groups", "metadata")}
+        twice = sorted(set(metadata) & set(extra))
+        if twice:
+            raise ValueError(f"{path}, line {number}: {twice[0]!r} is both a field of the row and a key of its "
+                             '"metadata"; keep one of them.')
         items.append(
-            PromptItem(item_id, row["prompt"].strip(), category, groups, {**metadata, **extra})
+            PromptItem(item_id, _LINE_ENDS.sub("", row["prompt"]), category, groups, {**metadata, **extra})
         )
     if not items:
         raise _no_prompts(path, "every line is blank; the format is one JSON object per line")
@@ -209,7 +233,7 @@ def _load_parti(path: Path) -> list[PromptItem]:
             continue
         cells = line.split("\t")
         cells += [""] * (len(header) - len(cells))
-        prompt = cells[p_col].strip()
+        prompt = _LINE_ENDS.sub("", cells[p_col])
         if not prompt:
             raise ValueError(
                 f"{path}, line {number}: the row has an empty Prompt column ({p_col + 1}); fill it "
@@ -254,12 +278,12 @@ def _load_attend_and_excite(path: Path) -> list[PromptItem]:
             )
         key_ids[key_id.lower()] = key
         for n, prompt in enumerate(prompts, start=1):
-            if not isinstance(prompt, str) or not prompt.strip():
+            if not isinstance(prompt, str) or not _LINE_ENDS.sub("", prompt):
                 raise ValueError(
                     f"{path}: entry {n} of {key!r} is not a non-empty prompt string ({prompt!r}); "
                     "every list entry must be a prompt."
                 )
-            prompt = prompt.strip()
+            prompt = _LINE_ENDS.sub("", prompt)
             match = _AE_PATTERN.fullmatch(prompt)
             groups = [match.group(1).split(), match.group(2).split()] if match else None
             items.append(
